@@ -1,0 +1,28 @@
+# Two commands: `make chat` (set up, then chat with the built-in model) and
+# `make test` (set up, then run the whole test suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# A portable llama.cpp build (runs on any x86-64 with AVX2), without the multimodal library.
+export CMAKE_ARGS ?= -DGGML_NATIVE=off -DLLAVA_BUILD=off
+
+.PHONY: setup chat test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: the CPU wheel here (a looser "torch" would pull a CUDA build of several GB)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+chat: setup
+	$(BIN)/chatapp
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info

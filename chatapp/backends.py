@@ -1,0 +1,28 @@
+"""Opening a backend for a model: the torch engine for model folders, llama.cpp
+for GGUF files. Imports are lazy so a GGUF model never imports torch."""
+
+from __future__ import annotations
+
+from chatapp.model_registry import ModelRef
+
+BACKEND_CHOICES = ("auto", "torch", "llama.cpp")
+
+
+def open_backend(ref: ModelRef, backend: str = "auto", device: str = "auto"):
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, not {backend!r}")
+    if backend == "auto":
+        backend = "torch" if ref.kind == "folder" else "llama.cpp"
+    if backend == "torch":
+        if ref.kind != "folder":
+            raise ValueError(f"{ref.path}: the torch backend needs a model folder; GGUF files run with --backend llama.cpp")
+        try:
+            from model.engine import TorchEngine
+        except ImportError as error:
+            raise ValueError(f"the torch backend needs PyTorch, which this install lacks ({error}); use a GGUF model") from None
+        return TorchEngine.load(ref.path, device=device)
+    if ref.kind != "gguf":
+        raise ValueError(f"{ref.path}: llama.cpp needs a GGUF file; make one with `chatapp export {ref.name}`")
+    from quant.llama_backend import LlamaBackend
+
+    return LlamaBackend.load(ref.path)

@@ -1,0 +1,73 @@
+"""`chatapp bench`: prefill and decode speed, with and without the KV cache.
+
+Each measurement runs a fixed prompt (validation text of the built-in corpus)
+and greedy generation that ignores end tokens, several times; the median is
+reported.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from model.backend import Finished
+from model.corpus import builtin_split
+from model.sampling import SamplingParams
+
+
+def bench_prompt(tokenizer, length: int) -> list[int]:
+    text = "".join(w.text for w in builtin_split().validation[:3])
+    ids = tokenizer.encode(text)
+    return [tokenizer.end_of_text_id] + ids[: length - 1]
+
+
+def measure(backend, prompt: list[int], gen_tokens: int, use_cache: bool) -> Finished:
+    params = SamplingParams(temperature=0.0, max_tokens=gen_tokens, seed=0)
+    finished = None
+    backend.reset_cache()  # every run starts cold: no prefix reuse between runs
+    for event in backend.generate_ids(prompt, params, stop_ids=set(), use_cache=use_cache):
+        if isinstance(event, Finished):
+            finished = event
+    return finished
+
+
+def run_bench(backend, prompt_tokens: int = 128, gen_tokens: int = 128, runs: int = 5, compare_no_cache: bool = True) -> dict:
+    if prompt_tokens + gen_tokens > backend.context_length:
+        raise ValueError(
+            f"--prompt-tokens + --gen-tokens ({prompt_tokens + gen_tokens}) exceed the context length ({backend.context_length})"
+        )
+    prompt = bench_prompt(backend.tokenizer, prompt_tokens)
+    modes = [True, False] if compare_no_cache else [True]
+    result = {
+        "backend": backend.name,
+        "model": backend.model_name,
+        "prompt_tokens": len(prompt),
+        "gen_tokens": gen_tokens,
+        "runs": runs,
+    }
+    measure(backend, prompt, 8, True)  # warm-up
+    for use_cache in modes:
+        finished = [measure(backend, prompt, gen_tokens, use_cache) for _ in range(runs)]
+        ttft = statistics.median(f.time_to_first_token_s for f in finished)
+        key = "kv_cache" if use_cache else "no_cache"
+        result[key] = {
+            "time_to_first_token_s": ttft,
+            "prefill_tokens_per_s": len(prompt) / ttft if ttft else 0.0,
+            "decode_tokens_per_s": statistics.median(f.tokens_per_second for f in finished),
+            "completion_tokens": finished[0].completion_tokens,
+        }
+    if compare_no_cache:
+        result["kv_cache_speedup"] = result["kv_cache"]["decode_tokens_per_s"] / max(result["no_cache"]["decode_tokens_per_s"], 1e-9)
+    return result
+
+
+def format_bench(result: dict) -> str:
+    lines = [f"{result['backend']} on {result['model']}: prompt {result['prompt_tokens']} tokens, "
+             f"generate {result['gen_tokens']}, median of {result['runs']} runs"]
+    for key, label in (("kv_cache", "with KV cache"), ("no_cache", "without cache (full recompute)")):
+        if key in result:
+            r = result[key]
+            lines.append(f"  {label:32s} prefill {r['prefill_tokens_per_s']:9.1f} tok/s   decode {r['decode_tokens_per_s']:8.1f} tok/s   "
+                         f"first token {r['time_to_first_token_s'] * 1000:7.1f} ms")
+    if "kv_cache_speedup" in result:
+        lines.append(f"  KV cache decode speed-up: {result['kv_cache_speedup']:.1f}x")
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""The `chatapp` command. Errors are one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from chatapp import __version__
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def add_model_argument(parser: argparse.ArgumentParser, positional: bool = False) -> None:
+    help_text = "a model folder, a GGUF file, or a name from `chatapp models` (default: the built-in model)"
+    if positional:
+        parser.add_argument("model", nargs="?", default=None, help=help_text)
+    else:
+        parser.add_argument("--model", "-m", default=None, help=help_text)
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default 0.8)")
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling, in (0, 1]; 1 is off (default 0.95)")
+    parser.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens; 0 is off (default)")
+    parser.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p x the top probability; 0 is off")
+    parser.add_argument("--repeat-penalty", type=float, default=1.0, help="penalise recent tokens; 1 is off (default)")
+    parser.add_argument("--max-tokens", type=int, default=256, help="longest reply in tokens (default 256)")
+    parser.add_argument("--seed", type=int, default=None, help="fix the random seed to reproduce a reply")
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="torch device (default auto: CUDA, MPS, then CPU)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatapp", description="Chat, offline, with a GPT trained from scratch.")
+    parser.add_argument("--version", action="version", version=f"chatapp {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    chat = commands.add_parser("chat", help="chat in the terminal (the default command)")
+    add_model_argument(chat, positional=True)
+    chat.add_argument("--backend", default="auto", choices=["auto", "torch", "llama.cpp"])
+    add_device_argument(chat)
+
+    run = commands.add_parser("run", help="one reply to a prompt, streamed to stdout")
+    run.add_argument("prompt", nargs="?", help="the message (read from stdin when omitted)")
+    add_model_argument(run)
+    run.add_argument("--backend", default="auto", choices=["auto", "torch", "llama.cpp"])
+    run.add_argument("--system", default=None, help="a system prompt, e.g. 'You are Hamlet, Prince of Denmark.'")
+    run.add_argument("--raw", action="store_true", help="continue the text as is, without the chat format")
+    run.add_argument("--json", action="store_true", help="print the reply and its statistics as one JSON object")
+    add_sampling_arguments(run)
+    add_device_argument(run)
+
+    train = commands.add_parser("train", help="train a GPT from scratch")
+    train.add_argument("--data", default=None, help="a .txt file or a folder of them (default: the built-in Shakespeare corpus)")
+    train.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "gpu"], help="model size and schedule (default cpu)")
+    train.add_argument("--out", required=True, help="the model folder to write")
+    train.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the preset's)")
+    train.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: the preset's)")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    train.add_argument("--seed", type=int, default=1337)
+    train.add_argument("--vocab-size", type=int, default=4096, help="tokenizer size when training on --data (default 4096)")
+    train.add_argument("--compile", action="store_true", help="use torch.compile")
+    train.add_argument("--name", default=None, help="the model's name (default: the folder's name)")
+    add_device_argument(train)
+
+    evaluate = commands.add_parser("eval", help="validation loss: nats per token, nats per character, perplexity")
+    add_model_argument(evaluate, positional=True)
+    evaluate.add_argument("--data", default=None, help="text to evaluate on: its last 5%% per file (default: the built-in held-out split)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    add_device_argument(evaluate)
+
+    bench = commands.add_parser("bench", help="prefill and decode speed, with and without the KV cache")
+    add_model_argument(bench, positional=True)
+    bench.add_argument("--backend", default="auto", choices=["auto", "torch", "llama.cpp"])
+    bench.add_argument("--prompt-tokens", type=int, default=128)
+    bench.add_argument("--gen-tokens", type=int, default=128)
+    bench.add_argument("--runs", type=int, default=5)
+    bench.add_argument("--no-compare", action="store_true", help="skip the run without the KV cache")
+    bench.add_argument("--json", action="store_true")
+    add_device_argument(bench)
+
+    models = commands.add_parser("models", help="list the models chatapp knows")
+    models.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from chatapp import commands
+
+    handler = getattr(commands, f"command_{args.command or 'chat'}")
+    if args.command is None:
+        args = parser.parse_args(["chat"])
+    try:
+        return handler(args) or 0
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    except (ValueError, OSError, RuntimeError, ImportError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        sys.stderr.write(f"chatapp: error: {message}\n")
+        return EXIT_ERROR
+    except Exception as error:  # a bug: keep the traceback in the log, not on the screen
+        log_path = write_crash_log()
+        sys.stderr.write(f"chatapp: internal error: {type(error).__name__}: {error} (details in {log_path})\n")
+        return EXIT_ERROR
+
+
+def write_crash_log() -> str:
+    import traceback
+
+    from chatapp.paths import log_dir
+
+    try:
+        log_dir().mkdir(parents=True, exist_ok=True)
+        path = log_dir() / "crash.log"
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(traceback.format_exc() + "\n")
+        return str(path)
+    except OSError:
+        return "nowhere: the log folder is not writable"
+
+
+def print_json(data) -> None:
+    print(json.dumps(data, indent=2))

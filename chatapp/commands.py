@@ -1,0 +1,119 @@
+"""What each `chatapp` subcommand does. Imports of torch and llama.cpp stay lazy."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from chatapp.backends import open_backend
+from chatapp.cli import print_json
+from chatapp.model_registry import describe, list_models, resolve_model
+from model.backend import Finished, TextPiece
+from model.chat_format import Message
+from model.sampling import SamplingParams
+
+
+def sampling_from_args(args) -> SamplingParams:
+    return SamplingParams(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
+        repetition_penalty=args.repeat_penalty,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+    ).validate()
+
+
+def stream_reply(events, out=sys.stdout, echo: bool = True) -> tuple[str, Finished]:
+    text, finished = [], None
+    for event in events:
+        if isinstance(event, TextPiece):
+            text.append(event.text)
+            if echo:
+                out.write(event.text)
+                out.flush()
+        elif isinstance(event, Finished):
+            finished = event
+    return "".join(text), finished
+
+
+def command_run(args) -> int:
+    params = sampling_from_args(args)
+    prompt = args.prompt if args.prompt is not None else sys.stdin.read()
+    if not prompt.strip():
+        raise ValueError("no prompt: give one as an argument or on stdin")
+    ref = resolve_model(args.model)
+    backend = open_backend(ref, args.backend, args.device)
+    if args.raw:
+        events = backend.complete(prompt, params)
+    else:
+        messages = ([Message("system", args.system)] if args.system else []) + [Message("user", prompt.strip())]
+        events = backend.chat(messages, params)
+    try:
+        text, finished = stream_reply(events, echo=not args.json)
+    except KeyboardInterrupt:
+        backend.cancel()
+        sys.stdout.write("\n")
+        raise
+    for notice in finished.notices:
+        sys.stderr.write(f"note: {notice}\n")
+    if args.json:
+        print_json({"model": ref.name, "backend": backend.name, "text": text, **finished.__dict__})
+    else:
+        sys.stdout.write("\n")
+    return 0
+
+
+def command_chat(args) -> int:
+    from chatapp.repl import chat_loop
+
+    ref = resolve_model(args.model)
+    backend = open_backend(ref, args.backend, args.device)
+    return chat_loop(backend, SamplingParams())
+
+
+def command_train(args) -> int:
+    from model.train import TrainOptions, train
+
+    result = train(TrainOptions(
+        out=args.out, preset=args.preset, data=args.data, steps=args.steps, device=args.device,
+        resume=args.resume, seed=args.seed, compile=args.compile, vocab_size=args.vocab_size,
+        batch_size=args.batch_size, name=args.name,
+    ), log=lambda line: print(line, file=sys.stderr))
+    return 0 if result is not None else 1
+
+
+def command_eval(args) -> int:
+    from chatapp.evaluation import evaluate_ref
+
+    ref = resolve_model(args.model)
+    result = {"model": ref.name, **evaluate_ref(ref, args.data, args.device)}
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{ref.name}: {result['nats_per_token']:.4f} nats/token, {result['nats_per_char']:.4f} nats/char, "
+              f"perplexity {result['perplexity']:.2f} ({result['tokens']:,} tokens, {result['chars']:,} characters)")
+    return 0
+
+
+def command_bench(args) -> int:
+    from chatapp.bench import format_bench, run_bench
+
+    ref = resolve_model(args.model)
+    backend = open_backend(ref, args.backend, args.device)
+    result = run_bench(backend, args.prompt_tokens, args.gen_tokens, args.runs, not args.no_compare)
+    print_json(result) if args.json else print(format_bench(result))
+    return 0
+
+
+def command_models(args) -> int:
+    models = list_models()
+    if args.json:
+        print_json([{"name": m.name, "path": str(m.path), "kind": m.kind, "source": m.source, "size_bytes": m.size_bytes} for m in models])
+        return 0
+    if not models:
+        print("no models found")
+    for m in models:
+        print(f"{m.name:28s} {m.source:9s} {m.kind:7s} {m.size_bytes / 1e6:7.1f} MB  {describe(m)}  {m.path}")
+    return 0

@@ -1,0 +1,33 @@
+"""Where user data lives: platformdirs, or everything under $CHATAPP_HOME."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "chatapp"
+
+
+def _home() -> Path | None:
+    home = os.environ.get("CHATAPP_HOME")
+    return Path(home).expanduser() if home else None
+
+
+def data_dir() -> Path:
+    home = _home()
+    return home / "data" if home else Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def config_dir() -> Path:
+    home = _home()
+    return home / "config" if home else Path(platformdirs.user_config_dir(APP_NAME))
+
+
+def user_models_dir() -> Path:
+    return data_dir() / "models"
+
+
+def log_dir() -> Path:
+    return data_dir() / "logs"

@@ -1,0 +1,170 @@
+"""The torch engine: KV-cached streaming generation behind the backend protocol.
+
+Prefill the prompt in one forward pass, then decode one token at a time into a
+static cache. When a new prompt starts with tokens already in the cache (the
+usual case in a chat), only the new tokens are prefilled.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from model.backend import CancelFlag, Event, Finished, TextPiece
+from model.chat_format import Message, fit_to_context
+from model.device import inference_dtype, resolve_device
+from model.model_folder import load_model
+from model.sample import sample_next
+from model.sampling import SamplingParams
+from model.streaming import StopMatcher, Utf8Stream
+
+REPETITION_WINDOW = 64  # tokens the repetition penalty looks back over
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class TorchEngine:
+    name = "torch"
+
+    def __init__(self, model, tokenizer, config: dict, device: str = "cpu"):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.device = device
+        self.model_name = config.get("name", "model")
+        self.context_length = model.config.context_length
+        self.cancel_flag = CancelFlag()
+        self.cached_ids: list[int] = []  # the tokens whose keys/values are in the cache
+        self.prefilled_tokens = 0
+        model.setup_cache(batch=1)
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "auto") -> "TorchEngine":
+        device = resolve_device(device)
+        model, tokenizer, config = load_model(folder, device=device, dtype=inference_dtype(device))
+        return cls(model, tokenizer, config, device)
+
+    def reset_cache(self) -> None:
+        self.cached_ids = []
+
+    def cancel(self) -> None:
+        self.cancel_flag.set()
+
+    def default_reserve(self, params: SamplingParams) -> int:
+        return min(params.max_tokens, self.context_length // 2)
+
+    def chat(self, messages: list[Message], params: SamplingParams, reserve: int | None = None) -> Iterator[Event]:
+        params.validate()
+        fitted = fit_to_context(messages, self.tokenizer, self.context_length, reserve or self.default_reserve(params))
+        stop_ids = {self.tokenizer.end_of_turn_id, self.tokenizer.end_of_text_id, *params.stop_token_ids}
+        return self.generate_ids(fitted.ids, params, stop_ids, fitted.notices)
+
+    def complete(self, text: str, params: SamplingParams) -> Iterator[Event]:
+        """Continue plain text (no chat format), as the base model was trained."""
+        params.validate()
+        ids = [self.tokenizer.end_of_text_id] + self.tokenizer.encode(text)
+        budget = self.context_length - self.default_reserve(params)
+        notices = []
+        if len(ids) > budget:
+            notices.append(f"the text was too long: its first {len(ids) - budget} tokens were left out")
+            ids = ids[len(ids) - budget:]
+        stop_ids = {self.tokenizer.end_of_text_id, *params.stop_token_ids}
+        return self.generate_ids(ids, params, stop_ids, notices)
+
+    # --- the loop ---
+
+    def _forward(self, ids: list[int], start_pos: int | None) -> torch.Tensor:
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        logits, _ = self.model(x, start_pos=start_pos)
+        return logits[0, -1].float()
+
+    def _prefill(self, prompt: list[int]) -> torch.Tensor:
+        reuse = common_prefix_length(self.cached_ids, prompt)
+        reuse = min(reuse, len(prompt) - 1)  # at least one token must run to give logits
+        self.cached_ids = self.cached_ids[:reuse]
+        logits = self._forward(prompt[reuse:], start_pos=reuse)
+        self.cached_ids = list(prompt)
+        self.prefilled_tokens = len(prompt) - reuse
+        return logits
+
+    def generate_ids(
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        stop_ids: set[int],
+        notices: list[str] | None = None,
+        use_cache: bool = True,
+    ) -> Iterator[Event]:
+        if not prompt or len(prompt) >= self.context_length:
+            raise ValueError(f"prompt of {len(prompt)} tokens does not fit the context of {self.context_length}")
+        self.cancel_flag.clear()
+        seed = params.seed if params.seed is not None else random.randrange(2**63)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        max_new = min(params.max_tokens, self.context_length - len(prompt))
+        text_stream, stop_matcher = Utf8Stream(), StopMatcher(params.stop)
+        generated: list[int] = []
+        started = time.perf_counter()
+        first_token_at = None
+        reason = "length"
+        with torch.inference_mode():
+            if self.cancel_flag.is_set():
+                reason = "cancelled"
+            else:
+                logits = self._prefill(prompt) if use_cache else self._forward(prompt, None)
+                if not use_cache:
+                    self.cached_ids = []
+                    self.prefilled_tokens = len(prompt)
+            while reason != "cancelled":
+                history = torch.tensor((prompt + generated)[-REPETITION_WINDOW:], device=logits.device)
+                token = sample_next(logits, params, history, generator)
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                if token in stop_ids:
+                    reason = "stop"
+                    break
+                generated.append(token)
+                text = stop_matcher.push(text_stream.push(self.tokenizer.token_bytes(token)))
+                if text:
+                    yield TextPiece(text, [token])
+                if stop_matcher.stopped:
+                    reason = "stop"
+                    break
+                if len(generated) >= max_new:
+                    break
+                if self.cancel_flag.is_set():
+                    reason = "cancelled"
+                    break
+                position = len(prompt) + len(generated) - 1
+                if use_cache:
+                    logits = self._forward([token], start_pos=position)
+                    self.cached_ids.append(token)
+                else:
+                    logits = self._forward(prompt + generated, None)
+        tail = stop_matcher.push(text_stream.flush())
+        if not stop_matcher.stopped:
+            tail += stop_matcher.flush()
+        if tail:
+            yield TextPiece(tail, [])
+        finished_at = time.perf_counter()
+        first = first_token_at or finished_at
+        decode_rate = (len(generated) - 1) / (finished_at - first) if len(generated) > 1 and finished_at > first else 0.0
+        yield Finished(
+            reason=reason,
+            prompt_tokens=len(prompt),
+            completion_tokens=len(generated),
+            time_to_first_token_s=first - started,
+            tokens_per_second=decode_rate,
+            prefilled_tokens=self.prefilled_tokens,
+            notices=list(notices or []),
+        )
