@@ -22,6 +22,8 @@ chat: setup
 	$(BIN)/chatapp
 
 test: setup
+	# the TUI smoke test drives the real app in tmux (Debian's package)
+	command -v tmux >/dev/null || (apt-get update -qq && apt-get install -y -qq tmux)
 	$(BIN)/python -m pytest -q
 
 clean:

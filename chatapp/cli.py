@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     add_device_argument(bench)
 
+    export = commands.add_parser("export", help="export a model folder to a GGUF file for llama.cpp, Ollama and LM Studio")
+    add_model_argument(export, positional=True)
+    export.add_argument("-o", "--output", default=None, help="the .gguf file to write (default: NAME-TYPE.gguf)")
+    export.add_argument("--type", default="q8_0", help="f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k_m|q5_k_m|q6_k (default q8_0)")
+
     models = commands.add_parser("models", help="list the models chatapp knows")
     models.add_argument("--json", action="store_true")
     return parser

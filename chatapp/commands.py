@@ -66,11 +66,28 @@ def command_run(args) -> int:
 
 
 def command_chat(args) -> int:
-    from chatapp.repl import chat_loop
+    from chatapp.tui.app import run_app
 
+    return run_app(args.model, args.backend, args.device)
+
+
+def command_export(args) -> int:
+    from chatapp.paths import log_dir
+    from quant.gguf_export import EXPORT_TYPES, StageProgress, export_model
+
+    if args.type not in EXPORT_TYPES:
+        raise ValueError(f"--type must be one of {', '.join(EXPORT_TYPES)}, not {args.type!r}")
     ref = resolve_model(args.model)
-    backend = open_backend(ref, args.backend, args.device)
-    return chat_loop(backend, SamplingParams())
+    if ref.kind != "folder":
+        raise ValueError(f"{ref.path}: export needs a model folder, not a GGUF file")
+    out = args.output or f"{ref.name}-{args.type}.gguf"
+    bars = StageProgress(sys.stderr)
+    try:
+        report = export_model(ref.path, out, args.type, progress=bars, log_dir=log_dir())
+    finally:
+        bars.close()
+    print("\n".join(report.lines()))
+    return 0
 
 
 def command_train(args) -> int:

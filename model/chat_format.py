@@ -40,30 +40,56 @@ class FittedPrompt:
     notices: list[str] = field(default_factory=list)
 
 
-def encode_message(message: Message, tokenizer: Tokenizer, closed: bool = True) -> list[int]:
-    ids = [tokenizer.special_ids[ROLE_MARKERS[message.role]]] + tokenizer.encode(message.content)
+def encode_message(message: Message, tokenizer: Tokenizer, closed: bool = True, known_replies: dict[str, list[int]] | None = None) -> list[int]:
+    """Role marker, text, <|end|>. A reply the engine sampled itself keeps its
+    sampled ids (known_replies), which may differ from re-encoding its text:
+    that keeps the KV cache prefix valid in the next turn."""
+    content = None
+    if known_replies and message.role == "assistant":
+        content = known_replies.get(message.content)
+    if content is None:
+        content = tokenizer.encode(message.content)
+    ids = [tokenizer.special_ids[ROLE_MARKERS[message.role]]] + content
     return ids + [tokenizer.end_of_turn_id] if closed else ids
 
 
-def render_ids(messages: list[Message], tokenizer: Tokenizer, add_generation_prompt: bool = True) -> list[int]:
+def render_ids(
+    messages: list[Message],
+    tokenizer: Tokenizer,
+    add_generation_prompt: bool = True,
+    known_replies: dict[str, list[int]] | None = None,
+) -> list[int]:
     """Token ids for a conversation; with the assistant marker to reply after."""
     ids: list[int] = []
     for message in messages:
-        ids += encode_message(message, tokenizer)
+        ids += encode_message(message, tokenizer, known_replies=known_replies)
     if add_generation_prompt:
         ids.append(tokenizer.special_ids[ASSISTANT])
     return ids
 
 
-def fit_to_context(messages: list[Message], tokenizer: Tokenizer, context_length: int, reserve: int) -> FittedPrompt:
-    """Prompt ids that leave `reserve` tokens for the reply within context_length."""
+def fit_to_context(
+    messages: list[Message],
+    tokenizer: Tokenizer,
+    context_length: int,
+    reserve: int,
+    known_replies: dict[str, list[int]] | None = None,
+    continue_last: bool = False,
+) -> FittedPrompt:
+    """Prompt ids that leave `reserve` tokens for the reply within context_length.
+
+    continue_last: the last message is an unfinished assistant reply to go on
+    with, so it stays open and no new assistant marker follows.
+    """
+    if continue_last and (not messages or messages[-1].role != "assistant"):
+        raise ValueError("continuing needs an assistant reply as the last message")
     if reserve >= context_length:
         raise ValueError(f"reply reserve ({reserve}) must be smaller than the context length ({context_length})")
     budget = context_length - reserve
     system = [m for m in messages if m.role == "system"][:1]
     turns = [m for m in messages if m.role != "system"]
     system_ids = encode_message(system[0], tokenizer) if system else []
-    generation_prompt = [tokenizer.special_ids[ASSISTANT]]
+    generation_prompt = [] if continue_last else [tokenizer.special_ids[ASSISTANT]]
     notices: list[str] = []
     if len(system_ids) + 1 > budget // 2:  # a system prompt may not take over the context
         keep = max(budget // 2 - 3, 0)
@@ -73,8 +99,9 @@ def fit_to_context(messages: list[Message], tokenizer: Tokenizer, context_length
 
     kept: list[list[int]] = []
     used = len(system_ids) + len(generation_prompt)
-    for message in reversed(turns):
-        encoded = encode_message(message, tokenizer)
+    for position, message in enumerate(reversed(turns)):
+        closed = not (continue_last and position == 0)
+        encoded = encode_message(message, tokenizer, closed=closed, known_replies=known_replies)
         if used + len(encoded) > budget:
             break
         kept.insert(0, encoded)
@@ -87,7 +114,8 @@ def fit_to_context(messages: list[Message], tokenizer: Tokenizer, context_length
         content = tokenizer.encode(newest.content)
         room = budget - used - 2
         truncated = len(content) - max(room, 0)
-        kept = [[tokenizer.special_ids[ROLE_MARKERS[newest.role]]] + content[truncated:] + [tokenizer.end_of_turn_id]]
+        closing = [] if continue_last else [tokenizer.end_of_turn_id]
+        kept = [[tokenizer.special_ids[ROLE_MARKERS[newest.role]]] + content[truncated:] + closing]
         dropped = len(turns) - 1
         notices.append(f"the last message was too long for the context: its first {truncated} tokens were left out")
     if dropped:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
 from model.backend import CancelFlag, Event, Finished, TextPiece
 from model.chat_format import Message, fit_to_context
 from model.device import inference_dtype, resolve_device
+from model.inspection import inspection_step
 from model.model_folder import load_model
 from model.sample import sample_next
 from model.sampling import SamplingParams
@@ -36,6 +37,8 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
 
 class TorchEngine:
     name = "torch"
+    supports_inspection = True
+    supports_continue = True
 
     def __init__(self, model, tokenizer, config: dict, device: str = "cpu"):
         self.model = model
@@ -47,6 +50,7 @@ class TorchEngine:
         self.cancel_flag = CancelFlag()
         self.cached_ids: list[int] = []  # the tokens whose keys/values are in the cache
         self.prefilled_tokens = 0
+        self.last_reply: dict[str, list[int]] = {}  # text -> the ids sampled for it
         model.setup_cache(batch=1)
 
     @classmethod
@@ -64,11 +68,20 @@ class TorchEngine:
     def default_reserve(self, params: SamplingParams) -> int:
         return min(params.max_tokens, self.context_length // 2)
 
-    def chat(self, messages: list[Message], params: SamplingParams, reserve: int | None = None) -> Iterator[Event]:
+    def chat(
+        self,
+        messages: list[Message],
+        params: SamplingParams,
+        reserve: int | None = None,
+        inspect: Callable[[dict], None] | None = None,
+        continue_last: bool = False,
+    ) -> Iterator[Event]:
+        """A reply to the conversation; `inspect` receives each token's candidates."""
         params.validate()
-        fitted = fit_to_context(messages, self.tokenizer, self.context_length, reserve or self.default_reserve(params))
+        reserve = reserve or self.default_reserve(params)
+        fitted = fit_to_context(messages, self.tokenizer, self.context_length, reserve, self.last_reply, continue_last)
         stop_ids = {self.tokenizer.end_of_turn_id, self.tokenizer.end_of_text_id, *params.stop_token_ids}
-        return self.generate_ids(fitted.ids, params, stop_ids, fitted.notices)
+        return self.generate_ids(fitted.ids, params, stop_ids, fitted.notices, inspect=inspect)
 
     def complete(self, text: str, params: SamplingParams) -> Iterator[Event]:
         """Continue plain text (no chat format), as the base model was trained."""
@@ -105,6 +118,7 @@ class TorchEngine:
         stop_ids: set[int],
         notices: list[str] | None = None,
         use_cache: bool = True,
+        inspect: Callable[[dict], None] | None = None,
     ) -> Iterator[Event]:
         if not prompt or len(prompt) >= self.context_length:
             raise ValueError(f"prompt of {len(prompt)} tokens does not fit the context of {self.context_length}")
@@ -128,6 +142,8 @@ class TorchEngine:
             while reason != "cancelled":
                 history = torch.tensor((prompt + generated)[-REPETITION_WINDOW:], device=logits.device)
                 token = sample_next(logits, params, history, generator)
+                if inspect is not None:
+                    inspect(inspection_step(logits, params, history, token, self.tokenizer))
                 if first_token_at is None:
                     first_token_at = time.perf_counter()
                 if token in stop_ids:
@@ -156,6 +172,8 @@ class TorchEngine:
             tail += stop_matcher.flush()
         if tail:
             yield TextPiece(tail, [])
+        if not stop_matcher.stopped:
+            self.last_reply = {self.tokenizer.decode(generated): generated}
         finished_at = time.perf_counter()
         first = first_token_at or finished_at
         decode_rate = (len(generated) - 1) / (finished_at - first) if len(generated) > 1 and finished_at > first else 0.0

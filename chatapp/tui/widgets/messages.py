@@ -1,0 +1,119 @@
+"""The conversation: user messages as typed, replies as Markdown streamed in, with their numbers."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Label, Markdown, Static
+
+STATUS_NOTES = {
+    "streaming": "",
+    "complete": "",
+    "stopped": "stopped",
+    "length": "stopped at the length limit (Ctrl+G continues)",
+    "interrupted": "interrupted: the app closed before this reply finished",
+    "error": "failed",
+}
+
+
+def format_stats(stats: dict | None) -> str:
+    if not stats:
+        return ""
+    parts = [f"finish: {stats.get('reason', '?')}", f"{stats.get('completion_tokens', 0)} tokens"]
+    if stats.get("tokens_per_second"):
+        parts.append(f"{stats['tokens_per_second']:.1f} tok/s")
+    if stats.get("time_to_first_token_s") is not None:
+        parts.append(f"first token {stats['time_to_first_token_s'] * 1000:.0f} ms")
+    return " · ".join(parts)
+
+
+class ChatMessage(Vertical):
+    """One message; focusable so that it can be selected for copy and the inspector."""
+
+    can_focus = True
+
+    def __init__(self, message_id: int, role: str, content: str, status: str = "complete", **kwargs):
+        super().__init__(classes=f"message {role}", **kwargs)
+        self.message_id = message_id
+        self.role = role
+        self.content = content
+        self.status = status
+
+    def set_out_of_context(self, out: bool) -> None:
+        self.set_class(out, "out-of-context")
+
+
+class UserMessage(ChatMessage):
+    def compose(self):
+        yield Label("You", classes="role")
+        yield Static(Text(self.content), classes="body")
+
+
+class AssistantMessage(ChatMessage):
+    """A reply: a MarkdownStream while it streams, one full render at the end."""
+
+    def __init__(self, message_id: int, content: str, status: str = "complete", stats: dict | None = None,
+                 error: str | None = None, model_name: str = "Assistant", **kwargs):
+        super().__init__(message_id, "assistant", content, status, **kwargs)
+        self.stats, self.error, self.model_name = stats, error, model_name
+        self._stream = None
+
+    def compose(self):
+        yield Label(self.model_name, classes="role")
+        yield Markdown(self.content, classes="body")
+        yield Label(self.footer_text(), classes="stats")
+
+    def footer_text(self) -> str:
+        parts = [format_stats(self.stats), STATUS_NOTES.get(self.status, self.status)]
+        if self.error:
+            parts.append(f"error: {self.error}")
+        return "  ".join(p for p in parts if p)
+
+    def on_mount(self) -> None:
+        self.set_class(self.status in ("interrupted", "error", "stopped"), "unfinished")
+        if self.status == "streaming":
+            self._stream = Markdown.get_stream(self.query_one(Markdown))
+
+    async def append(self, text: str, end: int) -> None:
+        """Add a piece that ends at `end` characters; what this view already has is skipped."""
+        new = end - len(self.content)
+        if new <= 0:
+            return
+        text = text[-new:]
+        self.content += text
+        if self._stream is not None:
+            await self._stream.write(text)
+
+    async def finish(self, content: str, status: str, stats: dict | None, error: str | None = None) -> None:
+        if self._stream is not None:
+            await self._stream.stop()
+            self._stream = None
+        self.content, self.status, self.stats, self.error = content, status, stats, error
+        await self.query_one(Markdown).update(content)  # the one full render
+        self.query_one(".stats", Label).update(self.footer_text())
+        self.set_class(status in ("interrupted", "error", "stopped"), "unfinished")
+
+    def code_blocks(self) -> list[str]:
+        blocks, inside, current = [], False, []
+        for line in self.content.splitlines():
+            if line.strip().startswith("```"):
+                if inside:
+                    blocks.append("\n".join(current))
+                    current = []
+                inside = not inside
+            elif inside:
+                current.append(line)
+        return blocks
+
+
+class ChatLog(VerticalScroll):
+    """The messages; follows a streaming reply unless the user scrolls up."""
+
+    def on_mount(self) -> None:
+        self.anchor()
+
+    def message_widgets(self) -> list[ChatMessage]:
+        return list(self.query(ChatMessage))
+
+    def widget_for(self, message_id: int) -> ChatMessage | None:
+        return next((w for w in self.query(ChatMessage) if w.message_id == message_id), None)

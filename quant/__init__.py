@@ -1,0 +1,14 @@
+"""GGUF export, quantization and the llama.cpp runtime.
+
+    gguf_vocab      our tiktoken ranks <-> llama.cpp's "gpt2" BPE vocabulary
+    weights         safetensors read with numpy (F32, F16, BF16), no torch
+    gguf_export     a model folder -> a GGUF file of any supported type
+    quantize        llama.cpp's own quantizer, and which tensors fell back
+    gguf_check      a GGUF file checked with the gguf reader before llama.cpp sees it
+    llama_log       llama.cpp's log lines into a file, never onto the screen
+    llama_backend   the backend protocol on llama-cpp-python
+    evaluate        nats per token / per character / perplexity of a GGUF file
+
+Nothing here imports torch (the desktop bundle has none) and nothing imports
+chatapp: the arrows go chatapp -> quant -> model.
+"""

@@ -1,0 +1,88 @@
+"""Validation figures for a GGUF file through llama.cpp: the same numbers as
+model.evaluate (nats per token, nats per character, perplexity) over the same
+held-out stream and the same windows, so a GGUF compares with its model folder.
+
+For our own files the stream is model.dataset.encode_works with our tokenizer
+rebuilt from the file. A foreign file is tokenized by llama.cpp (works joined
+by its end-of-sequence token) in windows of at most FOREIGN_WINDOW tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from model.dataset import encode_works
+from model.evaluate import summarize, windows
+from quant.gguf_check import GGUFFileError, chatapp_tokenizer, check_gguf, read_gguf
+
+FOREIGN_WINDOW = 512  # logits for every position: window x vocabulary floats
+
+
+def window_nats(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Summed cross-entropy (nats) of targets under rows of logits."""
+    logits = logits.astype(np.float64)
+    top = logits.max(axis=1)
+    log_norm = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+    return float((log_norm - logits[np.arange(len(targets)), targets]).sum())
+
+
+def evaluate_gguf(
+    path: str | Path,
+    validation_works,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+    n_threads: int | None = None,
+    log_dir: str | Path | None = None,
+) -> dict:
+    """model.evaluate.summarize's dict for a GGUF file on the given works."""
+    path = Path(path).expanduser()
+    reader = read_gguf(path)
+    info = check_gguf(path, reader)
+    tokenizer = chatapp_tokenizer(path, reader) if info.chatapp else None
+    del reader
+    try:
+        import llama_cpp
+    except ImportError as error:
+        raise GGUFFileError(f"evaluating a GGUF file needs llama-cpp-python, which this install lacks ({error})") from None
+    from quant.llama_backend import default_threads
+    from quant.llama_log import route_logs
+
+    log_path = route_logs(log_dir)
+    context = info.context_length if info.chatapp else min(info.context_length or FOREIGN_WINDOW, FOREIGN_WINDOW)
+    decode_threads, batch_threads = default_threads(info.size_bytes)
+    try:
+        llm = llama_cpp.Llama(
+            model_path=str(path), n_ctx=context, n_batch=min(context, 512), logits_all=True,
+            n_threads=n_threads or decode_threads, n_threads_batch=n_threads or batch_threads,
+            n_gpu_layers=-1 if llama_cpp.llama_supports_gpu_offload() else 0, verbose=False,
+        )
+    except (ValueError, RuntimeError, OSError) as error:
+        raise GGUFFileError(f"{path}: llama.cpp could not load it ({error}; details in {log_path})") from None
+    try:
+        if tokenizer is not None:
+            stream = encode_works(list(validation_works), tokenizer)
+            ids, n_chars = stream.ids, stream.n_chars
+        else:
+            eos = llm.token_eos()
+            pieces = []
+            for work in validation_works:
+                pieces += llm.tokenize(work.text.encode("utf-8", errors="replace"), add_bos=False, special=False) + [eos]
+            ids, n_chars = np.asarray(pieces, dtype=np.int64), sum(len(w.text) for w in validation_works)
+        if len(ids) < 2:
+            raise ValueError("nothing to evaluate: the validation text has fewer than 2 tokens")
+        total, count = 0.0, 0
+        all_windows = list(windows(ids, context))
+        for done, (inputs, targets) in enumerate(all_windows):
+            llm.reset()
+            llm.eval(inputs.tolist())
+            total += window_nats(llm.scores[: len(inputs)], targets)
+            count += len(targets)
+            if progress:
+                progress("evaluating", done + 1, len(all_windows))
+        return summarize(total, count, n_chars)
+    finally:
+        if hasattr(llm, "close"):
+            llm.close()

@@ -1,0 +1,181 @@
+"""A GGUF file checked with the gguf reader before llama.cpp sees it.
+
+llama.cpp crashes or aborts on some damaged files; this catches them first:
+magic, version, a readable header, an architecture llama.cpp knows, every
+tensor's data inside the file (truncation), and for our own "gpt2" files the
+exact tensor set and shapes. Every problem raises GGUFFileError, whose
+message is one line naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)
+SUPPORTED_CHAT_FORMAT = 1
+
+
+class GGUFFileError(ValueError):
+    """A GGUF file that cannot be used; the message is one line for the user."""
+
+
+@dataclass
+class GGUFInfo:
+    path: Path
+    size_bytes: int
+    version: int
+    architecture: str
+    name: str
+    context_length: int | None
+    n_tensors: int
+    file_type: int | None
+    chat_template: str | None
+    chatapp: bool  # written by chatapp: our tokenizer and chat format
+    chat_format_version: int | None
+    vocab_size: int | None
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:200]
+
+
+def field_value(reader, key: str, default=None):
+    field = reader.fields.get(key)
+    if field is None:
+        return default
+    try:
+        return field.contents()
+    except Exception:  # a damaged value reads as absent; the checks below then name it
+        return default
+
+
+def read_gguf(path: str | Path):
+    """A GGUFReader on the file, or GGUFFileError with a one-line reason."""
+    from gguf import GGUFReader
+
+    path = Path(path)
+    if not path.exists():
+        raise GGUFFileError(f"{path}: no such file")
+    if not path.is_file():
+        raise GGUFFileError(f"{path}: not a file")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8:
+        raise GGUFFileError(f"{path}: not a GGUF file ({size} bytes: empty or truncated)")
+    if head[:4] != GGUF_MAGIC:
+        raise GGUFFileError(f"{path}: not a GGUF file (it starts with {head[:4]!r}, not {GGUF_MAGIC!r})")
+    (version,) = struct.unpack("<I", head[4:8])
+    if version not in SUPPORTED_VERSIONS:
+        raise GGUFFileError(f"{path}: GGUF version {version} is not supported (only {', '.join(map(str, SUPPORTED_VERSIONS))})")
+    try:
+        reader = GGUFReader(path, "r")
+    except Exception as error:  # the reader raises many kinds on damaged files
+        raise GGUFFileError(f"{path}: damaged or truncated GGUF file ({_one_line(error)})") from None
+    for tensor in reader.tensors:
+        end = int(tensor.data_offset) + int(tensor.n_bytes)
+        if end > size or tensor.data.nbytes != int(tensor.n_bytes):
+            raise GGUFFileError(f"{path}: truncated ({tensor.name} ends at byte {end}, the file has {size})")
+    return reader
+
+
+def _check_gpt2(path: Path, reader, tensors: dict) -> None:
+    from quant.gguf_export import tensor_names
+
+    n_layer = field_value(reader, "gpt2.block_count")
+    width = field_value(reader, "gpt2.embedding_length")
+    context = field_value(reader, "gpt2.context_length")
+    if not all(isinstance(v, int) and v > 0 for v in (n_layer, width, context)):
+        raise GGUFFileError(f"{path}: gpt2 hyper-parameters missing (block_count, embedding_length, context_length)")
+    expected = {name for name, _ in tensor_names(n_layer)}
+    optional = {"output.weight"}
+    missing = sorted(expected - set(tensors))
+    unexpected = sorted(set(tensors) - expected - optional)
+    if missing or unexpected:
+        raise GGUFFileError(f"{path}: tensors do not match a gpt2 model of {n_layer} blocks (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    position = [int(d) for d in tensors["position_embd.weight"].shape]  # ne order: (width, rows)
+    if position != [width, context]:
+        raise GGUFFileError(f"{path}: position_embd.weight has shape {position[::-1]}, expected [{context}, {width}]")
+    tokens = field_value(reader, "tokenizer.ggml.tokens")
+    embedding = [int(d) for d in tensors["token_embd.weight"].shape]
+    if tokens is None or embedding != [width, len(tokens)]:
+        raise GGUFFileError(f"{path}: token_embd.weight has shape {embedding[::-1]}, but the vocabulary has "
+                            f"{None if tokens is None else len(tokens)} tokens")
+
+
+def check_gguf(path: str | Path, reader=None) -> GGUFInfo:
+    """Check a GGUF file (or its reader, already open); return what the backends need."""
+    import gguf
+
+    path = Path(path)
+    reader = reader if reader is not None else read_gguf(path)
+    architecture = field_value(reader, "general.architecture")
+    if not isinstance(architecture, str):
+        raise GGUFFileError(f"{path}: no general.architecture: not a model file")
+    if field_value(reader, "general.type") == "adapter":
+        raise GGUFFileError(f"{path}: a LoRA adapter, not a model")
+    known = set(gguf.MODEL_ARCH_NAMES.values())
+    if architecture not in known:
+        raise GGUFFileError(f"{path}: architecture {architecture!r} is not one llama.cpp runs")
+    tensors = {t.name: t for t in reader.tensors}
+    if not tensors:
+        raise GGUFFileError(f"{path}: has no tensors: not a model file")
+    chat_format_version = field_value(reader, "chatapp.chat_format_version")
+    chatapp = chat_format_version is not None
+    if architecture == "gpt2":
+        _check_gpt2(path, reader, tensors)
+    if chatapp:
+        if architecture != "gpt2":
+            raise GGUFFileError(f"{path}: marked as a chatapp model but its architecture is {architecture!r}")
+        if not isinstance(chat_format_version, int) or chat_format_version > SUPPORTED_CHAT_FORMAT:
+            raise GGUFFileError(f"{path}: chat format version {chat_format_version} is newer than this chatapp understands")
+    tokens = field_value(reader, "tokenizer.ggml.tokens")
+    context = field_value(reader, f"{architecture}.context_length")
+    return GGUFInfo(
+        path=path,
+        size_bytes=path.stat().st_size,
+        version=int(field_value(reader, "GGUF.version", 3)),
+        architecture=architecture,
+        name=str(field_value(reader, "general.name") or path.stem),
+        context_length=int(context) if isinstance(context, int) else None,
+        n_tensors=len(tensors),
+        file_type=field_value(reader, "general.file_type"),
+        chat_template=field_value(reader, "tokenizer.chat_template"),
+        chatapp=chatapp,
+        chat_format_version=chat_format_version,
+        vocab_size=len(tokens) if tokens is not None else None,
+    )
+
+
+def tensor_types(path: str | Path) -> dict[str, str]:
+    """Tensor name -> GGML type name (F32, Q8_0, Q6_K, ...)."""
+    return {t.name: t.tensor_type.name for t in read_gguf(path).tensors}
+
+
+def chatapp_tokenizer(path: str | Path, reader=None):
+    """Our Tokenizer, rebuilt from the vocabulary of a GGUF file chatapp wrote."""
+    from quant.gguf_vocab import tokenizer_from_gguf
+
+    reader = reader if reader is not None else read_gguf(path)
+    tokens = field_value(reader, "tokenizer.ggml.tokens")
+    types = field_value(reader, "tokenizer.ggml.token_type")
+    if tokens is None or types is None:
+        raise GGUFFileError(f"{path}: no tokenizer vocabulary")
+    try:
+        return tokenizer_from_gguf(tokens, types)
+    except ValueError as error:
+        raise GGUFFileError(f"{path}: {error}") from None
+
+
+def chatapp_config(path: str | Path, reader=None) -> dict:
+    """The model folder's config.json as stored in the file ({} if absent)."""
+    text = field_value(reader if reader is not None else read_gguf(path), "chatapp.config")
+    try:
+        return json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}

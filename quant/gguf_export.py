@@ -1,0 +1,321 @@
+"""A model folder to a GGUF file that llama.cpp (and Ollama, LM Studio) runs.
+
+Architecture "gpt2", every hyper-parameter, the tokenizer as a "gpt2" BPE
+vocabulary with pre-tokenizer "gpt-2", the chat format as a Jinja template
+rendered from model.chat_format, and the model's name, description, license
+and training metadata. F32, F16 and BF16 are written here with numpy; every
+quantized type goes through llama.cpp's own quantizer from an F32
+intermediate, so the file is what llama-quantize would make.
+
+The file is written atomically: temporary files next to the target, checked
+with the gguf reader, then renamed. A failed or interrupted export leaves
+nothing under the target name (and an older file there untouched).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from model.chat_format import jinja_chat_template
+from model.model_folder import CHAT_FORMAT_VERSION, WEIGHTS_FILE, load_tokenizer, read_config
+from model.tokenizer import SPECIAL_TOKENS
+from quant.gguf_vocab import vocab_for_gguf
+from quant.weights import SafetensorsFile
+
+EXPORT_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k_m", "q5_k_m", "q6_k")
+DEFAULT_TYPE = "q8_0"
+DIRECT_TYPES = {"f32": 0, "f16": 1, "bf16": 32}  # written here; the value is general.file_type
+CHATAPP_KEY = "chatapp.chat_format_version"  # present only in files chatapp exported
+
+ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class ExportError(ValueError):
+    """The export cannot be done; a one-line message."""
+
+
+@dataclass
+class TensorNote:
+    name: str
+    shape: tuple[int, ...]  # (rows, row length), as in PyTorch
+    type: str  # the type in the file
+    reason: str
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    type: str
+    size_bytes: int
+    seconds: float
+    tensor_types: dict[str, str] = field(default_factory=dict)
+    fallbacks: list[TensorNote] = field(default_factory=list)  # not the asked type: rows do not fit its blocks
+    kept: list[TensorNote] = field(default_factory=list)  # another type by design (llama.cpp's recipe)
+    llama_fallback_count: int | None = None  # llama.cpp's own count, from its log
+
+    def lines(self) -> list[str]:
+        counts: dict[str, int] = {}
+        for kind in self.tensor_types.values():
+            counts[kind] = counts.get(kind, 0) + 1
+        mix = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        out = [f"wrote {self.path} ({self.type}, {self.size_bytes / 1e6:.1f} MB, {len(self.tensor_types)} tensors: {mix}) in {self.seconds:.1f} s"]
+        if self.fallbacks:
+            out.append(f"{len(self.fallbacks)} tensor(s) fell back to another type:")
+            out += [f"  {t.name} {list(t.shape)} -> {t.type}: {t.reason}" for t in self.fallbacks]
+        for t in self.kept:
+            out.append(f"  note: {t.name} is {t.type}: {t.reason}")
+        return out
+
+
+def tensor_names(n_layer: int) -> list[tuple[str, str]]:
+    """(GGUF name, model.safetensors name) for every tensor, in file order."""
+    names = [
+        ("token_embd.weight", "token_embedding.weight"),
+        ("position_embd.weight", "position_embedding.weight"),
+    ]
+    for i in range(n_layer):
+        for gguf_part, ours in (
+            ("attn_norm", "ln_1"),
+            ("attn_qkv", "attn.qkv"),
+            ("attn_output", "attn.proj"),
+            ("ffn_norm", "ln_2"),
+            ("ffn_up", "mlp.up"),
+            ("ffn_down", "mlp.down"),
+        ):
+            for suffix in ("weight", "bias"):
+                names.append((f"blk.{i}.{gguf_part}.{suffix}", f"blocks.{i}.{ours}.{suffix}"))
+    names += [("output_norm.weight", "ln_f.weight"), ("output_norm.bias", "ln_f.bias")]
+    return names
+
+
+def expected_shapes(arch: dict) -> dict[str, tuple[int, ...]]:
+    c, v, t = arch["n_embd"], arch["vocab_size"], arch["context_length"]
+    shapes = {"token_embedding.weight": (v, c), "position_embedding.weight": (t, c), "ln_f.weight": (c,), "ln_f.bias": (c,)}
+    for i in range(arch["n_layer"]):
+        p = f"blocks.{i}."
+        shapes.update({
+            p + "ln_1.weight": (c,), p + "ln_1.bias": (c,), p + "ln_2.weight": (c,), p + "ln_2.bias": (c,),
+            p + "attn.qkv.weight": (3 * c, c), p + "attn.qkv.bias": (3 * c,),
+            p + "attn.proj.weight": (c, c), p + "attn.proj.bias": (c,),
+            p + "mlp.up.weight": (4 * c, c), p + "mlp.up.bias": (4 * c,),
+            p + "mlp.down.weight": (c, 4 * c), p + "mlp.down.bias": (c,),
+        })
+    return shapes
+
+
+def _architecture(config: dict, folder: Path) -> dict:
+    arch = dict(config["architecture"])
+    try:
+        for key in ("vocab_size", "context_length", "n_layer", "n_head", "n_embd"):
+            arch[key] = int(arch[key])
+        arch["layer_norm_epsilon"] = float(arch.get("layer_norm_epsilon", 1e-5))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ExportError(f"{folder / 'config.json'}: bad architecture ({error})") from None
+    if arch["n_embd"] % arch["n_head"]:
+        raise ExportError(f"{folder / 'config.json'}: n_embd {arch['n_embd']} is not divisible by n_head {arch['n_head']}")
+    return arch
+
+
+def _check_weights(weights: SafetensorsFile, arch: dict) -> None:
+    expected = expected_shapes(arch)
+    present = {name: entry.shape for name, entry in weights.entries.items() if name != "lm_head.weight"}  # tied
+    missing = sorted(set(expected) - set(present))
+    unexpected = sorted(set(present) - set(expected))
+    if missing or unexpected:
+        raise ExportError(f"{weights.path}: tensors do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for name, shape in present.items():
+        if tuple(shape) != expected[name]:
+            raise ExportError(f"{weights.path}: {name} has shape {tuple(shape)}, config.json implies {expected[name]}")
+
+
+def write_gguf(
+    folder: str | Path,
+    path: str | Path,
+    out_type: str = "f32",
+    *,
+    progress: ProgressFn | None = None,
+    chat_template: str | None = None,
+    mark_chatapp: bool = True,
+) -> None:
+    """Write an F32, F16 or BF16 GGUF file of a model folder to `path` (not atomic).
+
+    mark_chatapp=False leaves out chatapp's own keys: the file then looks like
+    any foreign GGUF (the tests use that for the foreign-model path), and
+    chat_template replaces ours ("" leaves it out).
+    """
+    import gguf
+
+    if out_type not in DIRECT_TYPES:
+        raise ExportError(f"write_gguf writes f32, f16 or bf16, not {out_type}")
+    folder = Path(folder)
+    try:
+        config = read_config(folder)
+        tokenizer = load_tokenizer(folder)
+    except ValueError as error:
+        raise ExportError(str(error)) from None
+    arch = _architecture(config, folder)
+    if arch["vocab_size"] != tokenizer.vocab_size:
+        raise ExportError(f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens, config.json says vocab_size {arch['vocab_size']}")
+    weights = SafetensorsFile(folder / WEIGHTS_FILE)
+    _check_weights(weights, arch)
+    vocab = vocab_for_gguf(tokenizer)
+
+    writer = gguf.GGUFWriter(str(path), "gpt2")
+    writer.add_name(str(config.get("name") or folder.name))
+    writer.add_description(config.get("description") or
+                           f"GPT {arch['n_layer']}x{arch['n_embd']} trained from scratch with chatapp")
+    if config.get("license"):
+        writer.add_license(str(config["license"]))
+    writer.add_context_length(arch["context_length"])
+    writer.add_embedding_length(arch["n_embd"])
+    writer.add_feed_forward_length(4 * arch["n_embd"])
+    writer.add_block_count(arch["n_layer"])
+    writer.add_head_count(arch["n_head"])
+    writer.add_layer_norm_eps(arch["layer_norm_epsilon"])
+    writer.add_file_type(DIRECT_TYPES[out_type])
+
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")
+    writer.add_token_list(vocab.tokens)
+    writer.add_token_types(vocab.token_types)
+    writer.add_token_merges(vocab.merges)
+    writer.add_bos_token_id(vocab.bos_id)
+    writer.add_eos_token_id(vocab.eos_id)
+    writer.add_eot_token_id(vocab.eot_id)
+    writer.add_pad_token_id(vocab.pad_id)
+    writer.add_add_bos_token(False)  # the chat format starts with a role marker
+    writer.add_add_eos_token(False)
+    if chat_template != "":  # "" leaves the template out (a test of foreign files without one)
+        writer.add_chat_template(chat_template if chat_template is not None else jinja_chat_template())
+    if mark_chatapp:
+        writer.add_uint32(CHATAPP_KEY, int(config.get("chat_format_version", CHAT_FORMAT_VERSION)))
+        writer.add_array("chatapp.special_tokens", list(SPECIAL_TOKENS))
+        writer.add_string("chatapp.config", json.dumps(config, sort_keys=True))
+
+    names = tensor_names(arch["n_layer"])
+    plan = []  # (gguf name, source name, ggml type)
+    for gguf_name, source in names:
+        shape = weights.entries[source].shape
+        kind = gguf.GGMLQuantizationType.F32
+        if len(shape) == 2 and gguf_name != "position_embd.weight":
+            kind = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
+                    "bf16": gguf.GGMLQuantizationType.BF16}[out_type]
+        plan.append((gguf_name, source, kind))
+        item_size = 4 if kind == gguf.GGMLQuantizationType.F32 else 2
+        nbytes = int(np.prod(shape)) * item_size
+        writer.add_tensor_info(gguf_name, shape, np.dtype(np.float32), nbytes, raw_dtype=kind)
+
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for done, (gguf_name, source, kind) in enumerate(plan):
+            data = weights.float32(source)
+            if kind == gguf.GGMLQuantizationType.F16:
+                data = data.astype(np.float16)
+            elif kind == gguf.GGMLQuantizationType.BF16:
+                data = gguf.quants.quantize(data, kind)
+            writer.write_tensor_data(np.ascontiguousarray(data))
+            if progress:
+                progress("writing", done + 1, len(plan))
+    finally:
+        writer.close()
+        weights.close()
+
+
+def _temporary(out: Path, suffix: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _publish(temporary: Path, out: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a model file is for everyone
+    os.replace(temporary, out)
+
+
+def export_model(
+    model_folder: str | Path,
+    out_path: str | Path,
+    type: str = DEFAULT_TYPE,
+    *,
+    progress: ProgressFn | None = None,
+    threads: int | None = None,
+    log_dir: str | Path | None = None,
+) -> ExportReport:
+    """Export a model folder to `out_path` as a GGUF file of the given type."""
+    from quant.gguf_check import check_gguf, read_gguf
+
+    started = time.monotonic()
+    kind = str(type).lower()
+    if kind not in EXPORT_TYPES:
+        raise ExportError(f"--type must be one of {', '.join(EXPORT_TYPES)}, not {type!r}")
+    out = Path(out_path).expanduser()
+    if out.is_dir():
+        raise ExportError(f"{out}: is a folder; give the GGUF file to write, e.g. {out / 'model.gguf'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ExportError(f"{out.parent}: cannot create the folder ({error.strerror})") from None
+    temporary = _temporary(out, ".tmp")
+    intermediate = None
+    report = ExportReport(out, kind, 0, 0.0)
+    try:
+        if kind in DIRECT_TYPES:
+            write_gguf(model_folder, temporary, kind, progress=progress)
+        else:
+            from quant.quantize import quantize_file
+
+            intermediate = _temporary(out, ".f32.tmp")
+            write_gguf(model_folder, intermediate, "f32", progress=progress)
+            result = quantize_file(intermediate, temporary, kind, threads=threads, progress=progress, log_dir=log_dir)
+            report.llama_fallback_count = result.llama_fallback_count
+        reader = read_gguf(temporary)
+        check_gguf(temporary, reader)  # what we publish must pass the same check as any file we load
+        shapes = {t.name: (t.tensor_type.name, tuple(int(d) for d in reversed(list(t.shape)))) for t in reader.tensors}
+        del reader
+        report.tensor_types = {name: kind_and_shape[0] for name, kind_and_shape in shapes.items()}
+        if kind not in DIRECT_TYPES:
+            from quant.quantize import classify
+
+            report.fallbacks, report.kept = classify(shapes, kind, result.logged)
+        _publish(temporary, out)
+    finally:
+        for path in (temporary, intermediate):
+            if path is not None and path.exists():
+                path.unlink()
+    report.size_bytes = out.stat().st_size
+    report.seconds = time.monotonic() - started
+    return report
+
+
+class StageProgress:
+    """A ProgressFn for the command line: a model.progress.Progress bar per stage."""
+
+    def __init__(self, stream=None):
+        self.stream = stream
+        self.stage: str | None = None
+        self.bar = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from model.progress import Progress
+
+        if stage != self.stage:
+            self.close()
+            self.stage, self.bar = stage, Progress(total, stage, stream=self.stream, file_interval=5.0)
+        self.bar.update(done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = None

@@ -1,0 +1,107 @@
+"""The SQLite history store, against a real file."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+
+import pytest
+
+from chatapp.history import DEFAULT_TITLE, MIGRATIONS, SCHEMA_VERSION, HistoryStore, SchemaTooNew, history_path, title_from
+
+
+def test_the_file_lives_under_chatapp_home_is_private_and_in_wal_mode(tmp_path):
+    store = HistoryStore()
+    assert store.path == history_path()
+    assert str(store.path).startswith(str(tmp_path))
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.schema_version == SCHEMA_VERSION
+
+
+def test_conversations_are_newest_first_and_titled_from_the_first_message():
+    store = HistoryStore()
+    older = store.create_conversation()
+    newer = store.create_conversation()
+    assert older.title == DEFAULT_TITLE
+    store.add_message(older.id, "user", "\n  To be, or not to be, that is the question: whether 'tis nobler\nin the mind")
+    store.add_message(older.id, "user", "second message does not retitle")
+    titles = [c.title for c in store.conversations()]
+    assert titles[0].startswith("To be, or not to be") and titles[0].endswith("…")
+    assert [c.id for c in store.conversations()] == [older.id, newer.id]  # touched by the message
+
+
+def test_filter_matches_titles_and_message_text_ignoring_case():
+    store = HistoryStore()
+    hamlet = store.create_conversation(title="Hamlet")
+    other = store.create_conversation(title="Other")
+    store.add_message(other.id, "assistant", "Alas, poor YORICK")
+    assert [c.id for c in store.conversations("hamlet")] == [hamlet.id]
+    assert [c.id for c in store.conversations("yorick")] == [other.id]
+    assert store.conversations("nothing like this") == []
+
+
+def test_rename_delete_and_settings():
+    store = HistoryStore()
+    conversation = store.create_conversation({"chat": {"temperature": 0.5}})
+    store.add_message(conversation.id, "user", "hi")
+    store.rename(conversation.id, "  Greetings ")
+    store.save_settings(conversation.id, {"chat": {"temperature": 0.1}})
+    loaded = store.conversation(conversation.id)
+    assert (loaded.title, loaded.settings) == ("Greetings", {"chat": {"temperature": 0.1}})
+    store.delete(conversation.id)
+    assert store.conversation(conversation.id) is None
+    assert store.messages(conversation.id) == []
+
+
+def test_a_reply_saved_while_streaming_is_marked_interrupted_on_the_next_open(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(path)
+    conversation = store.create_conversation()
+    store.add_message(conversation.id, "user", "hello")
+    reply = store.add_message(conversation.id, "assistant", "", status="streaming")
+    store.update_content(reply.id, "Good mor")
+    # no close: as if the process died
+    reopened = HistoryStore(path)
+    assert reopened.recovered == 1
+    messages = reopened.messages(conversation.id)
+    assert [(m.content, m.status) for m in messages] == [("hello", "complete"), ("Good mor", "interrupted")]
+
+
+def test_finishing_a_reply_keeps_its_numbers_and_token_data():
+    store = HistoryStore()
+    conversation = store.create_conversation()
+    reply = store.add_message(conversation.id, "assistant", "", status="streaming")
+    store.finish_message(reply.id, "done", "complete", {"completion_tokens": 1}, None, [{"text": "done", "candidates": []}])
+    message = store.message(reply.id)
+    assert (message.status, message.stats, message.inspection[0]["text"]) == ("complete", {"completion_tokens": 1}, "done")
+    with pytest.raises(ValueError):
+        store.finish_message(reply.id, "x", "streaming")
+
+
+def test_an_old_schema_is_migrated_and_keeps_its_data(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    db.execute("INSERT INTO conversations (title, created_at, updated_at) VALUES ('old', 0, 0)")
+    db.execute("INSERT INTO messages (conversation_id, role, content, created_at) VALUES (1, 'user', 'kept', 0)")
+    db.commit()
+    db.close()
+    store = HistoryStore(path)
+    assert store.schema_version == SCHEMA_VERSION
+    assert [m.content for m in store.messages(1)] == ["kept"]
+    assert store.messages(1)[0].inspection is None
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "new.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(SchemaTooNew):
+        HistoryStore(path)
+
+
+def test_title_from_skips_blank_lines():
+    assert title_from("\n\n  hello  \nworld") == "hello"
+    assert title_from("   ") == DEFAULT_TITLE

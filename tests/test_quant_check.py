@@ -1,0 +1,106 @@
+"""A corrupt, truncated or foreign file gives a one-line error before llama.cpp sees it."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from quant_helpers import exported
+from quant.gguf_check import GGUFFileError, check_gguf
+
+
+@pytest.fixture(scope="module")
+def good_file(tiny_model_dir):
+    return exported(tiny_model_dir, "q8_0")[0]
+
+
+def write_gguf_with(path, arch="gpt2", tensors=None, kv=None):
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    for key, value in (kv or {}).items():
+        writer.add_string(key, value)
+    for name, shape in (tensors or {"token_embd.weight": (8, 4)}).items():
+        writer.add_tensor(name, np.zeros(shape, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def damaged_files(tmp_path, good_file) -> dict:
+    data = good_file.read_bytes()
+    files = {}
+
+    def put(name, content):
+        files[name] = tmp_path / f"{name}.gguf"
+        files[name].write_bytes(content)
+
+    put("empty", b"")
+    put("text", b"hello, this is not a model\n" * 10)
+    put("png", b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+    header = b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}'
+    put("safetensors", struct.pack("<Q", len(header)) + header + b"\0" * 4)
+    put("version_99", data[:4] + struct.pack("<I", 99) + data[8:])
+    put("truncated_header", data[:200])
+    put("truncated_half", data[: len(data) // 2])
+    put("truncated_last_byte", data[:-1])
+    put("huge_counts", data[:8] + struct.pack("<QQ", 2**62, 2**62) + data[24:])
+    garbled = bytearray(data)
+    garbled[24:4000] = bytes((b * 7 + 13) % 256 for b in garbled[24:4000])
+    put("garbled_metadata", bytes(garbled))
+    files["unknown_arch"] = write_gguf_with(tmp_path / "unknown_arch.gguf", arch="not-a-real-arch")
+    files["gpt2_wrong_tensors"] = write_gguf_with(tmp_path / "gpt2_wrong.gguf", arch="gpt2")
+    files["adapter"] = write_gguf_with(tmp_path / "adapter.gguf", arch="llama", kv={"general.type": "adapter"})
+    files["folder"] = tmp_path
+    files["missing"] = tmp_path / "missing.gguf"
+    return files
+
+
+def test_damaged_and_foreign_files_give_one_line_errors(tmp_path, good_file):
+    for name, path in damaged_files(tmp_path, good_file).items():
+        with pytest.raises(GGUFFileError) as caught:
+            check_gguf(path)
+        message = str(caught.value)
+        assert "\n" not in message and str(path) in message and len(message) < 400, (name, message)
+
+
+def test_the_backends_check_before_llama_cpp_loads(tmp_path, good_file):
+    from model.corpus import Work
+    from quant.evaluate import evaluate_gguf
+    from quant.llama_backend import LlamaBackend
+
+    files = damaged_files(tmp_path, good_file)
+    for name in ("truncated_half", "truncated_last_byte", "png", "unknown_arch", "gpt2_wrong_tensors"):
+        with pytest.raises(GGUFFileError):
+            LlamaBackend.load(files[name])
+        with pytest.raises(GGUFFileError):
+            evaluate_gguf(files[name], [Work("w", "some text")])
+
+
+def test_a_good_file_passes(good_file):
+    info = check_gguf(good_file)
+    assert info.chatapp and info.chat_format_version == 1 and info.context_length == 256
+    assert info.vocab_size == 4096 and info.file_type == 7 and info.version == 3
+    assert check_gguf(good_file).size_bytes == good_file.stat().st_size
+
+
+def test_a_newer_chat_format_is_refused(tmp_path, tiny_model_dir):
+    import gguf
+
+    from quant.gguf_check import read_gguf
+
+    path, _ = exported(tiny_model_dir, "f16")
+    reader = read_gguf(path)
+    field = reader.fields["chatapp.chat_format_version"]
+    data = bytearray(path.read_bytes())
+    value_at = int(field.offset) + sum(int(part.nbytes) for part in field.parts[:-1])
+    data[value_at : value_at + 4] = struct.pack("<I", 2)
+    newer = tmp_path / "newer.gguf"
+    newer.write_bytes(bytes(data))
+    assert gguf.GGUFReader(newer).fields["chatapp.chat_format_version"].contents() == 2
+    with pytest.raises(GGUFFileError, match="chat format version 2 is newer"):
+        check_gguf(newer)

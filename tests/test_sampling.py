@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from model.sample import filtered_logits, sample_next
+from model.sampling import SamplingError, SamplingParams
+
+LOGITS = torch.log(torch.tensor([0.35, 0.25, 0.15, 0.10, 0.08, 0.04, 0.02, 0.01]))
+NONE = torch.tensor([], dtype=torch.long)
+
+
+def draw(params, n=6000, logits=LOGITS):
+    generator = torch.Generator().manual_seed(1234)
+    counts = torch.zeros(len(logits))
+    for _ in range(n):
+        counts[sample_next(logits, params, NONE, generator)] += 1
+    return counts
+
+
+# chi-square critical values at p = 0.001, by degrees of freedom
+CHI2_CRITICAL_0001 = {2: 13.816, 7: 24.322}
+
+
+def fits(observed, expected_counts) -> bool:
+    """Pearson's chi-square test: True unless the counts are off at the 0.1% level."""
+    statistic = sum((o - e) ** 2 / e for o, e in zip(observed, expected_counts))
+    return statistic < CHI2_CRITICAL_0001[len(observed) - 1]
+
+
+def expected(allowed, n):
+    p = torch.exp(LOGITS)[allowed]
+    return (p / p.sum() * n).tolist()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(temperature=-0.1), "temperature"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
+    (dict(top_k=-1), "top_k"), (dict(min_p=2.0), "min_p"), (dict(repetition_penalty=0), "repetition_penalty"),
+    (dict(max_tokens=0), "max_tokens"), (dict(seed=-3), "seed"),
+])
+def test_invalid_values_name_the_parameter_and_range(bad, message):
+    with pytest.raises(SamplingError, match=message) as error:
+        SamplingParams(**bad).validate()
+    assert "must be" in str(error.value)
+
+
+def test_top_k_never_leaves_the_allowed_set_and_matches_the_distribution():
+    counts = draw(SamplingParams(temperature=1.0, top_k=3, top_p=1.0))
+    assert counts[3:].sum() == 0
+    assert fits(counts[:3].tolist(), expected([0, 1, 2], 6000))
+
+
+def test_top_p_is_the_smallest_set_reaching_p():
+    # 0.35 + 0.25 = 0.60 < 0.7, adding 0.15 reaches 0.75: three tokens
+    kept = torch.isfinite(filtered_logits(LOGITS, SamplingParams(temperature=1.0, top_p=0.7)))
+    assert kept.tolist() == [True, True, True] + [False] * 5
+    counts = draw(SamplingParams(temperature=1.0, top_p=0.7))
+    assert counts[3:].sum() == 0
+    assert fits(counts[:3].tolist(), expected([0, 1, 2], 6000))
+
+
+def test_top_p_always_keeps_one_token():
+    kept = torch.isfinite(filtered_logits(LOGITS, SamplingParams(temperature=1.0, top_p=1e-6)))
+    assert kept.sum() == 1 and kept[0]
+
+
+def test_min_p_and_temperature():
+    kept = torch.isfinite(filtered_logits(LOGITS, SamplingParams(temperature=1.0, top_p=1.0, min_p=0.3)))
+    assert kept.tolist() == [True, True, True] + [False] * 5  # >= 0.3 * 0.35
+    counts = draw(SamplingParams(temperature=0.5, top_p=1.0), n=4000)
+    p = torch.softmax(LOGITS / 0.5, dim=-1)
+    assert fits(counts.tolist(), (p * 4000).tolist())
+
+
+def test_greedy_and_repetition_penalty():
+    assert sample_next(LOGITS, SamplingParams(temperature=0), NONE, None) == 0
+    penalised = sample_next(LOGITS, SamplingParams(temperature=0, repetition_penalty=2.0), torch.tensor([0]), None)
+    assert penalised == 1  # token 0's logit (negative) is multiplied by 2
+
+
+def test_a_seed_reproduces_draws():
+    params = SamplingParams(temperature=1.0)
+    a = [sample_next(LOGITS, params, NONE, torch.Generator().manual_seed(7)) for _ in range(1)]
+    b = [sample_next(LOGITS, params, NONE, torch.Generator().manual_seed(7)) for _ in range(1)]
+    assert a == b
+    assert draw(params, n=300).tolist() == draw(params, n=300).tolist()

@@ -1,0 +1,33 @@
+"""The app on the real torch engine (a tiny model trained for the test session)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.tui_helpers import make_app, send, wait_until
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_model_dir):
+    from model.engine import TorchEngine
+
+    return TorchEngine.load(tiny_model_dir, device="cpu")
+
+
+async def test_a_real_reply_streams_with_its_numbers(tiny_engine):
+    app = make_app(tiny_engine)
+    async with app.run_test() as pilot:
+        settings = dict(app.conversation.settings)
+        settings["chat"] = {**settings["chat"], "max_tokens": 12, "seed": 3}
+        app.store.save_settings(app.conversation.id, settings)
+        app.conversation = app.store.conversation(app.conversation.id)
+        await send(pilot, "Good morrow, my lord.")
+        await wait_until(pilot, lambda: app.job is None, timeout=120, what="the real reply")
+        await pilot.pause()
+        reply = app.store.messages(app.conversation.id)[-1]
+        assert reply.role == "assistant" and reply.status in ("complete", "length"), reply.error
+        assert reply.stats["completion_tokens"] >= 1 and reply.stats["reason"] in ("stop", "length")
+        assert "tokens" in str(app.query_one("#context").render())
+        assert f"/{tiny_engine.context_length} tokens" in str(app.query_one("#context").render())

@@ -1,0 +1,53 @@
+"""Snapshot tests (pytest-textual-snapshot) of the main screen, the settings panel and the inspector.
+
+After a deliberate change to the look: pytest tests/test_tui_snapshots.py --snapshot-update
+"""
+
+from __future__ import annotations
+
+from tests.fake_backend import FakeBackend
+from tests.tui_helpers import make_app, send, wait_idle, wait_until
+
+REPLY = ["Good morrow, my lord.\n\n", "```python\n", "print('to be')\n", "```\n"]
+SIZE = (110, 32)
+
+
+def chat_app():
+    return make_app(FakeBackend(replies=[list(REPLY)]))
+
+
+async def chat_once(pilot):
+    await send(pilot, "Good morrow!")
+    await wait_idle(pilot)
+    pilot.app.prompt.cursor_blink = False  # a blinking cursor would make the picture depend on timing
+    pilot.app.prompt.focus()
+    await pilot.wait_for_scheduled_animations()
+    pilot.app.log_view.scroll_end(animate=False)
+    await pilot.pause()
+    await pilot.pause()
+
+
+def test_main_screen(snap_compare):
+    assert snap_compare(chat_app(), terminal_size=SIZE, run_before=chat_once)
+
+
+def test_settings_panel_with_a_refused_value(snap_compare):
+    async def open_settings(pilot):
+        await chat_once(pilot)
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: pilot.app.screen.query("#top_p"))
+        box = pilot.app.screen.query_one("#top_p")
+        box.value = "1.5"
+        await pilot.pause()
+
+    assert snap_compare(chat_app(), terminal_size=(110, 48), run_before=open_settings)
+
+
+def test_inspector(snap_compare):
+    async def open_inspector(pilot):
+        await chat_once(pilot)
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: pilot.app.screen.query("#candidates"))
+        await pilot.pause()
+
+    assert snap_compare(chat_app(), terminal_size=SIZE, run_before=open_inspector)
