@@ -29,6 +29,8 @@ def to_hf_gpt2(model: GPT):
         embd_pdrop=0.0,
         attn_pdrop=0.0,
         tie_word_embeddings=True,
+        bos_token_id=None,  # ours are special tokens after the ranks, not GPT-2's 50256
+        eos_token_id=None,
     )
     hf = GPT2LMHeadModel(hf_config)
     ours = model.state_dict()

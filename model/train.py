@@ -48,12 +48,17 @@ class TrainOptions:
     name: str | None = None
 
 
-def learning_rate(step: int, preset: Preset, total_steps: int) -> float:
-    if step < preset.warmup_steps:
-        return preset.learning_rate * (step + 1) / preset.warmup_steps
-    progress = min(1.0, (step - preset.warmup_steps) / max(1, total_steps - preset.warmup_steps))
+def cosine_schedule(step: int, warmup_steps: int, peak: float, floor: float, total_steps: int) -> float:
+    """Linear warmup to peak, then cosine decay to floor at total_steps."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     cosine = 0.5 * (1 + math.cos(math.pi * progress))
-    return preset.min_learning_rate + cosine * (preset.learning_rate - preset.min_learning_rate)
+    return floor + cosine * (peak - floor)
+
+
+def learning_rate(step: int, preset: Preset, total_steps: int) -> float:
+    return cosine_schedule(step, preset.warmup_steps, preset.learning_rate, preset.min_learning_rate, total_steps)
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
