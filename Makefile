@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # A portable llama.cpp build (runs on any x86-64 with AVX2), without the multimodal library.
 export CMAKE_ARGS ?= -DGGML_NATIVE=off -DLLAVA_BUILD=off
 
-.PHONY: setup chat test clean
+.PHONY: setup chat test bundle clean
 
 setup: $(VENV)/.installed
 
@@ -24,7 +24,13 @@ chat: setup
 test: setup
 	# the TUI smoke test drives the real app in tmux (Debian's package)
 	command -v tmux >/dev/null || (apt-get update -qq && apt-get install -y -qq tmux)
+	# the packaging tests validate the desktop entry with desktop-file-validate
+	command -v desktop-file-validate >/dev/null || (apt-get update -qq && apt-get install -y -qq desktop-file-utils)
 	$(BIN)/python -m pytest -q
 
+# the torch-free desktop bundle (packaging/README.md)
+bundle:
+	$(PYTHON) packaging/build.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

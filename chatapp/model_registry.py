@@ -7,6 +7,7 @@ a name that `chatapp models` lists, and defaults to the built-in model.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,9 +62,42 @@ def ref_for_path(path: Path) -> ModelRef:
     raise ModelNotFound(f"{path}: no such model")
 
 
+def torch_available() -> bool:
+    """Whether PyTorch can be imported, without importing it (the desktop bundle has none)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def default_model() -> ModelRef:
+    """The built-in model: its folder (torch engine) when PyTorch is installed, else its GGUF file.
+
+    The GGUF is `DEFAULT_MODEL.gguf` or `DEFAULT_MODEL-<type>.gguf` in the built-in folder; without
+    torch and without either, any built-in GGUF (the desktop bundle ships exactly one).
+    """
+    builtin = _scan(BUILTIN_DIR, "built-in")
+    folders = [m for m in builtin if m.kind == "folder" and m.name == DEFAULT_MODEL]
+    ggufs = [m for m in builtin if m.kind == "gguf"]
+    named = sorted((m for m in ggufs if m.name == DEFAULT_MODEL or m.name.startswith(DEFAULT_MODEL + "-")),
+                   key=lambda m: (m.name != DEFAULT_MODEL, m.name != f"{DEFAULT_MODEL}-q8_0", m.name))
+    if torch_available():
+        candidates = folders + named
+    else:
+        candidates = named + folders + ggufs
+    if candidates:
+        return candidates[0]
+    for ref in _scan(user_models_dir(), "user"):  # a checkout without the built-in model, but a user copy of it
+        if ref.name == DEFAULT_MODEL:
+            return ref
+    names = ", ".join(sorted(m.name for m in builtin)) or "none"
+    raise ModelNotFound(f"the built-in model {DEFAULT_MODEL!r} is missing from {BUILTIN_DIR} (built-in models: {names})")
+
+
 def resolve_model(spec: str | None = None) -> ModelRef:
-    """A model by path or by name; None gives the default built-in model."""
-    spec = spec or DEFAULT_MODEL
+    """A model by path or by name; None gives the default built-in model (see default_model)."""
+    if not spec:
+        return default_model()
     path = Path(spec).expanduser()
     if path.exists():
         return ref_for_path(path)

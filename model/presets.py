@@ -30,7 +30,7 @@ PRESETS = {
                    steps=30, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=5, eval_every=15, eval_batches=4),
     # the shipped model: about an hour and a half on 2 CPU cores
     "cpu": Preset(n_layer=6, n_head=4, n_embd=256, context_length=256, dropout=0.1, batch_size=16,
-                  steps=1500, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=100, eval_every=100, eval_batches=20),
+                  steps=1000, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=100, eval_every=100, eval_batches=20),
     # a larger model for a GPU
     "gpu": Preset(n_layer=8, n_head=8, n_embd=512, context_length=512, dropout=0.2, batch_size=64,
                   steps=5000, learning_rate=6e-4, min_learning_rate=6e-5, warmup_steps=200, eval_every=250, eval_batches=40),
