@@ -31,11 +31,24 @@ def test_train_tiny_then_eval_json_on_the_real_corpus(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly(tmp_path):
+def test_resume_continues_exactly(tmp_path, monkeypatch):
+    import model.train as training
+
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(TrainOptions(out=str(straight), preset="tiny", steps=30, device="cpu"), log=lambda line: None)
-    train(TrainOptions(out=str(resumed), preset="tiny", steps=15, device="cpu"), log=lambda line: None)
-    # the tiny preset evaluates (and checkpoints) every 15 steps; resume to the same total
+
+    # interrupt the second run right after its checkpoint at step 15 (the tiny preset checkpoints every 15)
+    real_save = training.save_checkpoint
+
+    def save_then_interrupt(folder, model, optimizer, state):
+        real_save(folder, model, optimizer, state)
+        if state["step"] == 15:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainOptions(out=str(resumed), preset="tiny", steps=30, device="cpu"), log=lambda line: None)
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
     train(TrainOptions(out=str(resumed), preset="tiny", steps=30, device="cpu", resume=True), log=lambda line: None)
     a = load_file(str(straight / "model.safetensors"))
     b = load_file(str(resumed / "model.safetensors"))
@@ -68,8 +81,10 @@ def test_two_process_ddp_stays_in_sync(tmp_path):
 
 
 def test_training_on_user_text_trains_its_own_tokenizer(tmp_path):
+    from model.corpus import builtin_works
+
     data = tmp_path / "mine.txt"
-    data.write_text(("The quick brown fox jumps over the lazy dog. " * 40 + "\n") * 60)
+    data.write_text(builtin_works()[0].text[:60_000])
     out = tmp_path / "mine"
     train(TrainOptions(out=str(out), preset="tiny", steps=2, data=str(data), vocab_size=300, device="cpu"), log=lambda line: None)
     config = json.loads((out / "config.json").read_text())
