@@ -7,7 +7,7 @@ import sys
 
 from chatapp.backends import open_backend
 from chatapp.cli import print_json
-from chatapp.model_registry import describe, list_models, resolve_model
+from chatapp.model_registry import describe, list_models, resolve_model, torch_available
 from model.backend import Finished, TextPiece
 from model.chat_format import Message
 from model.sampling import SamplingParams
@@ -90,7 +90,19 @@ def command_export(args) -> int:
     return 0
 
 
+FULL_INSTALL = ("the full install has it: in a clone of chatapp, `pipx install .` or `uv tool install .` "
+                "(see packaging/README.md)")
+
+
+def require_torch(what: str) -> None:
+    """Training, fine-tuning and model folders need PyTorch; the desktop bundle has none."""
+    if not torch_available():
+        raise ValueError(f"{what} needs PyTorch, which this install lacks (the desktop bundle runs GGUF models "
+                         f"with llama.cpp only); {FULL_INSTALL}")
+
+
 def command_train(args) -> int:
+    require_torch("`chatapp train`")
     from model.train import TrainOptions, train
 
     result = train(TrainOptions(
@@ -101,10 +113,28 @@ def command_train(args) -> int:
     return 0 if result is not None else 1
 
 
+def command_finetune(args) -> int:
+    require_torch("`chatapp finetune`")
+    from model.finetune import FinetuneOptions, finetune
+
+    ref = resolve_model(args.base)
+    if ref.kind != "folder":
+        raise ValueError(f"{ref.path}: fine-tuning needs a model folder, not a GGUF file")
+    finetune(FinetuneOptions(
+        base=str(ref.path), out=args.out, data=args.data, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout, lora_targets=args.lora_targets, full=args.full, steps=args.steps,
+        batch_size=args.batch_size, learning_rate=args.lr, device=args.device, resume=args.resume, seed=args.seed,
+        save_adapters_only=args.save_adapters_only, name=args.name,
+    ), log=lambda line: print(line, file=sys.stderr))
+    return 0
+
+
 def command_eval(args) -> int:
     from chatapp.evaluation import evaluate_ref
 
     ref = resolve_model(args.model)
+    if ref.kind == "folder":
+        require_torch(f"evaluating the model folder {ref.path}")
     result = {"model": ref.name, **evaluate_ref(ref, args.data, args.device)}
     if args.json:
         print_json(result)
