@@ -31,6 +31,7 @@ from model.history import History
 from model.lora import ADAPTERS_FILE, LoRAConfig, add_lora, merged_copy, parse_targets, save_adapters, trainable_parameters
 from model.model_folder import load_model, make_config, read_config, save_model, write_json_atomic
 from model.progress import Progress
+from model.tokenizer import ASSISTANT, END_OF_TURN, SYSTEM, USER
 from model.train import CHECKPOINT_DIR, Distributed, cosine_schedule, load_checkpoint, save_checkpoint, step_seed
 
 SUMMARY_FILE = "finetune.json"
@@ -55,7 +56,6 @@ class FinetuneOptions:
     batch_size: int = 16
     learning_rate: float | None = None  # None: 1e-3 with LoRA, 1e-4 for full fine-tuning
     warmup_steps: int = 30
-    weight_decay: float = 0.0
     grad_clip: float = 1.0
     eval_every: int = 100
     eval_examples: int = 256  # validation examples scored at each evaluation (all at the end)
@@ -154,11 +154,17 @@ def resumed_options(options: FinetuneOptions, checkpoint_dir: Path) -> FinetuneO
     return replace(options, steps=steps, **{k: v for k, v in saved.items() if k in RUN_DEFINING and k in known})
 
 
+def chat_token_ids(tokenizer) -> tuple[int, ...]:
+    """The special tokens of the chat format, whose embeddings LoRA trains too."""
+    return tuple(tokenizer.special_ids[token] for token in (SYSTEM, USER, ASSISTANT, END_OF_TURN))
+
+
 def describe_method(options: FinetuneOptions) -> str:
     lora = options.lora_config()
     if lora is None:
         return "full fine-tuning"
-    return f"LoRA (rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g}, targets {','.join(lora.targets)})"
+    return (f"LoRA (rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g}, targets {','.join(lora.targets)}; "
+            f"and the embeddings of the 4 chat tokens)")
 
 
 def finetune(options: FinetuneOptions, log=print) -> dict:
@@ -181,12 +187,16 @@ def finetune(options: FinetuneOptions, log=print) -> dict:
     lora = options.lora_config()  # bad LoRA settings fail before anything loads
     base_config = read_config(options.base)
     model, tokenizer, _ = load_model(options.base, device=device)
+    if lora:
+        lora = replace(lora, token_ids=chat_token_ids(tokenizer))
     data = load_chat_data(options, tokenizer, model.config.context_length)
     torch.manual_seed(options.seed)  # the adapters' A matrices
     if lora:
         add_lora(model, lora)
     trainable, total = trainable_parameters(model)
-    optimizer = torch.optim.AdamW(model.optimizer_groups(options.weight_decay), lr=options.peak_learning_rate, betas=(0.9, 0.95))
+    # no weight decay: a short fine-tune, and it would wear down the embedding rows LoRA leaves alone
+    trainable_tensors = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable_tensors, lr=options.peak_learning_rate, betas=(0.9, 0.95), weight_decay=0.0)
     state = {"step": 0, "tokens_seen": 0, "elapsed_s": 0.0}
     if options.resume:
         state = load_checkpoint(checkpoint_dir, model, optimizer, device)
@@ -255,7 +265,7 @@ def finetune(options: FinetuneOptions, log=print) -> dict:
             _, loss = train_model(x.to(device), y.to(device), loss_mask=mask.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], options.grad_clip)
+        torch.nn.utils.clip_grad_norm_(trainable_tensors, options.grad_clip)
         optimizer.step()
         recent_losses.append(loss.item())
         state["step"] = step + 1

@@ -9,6 +9,13 @@ top of the same base model later.
 
 Targets name the linears of every block: qkv (the fused attention input),
 proj (the attention output), up and down (the feed-forward).
+
+A base model trained on plain text never saw the chat format's special tokens
+(<|system|>, <|user|>, <|assistant|>, <|end|>): their embedding rows, which
+are also the output rows deciding when a reply ends, were only ever pushed
+down. So the rows of `token_ids` train along with the adapters (a gradient
+mask keeps every other row of the embedding as it was); they are saved with
+the adapters and written over the base's rows when the adapters are loaded.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import torch.nn as nn
 
 TARGETS = {"qkv": "attn.qkv", "proj": "attn.proj", "up": "mlp.up", "down": "mlp.down"}
 ADAPTERS_FILE = "adapters.safetensors"
+EMBEDDING_ROWS = "token_embedding.rows"  # in the adapters file: the rows of LoRAConfig.token_ids
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,7 @@ class LoRAConfig:
     alpha: float = 32.0
     dropout: float = 0.05
     targets: tuple[str, ...] = ("qkv", "proj", "up", "down")
+    token_ids: tuple[int, ...] = ()  # embedding rows trained too: the chat format's special tokens
 
     def __post_init__(self):
         unknown = [t for t in self.targets if t not in TARGETS]
@@ -47,12 +56,12 @@ class LoRAConfig:
         return self.alpha / self.rank
 
     def to_metadata(self) -> dict[str, str]:
-        return {"lora": json.dumps({**asdict(self), "targets": list(self.targets)})}
+        return {"lora": json.dumps({**asdict(self), "targets": list(self.targets), "token_ids": list(self.token_ids)})}
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str]) -> "LoRAConfig":
         values = json.loads(metadata["lora"])
-        return cls(**{**values, "targets": tuple(values["targets"])})
+        return cls(**{**values, "targets": tuple(values["targets"]), "token_ids": tuple(values.get("token_ids", ()))})
 
 
 def parse_targets(text: str) -> tuple[str, ...]:
@@ -99,12 +108,26 @@ def add_lora(model: nn.Module, config: LoRAConfig) -> nn.Module:
         raise ValueError("this model already has LoRA adapters")
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    for index, block in enumerate(model.blocks):
+    for block in model.blocks:
         for target in config.targets:
             parent_name, child_name = TARGETS[target].split(".")
             parent = getattr(block, parent_name)
             setattr(parent, child_name, LoRALinear(getattr(parent, child_name), config.rank, config.alpha, config.dropout))
+    if config.token_ids:
+        train_embedding_rows(model, config.token_ids)
     return model
+
+
+def train_embedding_rows(model: nn.Module, token_ids: tuple[int, ...]) -> None:
+    """Let only these rows of the (tied) token embedding learn: the others get a
+    zero gradient, which leaves them exactly as they were under AdamW without
+    weight decay."""
+    weight = model.token_embedding.weight
+    rows = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+    rows[list(token_ids)] = 1.0
+    weight.requires_grad_(True)
+    weight.register_hook(lambda grad: grad * rows)
+    model.trained_token_ids = tuple(token_ids)
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
@@ -122,11 +145,15 @@ def merged_copy(model: nn.Module) -> nn.Module:
 
 
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {
+    state = {
         f"{name}.{part}": getattr(layer, part).detach().cpu().contiguous()
         for name, layer in adapted_layers(model).items()
         for part in ("lora_a", "lora_b")
     }
+    token_ids = getattr(model, "trained_token_ids", ())
+    if token_ids:
+        state[EMBEDDING_ROWS] = model.token_embedding.weight.detach()[list(token_ids)].cpu().contiguous()
+    return state
 
 
 def save_adapters(model: nn.Module, config: LoRAConfig, path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
@@ -157,6 +184,9 @@ def load_adapters(model: nn.Module, path: str | Path) -> LoRAConfig:
     tensors = load_file(str(path))
     layers = adapted_layers(model)
     expected = {f"{name}.{part}": getattr(layer, part) for name, layer in layers.items() for part in ("lora_a", "lora_b")}
+    embedding = model.token_embedding.weight
+    if config.token_ids:
+        expected[EMBEDDING_ROWS] = embedding.new_empty(len(config.token_ids), embedding.shape[1])
     if set(tensors) != set(expected):
         missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
         raise ValueError(f"{path}: adapters do not match this model (missing {missing[:2]}, unexpected {unexpected[:2]})")
@@ -165,10 +195,18 @@ def load_adapters(model: nn.Module, path: str | Path) -> LoRAConfig:
             if tensor.shape != expected[key].shape:
                 raise ValueError(f"{path}: {key} has shape {tuple(tensor.shape)}, this base model needs {tuple(expected[key].shape)}")
             expected[key].copy_(tensor)
+        if config.token_ids:
+            embedding[list(config.token_ids)] = expected[EMBEDDING_ROWS]
     return config
 
 
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; the tied LM head counts once."""
-    parameters = list(model.parameters())  # named once each, tied weights included once
-    return sum(p.numel() for p in parameters if p.requires_grad), sum(p.numel() for p in parameters)
+    """(trainable, total) parameter counts; the tied LM head counts once, and of
+    the embedding only the rows that learn."""
+    parameters = list(model.parameters())  # each once, tied weights included
+    trainable = sum(p.numel() for p in parameters if p.requires_grad)
+    token_ids = getattr(model, "trained_token_ids", ())
+    if token_ids:
+        embedding = model.token_embedding.weight
+        trainable -= embedding.numel() - len(token_ids) * embedding.shape[1]
+    return trainable, sum(p.numel() for p in parameters)

@@ -153,7 +153,8 @@ def test_finetune_lora_end_to_end(tiny_model_dir, chats, tmp_path, capsys):
     out = tmp_path / "chat"
     code, err = finetune(capsys, tiny_model_dir, "--out", out, "--data", chats, "--steps", 3, "--lora-rank", 4, "--lora-targets", "qkv,down")
     assert code == 0, err
-    assert "trainable parameters: 4,608 of" in err  # 2 blocks x rank 4 x ((64 in + 192 out) + (256 in + 64 out))
+    # 2 blocks x rank 4 x ((64 in + 192 out) + (256 in + 64 out)), and 4 chat tokens x 64
+    assert "trainable parameters: 4,864 of" in err
     model, tokenizer, config = load_model(out)
     training = config["training"]
     assert training["method"] == "lora" and training["lora"]["targets"] == ["qkv", "down"]

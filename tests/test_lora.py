@@ -152,3 +152,29 @@ def test_adding_twice_is_refused():
     model = add_lora(make_base(), LoRAConfig())
     with pytest.raises(ValueError, match="already"):
         add_lora(model, LoRAConfig())
+
+
+def test_chat_token_rows_learn_and_travel_with_the_adapters(tmp_path):
+    config = LoRAConfig(rank=4, alpha=8, dropout=0.0, token_ids=(3, 5))
+    model = add_lora(make_base(), config).train()
+    x = tokens()
+    assert torch.equal(model(x)[0], make_base()(x)[0])  # still the base model at step 0
+    trainable, _ = trainable_parameters(model)
+    assert trainable == sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n) + 2 * 16
+    embedding_before = model.token_embedding.weight.detach().clone()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    for _ in range(2):
+        _, loss = model(x, x)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    changed_rows = (model.token_embedding.weight != embedding_before).any(dim=1).nonzero().flatten().tolist()
+    assert changed_rows == [3, 5]  # only the chat tokens' rows, input and (tied) output alike
+    assert model.lm_head.weight is model.token_embedding.weight
+    model.eval()
+    path = tmp_path / "adapters.safetensors"
+    save_adapters(model, config, path)
+    fresh = make_base()
+    assert load_adapters(fresh, path).token_ids == (3, 5)
+    torch.testing.assert_close(fresh.eval()(x)[0], model(x)[0], atol=0, rtol=0)
+    torch.testing.assert_close(merged_copy(model)(x)[0], model(x)[0], atol=1e-5, rtol=0)
