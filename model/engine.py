@@ -8,31 +8,21 @@ usual case in a chat), only the new tokens are prefilled.
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
-from model.backend import CancelFlag, Event, Finished, TextPiece
+from model.backend import CancelFlag, Event
 from model.chat_format import Message, fit_to_context
 from model.device import inference_dtype, resolve_device
 from model.inspection import inspection_step
 from model.model_folder import load_model
 from model.sample import sample_next
 from model.sampling import SamplingParams
-from model.streaming import StopMatcher, Utf8Stream
+from model.reply_stream import ReplyStream, common_prefix_length
 
 REPETITION_WINDOW = 64  # tokens the repetition penalty looks back over
-
-
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class TorchEngine:
@@ -125,64 +115,37 @@ class TorchEngine:
         self.cancel_flag.clear()
         seed = params.seed if params.seed is not None else random.randrange(2**63)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        max_new = min(params.max_tokens, self.context_length - len(prompt))
-        text_stream, stop_matcher = Utf8Stream(), StopMatcher(params.stop)
-        generated: list[int] = []
-        started = time.perf_counter()
-        first_token_at = None
-        reason = "length"
+        reply = ReplyStream(self.tokenizer, len(prompt), params.stop, min(params.max_tokens, self.context_length - len(prompt)))
         with torch.inference_mode():
             if self.cancel_flag.is_set():
-                reason = "cancelled"
+                reply.reason = "cancelled"
             else:
                 logits = self._prefill(prompt) if use_cache else self._forward(prompt, None)
                 if not use_cache:
                     self.cached_ids = []
                     self.prefilled_tokens = len(prompt)
-            while reason != "cancelled":
-                history = torch.tensor((prompt + generated)[-REPETITION_WINDOW:], device=logits.device)
+            while reply.reason != "cancelled":
+                history = torch.tensor((prompt + reply.generated)[-REPETITION_WINDOW:], device=logits.device)
                 token = sample_next(logits, params, history, generator)
                 if inspect is not None:
                     inspect(inspection_step(logits, params, history, token, self.tokenizer))
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
+                reply.token_sampled()
                 if token in stop_ids:
-                    reason = "stop"
+                    reply.reason = "stop"
                     break
-                generated.append(token)
-                text = stop_matcher.push(text_stream.push(self.tokenizer.token_bytes(token)))
-                if text:
-                    yield TextPiece(text, [token])
-                if stop_matcher.stopped:
-                    reason = "stop"
-                    break
-                if len(generated) >= max_new:
+                piece = reply.push(token)
+                if piece:
+                    yield piece
+                if reply.should_end:
                     break
                 if self.cancel_flag.is_set():
-                    reason = "cancelled"
+                    reply.reason = "cancelled"
                     break
-                position = len(prompt) + len(generated) - 1
                 if use_cache:
-                    logits = self._forward([token], start_pos=position)
+                    logits = self._forward([token], start_pos=len(prompt) + len(reply.generated) - 1)
                     self.cached_ids.append(token)
                 else:
-                    logits = self._forward(prompt + generated, None)
-        tail = stop_matcher.push(text_stream.flush())
-        if not stop_matcher.stopped:
-            tail += stop_matcher.flush()
-        if tail:
-            yield TextPiece(tail, [])
-        if not stop_matcher.stopped:
-            self.last_reply = {self.tokenizer.decode(generated): generated}
-        finished_at = time.perf_counter()
-        first = first_token_at or finished_at
-        decode_rate = (len(generated) - 1) / (finished_at - first) if len(generated) > 1 and finished_at > first else 0.0
-        yield Finished(
-            reason=reason,
-            prompt_tokens=len(prompt),
-            completion_tokens=len(generated),
-            time_to_first_token_s=first - started,
-            tokens_per_second=decode_rate,
-            prefilled_tokens=self.prefilled_tokens,
-            notices=list(notices or []),
-        )
+                    logits = self._forward(prompt + reply.generated, None)
+        if not reply.ended_on_stop_string:
+            self.last_reply = {self.tokenizer.decode(reply.generated): reply.generated}
+        yield from reply.finish(self.prefilled_tokens, notices or [])

@@ -7,8 +7,6 @@ transformers is a test-only dependency, imported here only when called.
 
 from __future__ import annotations
 
-import torch
-
 from model.gpt import GPT
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from model.dataset import BUILTIN_TOKENIZER, TokenStream, encode_works, load_split
+from model.dataset import BUILTIN_TOKENIZER, encode_works, load_split
 from model.device import resolve_device
 from model.evaluate import evaluate_model
 from model.gpt import GPT, GPTConfig

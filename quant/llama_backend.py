@@ -23,16 +23,15 @@ from __future__ import annotations
 import ctypes
 import os
 import random
-import time
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from model.backend import CancelFlag, Event, Finished, TextPiece
+from model.backend import CancelFlag, Event
 from model.chat_format import Message, fit_to_context
 from model.sampling import SamplingParams
-from model.streaming import StopMatcher, Utf8Stream
+from model.reply_stream import ReplyStream, common_prefix_length
 from quant.gguf_check import GGUFFileError, GGUFInfo, chatapp_tokenizer, check_gguf, read_gguf
 from quant.sample import sample_next
 
@@ -42,15 +41,6 @@ PLAIN_TEMPLATE = (  # for a foreign file without a chat template
     "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n\n{% endfor %}"
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
-
-
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def default_threads(model_bytes: int | None = None) -> tuple[int, int]:
@@ -341,57 +331,31 @@ class LlamaBackend:
     def _generate(self, prompt, params, stop_ids, notices, use_cache) -> Iterator[Event]:
         seed = params.seed if params.seed is not None else random.randrange(2**63)
         rng = np.random.default_rng(seed)
-        max_new = min(params.max_tokens, self.context_length - len(prompt))
-        text_stream, stop_matcher = Utf8Stream(), StopMatcher(params.stop)
-        generated: list[int] = []
+        reply = ReplyStream(self.tokenizer, len(prompt), params.stop, min(params.max_tokens, self.context_length - len(prompt)))
         self.prefilled_tokens = 0
-        started = time.perf_counter()
-        first_token_at = None
-        reason = "length"
         if self.cancel_flag.is_set():
-            reason = "cancelled"
+            reply.reason = "cancelled"
         elif use_cache:
             logits = self._prefill(prompt)
         else:
             logits = self._evaluate(0, prompt)
             self.prefilled_tokens = len(prompt)
-        while reason != "cancelled":
-            token = sample_next(logits, params, (prompt + generated)[-REPETITION_WINDOW:], rng)
-            if first_token_at is None:
-                first_token_at = time.perf_counter()
+        while reply.reason != "cancelled":
+            token = sample_next(logits, params, (prompt + reply.generated)[-REPETITION_WINDOW:], rng)
+            reply.token_sampled()
             if self._is_stop(token, stop_ids):
-                reason = "stop"
+                reply.reason = "stop"
                 break
-            generated.append(token)
-            text = stop_matcher.push(text_stream.push(self.tokenizer.token_bytes(token)))
-            if text:
-                yield TextPiece(text, [token])
-            if stop_matcher.stopped:
-                reason = "stop"
-                break
-            if len(generated) >= max_new:
+            piece = reply.push(token)
+            if piece:
+                yield piece
+            if reply.should_end:
                 break
             if self.cancel_flag.is_set():
-                reason = "cancelled"
+                reply.reason = "cancelled"
                 break
             if use_cache:
-                logits = self._evaluate(len(prompt) + len(generated) - 1, [token])
+                logits = self._evaluate(len(prompt) + len(reply.generated) - 1, [token])
             else:  # full recompute, for `chatapp bench`'s comparison
-                logits = self._evaluate(0, prompt + generated)
-        tail = stop_matcher.push(text_stream.flush())
-        if not stop_matcher.stopped:
-            tail += stop_matcher.flush()
-        if tail:
-            yield TextPiece(tail, [])
-        finished_at = time.perf_counter()
-        first = first_token_at or finished_at
-        decode_rate = (len(generated) - 1) / (finished_at - first) if len(generated) > 1 and finished_at > first else 0.0
-        yield Finished(
-            reason=reason,
-            prompt_tokens=len(prompt),
-            completion_tokens=len(generated),
-            time_to_first_token_s=first - started,
-            tokens_per_second=decode_rate,
-            prefilled_tokens=self.prefilled_tokens,
-            notices=notices,
-        )
+                logits = self._evaluate(0, prompt + reply.generated)
+        yield from reply.finish(self.prefilled_tokens, notices)

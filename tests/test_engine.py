@@ -63,7 +63,7 @@ def test_cached_logits_equal_full_recomputation_over_200_steps_and_two_turns(eng
         assert len(checked) >= steps
         assert max(checked) <= 1e-5
         if turn == 1:  # the first turn came from the cache: only the tokens after the shared prefix ran
-            from model.engine import common_prefix_length
+            from model.reply_stream import common_prefix_length
 
             shared = common_prefix_length(cached_before, prompt)
             assert shared == len(previous_ids) - 1  # everything but the last sampled token was cached

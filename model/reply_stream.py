@@ -1,0 +1,81 @@
+"""The bookkeeping both engines (torch and llama.cpp) share around their
+sampling loop: sampled tokens become text (UTF-8 safe, stop strings held
+back), and the loop ends with one Finished carrying the reason and the timing.
+Torch-free, so the llama.cpp path can use it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+from model.backend import Event, Finished, TextPiece
+from model.streaming import StopMatcher, Utf8Stream
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class ReplyStream:
+    """One reply being generated. The engine calls `token_sampled()` after each
+    sample, `push(token)` for every token that belongs to the reply, sets
+    `reason` when it stops early, and yields from `finish()` at the end."""
+
+    def __init__(self, tokenizer, prompt_tokens: int, stop_strings: list[str], max_new_tokens: int):
+        self.tokenizer = tokenizer
+        self.prompt_tokens = prompt_tokens
+        self.max_new_tokens = max_new_tokens
+        self.text_stream = Utf8Stream()
+        self.stop_matcher = StopMatcher(stop_strings)
+        self.generated: list[int] = []
+        self.reason = "length"
+        self.started = time.perf_counter()
+        self.first_token_at: float | None = None
+
+    def token_sampled(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+
+    def push(self, token: int) -> TextPiece | None:
+        """Add a token to the reply; the text now safe to show, if any."""
+        self.generated.append(token)
+        text = self.stop_matcher.push(self.text_stream.push(self.tokenizer.token_bytes(token)))
+        if self.stop_matcher.stopped:
+            self.reason = "stop"
+        return TextPiece(text, [token]) if text else None
+
+    @property
+    def should_end(self) -> bool:
+        """A stop string appeared or the token budget is spent."""
+        return self.stop_matcher.stopped or len(self.generated) >= self.max_new_tokens
+
+    @property
+    def ended_on_stop_string(self) -> bool:
+        return self.stop_matcher.stopped
+
+    def finish(self, prefilled_tokens: int, notices: list[str]) -> Iterator[Event]:
+        """The held-back text, then the Finished event."""
+        tail = self.stop_matcher.push(self.text_stream.flush())
+        if not self.stop_matcher.stopped:
+            tail += self.stop_matcher.flush()
+        if tail:
+            yield TextPiece(tail, [])
+        finished_at = time.perf_counter()
+        first = self.first_token_at or finished_at
+        decoded = len(self.generated) - 1  # the first token's time is the prefill's
+        decode_rate = decoded / (finished_at - first) if decoded > 0 and finished_at > first else 0.0
+        yield Finished(
+            reason=self.reason,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=len(self.generated),
+            time_to_first_token_s=first - self.started,
+            tokens_per_second=decode_rate,
+            prefilled_tokens=prefilled_tokens,
+            notices=list(notices),
+        )
