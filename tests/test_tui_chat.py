@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import Markdown
+from textual.widgets._markdown import MarkdownParagraph
 
 from chatapp.history import HistoryStore
 from chatapp.tui.widgets.context_bar import ContextBar
@@ -31,6 +32,25 @@ async def test_a_reply_streams_in_and_is_saved():
             ("user", "Hello\nthere", "complete"), ("assistant", "**Good morrow**, sir.", "complete")]
         assert engine.calls[0]["messages"][-1].content == "Hello\nthere"
         assert "context" in str(app.query_one(ContextBar).render())
+
+
+async def test_verse_keeps_its_line_breaks_while_streaming_and_after():
+    """Markdown joins single newlines into one paragraph; a reply in verse must keep its lines."""
+    engine = FakeBackend(replies=[["To be, or not to be:", "\nthat is", " the question."]], hold_after=2)
+    app = make_app(engine)
+    async with app.run_test() as pilot:
+        await send(pilot, "Speak")
+        await wait_until(pilot, engine.holding.is_set)
+        await pilot.pause()
+        assert paragraph_texts(app) == ["To be, or not to be:\nthat is"]
+        engine.release()
+        await wait_idle(pilot)
+        assert paragraph_texts(app) == ["To be, or not to be:\nthat is the question."]
+
+
+def paragraph_texts(app) -> list[str]:
+    reply = app.query_one(AssistantMessage)
+    return [str(p._content) for p in reply.query(MarkdownParagraph)]
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from markdown_it import MarkdownIt
 from rich.text import Text
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, Markdown, Static
@@ -25,6 +26,21 @@ def format_stats(stats: dict | None) -> str:
     if stats.get("time_to_first_token_s") is not None:
         parts.append(f"first token {stats['time_to_first_token_s'] * 1000:.0f} ms")
     return " · ".join(parts)
+
+
+def reply_markdown_parser() -> MarkdownIt:
+    """GitHub-like Markdown in which a single newline breaks the line: the built-in model writes verse,
+    and Markdown would join its lines into one paragraph."""
+    parser = MarkdownIt("gfm-like")
+    parser.core.ruler.push("hard_line_breaks", _soft_breaks_to_hard)
+    return parser
+
+
+def _soft_breaks_to_hard(state) -> None:
+    for token in state.tokens:
+        for child in token.children or ():
+            if child.type == "softbreak":
+                child.type = "hardbreak"
 
 
 class ChatMessage(Vertical):
@@ -60,7 +76,7 @@ class AssistantMessage(ChatMessage):
 
     def compose(self):
         yield Label(self.model_name, classes="role")
-        yield Markdown(self.content, classes="body")
+        yield Markdown(self.content, classes="body", parser_factory=reply_markdown_parser)
         yield Label(self.footer_text(), classes="stats")
 
     def footer_text(self) -> str:
