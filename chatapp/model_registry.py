@@ -15,7 +15,7 @@ from chatapp.paths import user_models_dir
 from model.model_folder import is_model_folder, read_config
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
-DEFAULT_MODEL = "shakespeare-base"
+DEFAULT_MODEL = "shakespeare-chat"
 
 
 class ModelNotFound(ValueError):

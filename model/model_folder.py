@@ -51,6 +51,15 @@ def load_tokenizer(folder: str | Path) -> Tokenizer:
         raise ModelFolderError(str(error)) from None
 
 
+def publish_file(temporary: Path, path: Path) -> None:
+    """Rename a finished temporary file onto its name, readable as a new file would be:
+    mkstemp and safetensors both create files with mode 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    os.replace(temporary, path)
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -84,7 +93,7 @@ def save_model(folder: str | Path, model, tokenizer: Tokenizer, config: dict, dt
     }
     temporary = folder / (WEIGHTS_FILE + ".tmp")
     save_file(state, str(temporary), metadata={"format": FORMAT_NAME})
-    os.replace(temporary, folder / WEIGHTS_FILE)
+    publish_file(temporary, folder / WEIGHTS_FILE)
     tokenizer.save(folder / TOKENIZER_FILE)
     write_json_atomic(folder / CONFIG_FILE, config)
 

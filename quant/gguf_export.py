@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from model.chat_format import jinja_chat_template
-from model.model_folder import CHAT_FORMAT_VERSION, WEIGHTS_FILE, load_tokenizer, read_config
+from model.model_folder import CHAT_FORMAT_VERSION, WEIGHTS_FILE, load_tokenizer, publish_file, read_config
 from model.tokenizer import SPECIAL_TOKENS
 from quant.gguf_vocab import vocab_for_gguf
 from quant.weights import SafetensorsFile
@@ -237,13 +237,6 @@ def _temporary(out: Path, suffix: str) -> Path:
     return Path(name)
 
 
-def _publish(temporary: Path, out: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a model file is for everyone
-    os.replace(temporary, out)
-
-
 def export_model(
     model_folder: str | Path,
     out_path: str | Path,
@@ -289,7 +282,7 @@ def export_model(
             from quant.quantize import classify
 
             report.fallbacks, report.kept = classify(shapes, kind, result.logged)
-        _publish(temporary, out)
+        publish_file(temporary, out)
     finally:
         for path in (temporary, intermediate):
             if path is not None and path.exists():

@@ -18,7 +18,7 @@ from model.dataset import encode_works, load_split
 from model.evaluate import evaluate_model
 from model.model_folder import load_model, read_config, save_model, write_json_atomic
 
-HISTORY_FILES = ("history.csv", "history.png")
+HISTORY_FILES = ("history.csv", "history.png", "finetune.json")  # the training record, when there is one
 
 
 def main() -> None:
@@ -35,8 +35,11 @@ def main() -> None:
     half_model, _, _ = load_model(target)
     half = evaluate_model(half_model, stream.ids, stream.n_chars)
     shipped = read_config(target)
-    shipped["training"]["validation"] = half
-    shipped["training"]["validation_float32"] = full
+    # a base model's training.validation is this same held-out text; a fine-tuned model's is its
+    # loss on held-out replies, kept as it is
+    key = "validation" if "method" not in shipped["training"] else "validation_text"
+    shipped["training"][key] = half
+    shipped["training"][f"{key}_float32"] = full
     shipped["weights_dtype"] = "float16"
     write_json_atomic(target / "config.json", shipped)
     print(json.dumps({"float32": full, "float16": half, "size_mb": sum(f.stat().st_size for f in target.iterdir()) / 1e6}, indent=2))

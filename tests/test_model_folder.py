@@ -44,3 +44,19 @@ def test_mismatched_architecture(folder):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelFolderError, match="shape"):
         load_model(folder)
+
+
+def test_saved_weights_are_readable_as_any_new_file(tmp_path, folder):
+    """safetensors creates its file 0600; a model folder is copied and shared like any other."""
+    import os
+    import stat
+
+    from model.model_folder import save_model
+
+    model, tokenizer, config = load_model(folder)
+    old_umask = os.umask(0o022)
+    try:
+        save_model(tmp_path / "saved", model, tokenizer, config)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "saved" / "model.safetensors").stat().st_mode) == 0o644
