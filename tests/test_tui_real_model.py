@@ -31,3 +31,22 @@ async def test_a_real_reply_streams_with_its_numbers(tiny_engine):
         assert reply.stats["completion_tokens"] >= 1 and reply.stats["reason"] in ("stop", "length")
         assert "tokens" in str(app.query_one("#context").render())
         assert f"/{tiny_engine.context_length} tokens" in str(app.query_one("#context").render())
+
+
+async def test_the_builtin_chat_model_loads_by_default_and_answers_in_character():
+    from chatapp.history import HistoryStore
+    from chatapp.tui.app import ChatApp
+
+    app = ChatApp(store=HistoryStore())  # no engine given: the default model loads as it does for a user
+    async with app.run_test() as pilot:
+        await wait_until(pilot, lambda: app.engine is not None or app.load_error, timeout=120, what="the built-in model")
+        assert app.load_error is None and app.engine.model_name == "shakespeare-chat"
+        settings = dict(app.conversation.settings)
+        settings["chat"] = {**settings.get("chat", {}), "system_prompt": "You are Hamlet, Prince of Denmark.", "seed": 0}
+        app.store.save_settings(app.conversation.id, settings)
+        app.conversation = app.store.conversation(app.conversation.id)
+        await send(pilot, "How do you like the court, my lord?")
+        await wait_until(pilot, lambda: app.job is None, timeout=120, what="the reply")
+        reply = app.store.messages(app.conversation.id)[-1]
+        assert reply.role == "assistant" and reply.status == "complete", reply.error
+        assert reply.stats["reason"] == "stop" and reply.content.strip() and "<|" not in reply.content
