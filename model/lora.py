@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from model.model_folder import publish_file
+
 TARGETS = {"qkv": "attn.qkv", "proj": "attn.proj", "up": "mlp.up", "down": "mlp.down"}
 ADAPTERS_FILE = "adapters.safetensors"
 EMBEDDING_ROWS = "token_embedding.rows"  # in the adapters file: the rows of LoRAConfig.token_ids
@@ -162,7 +164,7 @@ def save_adapters(model: nn.Module, config: LoRAConfig, path: str | Path, extra_
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
     save_file(adapter_state(model), str(temporary), metadata={**config.to_metadata(), **(extra_metadata or {})})
-    temporary.replace(path)
+    publish_file(temporary, path)
 
 
 def read_adapter_config(path: str | Path) -> LoRAConfig:

@@ -2,7 +2,7 @@
 size, held-out perplexity, change against F32 and decode speed, measured by the
 project's own commands (`chatapp export`, `chatapp eval`, `chatapp bench`).
 
-    python scripts/quant_table.py [MODEL] [--runs 3] [--json out.json]
+    python scripts/quant_table.py [MODEL] [--runs 5] [--json out.json]
 
 MODEL defaults to the built-in base model. The first row is the model folder
 itself, run by the torch engine (which does not read GGUF files): the
@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-# smallest change first, as llama.cpp's own tables list them
+# from the most bits per weight to the fewest
 TABLE_ORDER = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_1", "q5_0", "q4_k_m", "q4_1", "q4_0")
 
 
@@ -65,7 +65,7 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", default="shakespeare-base")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", help="also write the raw measurements here")
     args = parser.parse_args()
 
