@@ -7,6 +7,7 @@ usual case in a chat), only the new tokens are prefilled.
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Callable, Iterator
@@ -18,11 +19,20 @@ from model.chat_format import Message, fit_to_context
 from model.device import inference_dtype, resolve_device
 from model.inspection import inspection_step
 from model.model_folder import load_model
+from model.reply_stream import ReplyStream, common_prefix_length
 from model.sample import sample_next
 from model.sampling import SamplingParams
-from model.reply_stream import ReplyStream, common_prefix_length
+from model.threads import default_threads
 
 REPETITION_WINDOW = 64  # tokens the repetition penalty looks back over
+
+
+def cpu_threads(model) -> tuple[int, int] | None:
+    """(decode, prompt) threads for this model on the CPU (model/threads.py);
+    None when the user chose with OMP_NUM_THREADS."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    return default_threads(sum(p.numel() * p.element_size() for p in model.parameters()))
 
 
 class TorchEngine:
@@ -41,6 +51,7 @@ class TorchEngine:
         self.cached_ids: list[int] = []  # the tokens whose keys/values are in the cache
         self.prefilled_tokens = 0
         self.last_reply: dict[str, list[int]] = {}  # text -> the ids sampled for it
+        self.threads = cpu_threads(model) if device == "cpu" else None  # (decode, prompt); None: leave torch's
         model.setup_cache(batch=1)
 
     @classmethod
@@ -51,6 +62,10 @@ class TorchEngine:
 
     def reset_cache(self) -> None:
         self.cached_ids = []
+
+    def _use_threads(self, for_prompt: bool) -> None:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads[1] if for_prompt else self.threads[0])
 
     def cancel(self) -> None:
         self.cancel_flag.set()
@@ -120,10 +135,12 @@ class TorchEngine:
             if self.cancel_flag.is_set():
                 reply.reason = "cancelled"
             else:
+                self._use_threads(for_prompt=True)
                 logits = self._prefill(prompt) if use_cache else self._forward(prompt, None)
                 if not use_cache:
                     self.cached_ids = []
                     self.prefilled_tokens = len(prompt)
+                self._use_threads(for_prompt=False)
             while reply.reason != "cancelled":
                 history = torch.tensor((prompt + reply.generated)[-REPETITION_WINDOW:], device=logits.device)
                 token = sample_next(logits, params, history, generator)

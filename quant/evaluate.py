@@ -16,6 +16,7 @@ import numpy as np
 
 from model.dataset import encode_works
 from model.evaluate import summarize, windows
+from model.threads import default_threads
 from quant.gguf_check import GGUFFileError, chatapp_tokenizer, check_gguf, read_gguf
 
 FOREIGN_WINDOW = 512  # logits for every position: window x vocabulary floats
@@ -47,7 +48,6 @@ def evaluate_gguf(
         import llama_cpp
     except ImportError as error:
         raise GGUFFileError(f"evaluating a GGUF file needs llama-cpp-python, which this install lacks ({error})") from None
-    from quant.llama_backend import default_threads
     from quant.llama_log import route_logs
 
     log_path = route_logs(log_dir)

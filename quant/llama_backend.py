@@ -21,7 +21,6 @@ prefixes are not evaluated again (multi-turn chat only computes the new turn).
 from __future__ import annotations
 
 import ctypes
-import os
 import random
 from pathlib import Path
 from typing import Iterator
@@ -31,6 +30,7 @@ import numpy as np
 from model.backend import CancelFlag, Event
 from model.chat_format import Message, fit_to_context
 from model.sampling import SamplingParams
+from model.threads import default_threads
 from model.reply_stream import ReplyStream, common_prefix_length
 from quant.gguf_check import GGUFFileError, GGUFInfo, chatapp_tokenizer, check_gguf, read_gguf
 from quant.sample import sample_next
@@ -41,27 +41,6 @@ PLAIN_TEMPLATE = (  # for a foreign file without a chat template
     "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n\n{% endfor %}"
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
-
-
-def default_threads(model_bytes: int | None = None) -> tuple[int, int]:
-    """(decode threads, prompt threads).
-
-    Decode gains little past the physical cores, and a small model gains
-    nothing from threads at all: ggml's threads wait for each other at every
-    matrix, which costs far more than a small matrix (measured here on a busy
-    2-core machine: a 0.4M-parameter model decoded 4,000 tokens/s on 1 thread
-    and 3.5 on 2). So a model gets about one thread per 100 MB of weights.
-    """
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:
-        n = os.cpu_count() or 1
-    decode = n if n <= 4 else max(4, n // 2)
-    decode, batch = max(1, min(decode, 16)), max(1, min(n, 32))
-    if model_bytes is not None:
-        decode = max(1, min(decode, model_bytes // 100_000_000))
-        batch = max(1, min(batch, model_bytes // 50_000_000))
-    return decode, batch
 
 
 class VocabTokenizer:

@@ -12,11 +12,11 @@ Q5_K_M) and the output matrix get more bits in a few places.
 from __future__ import annotations
 
 import ctypes
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.threads import available_cores
 from quant.gguf_export import ExportError, ProgressFn, TensorNote
 
 # our --type -> (llama_ftype, the GGML type most matrices get)
@@ -44,13 +44,6 @@ class QuantizeResult:
     llama_fallback_count: int | None = None  # llama.cpp's own count
     logged: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # see logged_fallbacks
     log: list[str] = field(default_factory=list)
-
-
-def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def bits_per_weight(type_name: str) -> float:
@@ -126,7 +119,7 @@ def quantize_file(
     route_logs(log_dir)
     params = llama_cpp.llama_model_quantize_default_params()  # the struct's fields change between versions
     params.ftype = QUANT_TYPES[out_type][0]
-    params.nthread = threads or default_threads()
+    params.nthread = threads or available_cores()  # quantizing is bulk work: every core
 
     def on_line(line: str) -> None:
         match = _TENSOR_LINE.search(line)

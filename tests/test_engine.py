@@ -169,3 +169,36 @@ def test_device_selection():
     assert inference_dtype_name("cuda", bf16_supported=True) == "bfloat16"
     assert inference_dtype_name("cuda", bf16_supported=False) == "float16"
     assert inference_dtype_name("mps") == "float16"
+
+
+def test_a_small_model_decodes_on_one_cpu_thread_unless_the_user_chose(tiny_model_dir, monkeypatch):
+    """Threads cost a small model more than they bring (model/threads.py)."""
+    from model.threads import default_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        engine = TorchEngine.load(tiny_model_dir, device="cpu")
+        assert engine.threads == default_threads(4 * engine.model.num_parameters()) == (1, 1)
+        run(engine.generate_ids([1, 2, 3], SamplingParams(max_tokens=4, seed=0), stop_ids=set()))
+        assert torch.get_num_threads() == 1
+
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        engine = TorchEngine.load(tiny_model_dir, device="cpu")
+        assert engine.threads is None
+        run(engine.generate_ids([1, 2, 3], SamplingParams(max_tokens=4, seed=0), stop_ids=set()))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_default_threads_grow_with_the_model_and_stop_at_the_cores(monkeypatch):
+    from model import threads
+
+    monkeypatch.setattr(threads, "available_cores", lambda: 8)
+    assert threads.default_threads(20_000_000) == (1, 1)
+    assert threads.default_threads(250_000_000) == (2, 5)
+    assert threads.default_threads(4_000_000_000) == (4, 8)
+    assert threads.default_threads(None) == (4, 8)
