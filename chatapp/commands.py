@@ -6,7 +6,7 @@ import sys
 
 from chatapp.backends import open_backend
 from chatapp.cli import print_json
-from chatapp.model_registry import describe, list_models, resolve_model, torch_available
+from chatapp.model_registry import ModelNotFound, default_model, describe, list_models, resolve_model, torch_available
 from model.backend import Finished, TextPiece
 from model.chat_format import Message
 from model.sampling import SamplingParams
@@ -155,11 +155,19 @@ def command_bench(args) -> int:
 
 def command_models(args) -> int:
     models = list_models()
+    try:
+        default_path = default_model().path  # what `chatapp` opens with no model given
+    except ModelNotFound:
+        default_path = None
     if args.json:
-        print_json([{"name": m.name, "path": str(m.path), "kind": m.kind, "source": m.source, "size_bytes": m.size_bytes} for m in models])
+        print_json([{"name": m.name, "path": str(m.path), "kind": m.kind, "source": m.source, "size_bytes": m.size_bytes,
+                     "default": m.path == default_path} for m in models])
         return 0
     if not models:
         print("no models found")
     for m in models:
-        print(f"{m.name:28s} {m.source:9s} {m.kind:7s} {m.size_bytes / 1e6:7.1f} MB  {describe(m)}  {m.path}")
+        mark = "*" if m.path == default_path else " "
+        print(f"{mark} {m.name:28s} {m.source:9s} {m.kind:7s} {m.size_bytes / 1e6:7.1f} MB  {describe(m)}  {m.path}")
+    if default_path is not None:
+        print("* the default model")
     return 0

@@ -51,7 +51,9 @@ def test_errors_are_one_line_without_traceback(args, message):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
-def test_models_lists_the_built_in_model():
-    result = chatapp("models", "--json")
-    names = [m["name"] for m in json.loads(result.stdout)]
-    assert "shakespeare-base" in names
+def test_models_lists_the_built_in_models_and_marks_the_default():
+    models = json.loads(chatapp("models", "--json").stdout)
+    assert {"shakespeare-base", "shakespeare-chat", "shakespeare-chat-q8_0"} <= {m["name"] for m in models}
+    assert [m["name"] for m in models if m["default"]] == ["shakespeare-chat"]
+    table = chatapp("models").stdout.splitlines()
+    assert [line.split()[1] for line in table if line.startswith("* shakespeare")] == ["shakespeare-chat"]
