@@ -2,6 +2,7 @@
 
     python scripts/eval_chat.py bars --base BASE --chat CHAT [--prompts 200] [--json FILE]
     python scripts/eval_chat.py compare RUN_FOLDER...   (LoRA vs full fine-tuning)
+    python scripts/eval_chat.py speakers --base BASE
 
 bars:
   1. loss on the held-out replies (the validation part of every play, as
@@ -14,6 +15,9 @@ bars:
      persona taken from another conversation, and sample replies with fixed seeds.
 compare: a table of method, trainable parameters, time and validation loss of
 `chatapp finetune` output folders.
+speakers: how much a base model's loss on held-out single-turn replies depends
+on the speaker heading in the plays' own layout ("HAMLET.\n"), the right one vs
+another character's: the voice knowledge a persona prompt could draw on.
 """
 
 from __future__ import annotations
@@ -99,6 +103,26 @@ def persona_loss(args, validation, tokenizer, model) -> dict:
         "own_persona": reply_loss(model, [p[0] for p in pairs], pad, args.device),
         "other_persona": reply_loss(model, [p[1] for p in pairs], pad, args.device),
     }
+
+
+def speaker_gap(args) -> dict:
+    model, tokenizer, _ = load_model(args.base, args.device)
+    validation = [c for c in dialogue_split().validation if len(c.speakers) == 2]
+    shuffled = random.Random(args.seed).sample(validation, len(validation))
+    right, wrong = [], []
+    for c, other in zip(validation, shuffled[1:] + shuffled[:1]):
+        if other.speakers[1] == c.speakers[1]:
+            continue
+        user, reply_ids = c.messages[-2].content, tokenizer.encode(c.messages[-1].content)
+        pair = []
+        for speaker in (c.speakers[1], other.speakers[1]):
+            prefix = [tokenizer.end_of_text_id] + tokenizer.encode(f"{c.speakers[0]}.\n{user}\n\n{speaker}.\n")
+            pair.append(Example(prefix + reply_ids, [0] * len(prefix) + [1] * len(reply_ids)))
+        if max(len(e.ids) for e in pair) <= model.config.context_length + 1:
+            right.append(pair[0])
+            wrong.append(pair[1])
+    pad = tokenizer.end_of_text_id
+    return {"right_speaker": reply_loss(model, right, pad, args.device), "wrong_speaker": reply_loss(model, wrong, pad, args.device)}
 
 
 def stop_rate(engine, prompts: list[list[Message]], seed: int) -> dict:
@@ -197,9 +221,18 @@ def main() -> int:
     bars.add_argument("--json", default=None, help="also write the report here")
     compare = commands.add_parser("compare", help="LoRA vs full fine-tuning: a table of finetune output folders")
     compare.add_argument("runs", nargs="+")
+    speakers = commands.add_parser("speakers", help="a base model's loss under the right vs a wrong speaker heading")
+    speakers.add_argument("--base", required=True)
+    speakers.add_argument("--seed", type=int, default=0)
+    speakers.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.command == "compare":
         command_compare(args)
+        return 0
+    if args.command == "speakers":
+        gap = speaker_gap(args)
+        print(f"{gap['right_speaker']['examples']:,} single-turn held-out replies ({gap['right_speaker']['tokens']:,} tokens): "
+              f"right speaker {gap['right_speaker']['loss']:.4f}, wrong speaker {gap['wrong_speaker']['loss']:.4f} nats/token")
         return 0
     report = command_bars(args)
     print_bars(report)
