@@ -131,6 +131,21 @@ class TorchEngine:
         seed = params.seed if params.seed is not None else random.randrange(2**63)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         reply = ReplyStream(self.tokenizer, len(prompt), params.stop, min(params.max_tokens, self.context_length - len(prompt)))
+
+        def sample(logits: torch.Tensor) -> int:
+            history = torch.tensor((prompt + reply.generated)[-REPETITION_WINDOW:], device=logits.device)
+            token = sample_next(logits, params, history, generator)
+            if inspect is not None:
+                inspect(inspection_step(logits, params, history, token, self.tokenizer))
+            return token
+
+        def next_logits(token: int) -> torch.Tensor:
+            if not use_cache:
+                return self._forward(prompt + reply.generated, None)
+            logits = self._forward([token], start_pos=len(prompt) + len(reply.generated) - 1)
+            self.cached_ids.append(token)
+            return logits
+
         with torch.inference_mode():
             if self.cancel_flag.is_set():
                 reply.reason = "cancelled"
@@ -141,28 +156,7 @@ class TorchEngine:
                     self.cached_ids = []
                     self.prefilled_tokens = len(prompt)
                 self._use_threads(for_prompt=False)
-            while reply.reason != "cancelled":
-                history = torch.tensor((prompt + reply.generated)[-REPETITION_WINDOW:], device=logits.device)
-                token = sample_next(logits, params, history, generator)
-                if inspect is not None:
-                    inspect(inspection_step(logits, params, history, token, self.tokenizer))
-                reply.token_sampled()
-                if token in stop_ids:
-                    reply.reason = "stop"
-                    break
-                piece = reply.push(token)
-                if piece:
-                    yield piece
-                if reply.should_end:
-                    break
-                if self.cancel_flag.is_set():
-                    reply.reason = "cancelled"
-                    break
-                if use_cache:
-                    logits = self._forward([token], start_pos=len(prompt) + len(reply.generated) - 1)
-                    self.cached_ids.append(token)
-                else:
-                    logits = self._forward(prompt + reply.generated, None)
+                yield from reply.run(logits, sample, lambda token: token in stop_ids, next_logits, self.cancel_flag.is_set)
         if not reply.ended_on_stop_string:
             self.last_reply = {self.tokenizer.decode(reply.generated): reply.generated}
         yield from reply.finish(self.prefilled_tokens, notices or [])

@@ -7,7 +7,7 @@ Torch-free, so the llama.cpp path can use it.
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from model.backend import Event, Finished, TextPiece
 from model.streaming import StopMatcher, Utf8Stream
@@ -23,9 +23,9 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
 
 
 class ReplyStream:
-    """One reply being generated. The engine calls `token_sampled()` after each
-    sample, `push(token)` for every token that belongs to the reply, sets
-    `reason` when it stops early, and yields from `finish()` at the end."""
+    """One reply being generated: the engine yields from `run()` (the sampling
+    loop, with its own ways to sample and to compute logits), sets `reason` if it
+    never starts, and yields from `finish()` at the end."""
 
     def __init__(self, tokenizer, prompt_tokens: int, stop_strings: list[str], max_new_tokens: int):
         self.tokenizer = tokenizer
@@ -37,6 +37,26 @@ class ReplyStream:
         self.reason = "length"
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
+
+    def run(self, logits: Any, sample: Callable[[Any], int], is_stop: Callable[[int], bool],
+            next_logits: Callable[[int], Any], cancelled: Callable[[], bool]) -> Iterator[TextPiece]:
+        """Draw a token from the logits; end on a stop token, a stop string, the token
+        budget or a cancel (checked before each new token); else compute the next logits."""
+        while True:
+            token = sample(logits)
+            self.token_sampled()
+            if is_stop(token):
+                self.reason = "stop"
+                return
+            piece = self.push(token)
+            if piece:
+                yield piece
+            if self.should_end:
+                return
+            if cancelled():
+                self.reason = "cancelled"
+                return
+            logits = next_logits(token)
 
     def token_sampled(self) -> None:
         if self.first_token_at is None:

@@ -312,29 +312,22 @@ class LlamaBackend:
         rng = np.random.default_rng(seed)
         reply = ReplyStream(self.tokenizer, len(prompt), params.stop, min(params.max_tokens, self.context_length - len(prompt)))
         self.prefilled_tokens = 0
+
+        def sample(logits: np.ndarray) -> int:
+            return sample_next(logits, params, (prompt + reply.generated)[-REPETITION_WINDOW:], rng)
+
+        def next_logits(token: int) -> np.ndarray:
+            if use_cache:
+                return self._evaluate(len(prompt) + len(reply.generated) - 1, [token])
+            return self._evaluate(0, prompt + reply.generated)  # full recompute, for `chatapp bench`'s comparison
+
         if self.cancel_flag.is_set():
             reply.reason = "cancelled"
-        elif use_cache:
-            logits = self._prefill(prompt)
         else:
-            logits = self._evaluate(0, prompt)
-            self.prefilled_tokens = len(prompt)
-        while reply.reason != "cancelled":
-            token = sample_next(logits, params, (prompt + reply.generated)[-REPETITION_WINDOW:], rng)
-            reply.token_sampled()
-            if self._is_stop(token, stop_ids):
-                reply.reason = "stop"
-                break
-            piece = reply.push(token)
-            if piece:
-                yield piece
-            if reply.should_end:
-                break
-            if self.cancel_flag.is_set():
-                reply.reason = "cancelled"
-                break
             if use_cache:
-                logits = self._evaluate(len(prompt) + len(reply.generated) - 1, [token])
-            else:  # full recompute, for `chatapp bench`'s comparison
-                logits = self._evaluate(0, prompt + reply.generated)
+                logits = self._prefill(prompt)
+            else:
+                logits = self._evaluate(0, prompt)
+                self.prefilled_tokens = len(prompt)
+            yield from reply.run(logits, sample, lambda token: self._is_stop(token, stop_ids), next_logits, self.cancel_flag.is_set)
         yield from reply.finish(self.prefilled_tokens, notices)
