@@ -31,6 +31,9 @@ from model.corpus import Work, builtin_split
 
 MAX_SPEAKER_CHARS = 40
 MAX_WINDOW_SPEECHES = 6  # a multi-turn conversation: up to three exchanges
+PLAIN_OPENERS = ("Speak.", "What say you?", "Say on.", "How now?", "Who are you?", "What news?",
+                 "Speak your mind.", "Good morrow.", "Tell me of yourself.", "Well?")
+OPENING_SHARE = 3  # one speech in this many (with a persona) also answers a plain opener
 HEADING = re.compile(r"^(ACT|SCENE|PROLOGUE|EPILOGUE|INDUCTION|THE END|FINIS)\b", re.IGNORECASE)
 SPEAKER = re.compile(r"^(?:\d |[A-Z])[A-Za-z'’ .&-]*[A-Za-z]\.?$")
 NOT_SPEAKERS = {"song", "the end", "finis", "enter", "exit", "exeunt", "flourish", "alarum", "alarums"}
@@ -302,13 +305,35 @@ def work_conversations(work: Work, people: list[tuple[str, str]] | None = None) 
     return results
 
 
+def persona_openings(work: Work, people: list[tuple[str, str]]) -> list[Conversation]:
+    """Speeches as the reply to a plain opener under the speaker's persona
+    ("You are Sir John Falstaff." / "Speak." / one of Falstaff's speeches), for
+    one speech in OPENING_SHARE. Here only the persona tells who answers, so
+    fine-tuning learns to use it; in the plays' own pairs the message before
+    mostly tells it too, and a model can ignore the persona there."""
+    results = []
+    speeches = [speech for scene in scenes(work.text, people) for speech in scene]
+    for index, speech in enumerate(speeches):
+        choice = zlib.crc32(f"{work.name}:opening:{index}".encode())
+        if choice % OPENING_SHARE:
+            continue
+        persona = persona_prompt(speech.speaker, people, with_description=choice % 2 == 0)
+        if persona is None:
+            continue
+        opener = PLAIN_OPENERS[choice // OPENING_SHARE % len(PLAIN_OPENERS)]
+        messages = (Message("system", persona), Message("user", opener), Message("assistant", speech.text))
+        results.append(Conversation(work.name, ("", speech.speaker), messages))
+    return results
+
+
 def split_conversations(train_works: list[Work], validation_works: list[Work]) -> DialogueSplit:
     """Conversations from each part; the persons list comes from the training part
-    (the top of the play), which the validation part's speakers share."""
+    (the top of the play), which the validation part's speakers share. Persona
+    openings are for training only: held-out replies keep the plays' own prompts."""
     train, validation = [], []
     for train_part, held_out in zip(train_works, validation_works):
         people = persons(train_part.text)
-        train += work_conversations(train_part, people)
+        train += work_conversations(train_part, people) + persona_openings(train_part, people)
         validation += work_conversations(held_out, people)
     return DialogueSplit(train, validation)
 

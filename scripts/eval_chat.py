@@ -3,6 +3,7 @@
     python scripts/eval_chat.py bars --base BASE --chat CHAT [--prompts 200] [--json FILE]
     python scripts/eval_chat.py compare RUN_FOLDER...   (LoRA vs full fine-tuning)
     python scripts/eval_chat.py speakers --base BASE
+    python scripts/eval_chat.py persona --chat CHAT
 
 bars:
   1. loss on the held-out replies (the validation part of every play, as
@@ -12,12 +13,14 @@ bars:
   2. stopping: of N held-out prompts, how many replies end with <|end|> within
      200 tokens (sampling as the app does: temperature 0.8, top-p 0.95, seed i);
   3. persona: loss of held-out replies under their own persona prompt vs a
-     persona taken from another conversation, and sample replies with fixed seeds.
+     persona taken from another conversation; how often a reply is most likely
+     under its own persona among 5; and sample replies with fixed seeds.
 compare: a table of method, trainable parameters, time and validation loss of
 `chatapp finetune` output folders.
 speakers: how much a base model's loss on held-out single-turn replies depends
 on the speaker heading in the plays' own layout ("HAMLET.\n"), the right one vs
 another character's: the voice knowledge a persona prompt could draw on.
+persona: the persona measures alone, for one chat model.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model.chat_format import Message, fit_to_context  # noqa: E402
-from model.dialogue import dialogue_split  # noqa: E402
+from model.dialogue import Conversation, dialogue_split  # noqa: E402
 from model.finetune import reply_loss  # noqa: E402
 from model.finetune_data import Example, encode_all, fit_example  # noqa: E402
 from model.model_folder import load_model, read_config  # noqa: E402
@@ -49,6 +52,7 @@ PERSONA_EXAMPLES = [
     (None, "Good morrow, sir. What news?"),
 ]
 PERSONA_SEEDS = (0, 1, 2)
+PERSONA_CANDIDATES = 5
 
 
 def play_layout_examples(conversations, tokenizer, context_length: int) -> tuple[list[Example], list[Example]]:
@@ -103,6 +107,49 @@ def persona_loss(args, validation, tokenizer, model) -> dict:
         "own_persona": reply_loss(model, [p[0] for p in pairs], pad, args.device),
         "other_persona": reply_loss(model, [p[1] for p in pairs], pad, args.device),
     }
+
+
+def reply_nats_each(model, examples: list[Example], pad_id: int, device: str, batch_size: int = 16) -> list[float]:
+    """Total loss of each example's learned tokens, in the examples' order."""
+    import torch
+
+    from model.finetune_data import make_batch
+
+    totals = []
+    with torch.inference_mode():
+        for start in range(0, len(examples), batch_size):
+            x, y, mask = make_batch(examples[start : start + batch_size], pad_id)
+            logits, _ = model(x.to(device))
+            losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), y.to(device), reduction="none")
+            totals += (losses * mask.to(device)).sum(dim=1).tolist()
+    return totals
+
+
+def persona_choice(args, validation, tokenizer, model, plain_opener: bool = False, candidates: int = PERSONA_CANDIDATES) -> dict:
+    """Does the persona carry the character's voice? Each held-out reply is scored
+    under its own persona and under candidates-1 personas of other characters;
+    the share where its own makes it most likely (chance: 1/candidates).
+    plain_opener: single-turn replies after "Speak." instead of the play's
+    message, so that only the persona tells who is speaking."""
+    model.eval()
+    with_persona = [c for c in validation if c.messages[0].role == "system"]
+    if plain_opener:
+        with_persona = [Conversation(c.work, c.speakers, (c.messages[0], Message("user", "Speak."), c.messages[-1]))
+                        for c in with_persona if len(c.speakers) == 2]
+    personas = sorted({c.messages[0].content for c in with_persona})
+    chooser = random.Random(args.seed)
+    context = model.config.context_length
+    groups = []
+    for c in with_persona:
+        others = chooser.sample([p for p in personas if p != c.messages[0].content], candidates - 1)
+        group = [fit_example([Message("system", p)] + list(c.messages[1:]), tokenizer, context + 1, MAX_REPLY_TOKENS)
+                 for p in [c.messages[0].content] + others]
+        if all(e is not None for e in group):
+            groups.append(group)
+    nats = reply_nats_each(model, [e for group in groups for e in group], tokenizer.end_of_text_id, args.device)
+    own_best = sum(min(range(candidates), key=lambda k: nats[i * candidates + k]) == 0 for i in range(len(groups)))
+    return {"replies": len(groups), "candidates": candidates, "own_most_likely": own_best,
+            "percent": 100 * own_best / max(len(groups), 1), "chance_percent": 100 / candidates}
 
 
 def speaker_gap(args) -> dict:
@@ -161,6 +208,7 @@ def command_bars(args) -> dict:
     tokenizer = loaded["chat"][1]
     report = {"chat": str(args.chat), "base": str(args.base), "loss": losses(args, split.validation, tokenizer, models)}
     report["persona_loss"] = {name: persona_loss(args, split.validation, tokenizer, m) for name, m in models.items()}
+    report["persona_choice"] = {name: persona_choice(args, split.validation, tokenizer, m) for name, m in models.items()}
     engines = {name: TorchEngine(model, tok, config, args.device) for name, (model, tok, config) in loaded.items()}
     prompts = [list(c.messages[:-1]) for c in random.Random(args.seed).sample(split.validation, args.prompts)]
     report["stop"] = {name: stop_rate(engine, prompts, args.seed) for name, engine in engines.items()}
@@ -182,6 +230,9 @@ def print_bars(report: dict) -> None:
     for name, persona in report["persona_loss"].items():
         print(f"{name}: held-out replies under their own persona {persona['own_persona']['loss']:.4f}, "
               f"under another's {persona['other_persona']['loss']:.4f} ({persona['own_persona']['examples']} replies)")
+    for name, choice in report["persona_choice"].items():
+        print(f"{name}: {choice['own_most_likely']}/{choice['replies']} held-out replies ({choice['percent']:.1f}%) are "
+              f"most likely under their own persona of {choice['candidates']} (chance {choice['chance_percent']:.0f}%)")
     print("\npersona samples (seeds " + ", ".join(map(str, PERSONA_SEEDS)) + ", every one shown):")
     for s in report["persona_samples"]:
         print(f"\n[system] {s['system'] or '(none)'}\n[user] {s['user']}\n[seed {s['seed']}, {s['finish']}] {s['reply']}")
@@ -221,6 +272,10 @@ def main() -> int:
     bars.add_argument("--json", default=None, help="also write the report here")
     compare = commands.add_parser("compare", help="LoRA vs full fine-tuning: a table of finetune output folders")
     compare.add_argument("runs", nargs="+")
+    persona = commands.add_parser("persona", help="the persona measures alone, for one fine-tuned model")
+    persona.add_argument("--chat", required=True)
+    persona.add_argument("--seed", type=int, default=0)
+    persona.add_argument("--device", default="cpu")
     speakers = commands.add_parser("speakers", help="a base model's loss under the right vs a wrong speaker heading")
     speakers.add_argument("--base", required=True)
     speakers.add_argument("--seed", type=int, default=0)
@@ -228,6 +283,16 @@ def main() -> int:
     args = parser.parse_args()
     if args.command == "compare":
         command_compare(args)
+        return 0
+    if args.command == "persona":
+        model, tokenizer, _ = load_model(args.chat, args.device)
+        validation = dialogue_split().validation
+        own_other = persona_loss(args, validation, tokenizer, model)
+        print(f"own persona {own_other['own_persona']['loss']:.4f}, another's {own_other['other_persona']['loss']:.4f} nats/token")
+        for plain_opener in (False, True):
+            choice = persona_choice(args, validation, tokenizer, model, plain_opener)
+            print(f"{'after Speak.' if plain_opener else 'after the play’s message'}: own persona most likely for "
+                  f"{choice['own_most_likely']}/{choice['replies']} ({choice['percent']:.1f}%, chance {choice['chance_percent']:.0f}%)")
         return 0
     if args.command == "speakers":
         gap = speaker_gap(args)

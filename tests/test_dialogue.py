@@ -8,6 +8,8 @@ from model.dialogue import (
     dialogue_split,
     find_person,
     paragraphs,
+    PLAIN_OPENERS,
+    persona_openings,
     persona_prompt,
     persons,
     scenes,
@@ -131,12 +133,31 @@ def test_conversations_pairs_and_windows():
         assert not system or system[0].content.startswith("You are ")
 
 
+def test_persona_openings_answer_a_plain_opener_in_character():
+    play = builtin_split().train[[w.name for w in builtin_split().train].index("hamlet_gut")]
+    people = persons(play.text)
+    openings = persona_openings(play, people)
+    speeches = [s for scene in scenes(play.text, people) for s in scene]
+    with_persona = [s for s in speeches if persona_prompt(s.speaker, people)]
+    assert len(with_persona) / 5 < len(openings) < len(with_persona) / 2  # about one in three
+    for c in openings:
+        system, user, reply = c.messages
+        assert (system.role, user.role, reply.role) == ("system", "user", "assistant")
+        assert user.content in PLAIN_OPENERS
+        assert system.content in (persona_prompt(c.speakers[1], people), persona_prompt(c.speakers[1], people, False))
+        assert any(s.speaker == c.speakers[1] and s.text == reply.content for s in speeches)
+    assert {c.messages[1].content for c in openings} == set(PLAIN_OPENERS)
+    assert "You are Hamlet, Prince of Denmark." in {c.messages[0].content for c in openings}
+
+
 def test_the_held_out_part_stays_held_out():
     split = dialogue_split()
     counts_train, counts_validation = count_summary(split.train), count_summary(split.validation)
     assert counts_train["conversations"] > 25_000 and counts_validation["conversations"] > 1_000
     assert counts_train["works"] == counts_validation["works"] == 37  # the 5 poems have no dialogue
     assert counts_train["multi_turn"] > 0 and counts_train["with_persona"] > counts_train["conversations"] / 2
+    assert not any(c.messages[1].content in PLAIN_OPENERS and c.speakers[0] == "" for c in split.validation)
+    assert sum(c.speakers[0] == "" for c in split.train) > 5_000  # persona openings: training only
     parts = builtin_split()
     def flat(text: str) -> str:  # whitespace and stage directions as the speeches are cleaned
         return " ".join(" ".join(line for group in paragraphs(text) for line in group).split())
