@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -125,31 +128,82 @@ def reply_nats_each(model, examples: list[Example], pad_id: int, device: str, ba
     return totals
 
 
-def persona_choice(args, validation, tokenizer, model, plain_opener: bool = False, candidates: int = PERSONA_CANDIDATES) -> dict:
-    """Does the persona carry the character's voice? Each held-out reply is scored
-    under its own persona and under candidates-1 personas of other characters;
-    the share where its own makes it most likely (chance: 1/candidates).
+def persona_name(persona: str) -> str:
+    """"You are Hamlet, Prince of Denmark." -> "Hamlet", as for "You are Hamlet."."""
+    return persona.removeprefix("You are ").split(",")[0].rstrip(".")
+
+
+@dataclass
+class PersonaTrial:
+    """One held-out reply and the characters it is scored under, its own first."""
+    reply: Conversation
+    characters: list[tuple[str, str]]  # (work, persona prompt)
+    examples: list[Example]
+
+
+def persona_trials(args, validation, tokenizer, context_length: int, plain_opener: bool) -> list[PersonaTrial]:
+    """Each held-out reply with a persona, under its own and PERSONA_CANDIDATES-1
+    other characters' personas (two Helenas of two plays are two characters).
     plain_opener: single-turn replies after "Speak." instead of the play's
-    message, so that only the persona tells who is speaking."""
-    model.eval()
+    message, so that only the persona tells who speaks."""
     with_persona = [c for c in validation if c.messages[0].role == "system"]
     if plain_opener:
         with_persona = [Conversation(c.work, c.speakers, (c.messages[0], Message("user", "Speak."), c.messages[-1]))
                         for c in with_persona if len(c.speakers) == 2]
-    personas = sorted({c.messages[0].content for c in with_persona})
-    chooser = random.Random(args.seed)
-    context = model.config.context_length
-    groups = []
+    prompts: dict[tuple[str, str], str] = {}  # one prompt per character, the longest
     for c in with_persona:
-        others = chooser.sample([p for p in personas if p != c.messages[0].content], candidates - 1)
-        group = [fit_example([Message("system", p)] + list(c.messages[1:]), tokenizer, context + 1, MAX_REPLY_TOKENS)
-                 for p in [c.messages[0].content] + others]
-        if all(e is not None for e in group):
-            groups.append(group)
-    nats = reply_nats_each(model, [e for group in groups for e in group], tokenizer.end_of_text_id, args.device)
-    own_best = sum(min(range(candidates), key=lambda k: nats[i * candidates + k]) == 0 for i in range(len(groups)))
-    return {"replies": len(groups), "candidates": candidates, "own_most_likely": own_best,
-            "percent": 100 * own_best / max(len(groups), 1), "chance_percent": 100 / candidates}
+        key = (c.work, persona_name(c.messages[0].content))
+        prompts[key] = max(prompts.get(key, ""), c.messages[0].content, key=len)
+    characters = sorted(prompts)
+    chooser = random.Random(args.seed)
+    trials = []
+    for c in with_persona:
+        own = (c.work, persona_name(c.messages[0].content))
+        others = chooser.sample([k for k in characters if k != own], PERSONA_CANDIDATES - 1)
+        chosen = [(c.work, c.messages[0].content)] + [(work, prompts[(work, name)]) for work, name in others]
+        examples = [fit_example([Message("system", prompt)] + list(c.messages[1:]), tokenizer, context_length + 1, MAX_REPLY_TOKENS)
+                    for _, prompt in chosen]
+        if all(e is not None for e in examples):
+            trials.append(PersonaTrial(c, chosen, examples))
+    return trials
+
+
+def choice_report(trials: list[PersonaTrial], nats: list[list[float]]) -> dict:
+    own_best = sum(min(range(len(scores)), key=scores.__getitem__) == 0 for scores in nats)
+    return {"replies": len(trials), "candidates": PERSONA_CANDIDATES, "own_most_likely": own_best,
+            "percent": 100 * own_best / max(len(trials), 1), "chance_percent": 100 / PERSONA_CANDIDATES}
+
+
+def persona_choice(args, trials: list[PersonaTrial], tokenizer, model) -> dict:
+    """Does the persona carry the character's voice? The share of held-out
+    replies that the model finds most likely under their own persona."""
+    model.eval()
+    flat = reply_nats_each(model, [e for t in trials for e in t.examples], tokenizer.end_of_text_id, args.device)
+    return choice_report(trials, [flat[i : i + PERSONA_CANDIDATES] for i in range(0, len(flat), PERSONA_CANDIDATES)])
+
+
+def word_count_choice(trials: list[PersonaTrial], train, tokenizer, mix: float = 0.2) -> dict:
+    """The same test for a model that knows nothing but how often each character
+    says each token in the training part (mixed with the overall counts): how
+    much the voices differ in their words alone, a reference for persona_choice."""
+    overall, by_character = Counter(), defaultdict(Counter)
+    for c in train:
+        ids = tokenizer.encode(c.messages[-1].content)
+        overall.update(ids)
+        if c.messages[0].role == "system":
+            by_character[(c.work, persona_name(c.messages[0].content))].update(ids)
+    total, vocab = sum(overall.values()), tokenizer.vocab_size
+
+    def nats(character: tuple[str, str], ids: list[int]) -> float:
+        counts = by_character.get((character[0], persona_name(character[1])), Counter())
+        size = max(sum(counts.values()), 1)
+        return sum(-math.log(mix * counts[i] / size + (1 - mix) * (overall[i] + 0.5) / (total + 0.5 * vocab)) for i in ids)
+
+    scores = []
+    for t in trials:
+        ids = tokenizer.encode(t.reply.messages[-1].content)
+        scores.append([nats(character, ids) for character in t.characters])
+    return choice_report(trials, scores)
 
 
 def speaker_gap(args) -> dict:
@@ -208,12 +262,33 @@ def command_bars(args) -> dict:
     tokenizer = loaded["chat"][1]
     report = {"chat": str(args.chat), "base": str(args.base), "loss": losses(args, split.validation, tokenizer, models)}
     report["persona_loss"] = {name: persona_loss(args, split.validation, tokenizer, m) for name, m in models.items()}
-    report["persona_choice"] = {name: persona_choice(args, split.validation, tokenizer, m) for name, m in models.items()}
+    report["persona_choice"] = persona_choices(args, split, tokenizer, models)
     engines = {name: TorchEngine(model, tok, config, args.device) for name, (model, tok, config) in loaded.items()}
     prompts = [list(c.messages[:-1]) for c in random.Random(args.seed).sample(split.validation, args.prompts)]
     report["stop"] = {name: stop_rate(engine, prompts, args.seed) for name, engine in engines.items()}
     report["persona_samples"] = persona_samples(engines["chat"])
     return report
+
+
+def persona_choices(args, split, tokenizer, models: dict) -> dict:
+    """persona_choice for each model and the word-count reference, after the
+    play's message and after a plain "Speak."."""
+    context = min(m.config.context_length for m in models.values())
+    report = {}
+    for setting, plain_opener in (("after_message", False), ("after_plain_opener", True)):
+        trials = persona_trials(args, split.validation, tokenizer, context, plain_opener)
+        report[setting] = {name: persona_choice(args, trials, tokenizer, m) for name, m in models.items()}
+        report[setting]["word_counts"] = word_count_choice(trials, split.train, tokenizer)
+    return report
+
+
+def print_persona_choices(choices: dict) -> None:
+    for setting, results in choices.items():
+        print(f"held-out replies most likely under their own persona of {PERSONA_CANDIDATES} "
+              f"({'after the play’s message' if setting == 'after_message' else 'after “Speak.”'}):")
+        for name, choice in results.items():
+            print(f"  {name}: {choice['own_most_likely']}/{choice['replies']} ({choice['percent']:.1f}%, "
+                  f"chance {choice['chance_percent']:.0f}%)")
 
 
 def print_bars(report: dict) -> None:
@@ -230,9 +305,7 @@ def print_bars(report: dict) -> None:
     for name, persona in report["persona_loss"].items():
         print(f"{name}: held-out replies under their own persona {persona['own_persona']['loss']:.4f}, "
               f"under another's {persona['other_persona']['loss']:.4f} ({persona['own_persona']['examples']} replies)")
-    for name, choice in report["persona_choice"].items():
-        print(f"{name}: {choice['own_most_likely']}/{choice['replies']} held-out replies ({choice['percent']:.1f}%) are "
-              f"most likely under their own persona of {choice['candidates']} (chance {choice['chance_percent']:.0f}%)")
+    print_persona_choices(report["persona_choice"])
     print("\npersona samples (seeds " + ", ".join(map(str, PERSONA_SEEDS)) + ", every one shown):")
     for s in report["persona_samples"]:
         print(f"\n[system] {s['system'] or '(none)'}\n[user] {s['user']}\n[seed {s['seed']}, {s['finish']}] {s['reply']}")
@@ -286,13 +359,10 @@ def main() -> int:
         return 0
     if args.command == "persona":
         model, tokenizer, _ = load_model(args.chat, args.device)
-        validation = dialogue_split().validation
-        own_other = persona_loss(args, validation, tokenizer, model)
+        split = dialogue_split()
+        own_other = persona_loss(args, split.validation, tokenizer, model)
         print(f"own persona {own_other['own_persona']['loss']:.4f}, another's {own_other['other_persona']['loss']:.4f} nats/token")
-        for plain_opener in (False, True):
-            choice = persona_choice(args, validation, tokenizer, model, plain_opener)
-            print(f"{'after Speak.' if plain_opener else 'after the play’s message'}: own persona most likely for "
-                  f"{choice['own_most_likely']}/{choice['replies']} ({choice['percent']:.1f}%, chance {choice['chance_percent']:.0f}%)")
+        print_persona_choices(persona_choices(args, split, tokenizer, {"chat": model}))
         return 0
     if args.command == "speakers":
         gap = speaker_gap(args)
