@@ -3,7 +3,7 @@
     python scripts/eval_chat.py bars --base BASE --chat CHAT [--prompts 200] [--json FILE]
     python scripts/eval_chat.py compare RUN_FOLDER...   (LoRA vs full fine-tuning)
     python scripts/eval_chat.py speakers --base BASE
-    python scripts/eval_chat.py persona --chat CHAT
+    python scripts/eval_chat.py persona --chat CHAT [--base BASE]
 
 bars:
   1. loss on the held-out replies (the validation part of every play, as
@@ -138,6 +138,7 @@ class PersonaTrial:
     """One held-out reply and the characters it is scored under, its own first."""
     reply: Conversation
     characters: list[tuple[str, str]]  # (work, persona prompt)
+    headings: list[str]  # each character's name as the play prints it over a speech
     examples: list[Example]
 
 
@@ -151,9 +152,11 @@ def persona_trials(args, validation, tokenizer, context_length: int, plain_opene
         with_persona = [Conversation(c.work, c.speakers, (c.messages[0], Message("user", "Speak."), c.messages[-1]))
                         for c in with_persona if len(c.speakers) == 2]
     prompts: dict[tuple[str, str], str] = {}  # one prompt per character, the longest
+    headings: dict[tuple[str, str], str] = {}
     for c in with_persona:
         key = (c.work, persona_name(c.messages[0].content))
         prompts[key] = max(prompts.get(key, ""), c.messages[0].content, key=len)
+        headings.setdefault(key, c.speakers[-1])
     characters = sorted(prompts)
     chooser = random.Random(args.seed)
     trials = []
@@ -164,7 +167,7 @@ def persona_trials(args, validation, tokenizer, context_length: int, plain_opene
         examples = [fit_example([Message("system", prompt)] + list(c.messages[1:]), tokenizer, context_length + 1, MAX_REPLY_TOKENS)
                     for _, prompt in chosen]
         if all(e is not None for e in examples):
-            trials.append(PersonaTrial(c, chosen, examples))
+            trials.append(PersonaTrial(c, chosen, [c.speakers[-1]] + [headings[k] for k in others], examples))
     return trials
 
 
@@ -179,6 +182,21 @@ def persona_choice(args, trials: list[PersonaTrial], tokenizer, model) -> dict:
     replies that the model finds most likely under their own persona."""
     model.eval()
     flat = reply_nats_each(model, [e for t in trials for e in t.examples], tokenizer.end_of_text_id, args.device)
+    return choice_report(trials, [flat[i : i + PERSONA_CANDIDATES] for i in range(0, len(flat), PERSONA_CANDIDATES)])
+
+
+def heading_choice(args, trials: list[PersonaTrial], tokenizer, base_model) -> dict:
+    """The same test for a base model in the plays' own layout, the reply under
+    each character's speaker heading alone ("HAMLET.\n"): the voice knowledge
+    that fine-tuning starts from."""
+    base_model.eval()
+    examples = []
+    for t in trials:
+        reply = tokenizer.encode(t.reply.messages[-1].content)
+        for heading in t.headings:
+            prefix = [tokenizer.end_of_text_id] + tokenizer.encode(f"{heading}.\n")
+            examples.append(Example(prefix + reply, [0] * len(prefix) + [1] * len(reply)))
+    flat = reply_nats_each(base_model, examples, tokenizer.end_of_text_id, args.device)
     return choice_report(trials, [flat[i : i + PERSONA_CANDIDATES] for i in range(0, len(flat), PERSONA_CANDIDATES)])
 
 
@@ -271,14 +289,17 @@ def command_bars(args) -> dict:
 
 
 def persona_choices(args, split, tokenizer, models: dict) -> dict:
-    """persona_choice for each model and the word-count reference, after the
-    play's message and after a plain "Speak."."""
+    """persona_choice for each model, after the play's message and after a plain
+    "Speak."; with the references: word counts, and the base model under
+    speaker headings (after "Speak.", the same replies and characters)."""
     context = min(m.config.context_length for m in models.values())
     report = {}
     for setting, plain_opener in (("after_message", False), ("after_plain_opener", True)):
         trials = persona_trials(args, split.validation, tokenizer, context, plain_opener)
         report[setting] = {name: persona_choice(args, trials, tokenizer, m) for name, m in models.items()}
         report[setting]["word_counts"] = word_count_choice(trials, split.train, tokenizer)
+        if plain_opener and "base" in models:
+            report[setting]["base_under_speaker_heading"] = heading_choice(args, trials, tokenizer, models["base"])
     return report
 
 
@@ -347,6 +368,7 @@ def main() -> int:
     compare.add_argument("runs", nargs="+")
     persona = commands.add_parser("persona", help="the persona measures alone, for one fine-tuned model")
     persona.add_argument("--chat", required=True)
+    persona.add_argument("--base", default=None, help="also the base model, and under speaker headings")
     persona.add_argument("--seed", type=int, default=0)
     persona.add_argument("--device", default="cpu")
     speakers = commands.add_parser("speakers", help="a base model's loss under the right vs a wrong speaker heading")
@@ -359,10 +381,11 @@ def main() -> int:
         return 0
     if args.command == "persona":
         model, tokenizer, _ = load_model(args.chat, args.device)
+        models = {"chat": model} | ({"base": load_model(args.base, args.device)[0]} if args.base else {})
         split = dialogue_split()
         own_other = persona_loss(args, split.validation, tokenizer, model)
         print(f"own persona {own_other['own_persona']['loss']:.4f}, another's {own_other['other_persona']['loss']:.4f} nats/token")
-        print_persona_choices(persona_choices(args, split, tokenizer, {"chat": model}))
+        print_persona_choices(persona_choices(args, split, tokenizer, models))
         return 0
     if args.command == "speakers":
         gap = speaker_gap(args)

@@ -39,6 +39,7 @@ def test_trials_put_the_own_persona_first_and_others_from_other_characters():
             names = [(work, eval_chat.persona_name(prompt)) for work, prompt in trial.characters]
             assert len(set(names)) == len(names)  # no other prompt of the same character
             assert all(len(e) <= 257 for e in trial.examples)
+            assert trial.headings[0] == trial.reply.speakers[-1] and len(trial.headings) == len(trial.characters)
             if plain_opener:
                 assert trial.reply.messages[1] == Message("user", "Speak.")
 
@@ -52,9 +53,9 @@ def test_word_counts_pick_the_character_whose_words_a_reply_uses():
     trials = []
     for reply in (said("You are Falstaff.", "more sack, Hal"), said("You are Juliet.", "good night, Romeo")):
         other = "You are Juliet." if "Falstaff" in reply.messages[0].content else "You are Falstaff."
-        trials.append(eval_chat.PersonaTrial(reply, [("play", reply.messages[0].content), ("play", other)], []))
+        trials.append(eval_chat.PersonaTrial(reply, [("play", reply.messages[0].content), ("play", other)], [], []))
     assert eval_chat.word_count_choice(trials, train, tokenizer)["own_most_likely"] == 2
-    swapped = [eval_chat.PersonaTrial(t.reply, t.characters[::-1], []) for t in trials]
+    swapped = [eval_chat.PersonaTrial(t.reply, t.characters[::-1], [], []) for t in trials]
     assert eval_chat.word_count_choice(swapped, train, tokenizer)["own_most_likely"] == 0
 
 
