@@ -123,20 +123,27 @@ def sample_examples(examples: list[Example], batch_size: int, seed: int) -> list
     return drawn[start : start + batch_size]
 
 
-def reply_loss(model, examples: list[Example], pad_id: int, device: str, batch_size: int = 16) -> dict:
-    """Mean loss over every learned token (assistant text and its <|end|>)."""
+def reply_nats(model, examples: list[Example], pad_id: int, device: str, batch_size: int = 16) -> list[float]:
+    """Total loss of each example's learned tokens (assistant text and its
+    <|end|>), in the examples' order."""
     was_training = model.training
     model.eval()
-    ordered = sorted(examples, key=len)  # similar lengths together: little padding
-    total, count = 0.0, 0
+    totals = []
     with torch.inference_mode():
-        for start in range(0, len(ordered), batch_size):
-            x, y, mask = make_batch(ordered[start : start + batch_size], pad_id)
+        for start in range(0, len(examples), batch_size):
+            x, y, mask = make_batch(examples[start : start + batch_size], pad_id)
             logits, _ = model(x.to(device))
-            losses = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten(), reduction="none")
-            total += (losses * mask.to(device).flatten()).sum().item()
-            count += int(mask.sum().item())
+            losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), y.to(device), reduction="none")
+            totals += (losses * mask.to(device)).sum(dim=1).tolist()
     model.train(was_training)
+    return totals
+
+
+def reply_loss(model, examples: list[Example], pad_id: int, device: str, batch_size: int = 16) -> dict:
+    """Mean loss over every learned token (assistant text and its <|end|>)."""
+    ordered = sorted(examples, key=len)  # similar lengths together: little padding
+    total = sum(reply_nats(model, ordered, pad_id, device, batch_size))
+    count = sum(sum(e.mask[1:]) for e in examples)  # a token's loss is counted where it is the target
     return {"loss": total / max(count, 1), "tokens": count, "examples": len(examples)}
 
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model.chat_format import Message, fit_to_context  # noqa: E402
 from model.dialogue import Conversation, dialogue_split  # noqa: E402
-from model.finetune import reply_loss  # noqa: E402
+from model.finetune import reply_loss, reply_nats  # noqa: E402
 from model.finetune_data import Example, encode_all, fit_example  # noqa: E402
 from model.model_folder import load_model, read_config  # noqa: E402
 from model.sampling import SamplingParams  # noqa: E402
@@ -112,22 +112,6 @@ def persona_loss(args, validation, tokenizer, model) -> dict:
     }
 
 
-def reply_nats_each(model, examples: list[Example], pad_id: int, device: str, batch_size: int = 16) -> list[float]:
-    """Total loss of each example's learned tokens, in the examples' order."""
-    import torch
-
-    from model.finetune_data import make_batch
-
-    totals = []
-    with torch.inference_mode():
-        for start in range(0, len(examples), batch_size):
-            x, y, mask = make_batch(examples[start : start + batch_size], pad_id)
-            logits, _ = model(x.to(device))
-            losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), y.to(device), reduction="none")
-            totals += (losses * mask.to(device)).sum(dim=1).tolist()
-    return totals
-
-
 def persona_name(persona: str) -> str:
     """"You are Hamlet, Prince of Denmark." -> "Hamlet", as for "You are Hamlet."."""
     return persona.removeprefix("You are ").split(",")[0].rstrip(".")
@@ -171,8 +155,13 @@ def persona_trials(args, validation, tokenizer, context_length: int, plain_opene
     return trials
 
 
-def choice_report(trials: list[PersonaTrial], nats: list[list[float]]) -> dict:
-    own_best = sum(min(range(len(scores)), key=scores.__getitem__) == 0 for scores in nats)
+def choice_report(trials: list[PersonaTrial], nats: list[float]) -> dict:
+    """nats: each trial's characters in turn, its own first."""
+    own_best, start = 0, 0
+    for t in trials:
+        scores = nats[start : start + len(t.characters)]
+        own_best += min(range(len(scores)), key=scores.__getitem__) == 0
+        start += len(t.characters)
     return {"replies": len(trials), "candidates": PERSONA_CANDIDATES, "own_most_likely": own_best,
             "percent": 100 * own_best / max(len(trials), 1), "chance_percent": 100 / PERSONA_CANDIDATES}
 
@@ -180,24 +169,20 @@ def choice_report(trials: list[PersonaTrial], nats: list[list[float]]) -> dict:
 def persona_choice(args, trials: list[PersonaTrial], tokenizer, model) -> dict:
     """Does the persona carry the character's voice? The share of held-out
     replies that the model finds most likely under their own persona."""
-    model.eval()
-    flat = reply_nats_each(model, [e for t in trials for e in t.examples], tokenizer.end_of_text_id, args.device)
-    return choice_report(trials, [flat[i : i + PERSONA_CANDIDATES] for i in range(0, len(flat), PERSONA_CANDIDATES)])
+    return choice_report(trials, reply_nats(model, [e for t in trials for e in t.examples], tokenizer.end_of_text_id, args.device))
 
 
 def heading_choice(args, trials: list[PersonaTrial], tokenizer, base_model) -> dict:
     """The same test for a base model in the plays' own layout, the reply under
     each character's speaker heading alone ("HAMLET.\n"): the voice knowledge
     that fine-tuning starts from."""
-    base_model.eval()
     examples = []
     for t in trials:
         reply = tokenizer.encode(t.reply.messages[-1].content)
         for heading in t.headings:
             prefix = [tokenizer.end_of_text_id] + tokenizer.encode(f"{heading}.\n")
             examples.append(Example(prefix + reply, [0] * len(prefix) + [1] * len(reply)))
-    flat = reply_nats_each(base_model, examples, tokenizer.end_of_text_id, args.device)
-    return choice_report(trials, [flat[i : i + PERSONA_CANDIDATES] for i in range(0, len(flat), PERSONA_CANDIDATES)])
+    return choice_report(trials, reply_nats(base_model, examples, tokenizer.end_of_text_id, args.device))
 
 
 def word_count_choice(trials: list[PersonaTrial], train, tokenizer, mix: float = 0.2) -> dict:
@@ -220,7 +205,7 @@ def word_count_choice(trials: list[PersonaTrial], train, tokenizer, mix: float =
     scores = []
     for t in trials:
         ids = tokenizer.encode(t.reply.messages[-1].content)
-        scores.append([nats(character, ids) for character in t.characters])
+        scores += [nats(character, ids) for character in t.characters]
     return choice_report(trials, scores)
 
 

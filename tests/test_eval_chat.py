@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import eval_chat  # noqa: E402
 from model.chat_format import Message  # noqa: E402
 from model.dialogue import Conversation, dialogue_split  # noqa: E402
-from model.finetune import reply_loss  # noqa: E402
+from model.finetune import reply_loss, reply_nats  # noqa: E402
 from model.model_folder import load_model, load_tokenizer  # noqa: E402
 
 BUILTIN = Path(__file__).resolve().parent.parent / "chatapp" / "builtin" / "shakespeare-base"
@@ -63,10 +63,10 @@ def test_each_replys_nats_add_up_to_the_mean_reply_loss(tiny_model_dir):
     model, tokenizer, _ = load_model(tiny_model_dir)
     trials = eval_chat.persona_trials(Options, dialogue_split().validation[:60], tokenizer, 256, False)
     examples = [e for t in trials for e in t.examples][:40]
-    nats = eval_chat.reply_nats_each(model, examples, tokenizer.end_of_text_id, "cpu")
+    nats = reply_nats(model, examples, tokenizer.end_of_text_id, "cpu")
     mean = reply_loss(model, examples, tokenizer.end_of_text_id, "cpu")
     assert len(nats) == len(examples)
     assert abs(sum(nats) / mean["tokens"] - mean["loss"]) < 1e-4
     # padding does not leak: one example alone scores the same as in its batch
-    alone = eval_chat.reply_nats_each(model, examples[3:4], tokenizer.end_of_text_id, "cpu")
+    alone = reply_nats(model, examples[3:4], tokenizer.end_of_text_id, "cpu")
     assert abs(alone[0] - nats[3]) < 1e-3
