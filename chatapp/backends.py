@@ -1,5 +1,7 @@
 """Opening a backend for a model: the torch engine for model folders, llama.cpp
-for GGUF files. Imports are lazy so a GGUF model never imports torch."""
+for GGUF files (in a worker process, so a native abort cannot take the app
+down; `in_process=True` for measuring what that costs). Imports are lazy so a
+GGUF model never imports torch."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ from chatapp.model_registry import ModelRef
 BACKEND_CHOICES = ("auto", "torch", "llama.cpp")
 
 
-def open_backend(ref: ModelRef, backend: str = "auto", device: str = "auto"):
+def open_backend(ref: ModelRef, backend: str = "auto", device: str = "auto", in_process: bool = False,
+                 context: int | None = None):
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, not {backend!r}")
     if backend == "auto":
@@ -23,6 +26,13 @@ def open_backend(ref: ModelRef, backend: str = "auto", device: str = "auto"):
         return TorchEngine.load(ref.path, device=device)
     if ref.kind != "gguf":
         raise ValueError(f"{ref.path}: llama.cpp needs a GGUF file; make one with `chatapp export {ref.name}`")
-    from quant.llama_backend import LlamaBackend
+    if context is not None and context < 16:
+        raise ValueError(f"--context must be at least 16 tokens, got {context}")
+    options = {"max_context": context} if context else {}
+    if in_process:
+        from quant.llama_backend import LlamaEngine
 
-    return LlamaBackend.load(ref.path)
+        return LlamaEngine.load(ref.path, **options)
+    from quant.llama_worker import WorkerBackend
+
+    return WorkerBackend.load(ref.path, **options)

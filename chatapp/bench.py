@@ -14,10 +14,9 @@ from model.corpus import builtin_split
 from model.sampling import SamplingParams
 
 
-def bench_prompt(tokenizer, length: int) -> list[int]:
+def bench_prompt(backend, length: int) -> list[int]:
     text = "".join(w.text for w in builtin_split().validation[:3])
-    ids = tokenizer.encode(text)
-    return [tokenizer.end_of_text_id] + ids[: length - 1]
+    return backend.prompt_ids(text)[:length]
 
 
 def measure(backend, prompt: list[int], gen_tokens: int, use_cache: bool) -> Finished:
@@ -30,16 +29,19 @@ def measure(backend, prompt: list[int], gen_tokens: int, use_cache: bool) -> Fin
     return finished
 
 
-def run_bench(backend, prompt_tokens: int = 128, gen_tokens: int = 128, runs: int = 5, compare_no_cache: bool = True) -> dict:
+def run_bench(backend, prompt_tokens: int = 128, gen_tokens: int = 128, runs: int = 5, compare_no_cache: bool = True,
+              where: str = "") -> dict:
     if prompt_tokens + gen_tokens > backend.context_length:
         raise ValueError(
             f"--prompt-tokens + --gen-tokens ({prompt_tokens + gen_tokens}) exceed the context length ({backend.context_length})"
         )
-    prompt = bench_prompt(backend.tokenizer, prompt_tokens)
+    prompt = bench_prompt(backend, prompt_tokens)
     modes = [True, False] if compare_no_cache else [True]
     result = {
-        "backend": backend.name,
+        "backend": backend.name + (f" ({where})" if where else ""),
         "model": backend.model_name,
+        "context_length": backend.context_length,
+        "trained_context_length": backend.trained_context_length,
         "prompt_tokens": len(prompt),
         "gen_tokens": gen_tokens,
         "runs": runs,

@@ -30,6 +30,11 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="fix the random seed to reproduce a reply")
 
 
+def add_context_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--context", type=int, default=None, metavar="TOKENS",
+                        help="context for a GGUF model not made by chatapp (default: its own, at most 4096)")
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="torch device (default auto: CUDA, MPS, then CPU)")
 
@@ -42,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat = commands.add_parser("chat", help="chat in the terminal (the default command)")
     add_model_argument(chat, positional=True)
     chat.add_argument("--backend", default="auto", choices=["auto", "torch", "llama.cpp"])
+    add_context_argument(chat)
     add_device_argument(chat)
 
     run = commands.add_parser("run", help="one reply to a prompt, streamed to stdout")
@@ -52,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--raw", action="store_true", help="continue the text as is, without the chat format")
     run.add_argument("--json", action="store_true", help="print the reply and its statistics as one JSON object")
     add_sampling_arguments(run)
+    add_context_argument(run)
     add_device_argument(run)
 
     train = commands.add_parser("train", help="train a GPT from scratch")
@@ -99,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=int, default=5)
     bench.add_argument("--no-compare", action="store_true", help="skip the run without the KV cache")
     bench.add_argument("--json", action="store_true")
+    bench.add_argument("--in-process", action="store_true",
+                       help="run llama.cpp in this process instead of a worker process (to measure what the worker costs)")
+    add_context_argument(bench)
     add_device_argument(bench)
 
     export = commands.add_parser("export", help="export a model folder to a GGUF file for llama.cpp, Ollama and LM Studio")
@@ -112,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import multiprocessing
+
+    multiprocessing.freeze_support()  # the llama.cpp worker process, in the desktop bundle
     parser = build_parser()
     args = parser.parse_args(argv)
     from chatapp import commands

@@ -43,7 +43,7 @@ def command_run(args) -> int:
     if not prompt.strip():
         raise ValueError("no prompt: give one as an argument or on stdin")
     ref = resolve_model(args.model)
-    backend = open_backend(ref, args.backend, args.device)
+    backend = open_backend(ref, args.backend, args.device, context=args.context)
     if args.raw:
         events = backend.complete(prompt, params)
     else:
@@ -58,7 +58,8 @@ def command_run(args) -> int:
     for notice in finished.notices:
         sys.stderr.write(f"note: {notice}\n")
     if args.json:
-        print_json({"model": ref.name, "backend": backend.name, "text": text, **finished.__dict__})
+        print_json({"model": ref.name, "backend": backend.name, "context_length": backend.context_length,
+                    "trained_context_length": backend.trained_context_length, "text": text, **finished.__dict__})
     else:
         sys.stdout.write("\n")
     return 0
@@ -67,7 +68,7 @@ def command_run(args) -> int:
 def command_chat(args) -> int:
     from chatapp.tui.app import run_app
 
-    return run_app(args.model, args.backend, args.device)
+    return run_app(args.model, args.backend, args.device, args.context)
 
 
 def command_export(args) -> int:
@@ -147,8 +148,9 @@ def command_bench(args) -> int:
     from chatapp.bench import format_bench, run_bench
 
     ref = resolve_model(args.model)
-    backend = open_backend(ref, args.backend, args.device)
-    result = run_bench(backend, args.prompt_tokens, args.gen_tokens, args.runs, not args.no_compare)
+    backend = open_backend(ref, args.backend, args.device, in_process=args.in_process, context=args.context)
+    where = "" if backend.name != "llama.cpp" else ("in process" if args.in_process else "worker process")
+    result = run_bench(backend, args.prompt_tokens, args.gen_tokens, args.runs, not args.no_compare, where)
     print_json(result) if args.json else print(format_bench(result))
     return 0
 

@@ -8,6 +8,7 @@ a name that `chatapp models` lists, and defaults to the built-in model.
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +19,27 @@ BUILTIN_DIR = Path(__file__).parent / "builtin"
 DEFAULT_MODEL = "shakespeare-chat"
 
 
+# llama.cpp's gguf-split names: model-00001-of-00003.gguf, model-00002-of-00003.gguf, ...
+SPLIT_PART = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+
+
 class ModelNotFound(ValueError):
     pass
+
+
+def is_later_split_part(path: Path) -> bool:
+    """A second or later part of a multi-part GGUF: the first part stands for the model."""
+    match = SPLIT_PART.search(path.name)
+    return match is not None and int(match.group(1)) != 1
+
+
+def split_parts(path: Path) -> list[Path]:
+    """Every part of a multi-part GGUF whose first part is `path` (just [path] for a whole file)."""
+    match = SPLIT_PART.search(path.name)
+    if match is None:
+        return [path]
+    prefix, count = path.name[:match.start()], match.group(2)
+    return [path.with_name(f"{prefix}-{part:05d}-of-{count}.gguf") for part in range(1, int(count) + 1)]
 
 
 @dataclass(frozen=True)
@@ -31,19 +51,25 @@ class ModelRef:
 
     @property
     def size_bytes(self) -> int:
-        if self.path.is_file():
-            return self.path.stat().st_size
-        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        """Bytes on disk: a folder's files, or every part of a GGUF; 0 when it cannot be read."""
+        try:
+            if self.path.is_dir():
+                return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+            return sum(part.stat().st_size for part in split_parts(self.path) if part.is_file())
+        except OSError:
+            return 0
 
 
 def _scan(directory: Path, source: str) -> list[ModelRef]:
+    try:
+        entries = sorted(directory.iterdir()) if directory.is_dir() else []
+    except OSError:  # an unreadable models folder lists nothing rather than failing every command
+        return []
     refs = []
-    if not directory.is_dir():
-        return refs
-    for entry in sorted(directory.iterdir()):
+    for entry in entries:
         if entry.is_dir() and is_model_folder(entry):
             refs.append(ModelRef(entry.name, entry, "folder", source))
-        elif entry.is_file() and entry.suffix.lower() == ".gguf":
+        elif entry.is_file() and entry.suffix.lower() == ".gguf" and not is_later_split_part(entry):
             refs.append(ModelRef(entry.stem, entry, "gguf", source))
     return refs
 
@@ -101,7 +127,9 @@ def resolve_model(spec: str | None = None) -> ModelRef:
     path = Path(spec).expanduser()
     if path.exists():
         return ref_for_path(path)
-    models = list_models()
+    from chatapp.model_discovery import discover_models  # it builds on this module
+
+    models = discover_models()  # ours first, then LM Studio's, Ollama's and the Hugging Face cache's
     for ref in models:
         if ref.name == spec:
             return ref
@@ -110,11 +138,15 @@ def resolve_model(spec: str | None = None) -> ModelRef:
 
 
 def describe(ref: ModelRef) -> str:
+    """A model folder's shape ("GPT 6x256, context 256"); chatapp.model_listing.model_label also labels GGUF files."""
     if ref.kind == "folder":
         try:
-            config = read_config(ref.path)
-            arch = config["architecture"]
+            arch = read_config(ref.path)["architecture"]
             return f"GPT {arch['n_layer']}x{arch['n_embd']}, context {arch['context_length']}"
         except ValueError as error:
             return f"unreadable ({error})"
+        except (KeyError, TypeError):
+            return f"unreadable ({ref.path / 'config.json'}: incomplete architecture)"
+        except OSError as error:
+            return f"unreadable ({error.strerror or error})"
     return "GGUF"

@@ -3,17 +3,19 @@
 Messages and sampling parameters in; a stream of events out: TextPiece for
 each piece of text as it is produced, then one Finished with the reason and
 the numbers. `cancel()` may be called from another thread: at most one more
-token is produced after it. `context_length` is honest: prompt plus reply
-never go past it. Nothing here imports torch.
+token is produced after it, and a cancel sent after chat() returned but before
+the first token is honoured. `context_length` is honest: prompt plus reply
+never go past it. Callers never tokenize: `fit` renders a conversation to ids
+the way chat() will. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol, Union
+from typing import Callable, Iterator, Protocol, Union
 
-from model.chat_format import Message
+from model.chat_format import FittedPrompt, Message
 from model.sampling import SamplingParams
 
 FINISH_REASONS = ("stop", "length", "cancelled")
@@ -39,16 +41,41 @@ class Finished:
 Event = Union[TextPiece, Finished]
 
 
-class Backend(Protocol):
-    name: str
-    model_name: str
-    context_length: int
+class EngineBusy(RuntimeError):
+    """The engine is generating a reply and cannot answer this now (e.g. fit() for the context bar)."""
 
-    def chat(self, messages: list[Message], params: SamplingParams, reserve: int | None = None) -> Iterator[Event]: ...
+
+class EngineCrashed(RuntimeError):
+    """The engine's worker process died (a native abort); the message is one line. The next request starts a new one."""
+
+
+class Backend(Protocol):
+    name: str  # "torch", "llama.cpp", ...
+    model_name: str
+    context_length: int  # the context in use: prompt + reply never pass it
+    trained_context_length: int  # the model's own (a foreign GGUF may be run with less)
+    supports_inspection: bool  # chat(inspect=...) reports each token's candidates
+    supports_continue: bool  # chat(continue_last=True) goes on with an unfinished reply
+
+    def chat(self, messages: list[Message], params: SamplingParams, reserve: int | None = None,
+             inspect: Callable[[dict], None] | None = None, continue_last: bool = False) -> Iterator[Event]: ...
 
     def complete(self, text: str, params: SamplingParams) -> Iterator[Event]: ...
 
+    def generate_ids(self, prompt: list[int], params: SamplingParams, stop_ids: set[int],
+                     notices: list[str] | None = None, use_cache: bool = True) -> Iterator[Event]: ...
+
+    def fit(self, messages: list[Message], reserve: int, continue_last: bool = False) -> FittedPrompt: ...
+
+    def prompt_ids(self, text: str) -> list[int]: ...
+
+    def default_reserve(self, params: SamplingParams) -> int: ...
+
     def cancel(self) -> None: ...
+
+    def reset_cache(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class CancelFlag:

@@ -134,3 +134,28 @@ def jinja_chat_template() -> str:
     parts.append("{%- endfor -%}")
     parts.append(f"{{%- if add_generation_prompt -%}}{ASSISTANT}{{%- endif -%}}")
     return "".join(parts)
+
+
+class ChatappFormat:
+    """Our own chat format, behind the same face as model.chat_template.TemplateFormat
+    (the engine core asks either for fitted prompt ids, stops and token bytes)."""
+
+    has_own_template = True
+    stop_strings: list[str] = []
+    notices: list[str] = []
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.stop_ids = {tokenizer.end_of_turn_id, tokenizer.end_of_text_id}
+        self.plain_stop_ids = {tokenizer.end_of_text_id}
+
+    def fit(self, messages: list[Message], context_length: int, reserve: int,
+            known_replies: dict[str, list[int]] | None = None, continue_last: bool = False) -> FittedPrompt:
+        return fit_to_context(messages, self.tokenizer, context_length, reserve, known_replies, continue_last)
+
+    def plain_prompt(self, text: str) -> list[int]:
+        """Plain text to continue, after <|endoftext|> as in training."""
+        return [self.tokenizer.end_of_text_id] + self.tokenizer.encode(text)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.tokenizer.token_bytes(token_id)

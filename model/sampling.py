@@ -1,8 +1,21 @@
-"""Sampling parameters, validated with errors that name the parameter and its range."""
+"""Sampling: the parameters, validated, and drawing the next token from logits.
+
+One sampler for both engines (torch hands over its logits as numpy), so every
+SamplingParams field means the same on both and a seed draws the same tokens
+from the same logits. Order: repetition penalty, temperature (0 is greedy),
+top-k, top-p, min-p. `filtered_logits` returns the logits with every cut token
+at -inf, so the tests and the sampling inspector see exactly which set was
+allowed. Torch-free.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+TOP_CANDIDATES = 10  # tokens the sampling inspector shows per step
 
 
 class SamplingError(ValueError):
@@ -22,12 +35,16 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
 
     def validate(self) -> "SamplingParams":
+        def finite(value) -> bool:
+            return isinstance(value, (int, float)) and math.isfinite(value)
+
         checks = [
-            ("temperature", self.temperature >= 0, "must be >= 0 (0 is greedy)"),
+            ("temperature", finite(self.temperature) and self.temperature >= 0, "must be a finite number >= 0 (0 is greedy)"),
             ("top_k", isinstance(self.top_k, int) and self.top_k >= 0, "must be an integer >= 0 (0 is off)"),
-            ("top_p", 0 < self.top_p <= 1, "must be in (0, 1] (1 is off)"),
-            ("min_p", 0 <= self.min_p <= 1, "must be in [0, 1] (0 is off)"),
-            ("repetition_penalty", self.repetition_penalty > 0, "must be > 0 (1 is off)"),
+            ("top_p", finite(self.top_p) and 0 < self.top_p <= 1, "must be in (0, 1] (1 is off)"),
+            ("min_p", finite(self.min_p) and 0 <= self.min_p <= 1, "must be in [0, 1] (0 is off)"),
+            ("repetition_penalty", finite(self.repetition_penalty) and self.repetition_penalty > 0,
+             "must be a finite number > 0 (1 is off)"),
             ("max_tokens", isinstance(self.max_tokens, int) and self.max_tokens >= 1, "must be an integer >= 1"),
             ("seed", self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < 2**63), "must be an integer in [0, 2^63)"),
         ]
@@ -38,3 +55,91 @@ class SamplingParams:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def apply_repetition_penalty(logits: np.ndarray, previous_ids, penalty: float) -> np.ndarray:
+    if penalty == 1.0 or len(previous_ids) == 0:
+        return logits
+    logits = logits.copy()
+    ids = np.unique(np.asarray(previous_ids, dtype=np.int64))
+    seen = logits[ids]
+    logits[ids] = np.where(seen > 0, seen / penalty, seen * penalty)
+    return logits
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    probs = np.exp(logits - logits.max())
+    return probs / probs.sum()
+
+
+def top_p_kept(logits: np.ndarray, top_p: float) -> np.ndarray:
+    """Ids of the smallest set of most likely tokens whose mass reaches top_p.
+
+    Found among the m most likely tokens, m doubling until the set ends inside
+    them: a 150,000-token vocabulary is not sorted whole for every token."""
+    probs = softmax(logits)
+    m = min(64, probs.size)
+    while True:
+        top = np.argpartition(-probs, m - 1)[:m] if m < probs.size else np.arange(probs.size)
+        order = top[np.argsort(-probs[top], kind="stable")]
+        mass_before = np.cumsum(probs[order]) - probs[order]
+        kept = max(int(np.count_nonzero(mass_before < top_p)), 1)  # always keep the most likely token
+        if kept < m or m == probs.size:
+            return order[:kept]
+        m = min(2 * m, probs.size)
+
+
+def filtered_logits(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
+    """Temperature-scaled logits with tokens outside top-k / top-p / min-p at -inf."""
+    logits = np.asarray(logits, dtype=np.float64) / max(params.temperature, 1e-8)
+    if 0 < params.top_k < logits.size:
+        kth = np.partition(logits, -params.top_k)[-params.top_k]
+        logits = np.where(logits < kth, -np.inf, logits)
+    if params.top_p < 1.0:
+        kept = np.full(logits.shape, -np.inf)
+        ids = top_p_kept(logits, params.top_p)
+        kept[ids] = logits[ids]
+        logits = kept
+    if params.min_p > 0.0:
+        probs = softmax(logits)
+        logits = np.where(probs < params.min_p * probs.max(), -np.inf, logits)
+    return logits
+
+
+def final_probabilities(penalized: np.ndarray, params: SamplingParams) -> np.ndarray:
+    """What the draw uses: one-hot for greedy, else the softmax of the filtered logits."""
+    if params.temperature == 0:
+        probs = np.zeros(penalized.shape)
+        probs[int(np.argmax(penalized))] = 1.0
+        return probs
+    return softmax(filtered_logits(penalized, params))
+
+
+def sample_next(logits, params: SamplingParams, previous_ids, rng: np.random.Generator) -> int:
+    penalized = apply_repetition_penalty(np.asarray(logits, dtype=np.float32), previous_ids, params.repetition_penalty)
+    if params.temperature == 0:
+        return int(np.argmax(penalized))
+    cdf = np.cumsum(final_probabilities(penalized, params))
+    # the first token whose cumulative mass passes a uniform draw (never one at probability 0)
+    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), cdf.size - 1))
+
+
+def inspection_step(logits, params: SamplingParams, previous_ids, drawn: int, token_text) -> dict:
+    """What the sampling inspector shows for one generated token: its top
+    candidates with their probability under the raw logits and after the
+    penalty, temperature, top-k, top-p and min-p (0: a step cut it)."""
+    logits = np.asarray(logits, dtype=np.float32)
+    raw = softmax(logits.astype(np.float64))
+    final = final_probabilities(apply_repetition_penalty(logits, previous_ids, params.repetition_penalty), params)
+    count = min(TOP_CANDIDATES, raw.size)
+    top = np.argpartition(-raw, count - 1)[:count]
+    candidates = [int(i) for i in top[np.argsort(-raw[top], kind="stable")]]
+    if drawn not in candidates:
+        candidates.append(drawn)
+    return {
+        "text": token_text(drawn),
+        "candidates": [
+            {"text": token_text(i), "raw_prob": float(raw[i]), "final_prob": float(final[i]), "drawn": i == drawn}
+            for i in candidates
+        ],
+    }

@@ -113,7 +113,7 @@ class ChatActions:
             return
         if not self.can_generate():
             return
-        if not getattr(self.engine, "supports_continue", False):
+        if not self.engine.supports_continue:
             self.notify(f"The {self.engine.name} backend cannot continue a reply yet", severity="warning")
             return
         widget = self.log_view.widget_for(last.id)

@@ -25,18 +25,19 @@ from chatapp.tui.widgets.context_bar import ContextBar
 from chatapp.tui.widgets.messages import AssistantMessage, ChatLog, ChatMessage, UserMessage
 from chatapp.tui.widgets.prompt import PromptInput
 from chatapp.tui.widgets.sidebar import ConversationSidebar
-from model.chat_format import Message, fit_to_context
+from model.backend import EngineBusy
+from model.chat_format import Message
 
 RENDER_FIRST = 40  # messages mounted when a conversation opens; earlier ones on request
 APP_ACTIONS = {action for _, action, _, _ in APP_KEYS}
 
 
-def open_model(spec: str, backend: str, device: str):
+def open_model(spec: str, backend: str, device: str, context: int | None = None):
     """The real opener: resolve a model spec and open its backend (lazy imports: GGUF never imports torch)."""
     from chatapp.backends import open_backend
     from chatapp.model_registry import resolve_model
 
-    return open_backend(resolve_model(spec or None), backend, device)
+    return open_backend(resolve_model(spec or None), backend, device, context=context)
 
 
 class ChatApp(ChatActions, App):
@@ -298,15 +299,18 @@ class ChatApp(ChatActions, App):
         if not bars:
             return  # the app is closing
         bar = bars.first()
-        tokenizer = getattr(self.engine, "tokenizer", None)
-        if self.engine is None or tokenizer is None or self.conversation is None:
+        if self.engine is None or self.conversation is None:
             bar.show_text(self.load_error and "no model loaded" or ("loading model…" if self.engine is None else ""))
             return
-        messages = self.engine_messages()
-        context_length = self.engine.context_length
-        reserve = min(self.chat_settings().max_tokens, context_length // 2)
-        fitted = fit_to_context(messages, tokenizer, context_length, reserve)
-        bar.show(len(fitted.ids), context_length, fitted.dropped_messages, self.engine.model_name)
+        try:
+            fitted = self.engine.fit(self.engine_messages(), self.engine.default_reserve(self.chat_settings().sampling_params()))
+        except EngineBusy:
+            return  # a reply is streaming; the bar is updated when it ends
+        except Exception as error:  # noqa: BLE001 - e.g. a template that refuses this conversation
+            bar.show_text(f"context: {error}")
+            return
+        bar.show(len(fitted.ids), self.engine.context_length, fitted.dropped_messages, self.engine.model_name,
+                 self.engine.trained_context_length)
         sent = [w for w in self.log_view.message_widgets() if w.content and w.status not in ("error", "streaming")]
         hidden = len([m for m in self.hidden_messages if m.content and m.status not in ("error", "streaming")])
         for index, widget in enumerate(sent):
@@ -329,9 +333,9 @@ class ChatApp(ChatActions, App):
             self.job.backend.cancel()
 
 
-def run_app(model_spec: str | None = None, backend: str = "auto", device: str = "auto") -> int:
+def run_app(model_spec: str | None = None, backend: str = "auto", device: str = "auto", context: int | None = None) -> int:
     """`chatapp` and `chatapp chat`: open the app; returns the exit code."""
-    app = ChatApp(model_spec, backend, device)
+    app = ChatApp(model_spec, backend, device, opener=partial(open_model, context=context))
     app.run()
     return app.return_code or 0
 

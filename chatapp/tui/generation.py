@@ -55,12 +55,8 @@ class ReplyJob:
     _last_save: float = 0.0
 
     def start_events(self):
-        kwargs = {}
-        if getattr(self.backend, "supports_inspection", False):
-            kwargs["inspect"] = self.inspection.append
-        if self.continue_last:
-            kwargs["continue_last"] = True
-        return self.backend.chat(self.messages, self.params, self.reserve, **kwargs)
+        inspect = self.inspection.append if self.backend.supports_inspection else None
+        return self.backend.chat(self.messages, self.params, self.reserve, inspect=inspect, continue_last=self.continue_last)
 
     def run(self, report) -> None:
         """In the worker thread: generate, save, report; never raises."""

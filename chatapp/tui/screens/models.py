@@ -1,9 +1,11 @@
-"""The model picker: every model found, and a box to add a GGUF file by path."""
+"""The model picker: every model found, with what it is and where it came from,
+and a box to add a GGUF file by path."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
@@ -11,12 +13,13 @@ from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from chatapp.model_discovery import model_spec
+from chatapp.model_listing import model_label
 from chatapp.model_registry import ModelRef
 
 
-def model_label(ref: ModelRef) -> str:
-    size = f"{ref.size_bytes / 1e6:.1f} MB" if ref.path.exists() else "missing"
-    return f"{ref.name}  [{ref.source}, {ref.kind}, {size}]"
+def model_option_text(ref: ModelRef) -> Text:
+    """"llama3.2:3b  Llama 3.2 3B Instruct · Q4_K_M · 2.0 GB  Ollama": name, label, source."""
+    return Text.assemble((ref.name, "bold"), "  ", model_label(ref), "  ", (ref.source, "dim"))
 
 
 class ModelPickerScreen(ModalScreen[str | None]):
@@ -31,7 +34,7 @@ class ModelPickerScreen(ModalScreen[str | None]):
     def compose(self):
         with Vertical(classes="dialog wide", id="model-picker"):
             yield Label(f"Models · now: {self.current or 'default'}", classes="title")
-            yield OptionList(*[Option(model_label(ref), id=model_spec(ref)) for ref in self.models], id="models")
+            yield OptionList(*[Option(model_option_text(ref), id=model_spec(ref)) for ref in self.models], id="models")
             if not self.models:
                 yield Label("No models found. Add a GGUF file below, or train one with `chatapp train`.")
             yield Input(placeholder="Add a GGUF file by path and press Enter", id="add-path")

@@ -1,0 +1,159 @@
+"""The one engine core both engines (torch, llama.cpp) are built on. Torch-free.
+
+What lives here, once: fitting a conversation to the context (through the
+model's prompt format: ours or a foreign template), reusing the cached prefix
+of the previous prompt, remembering the ids sampled for the last reply (so the
+next turn's prompt starts with exactly what is cached), the sampling loop with
+its stop ids, stop strings, token budget and cancel, continuing an unfinished
+reply, and the sampling inspector's per-token candidates.
+
+What an engine supplies: `evaluate(start, ids)`, the logits after running ids
+at positions start.. (its cache keeps positions < start), as a numpy array.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Iterator
+
+import numpy as np
+
+from model.backend import CancelFlag, Event
+from model.chat_format import FittedPrompt, Message
+from model.reply_stream import ReplyStream, common_prefix_length
+from model.sampling import SamplingParams, inspection_step, sample_next
+
+REPETITION_WINDOW = 64  # tokens the repetition penalty looks back over
+
+
+class EngineCore:
+    name = "engine"
+    supports_inspection = True
+    supports_continue = True
+
+    def __init__(self, prompt_format, context_length: int, model_name: str, trained_context_length: int | None = None):
+        self.prompt_format = prompt_format
+        self.context_length = context_length
+        self.trained_context_length = trained_context_length or context_length
+        self.model_name = model_name
+        self.cancel_flag = CancelFlag()
+        self.cached_ids: list[int] = []  # the tokens whose keys/values are in the engine's cache
+        self.prefilled_tokens = 0
+        self.known_replies: dict[str, list[int]] = {}  # the last reply's text -> the ids sampled for it
+
+    # --- what each engine supplies ---
+
+    def evaluate(self, start: int, ids: list[int]) -> np.ndarray:
+        """Logits (float32, vocabulary-sized) after ids at positions start..; the cache keeps < start."""
+        raise NotImplementedError
+
+    def evaluate_uncached(self, ids: list[int]) -> np.ndarray:
+        """Logits after ids computed from scratch (for `chatapp bench`'s comparison)."""
+        return self.evaluate(0, ids)
+
+    def close(self) -> None:
+        pass
+
+    # --- the protocol ---
+
+    def cancel(self) -> None:
+        self.cancel_flag.set()
+
+    def reset_cache(self) -> None:
+        self.cached_ids = []
+
+    def default_reserve(self, params: SamplingParams) -> int:
+        return min(params.max_tokens, self.context_length // 2)
+
+    def prompt_ids(self, text: str) -> list[int]:
+        """The ids complete() starts from for this text (before fitting)."""
+        return self.prompt_format.plain_prompt(text)
+
+    def fit(self, messages: list[Message], reserve: int, continue_last: bool = False) -> FittedPrompt:
+        """The prompt ids for a conversation, leaving `reserve` tokens for the reply."""
+        return self.prompt_format.fit(messages, self.context_length, reserve, self.known_replies, continue_last)
+
+    def chat(self, messages: list[Message], params: SamplingParams, reserve: int | None = None,
+             inspect: Callable[[dict], None] | None = None, continue_last: bool = False) -> Iterator[Event]:
+        """A reply to the conversation (or more of its last, unfinished reply); `inspect`
+        receives each token's candidates. Bad input raises here, before any generation."""
+        params.validate()
+        fitted = self.fit(messages, reserve or self.default_reserve(params), continue_last)
+        earlier = self.known_replies.get(messages[-1].content, []) if continue_last else []
+        return self.generate_ids(fitted.ids, params, self.prompt_format.stop_ids, fitted.notices,
+                                 inspect=inspect, stop_strings=self.prompt_format.stop_strings, earlier_reply=earlier)
+
+    def complete(self, text: str, params: SamplingParams) -> Iterator[Event]:
+        """Continue plain text (no chat format), as a base model was trained."""
+        params.validate()
+        ids = self.prompt_format.plain_prompt(text)
+        budget = self.context_length - self.default_reserve(params)
+        notices = []
+        if len(ids) > budget:
+            notices.append(f"the text was too long: its first {len(ids) - budget} tokens were left out")
+            ids = ids[len(ids) - budget:]
+        return self.generate_ids(ids, params, self.prompt_format.plain_stop_ids, notices)
+
+    def generate_ids(self, prompt: list[int], params: SamplingParams, stop_ids: set[int], notices: list[str] | None = None,
+                     use_cache: bool = True, inspect: Callable[[dict], None] | None = None,
+                     stop_strings: list[str] = (), earlier_reply: list[int] = ()) -> Iterator[Event]:
+        """Generate after prompt ids. The cancel flag is cleared now, not at the first token,
+        so a cancel() sent before the first token is honoured."""
+        if not prompt or len(prompt) >= self.context_length:
+            raise ValueError(f"a prompt of {len(prompt)} tokens does not fit the context of {self.context_length}")
+        params.validate()
+        self.cancel_flag.clear()
+        return self._generate(list(prompt), params, set(stop_ids) | set(params.stop_token_ids), list(notices or []),
+                              use_cache, inspect, list(params.stop) + list(stop_strings), list(earlier_reply))
+
+    # --- the loop ---
+
+    def _prefill(self, prompt: list[int]) -> np.ndarray:
+        reuse = min(common_prefix_length(self.cached_ids, prompt), len(prompt) - 1)  # one token must run to give logits
+        self.cached_ids = self.cached_ids[:reuse]
+        logits = self.evaluate(reuse, prompt[reuse:])
+        self.cached_ids = list(prompt)
+        self.prefilled_tokens = len(prompt) - reuse
+        return logits
+
+    def _token_text(self, token_id: int) -> str:
+        return self.prompt_format.token_bytes(token_id).decode("utf-8", errors="replace")
+
+    def _generate(self, prompt, params, stop_ids, notices, use_cache, inspect, stop_strings, earlier_reply) -> Iterator[Event]:
+        seed = params.seed if params.seed is not None else random.randrange(2**63)
+        rng = np.random.default_rng(seed)
+        budget = min(params.max_tokens, self.context_length - len(prompt))
+        reply = ReplyStream(self.prompt_format, len(prompt), stop_strings, budget)
+        self.prefilled_tokens = 0
+
+        def sample(logits: np.ndarray) -> int:
+            history = (prompt + reply.generated)[-REPETITION_WINDOW:]
+            token = sample_next(logits, params, history, rng)
+            if inspect is not None:
+                inspect(inspection_step(logits, params, history, token, self._token_text))
+            return token
+
+        def next_logits(token: int) -> np.ndarray:
+            if not use_cache:
+                return self.evaluate_uncached(prompt + reply.generated)
+            logits = self.evaluate(len(prompt) + len(reply.generated) - 1, [token])
+            self.cached_ids.append(token)
+            return logits
+
+        if self.cancel_flag.is_set():
+            reply.reason = "cancelled"
+        else:
+            if use_cache:
+                logits = self._prefill(prompt)
+            else:
+                self.cached_ids = []
+                logits = self.evaluate_uncached(prompt)
+                self.prefilled_tokens = len(prompt)
+            yield from reply.run(logits, sample, lambda token: token in stop_ids, next_logits, self.cancel_flag.is_set)
+        if not reply.ended_on_stop_string:
+            ids = earlier_reply + reply.generated
+            self.known_replies = {self._decode(ids): ids}
+        yield from reply.finish(self.prefilled_tokens, notices)
+
+    def _decode(self, ids: list[int]) -> str:
+        return b"".join(self.prompt_format.token_bytes(i) for i in ids).decode("utf-8", errors="replace")
