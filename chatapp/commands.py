@@ -6,7 +6,7 @@ import sys
 
 from chatapp.backends import open_backend
 from chatapp.cli import print_json
-from chatapp.model_registry import ModelNotFound, default_model, describe, list_models, resolve_model, torch_available
+from chatapp.model_registry import ModelNotFound, default_model, resolve_model, torch_available
 from model.backend import Finished, TextPiece
 from model.chat_format import Message
 from model.sampling import SamplingParams
@@ -156,20 +156,16 @@ def command_bench(args) -> int:
 
 
 def command_models(args) -> int:
-    models = list_models()
+    from chatapp.model_discovery import discover_models
+    from chatapp.model_listing import model_lines, model_records
+
+    models = discover_models()
     try:
         default_path = default_model().path  # what `chatapp` opens with no model given
     except ModelNotFound:
         default_path = None
     if args.json:
-        print_json([{"name": m.name, "path": str(m.path), "kind": m.kind, "source": m.source, "size_bytes": m.size_bytes,
-                     "default": m.path == default_path} for m in models])
-        return 0
-    if not models:
-        print("no models found")
-    for m in models:
-        mark = "*" if m.path == default_path else " "
-        print(f"{mark} {m.name:28s} {m.source:9s} {m.kind:7s} {m.size_bytes / 1e6:7.1f} MB  {describe(m)}  {m.path}")
-    if default_path is not None:
-        print("* the default model")
+        print_json(model_records(models, default_path))
+    else:
+        print("\n".join(model_lines(models, default_path)))
     return 0

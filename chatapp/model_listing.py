@@ -20,10 +20,11 @@ from chatapp.paths import user_models_dir
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 LABEL_KEYS = ("general.name", "general.file_type")
+MAX_LABEL_WIDTH = 60  # in the `chatapp models` table
 GGUF_STRING, GGUF_ARRAY = 8, 9
 GGUF_SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 # A quantization type in a file name, for files whose header does not say (general.file_type is optional).
-QUANT_IN_NAME = re.compile(r"(?<![A-Za-z0-9])(I?Q\d_[A-Z0-9_]*?|Q\d_\d|BF16|F16|F32)(?![A-Za-z0-9])", re.IGNORECASE)
+QUANT_IN_NAME = re.compile(r"(?<![A-Za-z0-9])(I?Q\d(?:_[A-Z0-9]+)+|BF16|F16|F32)(?![A-Za-z0-9])", re.IGNORECASE)
 
 
 class GGUFHeaderError(ValueError):
@@ -61,6 +62,7 @@ class HeaderCursor:
             self.value(value_type)
             return
         item_type, count = self.scalar("I"), self.scalar("Q")
+        self.check_count(count, 8 if item_type in (GGUF_STRING, GGUF_ARRAY) else 1)
         if item_type in GGUF_SCALAR_FORMATS:
             self.offset += count * struct.calcsize(GGUF_SCALAR_FORMATS[item_type])
         elif item_type == GGUF_STRING:
@@ -69,6 +71,11 @@ class HeaderCursor:
             for _ in range(count):
                 self.skip(item_type)
         if self.offset > len(self.buffer):
+            raise GGUFHeaderError("truncated header")
+
+    def check_count(self, count: int, smallest_item: int) -> None:
+        """A damaged count would otherwise have the walk crawl through gigabytes of weights."""
+        if count * smallest_item > len(self.buffer) - self.offset:
             raise GGUFHeaderError("truncated header")
 
     def skip_strings(self, count: int) -> None:
@@ -84,6 +91,8 @@ def read_gguf_metadata(path: Path, keys: tuple[str, ...] = LABEL_KEYS) -> dict:
     """The values of `keys` found in a GGUF file's metadata (absent keys are left out)."""
     with open(path, "rb") as file:
         head = file.read(24)
+        if not head:
+            raise GGUFHeaderError("empty file")
         if head[:4] != GGUF_MAGIC:
             raise GGUFHeaderError("not a GGUF file")
         if len(head) < 24:
@@ -103,9 +112,10 @@ def gguf_byte_order(buffer) -> str:
 
 def _read_metadata(buffer, keys: tuple[str, ...]) -> dict:
     cursor = HeaderCursor(buffer, gguf_byte_order(buffer), 16)  # past magic, version and tensor count
-    found = {}
+    found, kv_count = {}, cursor.scalar("Q")
+    cursor.check_count(kv_count, 12)  # a key's length and a value's type at least
     try:
-        for _ in range(cursor.scalar("Q")):
+        for _ in range(kv_count):
             key, value_type = cursor.string(), cursor.scalar("I")
             if key in keys and value_type != GGUF_ARRAY:
                 found[key] = cursor.value(value_type)
@@ -121,11 +131,11 @@ def _read_metadata(buffer, keys: tuple[str, ...]) -> dict:
 def quantization_name(file_type: int | None, file_name: str) -> str | None:
     """Q4_K_M for LlamaFileType.MOSTLY_Q4_K_M, F32 for ALL_F32; else a type named in the file name."""
     if isinstance(file_type, int):
-        import gguf  # numpy comes with it: only once a label needs it
-
         try:
+            import gguf  # numpy comes with it: only once a label needs it
+
             return re.sub(r"^(MOSTLY|ALL)_", "", gguf.LlamaFileType(file_type).name)
-        except ValueError:
+        except (ImportError, ValueError):  # no gguf package, or a type newer than it knows
             return f"file type {file_type}"
     match = QUANT_IN_NAME.search(Path(file_name).stem)
     return match.group(1).upper() if match else None
@@ -140,7 +150,7 @@ def human_size(size_bytes: int) -> str:
 
 
 def gguf_label(path: Path) -> str:
-    """"Qwen2.5 0.5B Instruct · Q4_K_M · 398 MB"; "unreadable (...)" for a damaged file. Never raises."""
+    """Like "Qwen2.5 0.5B Instruct · Q4_K_M · 398 MB", or "unreadable (why)" for a damaged file. Never raises."""
     try:
         stat = path.stat()
     except OSError as error:
@@ -178,10 +188,15 @@ def model_records(refs: list[ModelRef], default_path: Path | None) -> list[dict]
             for ref in refs]
 
 
+def shortened(label: str, width: int = MAX_LABEL_WIDTH) -> str:
+    """One long error message would otherwise widen the label column of every line (--json has it whole)."""
+    return label if len(label) <= width else label[:width - 1] + "…"
+
+
 def model_lines(refs: list[ModelRef], default_path: Path | None) -> list[str]:
     """`chatapp models`: an aligned table, one line per model, then where the user's models go."""
     records = model_records(refs, default_path)
-    rows = [[r["name"], r["source"], r["kind"], f"{r['size_bytes'] / 1e6:.1f} MB", r["label"], r["path"]]
+    rows = [[r["name"], r["source"], r["kind"], f"{r['size_bytes'] / 1e6:.1f} MB", shortened(r["label"]), r["path"]]
             for r in records]
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))] if rows else []
     size_column = 3

@@ -8,6 +8,7 @@ a name that `chatapp models` lists, and defaults to the built-in model.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ def split_parts(path: Path) -> list[Path]:
     if match is None:
         return [path]
     prefix, count = path.name[:match.start()], match.group(2)
-    return [path.with_name(f"{prefix}-{part:05d}-of-{count}.gguf") for part in range(1, int(count) + 1)]
+    return [path.with_name(f"{prefix}-{part:05d}-of-{count}{path.suffix}") for part in range(1, int(count) + 1)]
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class ModelRef:
     name: str
     path: Path
     kind: str  # "folder" or "gguf"
-    source: str  # "built-in", "user" or "path"
+    source: str  # "built-in", "user", "path", "added", "LM Studio", "Ollama" or "Hugging Face"
 
     @property
     def size_bytes(self) -> int:
@@ -143,10 +144,10 @@ def describe(ref: ModelRef) -> str:
         try:
             arch = read_config(ref.path)["architecture"]
             return f"GPT {arch['n_layer']}x{arch['n_embd']}, context {arch['context_length']}"
-        except ValueError as error:
-            return f"unreadable ({error})"
+        except ValueError as error:  # the listing shows the folder's path already
+            return f"unreadable ({str(error).replace(str(ref.path) + os.sep, '')})"
         except (KeyError, TypeError):
-            return f"unreadable ({ref.path / 'config.json'}: incomplete architecture)"
+            return "unreadable (config.json: incomplete architecture)"
         except OSError as error:
             return f"unreadable ({error.strerror or error})"
     return "GGUF"

@@ -34,6 +34,7 @@ class ReplyStream:
         self.text_stream = Utf8Stream()
         self.stop_matcher = StopMatcher(stop_strings)
         self.generated: list[int] = []
+        self.unreported: list[int] = []  # ids whose text is still held back (a split character, a possible stop string)
         self.reason = "length"
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
@@ -65,10 +66,17 @@ class ReplyStream:
     def push(self, token: int) -> TextPiece | None:
         """Add a token to the reply; the text now safe to show, if any."""
         self.generated.append(token)
+        self.unreported.append(token)
         text = self.stop_matcher.push(self.text_stream.push(self.tokenizer.token_bytes(token)))
         if self.stop_matcher.stopped:
             self.reason = "stop"
-        return TextPiece(text, [token]) if text else None
+        return self._piece(text) if text else None
+
+    def _piece(self, text: str) -> TextPiece:
+        """A piece carrying every id not reported yet, so the pieces' ids add up to the reply's."""
+        piece = TextPiece(text, self.unreported)
+        self.unreported = []
+        return piece
 
     @property
     def should_end(self) -> bool:
@@ -84,8 +92,8 @@ class ReplyStream:
         tail = self.stop_matcher.push(self.text_stream.flush())
         if not self.stop_matcher.stopped:
             tail += self.stop_matcher.flush()
-        if tail:
-            yield TextPiece(tail, [])
+        if tail or self.unreported:
+            yield self._piece(tail)
         finished_at = time.perf_counter()
         first = self.first_token_at or finished_at
         decoded = len(self.generated) - 1  # the first token's time is the prefill's

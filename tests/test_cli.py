@@ -40,7 +40,7 @@ def test_run_raw_continues_text(tiny_model_dir):
 
 @pytest.mark.parametrize("args, message", [
     (["run", "--model", "no-such-model", "hi"], "no model named 'no-such-model'"),
-    (["run", "--temperature", "-1", "hi"], "temperature must be >= 0"),
+    (["run", "--temperature", "-1", "hi"], "temperature must be a finite number >= 0"),
     (["run", "--top-p", "0", "hi"], "top_p must be in (0, 1]"),
     (["eval", "/"], "not a model folder"),
 ])

@@ -36,21 +36,22 @@ def test_cached_logits_equal_full_recomputation_over_200_steps_and_two_turns(eng
     engine.reset_cache()
     conversation = [Message("user", "Good morrow, my lord. What news?")]
     for turn in range(2):
-        prompt = render_ids(conversation, tokenizer, known_replies=engine.last_reply)
+        prompt = render_ids(conversation, tokenizer, known_replies=engine.known_replies)
         steps = 100
-        original_forward = engine._forward
+        original_evaluate = engine.evaluate
         checked = []
 
-        def checking_forward(ids, start_pos):
-            logits = original_forward(ids, start_pos)
-            upto = (start_pos or 0) + len(ids)
-            reference = full_logits(engine, (prompt + generated)[:upto])
-            checked.append((logits - reference).abs().max().item())
+        def checking_evaluate(start, ids):
+            logits = original_evaluate(start, ids)
+            sequence = engine.cached_ids[:start] + list(ids)  # what the KV cache should now hold
+            assert sequence[:len(prompt)] == prompt[:len(sequence)]
+            reference = full_logits(engine, sequence)
+            checked.append(float(abs(torch.from_numpy(logits) - reference).max()))
             return logits
 
         generated: list[int] = []
         cached_before = list(engine.cached_ids)
-        engine._forward = checking_forward
+        engine.evaluate = checking_evaluate
         try:
             params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=steps, seed=turn)
             for event in engine.generate_ids(prompt, params, stop_ids=set()):
@@ -59,9 +60,10 @@ def test_cached_logits_equal_full_recomputation_over_200_steps_and_two_turns(eng
                 else:
                     finished = event
         finally:
-            engine._forward = original_forward
+            del engine.evaluate
         assert len(checked) >= steps
-        assert max(checked) <= 1e-5
+        # float32 noise from the summation order is ~1e-5 on logits of ~20; a cache fed the wrong ids is off by 1e-2 or more
+        assert max(checked) <= 2e-5, [(i, c) for i, c in enumerate(checked) if c > 1e-5][:5]
         if turn == 1:  # the first turn came from the cache: only the tokens after the shared prefix ran
             from model.reply_stream import common_prefix_length
 

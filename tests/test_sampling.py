@@ -1,18 +1,19 @@
+"""The one sampler both engines use (model/sampling.py): every rule, checked by its counts."""
+
+import numpy as np
 import pytest
-import torch
 
-from model.sample import filtered_logits, sample_next
-from model.sampling import SamplingError, SamplingParams
+from model.sampling import SamplingError, SamplingParams, filtered_logits, inspection_step, sample_next, top_p_kept
 
-LOGITS = torch.log(torch.tensor([0.35, 0.25, 0.15, 0.10, 0.08, 0.04, 0.02, 0.01]))
-NONE = torch.tensor([], dtype=torch.long)
+LOGITS = np.log(np.array([0.35, 0.25, 0.15, 0.10, 0.08, 0.04, 0.02, 0.01], dtype=np.float32))
+NONE: list[int] = []
 
 
 def draw(params, n=6000, logits=LOGITS):
-    generator = torch.Generator().manual_seed(1234)
-    counts = torch.zeros(len(logits))
+    rng = np.random.default_rng(1234)
+    counts = np.zeros(len(logits))
     for _ in range(n):
-        counts[sample_next(logits, params, NONE, generator)] += 1
+        counts[sample_next(logits, params, NONE, rng)] += 1
     return counts
 
 
@@ -27,7 +28,7 @@ def fits(observed, expected_counts) -> bool:
 
 
 def expected(allowed, n):
-    p = torch.exp(LOGITS)[allowed]
+    p = np.exp(LOGITS)[allowed]
     return (p / p.sum() * n).tolist()
 
 
@@ -35,6 +36,8 @@ def expected(allowed, n):
     (dict(temperature=-0.1), "temperature"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
     (dict(top_k=-1), "top_k"), (dict(min_p=2.0), "min_p"), (dict(repetition_penalty=0), "repetition_penalty"),
     (dict(max_tokens=0), "max_tokens"), (dict(seed=-3), "seed"),
+    (dict(temperature=float("inf")), "temperature"), (dict(temperature=float("nan")), "temperature"),
+    (dict(repetition_penalty=float("inf")), "repetition_penalty"),
 ])
 def test_invalid_values_name_the_parameter_and_range(bad, message):
     with pytest.raises(SamplingError, match=message) as error:
@@ -50,7 +53,7 @@ def test_top_k_never_leaves_the_allowed_set_and_matches_the_distribution():
 
 def test_top_p_is_the_smallest_set_reaching_p():
     # 0.35 + 0.25 = 0.60 < 0.7, adding 0.15 reaches 0.75: three tokens
-    kept = torch.isfinite(filtered_logits(LOGITS, SamplingParams(temperature=1.0, top_p=0.7)))
+    kept = np.isfinite(filtered_logits(LOGITS, SamplingParams(temperature=1.0, top_p=0.7)))
     assert kept.tolist() == [True, True, True] + [False] * 5
     counts = draw(SamplingParams(temperature=1.0, top_p=0.7))
     assert counts[3:].sum() == 0
@@ -58,27 +61,49 @@ def test_top_p_is_the_smallest_set_reaching_p():
 
 
 def test_top_p_always_keeps_one_token():
-    kept = torch.isfinite(filtered_logits(LOGITS, SamplingParams(temperature=1.0, top_p=1e-6)))
+    kept = np.isfinite(filtered_logits(LOGITS, SamplingParams(temperature=1.0, top_p=1e-6)))
     assert kept.sum() == 1 and kept[0]
 
 
 def test_min_p_and_temperature():
-    kept = torch.isfinite(filtered_logits(LOGITS, SamplingParams(temperature=1.0, top_p=1.0, min_p=0.3)))
+    kept = np.isfinite(filtered_logits(LOGITS, SamplingParams(temperature=1.0, top_p=1.0, min_p=0.3)))
     assert kept.tolist() == [True, True, True] + [False] * 5  # >= 0.3 * 0.35
     counts = draw(SamplingParams(temperature=0.5, top_p=1.0), n=4000)
-    p = torch.softmax(LOGITS / 0.5, dim=-1)
+    p = np.exp(LOGITS / 0.5) / np.exp(LOGITS / 0.5).sum()
     assert fits(counts.tolist(), (p * 4000).tolist())
 
 
 def test_greedy_and_repetition_penalty():
     assert sample_next(LOGITS, SamplingParams(temperature=0), NONE, None) == 0
-    penalised = sample_next(LOGITS, SamplingParams(temperature=0, repetition_penalty=2.0), torch.tensor([0]), None)
+    penalised = sample_next(LOGITS, SamplingParams(temperature=0, repetition_penalty=2.0), [0], None)
     assert penalised == 1  # token 0's logit (negative) is multiplied by 2
 
 
 def test_a_seed_reproduces_draws():
     params = SamplingParams(temperature=1.0)
-    a = [sample_next(LOGITS, params, NONE, torch.Generator().manual_seed(7)) for _ in range(1)]
-    b = [sample_next(LOGITS, params, NONE, torch.Generator().manual_seed(7)) for _ in range(1)]
+    a = [sample_next(LOGITS, params, NONE, np.random.default_rng(7)) for _ in range(1)]
+    b = [sample_next(LOGITS, params, NONE, np.random.default_rng(7)) for _ in range(1)]
     assert a == b
     assert draw(params, n=300).tolist() == draw(params, n=300).tolist()
+
+
+def test_top_p_on_a_large_vocabulary_equals_sorting_it_whole():
+    rng = np.random.default_rng(0)
+    for top_p in (0.05, 0.5, 0.9, 0.99, 0.999999):
+        logits = rng.standard_normal(150_000) * 3
+        order = np.argsort(-logits, kind="stable")
+        probs = np.exp(logits[order] - logits.max())
+        probs /= probs.sum()
+        expected = max(int(np.count_nonzero(np.cumsum(probs) - probs < top_p)), 1)
+        assert sorted(top_p_kept(logits, top_p).tolist()) == sorted(order[:expected].tolist())
+
+
+def test_the_inspector_shows_raw_and_final_probabilities_and_the_drawn_token():
+    params = SamplingParams(temperature=1.0, top_k=2, top_p=1.0)
+    step = inspection_step(LOGITS, params, [], 1, lambda i: f"t{i}")
+    by_text = {c["text"]: c for c in step["candidates"]}
+    assert step["text"] == "t1" and by_text["t1"]["drawn"] and not by_text["t0"]["drawn"]
+    assert by_text["t0"]["raw_prob"] == pytest.approx(0.35, rel=1e-5)
+    assert by_text["t0"]["final_prob"] == pytest.approx(0.35 / 0.60, rel=1e-5)
+    assert by_text["t2"]["final_prob"] == 0.0  # cut by top-k
+    assert [c["text"] for c in step["candidates"]][:3] == ["t0", "t1", "t2"]

@@ -18,7 +18,7 @@ from chatapp.model_registry import ModelRef
 
 
 def model_option_text(ref: ModelRef) -> Text:
-    """"llama3.2:3b  Llama 3.2 3B Instruct · Q4_K_M · 2.0 GB  Ollama": name, label, source."""
+    """Name, label and source, like "llama3.2:3b  Llama 3.2 3B Instruct · Q4_K_M · 2.0 GB  Ollama"."""
     return Text.assemble((ref.name, "bold"), "  ", model_label(ref), "  ", (ref.source, "dim"))
 
 
