@@ -20,10 +20,11 @@ import multiprocessing
 import os
 import signal
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from model.backend import EngineBusy, EngineCrashed, Event
+from model.backend import EngineBusy, EngineCrashed, Event, Finished
 from model.chat_format import FittedPrompt, Message
 from model.sampling import SamplingParams
 from quant.gguf_check import GGUFFileError, check_gguf
@@ -276,6 +277,7 @@ class WorkerBackend:
 
     def _stream(self, operation: str, on_inspect: Callable[[dict], None] | None = None, **arguments) -> Iterator[Event]:
         """Start the request now (bad input raises here); the events as they come."""
+        arguments["params"].validate()
         self._lock.acquire()
         try:
             self._request(operation, arguments)
@@ -285,13 +287,21 @@ class WorkerBackend:
         return self._events(on_inspect)
 
     def _events(self, on_inspect) -> Iterator[Event]:
-        ended = False
+        """Pieces that arrive after cancel() are dropped: the worker may be a token or two ahead
+        of the pipe, and the reply ends where the user stopped it."""
+        request_id, ended, reported = self._request_id, False, 0
         try:
             while True:
                 kind, payload = self._receive()
-                if kind == "event":
+                cancelled = self._cancelled_request.value >= request_id
+                if kind == "event" and isinstance(payload, Finished):
+                    if cancelled:
+                        payload = replace(payload, reason="cancelled", completion_tokens=reported)
                     yield payload
-                elif kind == "inspect":
+                elif kind == "event" and not cancelled:
+                    reported += len(payload.token_ids)
+                    yield payload
+                elif kind == "inspect" and not cancelled:
                     on_inspect(payload)
                 elif kind == "end":
                     ended = True
