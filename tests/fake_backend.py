@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 from model.backend import CancelFlag, Finished, TextPiece
-from model.chat_format import Message
+from model.chat_format import FittedPrompt, Message, fit_to_context
 from model.sampling import SamplingParams
 from model.tokenizer import SPECIAL_TOKENS
 
@@ -44,6 +44,7 @@ class FakeBackend:
                  fail_after: int | None = None, hold_after: int | None = None, model_name: str = "fake-model"):
         self.replies = [list(r) for r in (replies or [])]
         self.context_length = context_length
+        self.trained_context_length = context_length
         self.model_name = model_name
         self.fail_after = fail_after  # raise after this many pieces
         self.hold_after = hold_after  # wait for release() after this many pieces
@@ -60,6 +61,21 @@ class FakeBackend:
     def cancel(self) -> None:
         self.cancelled += 1
         self.cancel_flag.set()
+
+    def default_reserve(self, params: SamplingParams) -> int:
+        return min(params.max_tokens, self.context_length // 2)
+
+    def fit(self, messages: list[Message], reserve: int, continue_last: bool = False) -> FittedPrompt:
+        return fit_to_context(messages, self.tokenizer, self.context_length, reserve, continue_last=continue_last)
+
+    def prompt_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def reset_cache(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
     def next_reply(self) -> list[str]:
         return self.replies.pop(0) if self.replies else list(DEFAULT_REPLY)

@@ -67,13 +67,13 @@ def test_the_shipped_gguf_is_the_shipped_folder_and_answers_and_stops():
     from gguf import GGUFReader
     from safetensors.numpy import load_file
 
-    from quant.llama_backend import LlamaBackend
+    from quant.llama_backend import LlamaEngine
 
     # a GGUF left behind by an older model would differ: the final norm is stored unquantized
     gguf_norm = next(t for t in GGUFReader(CHAT_GGUF).tensors if t.name == "output_norm.weight")
     folder_norm = load_file(CHAT_FOLDER / "model.safetensors")["ln_f.weight"]
     np.testing.assert_array_equal(np.asarray(gguf_norm.data, dtype=np.float32), folder_norm.astype(np.float32))
-    backend = LlamaBackend.load(CHAT_GGUF)
+    backend = LlamaEngine.load(CHAT_GGUF)
     try:
         assert_answers_and_stops(replies(backend))
     finally:

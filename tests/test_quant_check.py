@@ -71,12 +71,12 @@ def test_damaged_and_foreign_files_give_one_line_errors(tmp_path, good_file):
 def test_the_backends_check_before_llama_cpp_loads(tmp_path, good_file):
     from model.corpus import Work
     from quant.evaluate import evaluate_gguf
-    from quant.llama_backend import LlamaBackend
+    from quant.llama_backend import LlamaEngine
 
     files = damaged_files(tmp_path, good_file)
     for name in ("truncated_half", "truncated_last_byte", "png", "unknown_arch", "gpt2_wrong_tensors"):
         with pytest.raises(GGUFFileError):
-            LlamaBackend.load(files[name])
+            LlamaEngine.load(files[name])
         with pytest.raises(GGUFFileError):
             evaluate_gguf(files[name], [Work("w", "some text")])
 

@@ -26,7 +26,7 @@ def tiny_config(tiny_model_dir) -> dict:
 @pytest.mark.parametrize("kind", EXPORT_TYPES)
 def test_every_type_exports_loads_and_generates(quant_model_dir, kind):
     from model.sampling import SamplingParams
-    from quant.llama_backend import LlamaBackend
+    from quant.llama_backend import LlamaEngine
 
     path, report = exported(quant_model_dir, kind)  # export_model checks the file before publishing it
     types = report.tensor_types
@@ -37,7 +37,7 @@ def test_every_type_exports_loads_and_generates(quant_model_dir, kind):
     assert wanted in matrices.values(), matrices
     odd = {n for n, t in matrices.items() if t != wanted}
     assert odd == {t.name for t in report.fallbacks + report.kept} - {"position_embd.weight"}
-    backend = LlamaBackend.load(path)
+    backend = LlamaEngine.load(path)
     try:
         prompt = [backend.tokenizer.end_of_text_id] + backend.tokenizer.encode("Good morrow, my lord")
         events = list(backend.generate_ids(prompt, SamplingParams(temperature=0, max_tokens=8, seed=1), stop_ids=set()))
@@ -194,14 +194,19 @@ def test_export_and_llama_backend_never_import_torch(tmp_path, tiny_model_dir):
     script = f"""
 import sys
 from quant.gguf_export import export_model
-from quant.llama_backend import LlamaBackend
+from quant.llama_backend import LlamaEngine
 from quant.evaluate import evaluate_gguf
 from model.chat_format import Message
 from model.sampling import SamplingParams
 export_model({str(tiny_model_dir)!r}, {str(tmp_path / 'm.gguf')!r}, "q8_0")
-backend = LlamaBackend.load({str(tmp_path / 'm.gguf')!r})
+backend = LlamaEngine.load({str(tmp_path / 'm.gguf')!r})
 events = list(backend.chat([Message("user", "Good morrow")], SamplingParams(max_tokens=5, seed=3)))
 assert events[-1].prompt_tokens > 0
+from quant.llama_worker import WorkerBackend
+worker = WorkerBackend.load({str(tmp_path / 'm.gguf')!r})
+worker_events = list(worker.chat([Message("user", "Good morrow")], SamplingParams(max_tokens=5, seed=3)))
+assert [e.text for e in worker_events[:-1]] == [e.text for e in events[:-1]]  # the same reply through the worker
+worker.close()
 assert "torch" not in sys.modules, "torch was imported"
 print("ok")
 """

@@ -58,9 +58,9 @@ def test_f32_logits_match_torch(quant_model_dir):
 
 
 def greedy(path, prompt: list[int]) -> list[int]:
-    from quant.llama_backend import LlamaBackend
+    from quant.llama_backend import LlamaEngine
 
-    backend = LlamaBackend.load(path, log_dir=workdir() / "logs")
+    backend = LlamaEngine.load(path, log_dir=workdir() / "logs")
     try:
         params = SamplingParams(temperature=0, max_tokens=GREEDY_TOKENS)
         return [t for e in backend.generate_ids(prompt, params, stop_ids=set()) if hasattr(e, "token_ids") for t in e.token_ids]
