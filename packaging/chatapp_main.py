@@ -1,8 +1,10 @@
 """The desktop bundle's entry point: the `chatapp` command, frozen by PyInstaller."""
 
+import multiprocessing
 import sys
 
-from chatapp.cli import main
-
 if __name__ == "__main__":
+    multiprocessing.freeze_support()  # the llama.cpp worker process starts this program again
+    from chatapp.cli import main
+
     sys.exit(main())

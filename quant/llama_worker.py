@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -279,17 +280,29 @@ class WorkerBackend:
         """Start the request now (bad input raises here); the events as they come."""
         arguments["params"].validate()
         self._lock.acquire()
+        started = time.perf_counter()
         try:
             self._request(operation, arguments)
         except BaseException:
             self._lock.release()
             raise
-        return self._events(on_inspect)
+        return self._events(on_inspect, started)
 
-    def _events(self, on_inspect) -> Iterator[Event]:
+    @staticmethod
+    def _timed(finished: Finished, started: float, first_at: float | None, reported: int) -> Finished:
+        if first_at is None:
+            return finished
+        now = time.perf_counter()
+        decoded = reported - 1  # the first token's time is the prefill's
+        rate = decoded / (now - first_at) if decoded > 0 and now > first_at else 0.0
+        return replace(finished, time_to_first_token_s=first_at - started, tokens_per_second=rate)
+
+    def _events(self, on_inspect, started: float) -> Iterator[Event]:
         """Pieces that arrive after cancel() are dropped: the worker may be a token or two ahead
-        of the pipe, and the reply ends where the user stopped it."""
+        of the pipe, and the reply ends where the user stopped it. Timings are taken here, as
+        the app receives the tokens, not in the worker."""
         request_id, ended, reported = self._request_id, False, 0
+        first_at = None
         try:
             while True:
                 kind, payload = self._receive()
@@ -297,8 +310,10 @@ class WorkerBackend:
                 if kind == "event" and isinstance(payload, Finished):
                     if cancelled:
                         payload = replace(payload, reason="cancelled", completion_tokens=reported)
-                    yield payload
+                    yield self._timed(payload, started, first_at, reported)
                 elif kind == "event" and not cancelled:
+                    if first_at is None and payload.token_ids:
+                        first_at = time.perf_counter()
                     reported += len(payload.token_ids)
                     yield payload
                 elif kind == "inspect" and not cancelled:
