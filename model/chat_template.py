@@ -43,6 +43,7 @@ PLAIN_TEMPLATE = (
     "{% if add_generation_prompt %}Assistant:{% endif %}"
 )
 PLAIN_STOP_STRINGS = ["\nUser:", "\nAssistant:"]
+SYSTEM_OVERHEAD_TOKENS = 16  # what a template writes around a system message, at most (an estimate)
 
 _PLACEHOLDER = " \ue000{}\ue001 "  # the spaces show whether the template trimmed the text
 _PLACEHOLDER_PATTERN = re.compile(r"( ?)\ue000(\d+)\ue001( ?)")
@@ -217,6 +218,13 @@ def _one_line(error: BaseException) -> str:
 
 # --- messages to ids ---
 
+def fold_system_message(messages: list[Message]) -> list[Message] | None:
+    """The system text moved into the first user message; None when there is nothing to fold."""
+    if len(messages) < 2 or messages[0].role != "system" or messages[1].role != "user":
+        return None
+    return [Message("user", f"{messages[0].content}\n\n{messages[1].content}")] + messages[2:]
+
+
 @dataclass
 class _Piece:
     text: str
@@ -227,8 +235,9 @@ class TemplateFormat:
     """A foreign model's chat format: its template, its vocabulary, its stops."""
 
     def __init__(self, vocab: TemplateVocab, template: str | None, eog_ids: set[int] | None = None,
-                 bounded_memory: bool = False):
+                 bounded_memory: bool = False, source: str = "the model"):
         self.vocab = vocab
+        self.source = source  # named in errors: the file the template came from
         self.has_own_template = bool(template)
         chatml = "<|im_start|>" in vocab.control_tokens and "<|im_end|>" in vocab.control_tokens
         self.template = template or (CHATML_TEMPLATE if chatml else PLAIN_TEMPLATE)
@@ -244,6 +253,25 @@ class TemplateFormat:
     # rendering
 
     def _render_pieces(self, messages: list[Message], add_generation_prompt: bool) -> list[_Piece]:
+        """The template's pieces; a template that refuses a system message (Gemma's) gets
+        the system text at the start of the first user message instead."""
+        try:
+            return self._render_pieces_as_given(messages, add_generation_prompt)
+        except TemplateError as error:
+            folded = fold_system_message(messages)
+            if folded is None:
+                raise TemplateError(f"{self.source}: {error}") from None
+            try:
+                pieces = self._render_pieces_as_given(folded, add_generation_prompt)
+            except TemplateError:
+                raise TemplateError(f"{self.source}: {error}") from None
+            # the folded message stands for the first user message; indices past it shift by one
+            for piece in pieces:
+                if piece.message is not None and piece.message >= 1:
+                    piece.message += 1
+            return pieces
+
+    def _render_pieces_as_given(self, messages: list[Message], add_generation_prompt: bool) -> list[_Piece]:
         def text(token_id):
             return self.vocab.token_text(token_id) if token_id is not None and token_id >= 0 else ""
 
@@ -351,12 +379,10 @@ class TemplateFormat:
         def render(kept_turns):
             return self.render(system + kept_turns, True, known_replies, continue_last and bool(kept_turns))
 
-        for attempt in range(8):  # a system prompt may not take over the context
-            over = len(self.render(system, True)) - budget // 2
-            if not system or over <= 0:
-                break
-            system = [self._cut_front(system[0], over)] if attempt < 7 else []
-            if attempt == 0:
+        if system:  # a system prompt may not take over the context
+            over = len(self.vocab.encode(system[0].content)) + SYSTEM_OVERHEAD_TOKENS - budget // 2
+            if over > 0:
+                system = [self._cut_front(system[0], over)]
                 notices.append("the system prompt was cut to fit the context")
         ids = render(turns)
         dropped = 0

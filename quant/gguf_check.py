@@ -2,14 +2,16 @@
 
 llama.cpp crashes or aborts on some damaged files; this catches them first:
 magic, version, a readable header, an architecture llama.cpp knows, every
-tensor's data inside the file (truncation), and for our own "gpt2" files the
-exact tensor set and shapes. Every problem raises GGUFFileError, whose
-message is one line naming the file.
+tensor's data inside the file (truncation), no zero-sized tensor, norm
+epsilons finite and positive, the byte tokens of a SentencePiece vocabulary,
+and for our own "gpt2" files the exact tensor set and shapes. Every problem
+raises GGUFFileError, whose message is one line naming the file.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,8 @@ class GGUFInfo:
     chatapp: bool  # written by chatapp: our tokenizer and chat format
     chat_format_version: int | None
     vocab_size: int | None
+    tokenizer_model: str | None = None  # tokenizer.ggml.model: "gpt2" (byte-level BPE), "llama" (SentencePiece), ...
+    file_type_name: str | None = None  # general.file_type by name: "F16", "Q8_0", "Q4_K_M"; None if absent or unknown
 
 
 def _one_line(error: BaseException) -> str:
@@ -108,6 +112,48 @@ def _check_gpt2(path: Path, reader, tensors: dict) -> None:
                             f"{None if tokens is None else len(tokens)} tokens")
 
 
+def _check_no_empty_tensor(path: Path, tensors: dict) -> None:
+    # llama.cpp aborts (GGML_ASSERT) on a zero-sized weight while loading
+    for name, tensor in tensors.items():
+        if any(int(d) == 0 for d in tensor.shape):
+            raise GGUFFileError(f"{path}: tensor {name} has a zero-sized dimension (shape {[int(d) for d in tensor.shape][::-1]})")
+
+
+def _is_epsilon_key(key: str) -> bool:
+    return key.endswith(("_epsilon", "norm_eps"))
+
+
+def _check_epsilons(path: Path, reader) -> None:
+    # a NaN or negative norm epsilon aborts llama.cpp at the first eval: GGML_ASSERT(eps >= 0.0f)
+    for key in filter(_is_epsilon_key, reader.fields):
+        value = field_value(reader, key)
+        for number in value if isinstance(value, list) else [value]:
+            if isinstance(number, float) and not (math.isfinite(number) and number > 0):
+                raise GGUFFileError(f"{path}: {key} is {number:g}: a norm epsilon must be a finite number above 0")
+
+
+def _check_byte_tokens(path: Path, tokenizer_model, tokens) -> None:
+    # SentencePiece falls back to <0xXX> tokens for text outside its pieces;
+    # without them llama.cpp's tokenizer throws std::out_of_range and the process dies
+    if tokenizer_model != "llama":
+        return
+    present = set(tokens or ())
+    missing = [f"<0x{b:02X}>" for b in range(256) if f"<0x{b:02X}>" not in present]
+    if missing:
+        raise GGUFFileError(f"{path}: SentencePiece vocabulary lacks {len(missing)} of the 256 byte tokens (e.g. {missing[0]})")
+
+
+def file_type_name(file_type) -> str | None:
+    """general.file_type as llama.cpp names it: 1 -> "F16", 15 -> "Q4_K_M"."""
+    from gguf import LlamaFileType
+
+    try:
+        name = LlamaFileType(file_type).name
+    except (ValueError, TypeError):
+        return None
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
 def check_gguf(path: str | Path, reader=None) -> GGUFInfo:
     """Check a GGUF file (or its reader, already open); return what the backends need."""
     import gguf
@@ -125,6 +171,11 @@ def check_gguf(path: str | Path, reader=None) -> GGUFInfo:
     tensors = {t.name: t for t in reader.tensors}
     if not tensors:
         raise GGUFFileError(f"{path}: has no tensors: not a model file")
+    tokens = field_value(reader, "tokenizer.ggml.tokens")
+    tokenizer_model = field_value(reader, "tokenizer.ggml.model")
+    _check_no_empty_tensor(path, tensors)
+    _check_epsilons(path, reader)
+    _check_byte_tokens(path, tokenizer_model, tokens)
     chat_format_version = field_value(reader, "chatapp.chat_format_version")
     chatapp = chat_format_version is not None
     if architecture == "gpt2":
@@ -134,8 +185,8 @@ def check_gguf(path: str | Path, reader=None) -> GGUFInfo:
             raise GGUFFileError(f"{path}: marked as a chatapp model but its architecture is {architecture!r}")
         if not isinstance(chat_format_version, int) or chat_format_version > SUPPORTED_CHAT_FORMAT:
             raise GGUFFileError(f"{path}: chat format version {chat_format_version} is newer than this chatapp understands")
-    tokens = field_value(reader, "tokenizer.ggml.tokens")
     context = field_value(reader, f"{architecture}.context_length")
+    file_type = field_value(reader, "general.file_type")
     return GGUFInfo(
         path=path,
         size_bytes=path.stat().st_size,
@@ -144,11 +195,13 @@ def check_gguf(path: str | Path, reader=None) -> GGUFInfo:
         name=str(field_value(reader, "general.name") or path.stem),
         context_length=int(context) if isinstance(context, int) else None,
         n_tensors=len(tensors),
-        file_type=field_value(reader, "general.file_type"),
+        file_type=file_type,
         chat_template=field_value(reader, "tokenizer.chat_template"),
         chatapp=chatapp,
         chat_format_version=chat_format_version,
         vocab_size=len(tokens) if tokens is not None else None,
+        tokenizer_model=tokenizer_model if isinstance(tokenizer_model, str) else None,
+        file_type_name=file_type_name(file_type),
     )
 
 

@@ -17,6 +17,7 @@ abort.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from pathlib import Path
 
@@ -108,6 +109,28 @@ class LlamaVocab:
         return self._buffer.raw[: max(n, 0)]
 
 
+class _UnusedChatHandler:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def to_chat_handler(self):
+        return None
+
+
+@contextlib.contextmanager
+def _without_chat_handlers():
+    """Llama() compiles every chat template in the file for its own chat API, unbounded (a
+    template can hang it or fold a 3 GB string constant). We never use that API: skip it."""
+    from llama_cpp import llama_chat_format
+
+    original = llama_chat_format.Jinja2ChatFormatter
+    llama_chat_format.Jinja2ChatFormatter = _UnusedChatHandler
+    try:
+        yield
+    finally:
+        llama_chat_format.Jinja2ChatFormatter = original
+
+
 class LlamaEngine(EngineCore):
     name = "llama.cpp"
 
@@ -142,9 +165,10 @@ class LlamaEngine(EngineCore):
         if n_gpu_layers is None:
             n_gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
         try:
-            llm = llama_cpp.Llama(model_path=str(path), n_ctx=context, n_threads=n_threads or decode_threads,
-                                  n_threads_batch=n_threads or batch_threads, n_gpu_layers=n_gpu_layers,
-                                  logits_all=False, verbose=False)
+            with _without_chat_handlers():
+                llm = llama_cpp.Llama(model_path=str(path), n_ctx=context, n_threads=n_threads or decode_threads,
+                                      n_threads_batch=n_threads or batch_threads, n_gpu_layers=n_gpu_layers,
+                                      logits_all=False, verbose=False)
         except (ValueError, RuntimeError, OSError) as error:
             where = f" (details in {log_path})" if log_path else ""
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -153,7 +177,8 @@ class LlamaEngine(EngineCore):
             prompt_format = ChatappFormat(tokenizer)
         else:
             vocab = LlamaVocab(llm)
-            prompt_format = TemplateFormat(vocab, info.chat_template, vocab.eog_ids, bounded_memory=bounded_template_memory)
+            prompt_format = TemplateFormat(vocab, info.chat_template, vocab.eog_ids, bounded_memory=bounded_template_memory,
+                                           source=str(path))
         return cls(llm, info, prompt_format, context, log_path)
 
     @property

@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -130,6 +131,25 @@ def last_message(log_path: Path, offset: int) -> str:
     return (found[-1] if found else next((line.strip() for line in reversed(lines) if line.strip()), ""))[:300]
 
 
+def _start_resource_tracker() -> None:
+    """multiprocessing's resource tracker, started with the real stderr: under the TUI,
+    sys.stderr is Textual's capture, whose fileno() the tracker cannot pass on."""
+    from multiprocessing import resource_tracker
+
+    captured = sys.stderr
+    try:
+        captured.fileno()
+        usable = captured.fileno() >= 0
+    except (AttributeError, OSError, ValueError):
+        usable = False
+    if not usable and sys.__stderr__ is not None:
+        sys.stderr = sys.__stderr__
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.stderr = captured
+
+
 def _signal_name(exitcode: int | None) -> str:
     if exitcode is None or exitcode >= 0:
         return f"exit code {exitcode}"
@@ -173,6 +193,7 @@ class WorkerBackend:
             self._log_offset = self.log_path.stat().st_size
         except OSError:
             self._log_offset = 0
+        _start_resource_tracker()
         ours, theirs = self._context.Pipe()
         process = self._context.Process(target=_serve, name="chatapp-llama-worker", daemon=True,
                                         args=(theirs, self._cancelled_request, str(self.path), self.options, str(self.log_dir)))
@@ -192,13 +213,23 @@ class WorkerBackend:
     def _receive(self):
         try:
             return self._conn.recv()
-        except (EOFError, OSError, ConnectionError):
-            self._process.join(timeout=5)
-            exitcode = self._process.exitcode
-            why = last_message(self.log_path, self._log_offset)
-            self._stop()
-            raise EngineCrashed(f"llama.cpp stopped ({_signal_name(exitcode)}) running {self.path.name}"
-                                + (f": {why}" if why else "") + f" (log: {self.log_path})") from None
+        except (EOFError, OSError):
+            raise self._crashed() from None
+
+    def _send(self, message) -> None:
+        try:
+            self._conn.send(message)
+        except (OSError, ValueError):
+            raise self._crashed() from None
+
+    def _crashed(self) -> EngineCrashed:
+        """The worker died: what it said last, and a clean slate for the next request."""
+        self._process.join(timeout=5)
+        exitcode = self._process.exitcode
+        why = last_message(self.log_path, self._log_offset)
+        self._stop()
+        return EngineCrashed(f"llama.cpp stopped ({_signal_name(exitcode)}) running {self.path.name}"
+                             + (f": {why}" if why else "") + f" (log: {self.log_path})")
 
     def _stop(self) -> None:
         conn, process, self._conn, self._process = self._conn, self._process, None, None
@@ -232,7 +263,7 @@ class WorkerBackend:
         if self._conn is None:
             self._start()
         self._request_id += 1
-        self._conn.send((operation, self._request_id, arguments))
+        self._send((operation, self._request_id, arguments))
         answer = self._receive()
         if answer[0] == "error":
             kind, message = answer[1]
