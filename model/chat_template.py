@@ -389,6 +389,9 @@ class TemplateFormat:
         while len(ids) > budget and len(turns) > 1:
             turns = turns[1:]
             dropped += 1
+            while len(turns) > 1 and turns[0].role != "user":  # strict templates (Gemma's) start with a user turn
+                turns = turns[1:]
+                dropped += 1
             ids = render(turns)
         truncated = 0
         for _ in range(8):  # the newest message alone is too long: keep its end

@@ -183,3 +183,11 @@ async def test_the_tui_shows_a_broken_file_as_one_line_and_keeps_running(files, 
         await send(pilot, "Is anyone there?")
         await pilot.pause()
         assert app.is_running and app.prompt.text == "Is anyone there?"  # nothing sent, nothing lost
+
+
+def test_old_turns_are_dropped_so_that_a_strict_template_still_starts_with_a_user_turn(engines):
+    engine = engines["gemma"]  # its template refuses a conversation that does not alternate from a user turn
+    long_reply = "words " * 150
+    history = [Message("user", "Hello"), Message("assistant", long_reply), Message("user", "And now?")]
+    fitted = engine.fit(history, reserve=engine.context_length - 60)
+    assert fitted.dropped_messages == 2 and fitted.ids == template_ids(engine, history[2:])
