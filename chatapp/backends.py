@@ -20,7 +20,7 @@ def open_backend(ref: ModelRef, backend: str = "auto", device: str = "auto", in_
         if ref.kind != "folder":
             raise ValueError(f"{ref.path}: the torch backend needs a model folder; GGUF files run with --backend llama.cpp")
         try:
-            from model.engine import TorchEngine
+            from model.inference.torch_engine import TorchEngine
         except ImportError as error:
             raise ValueError(f"the torch backend needs PyTorch, which this install lacks ({error}); use a GGUF model") from None
         return TorchEngine.load(ref.path, device=device)

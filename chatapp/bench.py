@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import statistics
 
-from model.backend import Finished
-from model.corpus import builtin_split
-from model.sampling import SamplingParams
+from model.inference.backend import Finished
+from model.training.corpus import builtin_split
+from model.inference.sampling import SamplingParams
 
 
 def bench_prompt(backend, length: int) -> list[int]:

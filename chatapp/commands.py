@@ -7,9 +7,9 @@ import sys
 from chatapp.backends import open_backend
 from chatapp.cli import print_json
 from chatapp.model_registry import ModelNotFound, default_model, resolve_model, torch_available
-from model.backend import Finished, TextPiece
-from model.chat_format import Message
-from model.sampling import SamplingParams
+from model.inference.backend import Finished, TextPiece
+from model.text.chat_format import Message
+from model.inference.sampling import SamplingParams
 
 
 def sampling_from_args(args) -> SamplingParams:
@@ -103,7 +103,7 @@ def require_torch(what: str) -> None:
 
 def command_train(args) -> int:
     require_torch("`chatapp train`")
-    from model.train import TrainOptions, train
+    from model.training.train import TrainOptions, train
 
     result = train(TrainOptions(
         out=args.out, preset=args.preset, data=args.data, steps=args.steps, device=args.device,
@@ -115,7 +115,7 @@ def command_train(args) -> int:
 
 def command_finetune(args) -> int:
     require_torch("`chatapp finetune`")
-    from model.finetune import FinetuneOptions, finetune
+    from model.training.finetune import FinetuneOptions, finetune
 
     ref = resolve_model(args.base)
     if ref.kind != "folder":
@@ -129,13 +129,31 @@ def command_finetune(args) -> int:
     return 0
 
 
-def command_eval(args) -> int:
-    from chatapp.evaluation import evaluate_ref
+def validation_loss(ref, data: str | None, device: str) -> dict:
+    """Held-out nats/token, nats/char and perplexity: a model folder on torch, a GGUF file on llama.cpp."""
+    from model.training.dataset import load_split
 
+    validation = load_split(data).validation
+    if ref.kind == "gguf":
+        from quant.gguf_validation_loss import evaluate_gguf
+
+        return evaluate_gguf(ref.path, validation)
+    from model.network.device import resolve_device
+    from model.network.model_folder import load_model
+    from model.training.dataset import encode_works
+    from model.training.validation_loss import evaluate_model
+
+    device = resolve_device(device)
+    model, tokenizer, _ = load_model(ref.path, device=device)
+    stream = encode_works(validation, tokenizer)
+    return evaluate_model(model, stream.ids, stream.n_chars, device)
+
+
+def command_eval(args) -> int:
     ref = resolve_model(args.model)
     if ref.kind == "folder":
         require_torch(f"evaluating the model folder {ref.path}")
-    result = {"model": ref.name, **evaluate_ref(ref, args.data, args.device)}
+    result = {"model": ref.name, **validation_loss(ref, args.data, args.device)}
     if args.json:
         print_json(result)
     else:

@@ -53,7 +53,20 @@ MIGRATIONS = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-FINAL_STATUSES = ("complete", "stopped", "length", "error", "interrupted")
+class Status:
+    """A message's status: one name for each, used by the store and the app alike."""
+
+    STREAMING = "streaming"  # a reply being generated (saved as it grows)
+    COMPLETE = "complete"
+    STOPPED = "stopped"  # the user pressed Esc
+    LENGTH = "length"  # the token budget ran out
+    ERROR = "error"
+    INTERRUPTED = "interrupted"  # still streaming when the app last closed
+
+
+FINAL_STATUSES = (Status.COMPLETE, Status.STOPPED, Status.LENGTH, Status.ERROR, Status.INTERRUPTED)
+CONTINUABLE = (Status.LENGTH, Status.STOPPED, Status.INTERRUPTED)  # a reply that ended before its end
+NOT_SENT_TO_MODEL = (Status.ERROR, Status.STREAMING)
 
 
 @dataclass
@@ -62,7 +75,7 @@ class StoredMessage:
     conversation_id: int
     role: str
     content: str
-    status: str = "complete"
+    status: str = Status.COMPLETE
     stats: dict | None = None
     error: str | None = None
     inspection: list | None = None
@@ -70,7 +83,7 @@ class StoredMessage:
 
 
 @dataclass
-class Conversation:
+class StoredConversation:
     id: int
     title: str
     created_at: float
@@ -124,7 +137,7 @@ class HistoryStore:
 
     def _mark_interrupted(self) -> int:
         with self._lock:
-            cursor = self._db.execute("UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'")
+            cursor = self._db.execute("UPDATE messages SET status = ? WHERE status = ?", (Status.INTERRUPTED, Status.STREAMING))
             return cursor.rowcount
 
     def close(self) -> None:
@@ -133,16 +146,16 @@ class HistoryStore:
 
     # --- conversations ---
 
-    def create_conversation(self, settings: dict | None = None, title: str = DEFAULT_TITLE) -> Conversation:
+    def create_conversation(self, settings: dict | None = None, title: str = DEFAULT_TITLE) -> StoredConversation:
         now = time.time()
         with self._lock:
             cursor = self._db.execute(
                 "INSERT INTO conversations (title, created_at, updated_at, settings) VALUES (?, ?, ?, ?)",
                 (title, now, now, json.dumps(settings or {})),
             )
-        return Conversation(cursor.lastrowid, title, now, now, dict(settings or {}))
+        return StoredConversation(cursor.lastrowid, title, now, now, dict(settings or {}))
 
-    def conversations(self, text_filter: str = "") -> list[Conversation]:
+    def conversations(self, text_filter: str = "") -> list[StoredConversation]:
         """Newest first; a filter matches titles and message text, ignoring case."""
         query = "SELECT * FROM conversations"
         args: tuple = ()
@@ -155,7 +168,7 @@ class HistoryStore:
             rows = self._db.execute(query + " ORDER BY updated_at DESC, id DESC", args).fetchall()
         return [self._conversation(row) for row in rows]
 
-    def conversation(self, conversation_id: int) -> Conversation | None:
+    def conversation(self, conversation_id: int) -> StoredConversation | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
         return self._conversation(row) if row else None
@@ -177,7 +190,7 @@ class HistoryStore:
 
     # --- messages ---
 
-    def add_message(self, conversation_id: int, role: str, content: str, status: str = "complete") -> StoredMessage:
+    def add_message(self, conversation_id: int, role: str, content: str, status: str = Status.COMPLETE) -> StoredMessage:
         now = time.time()
         with self._lock:
             cursor = self._db.execute(
@@ -198,7 +211,7 @@ class HistoryStore:
     def reopen_message(self, message_id: int) -> None:
         """A reply that streams again (continue)."""
         with self._lock:
-            self._db.execute("UPDATE messages SET status = 'streaming', stats = NULL, error = NULL WHERE id = ?", (message_id,))
+            self._db.execute("UPDATE messages SET status = ?, stats = NULL, error = NULL WHERE id = ?", (Status.STREAMING, message_id))
 
     def finish_message(self, message_id: int, content: str, status: str, stats: dict | None = None,
                        error: str | None = None, inspection: list | None = None) -> None:
@@ -235,8 +248,8 @@ class HistoryStore:
     # --- rows to objects ---
 
     @staticmethod
-    def _conversation(row: sqlite3.Row) -> Conversation:
-        return Conversation(row["id"], row["title"], row["created_at"], row["updated_at"], json.loads(row["settings"] or "{}"))
+    def _conversation(row: sqlite3.Row) -> StoredConversation:
+        return StoredConversation(row["id"], row["title"], row["created_at"], row["updated_at"], json.loads(row["settings"] or "{}"))
 
     @staticmethod
     def _message(row: sqlite3.Row) -> StoredMessage:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatapp.paths import user_models_dir
-from model.model_folder import is_model_folder, read_config
+from model.network.model_folder import is_model_folder, read_config
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 DEFAULT_MODEL = "shakespeare-chat"

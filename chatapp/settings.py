@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from chatapp.paths import config_dir
-from model.sampling import SamplingError, SamplingParams
+from model.inference.sampling import SamplingError, SamplingParams
 
 SETTINGS_FILE = "settings.toml"
 
@@ -145,7 +145,7 @@ def parse_settings(data: dict, path: Path | None = None) -> Settings:
     if backend in ("auto", "torch", "llama.cpp"):
         settings.backend = backend
     else:
-        settings.notices.append(f"settings: model.backend must be auto, torch or llama.cpp, got {backend!r}; using auto")
+        settings.notices.append(f"settings: model.inference.backend must be auto, torch or llama.cpp, got {backend!r}; using auto")
     settings.extra_paths = [str(p) for p in model.get("extra_paths", []) if isinstance(p, str)]
     settings.chat.system_prompt = str(chat.get("system_prompt", ""))
     for name in SAMPLING_FIELDS:

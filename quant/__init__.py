@@ -6,7 +6,7 @@
     quantize        llama.cpp's own quantizer, and which tensors fell back
     gguf_check      a GGUF file checked with the gguf reader before llama.cpp sees it
     llama_log       llama.cpp's log lines into a file, never onto the screen
-    llama_backend   the llama.cpp engine: the engine core (model/engine_core.py) on llama-cpp-python
+    llama_backend   the llama.cpp engine: the engine core (model/inference/engine_core.py) on llama-cpp-python
     llama_worker    that engine in a worker process, behind the backend protocol (what the app uses)
     evaluate        nats per token / per character / perplexity of a GGUF file
 

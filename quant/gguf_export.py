@@ -2,7 +2,7 @@
 
 Architecture "gpt2", every hyper-parameter, the tokenizer as a "gpt2" BPE
 vocabulary with pre-tokenizer "gpt-2", the chat format as a Jinja template
-rendered from model.chat_format, and the model's name, description, license
+rendered from model.text.chat_format, and the model's name, description, license
 and training metadata. F32, F16 and BF16 are written here with numpy; every
 quantized type goes through llama.cpp's own quantizer from an F32
 intermediate, so the file is what llama-quantize would make.
@@ -24,9 +24,9 @@ from typing import Callable
 
 import numpy as np
 
-from model.chat_format import jinja_chat_template
-from model.model_folder import CHAT_FORMAT_VERSION, WEIGHTS_FILE, load_tokenizer, publish_file, read_config
-from model.tokenizer import SPECIAL_TOKENS
+from model.text.chat_format import jinja_chat_template
+from model.network.model_folder import CHAT_FORMAT_VERSION, WEIGHTS_FILE, load_tokenizer, publish_file, read_config
+from model.text.tokenizer import SPECIAL_TOKENS
 from quant.gguf_vocab import vocab_for_gguf
 from quant.weights import SafetensorsFile
 
@@ -293,7 +293,7 @@ def export_model(
 
 
 class StageProgress:
-    """A ProgressFn for the command line: a model.progress.Progress bar per stage."""
+    """A ProgressFn for the command line: a model.training.progress.Progress bar per stage."""
 
     def __init__(self, stream=None):
         self.stream = stream
@@ -301,7 +301,7 @@ class StageProgress:
         self.bar = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        from model.progress import Progress
+        from model.training.progress import Progress
 
         if stage != self.stage:
             self.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from model.tokenizer import SPECIAL_TOKENS, Tokenizer
+from model.text.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED = 1, 3, 4, 5
 

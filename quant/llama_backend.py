@@ -1,4 +1,4 @@
-"""The llama.cpp engine: the engine core (model/engine_core.py) running a GGUF file
+"""The llama.cpp engine: the engine core (model/inference/engine_core.py) running a GGUF file
 through llama-cpp-python. No torch.
 
 llama.cpp evaluates the tokens; the core draws each next token (one sampler for
@@ -6,7 +6,7 @@ both engines), so a cancel() stops within one token and every sampling field
 means the same as on torch. For our own models (the GGUF has chatapp's keys)
 prompts come from our chat format with our tokenizer rebuilt from the file.
 Any other GGUF (Llama, Qwen, Gemma, ...) is prompted through its own chat
-template (model/chat_template.py: message text never becomes a control token)
+template (model/text/chat_template.py: message text never becomes a control token)
 and stops on its end-of-generation tokens.
 
 This runs in the process that loads it: the app runs it in a worker process
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model.chat_format import ChatappFormat
-from model.chat_template import TemplateFormat
-from model.engine_core import EngineCore
-from model.threads import default_threads
+from model.text.chat_format import ChatappFormat
+from model.text.chat_template import TemplateFormat
+from model.inference.engine_core import EngineCore
+from model.inference.threads import default_threads
 from quant.gguf_check import GGUFFileError, GGUFInfo, chatapp_tokenizer, check_gguf, read_gguf
 
 FOREIGN_MAX_CONTEXT = 4096  # a foreign model's KV cache is sized for at most this many tokens by default
@@ -34,7 +34,7 @@ SPECIAL_ATTRIBUTES = ("LLAMA_TOKEN_ATTR_CONTROL", "LLAMA_TOKEN_ATTR_USER_DEFINED
 
 
 class LlamaVocab:
-    """A foreign GGUF's tokenizer, through llama.cpp (what model.chat_template needs)."""
+    """A foreign GGUF's tokenizer, through llama.cpp (what model.text.chat_template needs)."""
 
     def __init__(self, llm):
         import llama_cpp

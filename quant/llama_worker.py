@@ -26,9 +26,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from model.backend import EngineBusy, EngineCrashed, Event, Finished
-from model.chat_format import FittedPrompt, Message
-from model.sampling import SamplingParams
+from model.inference.backend import EngineBusy, EngineCrashed, Event, Finished
+from model.text.chat_format import FittedPrompt, Message
+from model.inference.sampling import SamplingParams
 from quant.gguf_check import GGUFFileError, check_gguf
 from quant.llama_log import default_log_dir
 

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.threads import available_cores
+from model.inference.threads import available_cores
 from quant.gguf_export import ExportError, ProgressFn, TensorNote
 
 # our --type -> (llama_ftype, the GGML type most matrices get)

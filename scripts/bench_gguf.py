@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from model.threads import default_threads  # noqa: E402
+from model.inference.threads import default_threads  # noqa: E402
 
 
 def llama_bench(binary: str, path: Path, threads: int) -> float:

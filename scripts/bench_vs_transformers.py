@@ -16,8 +16,8 @@ import torch
 
 from chatapp.bench import bench_prompt, measure
 from chatapp.model_registry import resolve_model
-from model.engine import TorchEngine
-from model.hf_convert import to_hf_gpt2
+from model.inference.torch_engine import TorchEngine
+from model.network.hf_convert import to_hf_gpt2
 
 
 def hf_generate_seconds(hf, prompt: list[int], new_tokens: int) -> float:

@@ -36,12 +36,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model.chat_format import Message, fit_to_context  # noqa: E402
-from model.dialogue import Conversation, dialogue_split  # noqa: E402
-from model.finetune import reply_loss, reply_nats  # noqa: E402
-from model.finetune_data import Example, encode_all, fit_example  # noqa: E402
-from model.model_folder import load_model, read_config  # noqa: E402
-from model.sampling import SamplingParams  # noqa: E402
+from model.text.chat_format import Message, fit_to_context  # noqa: E402
+from model.training.dialogue import SceneConversation, dialogue_split  # noqa: E402
+from model.training.finetune import reply_loss, reply_nats  # noqa: E402
+from model.training.finetune_data import Example, encode_all, fit_example  # noqa: E402
+from model.network.model_folder import load_model, read_config  # noqa: E402
+from model.inference.sampling import SamplingParams  # noqa: E402
 
 MAX_REPLY_TOKENS = 192  # as `chatapp finetune` keeps its data
 STOP_BUDGET = 200
@@ -120,7 +120,7 @@ def persona_name(persona: str) -> str:
 @dataclass
 class PersonaTrial:
     """One held-out reply and the characters it is scored under, its own first."""
-    reply: Conversation
+    reply: SceneConversation
     characters: list[tuple[str, str]]  # (work, persona prompt)
     headings: list[str]  # each character's name as the play prints it over a speech
     examples: list[Example]
@@ -133,7 +133,7 @@ def persona_trials(args, validation, tokenizer, context_length: int, plain_opene
     message, so that only the persona tells who speaks."""
     with_persona = [c for c in validation if c.messages[0].role == "system"]
     if plain_opener:
-        with_persona = [Conversation(c.work, c.speakers, (c.messages[0], Message("user", "Speak."), c.messages[-1]))
+        with_persona = [SceneConversation(c.work, c.speakers, (c.messages[0], Message("user", "Speak."), c.messages[-1]))
                         for c in with_persona if len(c.speakers) == 2]
     prompts: dict[tuple[str, str], str] = {}  # one prompt per character, the longest
     headings: dict[tuple[str, str], str] = {}
@@ -257,7 +257,7 @@ def persona_samples(engine) -> list[dict]:
 
 
 def command_bars(args) -> dict:
-    from model.engine import TorchEngine
+    from model.inference.torch_engine import TorchEngine
 
     split = dialogue_split()
     loaded = {"chat": load_model(args.chat, args.device), "base": load_model(args.base, args.device)}

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from model.dataset import encode_works, load_split
-from model.evaluate import evaluate_model
-from model.model_folder import load_model, read_config, save_model, write_json_atomic
+from model.training.dataset import encode_works, load_split
+from model.training.validation_loss import evaluate_model
+from model.network.model_folder import load_model, read_config, save_model, write_json_atomic
 
 HISTORY_FILES = ("history.csv", "history.png", "finetune.json")  # the training record, when there is one
 

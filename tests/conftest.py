@@ -20,7 +20,7 @@ def isolated_home(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from model.train import TrainOptions, train
+    from model.training.train import TrainOptions, train
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     os.environ.setdefault("CHATAPP_HOME", str(out.parent / "home"))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import threading
 
-from model.backend import CancelFlag, Finished, TextPiece
-from model.chat_format import FittedPrompt, Message, fit_to_context
-from model.sampling import SamplingParams
-from model.tokenizer import SPECIAL_TOKENS
+from model.inference.backend import CancelFlag, Finished, TextPiece
+from model.text.chat_format import FittedPrompt, Message, fit_to_context
+from model.inference.sampling import SamplingParams
+from model.text.tokenizer import SPECIAL_TOKENS
 
 DEFAULT_REPLY = ["Hello", " there", ", friend", "."]
 

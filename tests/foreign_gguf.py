@@ -193,7 +193,7 @@ class Vocabulary:
 def byte_level_tokens() -> tuple[bytes, ...]:
     """Token bytes in id order: the 256 single bytes in GPT-2's order ("!" is
     id 0, as in the real Llama 3 and Qwen2 vocabularies), then learned merges."""
-    from model.bpe import train_bpe
+    from model.text.bpe import train_bpe
 
     ranks = train_bpe([BPE_TRAINING_TEXT], 256 + LEARNED_MERGES)
     learned = [token for token, _ in sorted(ranks.items(), key=lambda kv: kv[1]) if len(token) > 1]

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from chatapp.model_registry import DEFAULT_MODEL, default_model
-from model.backend import Finished, TextPiece
-from model.chat_format import Message
-from model.sampling import SamplingParams
+from model.inference.backend import Finished, TextPiece
+from model.text.chat_format import Message
+from model.inference.sampling import SamplingParams
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT_FOLDER = ROOT / "chatapp" / "builtin" / "shakespeare-chat"
@@ -57,7 +57,7 @@ def test_the_chat_model_is_the_default():
 
 
 def test_the_torch_engine_answers_and_stops():
-    from model.engine import TorchEngine
+    from model.inference.torch_engine import TorchEngine
 
     assert_answers_and_stops(replies(TorchEngine.load(CHAT_FOLDER, device="cpu")))
 

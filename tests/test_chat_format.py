@@ -1,9 +1,9 @@
 import jinja2
 import pytest
 
-from model.chat_format import Message, fit_to_context, jinja_chat_template, render_ids
-from model.dataset import BUILTIN_TOKENIZER
-from model.tokenizer import Tokenizer
+from model.text.chat_format import Message, fit_to_context, jinja_chat_template, render_ids
+from model.training.dataset import BUILTIN_TOKENIZER
+from model.text.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-from model.corpus import builtin_source_note, builtin_split, builtin_works, validation_cut
+from model.training.corpus import builtin_source_note, builtin_split, builtin_works, validation_cut
 
 
 def test_all_42_works_ship_with_their_provenance():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from model.corpus import Work, builtin_split
-from model.dialogue import (
+from model.training.corpus import Work, builtin_split
+from model.training.dialogue import (
     count_summary,
     dialogue_split,
     find_person,

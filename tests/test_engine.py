@@ -3,11 +3,11 @@ import threading
 import pytest
 import torch
 
-from model.backend import Finished, TextPiece
-from model.chat_format import Message, render_ids
-from model.device import inference_dtype_name, pick_device
-from model.engine import TorchEngine
-from model.sampling import SamplingParams
+from model.inference.backend import Finished, TextPiece
+from model.text.chat_format import Message, render_ids
+from model.network.device import inference_dtype_name, pick_device
+from model.inference.torch_engine import TorchEngine
+from model.inference.sampling import SamplingParams
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_cached_logits_equal_full_recomputation_over_200_steps_and_two_turns(eng
         # float32 noise from the summation order is ~1e-5 on logits of ~20; a cache fed the wrong ids is off by 1e-2 or more
         assert max(checked) <= 2e-5, [(i, c) for i, c in enumerate(checked) if c > 1e-5][:5]
         if turn == 1:  # the first turn came from the cache: only the tokens after the shared prefix ran
-            from model.reply_stream import common_prefix_length
+            from model.inference.reply_stream import common_prefix_length
 
             shared = common_prefix_length(cached_before, prompt)
             assert shared == len(previous_ids) - 1  # everything but the last sampled token was cached
@@ -174,8 +174,8 @@ def test_device_selection():
 
 
 def test_a_small_model_decodes_on_one_cpu_thread_unless_the_user_chose(tiny_model_dir, monkeypatch):
-    """Threads cost a small model more than they bring (model/threads.py)."""
-    from model.threads import default_threads
+    """Threads cost a small model more than they bring (model/inference/threads.py)."""
+    from model.inference.threads import default_threads
 
     before = torch.get_num_threads()
     try:
@@ -197,7 +197,7 @@ def test_a_small_model_decodes_on_one_cpu_thread_unless_the_user_chose(tiny_mode
 
 
 def test_default_threads_grow_with_the_model_and_stop_at_the_cores(monkeypatch):
-    from model import threads
+    from model.inference import threads
 
     monkeypatch.setattr(threads, "available_cores", lambda: 8)
     assert threads.default_threads(20_000_000) == (1, 1)

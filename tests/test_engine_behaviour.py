@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from model.backend import Finished, TextPiece
-from model.chat_format import Message
-from model.sampling import SamplingError, SamplingParams
+from model.inference.backend import Finished, TextPiece
+from model.text.chat_format import Message
+from model.inference.sampling import SamplingError, SamplingParams
 from quant_helpers import exported
 
 GREEDY = dict(temperature=0.0)
@@ -19,7 +19,7 @@ GREEDY = dict(temperature=0.0)
 @pytest.fixture(scope="module", params=["torch", "llama.cpp"])
 def engine(request, tiny_model_dir):
     if request.param == "torch":
-        from model.engine import TorchEngine
+        from model.inference.torch_engine import TorchEngine
 
         yield TorchEngine.load(tiny_model_dir, device="cpu")
         return

@@ -7,20 +7,20 @@ import pytest
 import torch
 
 from chatapp.cli import main
-from model.chat_format import Message, render_ids
-from model.dataset import BUILTIN_TOKENIZER
-from model.finetune_data import (
+from model.text.chat_format import Message, render_ids
+from model.training.dataset import BUILTIN_TOKENIZER
+from model.training.finetune_data import (
     ChatDataError,
     encode_conversation,
     fit_example,
     make_batch,
     read_jsonl,
-    split_conversations,
+    hold_out_last,
 )
-from model.gpt import GPT, GPTConfig
-from model.lora import ADAPTERS_FILE, load_adapters
-from model.model_folder import load_model
-from model.tokenizer import Tokenizer
+from model.network.gpt import GPT, GPTConfig
+from model.network.lora import ADAPTERS_FILE, load_adapters
+from model.network.model_folder import load_model
+from model.text.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +132,9 @@ def test_jsonl_reads_conversations_and_holds_out_the_last_five_percent(tmp_path)
         read_jsonl(tmp_path / "missing.jsonl")
     conversations = read_jsonl(write_lines(tmp_path / "chats.jsonl", [conversation(i) for i in range(40)]))
     assert conversations[0][1] == Message("user", "What hour now? (0)")
-    train, validation = split_conversations(conversations)
+    train, validation = hold_out_last(conversations)
     assert len(train) == 38 and validation == conversations[38:]
-    assert split_conversations(conversations[:19]) == (conversations[:19], [])
+    assert hold_out_last(conversations[:19]) == (conversations[:19], [])
 
 
 # --- `chatapp finetune` end to end on the tiny model ---

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from foreign_gguf import BROKEN_KINDS, FAMILIES, write_broken_gguf, write_foreign_gguf
-from model.backend import Finished, TextPiece
-from model.chat_format import Message
-from model.chat_template import PLAIN_STOP_STRINGS, fold_system_message
-from model.sampling import SamplingParams
+from model.inference.backend import Finished, TextPiece
+from model.text.chat_format import Message
+from model.text.chat_template import PLAIN_STOP_STRINGS, fold_system_message
+from model.inference.sampling import SamplingParams
 from tests.tui_helpers import reply_texts, send, wait_idle, wait_until
 
 INSTRUCT = ["llama3", "qwen2", "gemma"]
@@ -191,3 +191,5 @@ def test_old_turns_are_dropped_so_that_a_strict_template_still_starts_with_a_use
     history = [Message("user", "Hello"), Message("assistant", long_reply), Message("user", "And now?")]
     fitted = engine.fit(history, reserve=engine.context_length - 60)
     assert fitted.dropped_messages == 2 and fitted.ids == template_ids(engine, history[2:])
+    fitted = engine.fit(history[:2], reserve=engine.context_length - 60)  # what the context bar asks after a long reply
+    assert len(fitted.ids) <= 60 and fitted.truncated_tokens > 0  # the reply is cut rather than left alone

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from model.corpus import builtin_split
-from model.dataset import BUILTIN_TOKENIZER
-from model.gpt import GPT, GPTConfig
-from model.hf_convert import to_hf_gpt2
-from model.tokenizer import Tokenizer
+from model.training.corpus import builtin_split
+from model.training.dataset import BUILTIN_TOKENIZER
+from model.network.gpt import GPT, GPTConfig
+from model.network.hf_convert import to_hf_gpt2
+from model.text.tokenizer import Tokenizer
 
 SMALL = GPTConfig(vocab_size=4096, context_length=64, n_layer=3, n_head=4, n_embd=64)
 
@@ -59,7 +59,7 @@ def test_logits_match_hugging_face_gpt2(source):
 
 
 def test_shipped_model_matches_hugging_face(any_model_dir):
-    from model.model_folder import load_model
+    from model.network.model_folder import load_model
 
     model, tokenizer, _ = load_model(any_model_dir)
     ids = torch.tensor([tokenizer.encode(builtin_split().validation[0].text)[: model.config.context_length]])

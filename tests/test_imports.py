@@ -29,8 +29,8 @@ def test_model_and_quant_never_import_chatapp():
 def test_torch_free_face_and_llama_path_import_no_torch():
     code = (
         "import sys\n"
-        "import model.tokenizer, model.chat_format, model.sampling, model.backend, model.streaming, model.corpus\n"
-        "import quant.llama_backend, quant.gguf_export, quant.evaluate\n"
+        "import model.text.tokenizer, model.text.chat_format, model.inference.sampling, model.inference.backend, model.inference.reply_stream, model.training.corpus\n"
+        "import quant.llama_backend, quant.gguf_export, quant.gguf_validation_loss\n"
         "import chatapp.cli, chatapp.commands, chatapp.backends, chatapp.model_registry\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )

@@ -4,8 +4,8 @@ adapters save and load alone."""
 import pytest
 import torch
 
-from model.gpt import GPT, GPTConfig
-from model.lora import (
+from model.network.gpt import GPT, GPTConfig
+from model.network.lora import (
     LoRAConfig,
     LoRALinear,
     add_lora,

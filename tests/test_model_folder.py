@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from model.model_folder import ModelFolderError, load_model
+from model.network.model_folder import ModelFolderError, load_model
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_saved_weights_are_readable_as_any_new_file(tmp_path, folder):
     import os
     import stat
 
-    from model.model_folder import save_model
+    from model.network.model_folder import save_model
 
     model, tokenizer, config = load_model(folder)
     old_umask = os.umask(0o022)

@@ -13,9 +13,9 @@ import threading
 import numpy as np
 import pytest
 
-from model.backend import Finished, TextPiece
-from model.chat_format import Message, fit_to_context, jinja_chat_template, render_ids
-from model.sampling import SamplingParams
+from model.inference.backend import Finished, TextPiece
+from model.text.chat_format import Message, fit_to_context, jinja_chat_template, render_ids
+from model.inference.sampling import SamplingParams
 from quant_helpers import ROOT, exported, workdir
 
 
@@ -35,7 +35,7 @@ def backend(gguf_path):
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-    from model.model_folder import load_tokenizer
+    from model.network.model_folder import load_tokenizer
 
     return load_tokenizer(tiny_model_dir)
 
@@ -96,9 +96,9 @@ def test_stops_on_the_end_of_turn_id(backend, tokenizer, monkeypatch):
 
 CONTEXT_SCRIPT = """
 import json, sys
-from model.backend import Finished
-from model.chat_format import Message
-from model.sampling import SamplingParams
+from model.inference.backend import Finished
+from model.text.chat_format import Message
+from model.inference.sampling import SamplingParams
 from quant.llama_backend import LlamaEngine
 
 backend = LlamaEngine.load(sys.argv[1])

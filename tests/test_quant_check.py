@@ -69,8 +69,8 @@ def test_damaged_and_foreign_files_give_one_line_errors(tmp_path, good_file):
 
 
 def test_the_backends_check_before_llama_cpp_loads(tmp_path, good_file):
-    from model.corpus import Work
-    from quant.evaluate import evaluate_gguf
+    from model.training.corpus import Work
+    from quant.gguf_validation_loss import evaluate_gguf
     from quant.llama_backend import LlamaEngine
 
     files = damaged_files(tmp_path, good_file)

@@ -25,7 +25,7 @@ def tiny_config(tiny_model_dir) -> dict:
 
 @pytest.mark.parametrize("kind", EXPORT_TYPES)
 def test_every_type_exports_loads_and_generates(quant_model_dir, kind):
-    from model.sampling import SamplingParams
+    from model.inference.sampling import SamplingParams
     from quant.llama_backend import LlamaEngine
 
     path, report = exported(quant_model_dir, kind)  # export_model checks the file before publishing it
@@ -89,7 +89,7 @@ def widened_model(tiny_model_dir: Path, out: Path, width: int) -> Path:
 
 
 def test_metadata(tiny_model_dir, tiny_config):
-    from model.chat_format import jinja_chat_template
+    from model.text.chat_format import jinja_chat_template
     from quant.gguf_check import field_value, read_gguf
 
     path, _ = exported(tiny_model_dir, "q8_0")
@@ -195,9 +195,9 @@ def test_export_and_llama_backend_never_import_torch(tmp_path, tiny_model_dir):
 import sys
 from quant.gguf_export import export_model
 from quant.llama_backend import LlamaEngine
-from quant.evaluate import evaluate_gguf
-from model.chat_format import Message
-from model.sampling import SamplingParams
+from quant.gguf_validation_loss import evaluate_gguf
+from model.text.chat_format import Message
+from model.inference.sampling import SamplingParams
 export_model({str(tiny_model_dir)!r}, {str(tmp_path / 'm.gguf')!r}, "q8_0")
 backend = LlamaEngine.load({str(tmp_path / 'm.gguf')!r})
 events = list(backend.chat([Message("user", "Good morrow")], SamplingParams(max_tokens=5, seed=3)))

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.sampling import SamplingParams
+from model.inference.sampling import SamplingParams
 from quant_helpers import BUILTIN_MODEL, exported, quant_model_dir, workdir  # noqa: F401
 
 GREEDY_TOKENS = 100
 
 
 def validation_ids(tokenizer, n: int) -> list[int]:
-    from model.corpus import builtin_split
+    from model.training.corpus import builtin_split
 
     text = builtin_split().validation[5].text
     return ([tokenizer.end_of_text_id] + tokenizer.encode(text))[:n]
@@ -22,7 +22,7 @@ def validation_ids(tokenizer, n: int) -> list[int]:
 def torch_logits(model_dir, ids: list[int]) -> np.ndarray:
     import torch
 
-    from model.model_folder import load_model
+    from model.network.model_folder import load_model
 
     model, _, _ = load_model(model_dir)
     with torch.inference_mode():
@@ -46,7 +46,7 @@ def llama_logits(path, ids: list[int], context: int) -> np.ndarray:
 
 
 def test_f32_logits_match_torch(quant_model_dir):
-    from model.model_folder import load_tokenizer, read_config
+    from model.network.model_folder import load_tokenizer, read_config
 
     context = read_config(quant_model_dir)["architecture"]["context_length"]
     ids = validation_ids(load_tokenizer(quant_model_dir), context)  # the whole context: every position
@@ -70,7 +70,7 @@ def greedy(path, prompt: list[int]) -> list[int]:
 
 def test_greedy_f32_follows_the_torch_model(quant_model_dir):
     """Every greedy token llama.cpp picks is torch's argmax (up to a near-tie)."""
-    from model.model_folder import load_tokenizer
+    from model.network.model_folder import load_tokenizer
 
     prompt = validation_ids(load_tokenizer(quant_model_dir), 40)
     path, _ = exported(quant_model_dir, "f32")
@@ -83,7 +83,7 @@ def test_greedy_f32_follows_the_torch_model(quant_model_dir):
 
 @pytest.mark.skipif(not BUILTIN_MODEL.is_dir(), reason="the shipped model is not built yet")
 def test_greedy_100_tokens_identical_for_f32_f16_q8_0():
-    from model.model_folder import load_tokenizer
+    from model.network.model_folder import load_tokenizer
 
     prompt = validation_ids(load_tokenizer(BUILTIN_MODEL), 40)
     runs = {kind: greedy(exported(BUILTIN_MODEL, kind)[0], prompt) for kind in ("f32", "f16", "q8_0")}
@@ -93,18 +93,18 @@ def test_greedy_100_tokens_identical_for_f32_f16_q8_0():
 
 @pytest.fixture(scope="module")
 def some_validation_works():
-    from model.corpus import Work
-    from model.dataset import load_split
+    from model.training.corpus import Work
+    from model.training.dataset import load_split
 
     works = load_split(None).validation
     return [works[0], works[7], Work(works[12].name, works[12].text[:3000])]
 
 
 def test_evaluate_gguf_gives_the_torch_figures(quant_model_dir, some_validation_works):
-    from model.dataset import encode_works
-    from model.evaluate import evaluate_model
-    from model.model_folder import load_model
-    from quant.evaluate import evaluate_gguf
+    from model.training.dataset import encode_works
+    from model.training.validation_loss import evaluate_model
+    from model.network.model_folder import load_model
+    from quant.gguf_validation_loss import evaluate_gguf
 
     path, _ = exported(quant_model_dir, "f32")
     ours = evaluate_gguf(path, some_validation_works, log_dir=workdir() / "logs")
@@ -118,7 +118,7 @@ def test_evaluate_gguf_gives_the_torch_figures(quant_model_dir, some_validation_
 
 def test_quantized_perplexity_bars(quant_model_dir, some_validation_works):
     """Q8_0 within 0.5% of F32 perplexity; Q4_K_M within 5% (the README's bars)."""
-    from quant.evaluate import evaluate_gguf
+    from quant.gguf_validation_loss import evaluate_gguf
 
     figures = {kind: evaluate_gguf(exported(quant_model_dir, kind)[0], some_validation_works, log_dir=workdir() / "logs")["perplexity"]
                for kind in ("f32", "q8_0", "q4_k_m")}

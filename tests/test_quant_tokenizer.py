@@ -32,7 +32,7 @@ def random_unicode(rng: random.Random) -> str:
 
 
 def sample_strings() -> list[str]:
-    from model.corpus import builtin_works
+    from model.training.corpus import builtin_works
 
     rng = random.Random(20261128)
     strings: list[str] = []
@@ -80,7 +80,7 @@ def vocab_llm(quant_model_dir):
 
 
 def test_llama_cpp_tokenizes_like_tiktoken(quant_model_dir, vocab_llm):
-    from model.model_folder import load_tokenizer
+    from model.network.model_folder import load_tokenizer
 
     tokenizer = load_tokenizer(quant_model_dir)
     strings = sample_strings()
@@ -95,7 +95,7 @@ def test_llama_cpp_tokenizes_like_tiktoken(quant_model_dir, vocab_llm):
 
 
 def test_tokenizer_rebuilt_from_the_file_is_ours(quant_model_dir):
-    from model.model_folder import load_tokenizer
+    from model.network.model_folder import load_tokenizer
     from quant.gguf_check import chatapp_tokenizer
 
     path, _ = exported(quant_model_dir, "q8_0")
@@ -108,7 +108,7 @@ def test_tokenizer_rebuilt_from_the_file_is_ours(quant_model_dir):
 def test_special_token_ids_and_types(quant_model_dir, vocab_llm):
     import llama_cpp
 
-    from model.model_folder import load_tokenizer
+    from model.network.model_folder import load_tokenizer
 
     tokenizer = load_tokenizer(quant_model_dir)
     assert vocab_llm.n_vocab() == tokenizer.vocab_size
@@ -126,8 +126,8 @@ def test_special_token_ids_and_types(quant_model_dir, vocab_llm):
 
 
 def test_merges_rebuild_every_reachable_token():
-    from model.dataset import BUILTIN_TOKENIZER
-    from model.tokenizer import Tokenizer
+    from model.training.dataset import BUILTIN_TOKENIZER
+    from model.text.tokenizer import Tokenizer
     from quant.gguf_vocab import merges_from_ranks, split_in_two, token_bytes, token_string
 
     ranks = Tokenizer.load(BUILTIN_TOKENIZER).ranks

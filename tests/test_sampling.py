@@ -1,9 +1,9 @@
-"""The one sampler both engines use (model/sampling.py): every rule, checked by its counts."""
+"""The one sampler both engines use (model/inference/sampling.py): every rule, checked by its counts."""
 
 import numpy as np
 import pytest
 
-from model.sampling import SamplingError, SamplingParams, filtered_logits, inspection_step, sample_next, top_p_kept
+from model.inference.sampling import SamplingError, SamplingParams, filtered_logits, inspection_step, sample_next, top_p_kept
 
 LOGITS = np.log(np.array([0.35, 0.25, 0.15, 0.10, 0.08, 0.04, 0.02, 0.01], dtype=np.float32))
 NONE: list[int] = []

@@ -1,8 +1,8 @@
 from hypothesis import given, settings, strategies as st
 
-from model.dataset import BUILTIN_TOKENIZER
-from model.streaming import StopMatcher, Utf8Stream
-from model.tokenizer import Tokenizer
+from model.training.dataset import BUILTIN_TOKENIZER
+from model.inference.reply_stream import StopMatcher, Utf8Stream
+from model.text.tokenizer import Tokenizer
 
 TOKENIZER = Tokenizer.load(BUILTIN_TOKENIZER)
 PIECES = st.sampled_from(["😀", "👩‍👩‍👧", "漢字", "かな", "é", "e\u0301", "🇬🇧", "Ω", " ", "a", "\n", "thou"])

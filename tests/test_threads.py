@@ -1,10 +1,10 @@
-"""Default thread counts (model/threads.py) over model sizes and core counts."""
+"""Default thread counts (model/inference/threads.py) over model sizes and core counts."""
 
 from __future__ import annotations
 
 import pytest
 
-from model import threads
+from model.inference import threads
 
 MB, GB = 1_000_000, 1_000_000_000
 SIZES = [5 * MB, 23 * MB, 100 * MB, 250 * MB, 500 * MB, 1 * GB, 4 * GB, 10 * GB]

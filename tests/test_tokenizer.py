@@ -4,10 +4,10 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from model.bpe import count_words, reference_encode, train_bpe
-from model.corpus import builtin_split
-from model.dataset import BUILTIN_TOKENIZER
-from model.tokenizer import SPECIAL_TOKENS, Tokenizer, load_ranks, replace_lone_surrogates
+from model.text.bpe import count_words, reference_encode, train_bpe
+from model.training.corpus import builtin_split
+from model.training.dataset import BUILTIN_TOKENIZER
+from model.text.tokenizer import SPECIAL_TOKENS, Tokenizer, load_ranks, replace_lone_surrogates
 
 
 @pytest.fixture(scope="module")

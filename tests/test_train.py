@@ -5,7 +5,7 @@ import sys
 import pytest
 from safetensors.numpy import load_file
 
-from model.train import TrainOptions, train
+from model.training.train import TrainOptions, train
 
 
 def chatapp(*args, **kwargs):
@@ -32,7 +32,7 @@ def test_train_tiny_then_eval_json_on_the_real_corpus(tmp_path):
 
 @pytest.mark.slow
 def test_resume_continues_exactly(tmp_path, monkeypatch):
-    import model.train as training
+    import model.training.train as training
 
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(TrainOptions(out=str(straight), preset="tiny", steps=30, device="cpu"), log=lambda line: None)
@@ -81,7 +81,7 @@ def test_two_process_ddp_stays_in_sync(tmp_path):
 
 
 def test_training_on_user_text_trains_its_own_tokenizer(tmp_path):
-    from model.corpus import builtin_works
+    from model.training.corpus import builtin_works
 
     data = tmp_path / "mine.txt"
     data.write_text(builtin_works()[0].text[:60_000])

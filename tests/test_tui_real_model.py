@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def tiny_engine(tiny_model_dir):
-    from model.engine import TorchEngine
+    from model.inference.torch_engine import TorchEngine
 
     return TorchEngine.load(tiny_model_dir, device="cpu")
 

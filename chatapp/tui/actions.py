@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from chatapp.history import StoredMessage
+from chatapp.history import CONTINUABLE, StoredMessage
 from chatapp.paths import data_dir
 from chatapp.settings import save_value
 from chatapp.tui.export import export_files
@@ -108,7 +108,7 @@ class ChatActions:
     async def action_continue_reply(self) -> None:
         messages = self.store.messages(self.conversation.id)
         last = messages[-1] if messages else None
-        if last is None or last.role != "assistant" or last.status not in ("length", "stopped", "interrupted"):
+        if last is None or last.role != "assistant" or last.status not in CONTINUABLE:
             self.notify("Only a reply that stopped before its end can be continued")
             return
         if not self.can_generate():

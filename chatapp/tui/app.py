@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Header, Static
 
-from chatapp.history import Conversation, HistoryStore, StoredMessage
+from chatapp.history import NOT_SENT_TO_MODEL, HistoryStore, Status, StoredConversation, StoredMessage
 from chatapp.settings import ChatDefaults, Settings, load_settings, save_value
 from chatapp.tui.generation import ReplyDone, ReplyJob, ReplyPiece
 from chatapp.tui.keys import APP_KEYS, app_bindings
@@ -25,8 +25,8 @@ from chatapp.tui.widgets.context_bar import ContextBar
 from chatapp.tui.widgets.messages import AssistantMessage, ChatLog, ChatMessage, UserMessage
 from chatapp.tui.widgets.prompt import PromptInput
 from chatapp.tui.widgets.sidebar import ConversationSidebar
-from model.backend import EngineBusy
-from model.chat_format import Message
+from model.inference.backend import EngineBusy
+from model.text.chat_format import Message
 
 RENDER_FIRST = 40  # messages mounted when a conversation opens; earlier ones on request
 APP_ACTIONS = {action for _, action, _, _ in APP_KEYS}
@@ -58,7 +58,7 @@ class ChatApp(ChatActions, App):
         self.loaded_spec: str | None = self.default_spec if engine is not None else None
         self.load_error: str | None = None
         self._store = store
-        self.conversation: Conversation | None = None
+        self.conversation: StoredConversation | None = None
         self.job: ReplyJob | None = None
         self.hidden_messages: list[StoredMessage] = []
 
@@ -158,7 +158,7 @@ class ChatApp(ChatActions, App):
 
     # --- conversations ---
 
-    def new_conversation(self) -> Conversation:
+    def new_conversation(self) -> StoredConversation:
         defaults = {"chat": self.settings.chat.to_dict(), "model": "", "backend": ""}
         return self.store.create_conversation(defaults)
 
@@ -200,7 +200,7 @@ class ChatApp(ChatActions, App):
         if message.role == "assistant":
             live = self.job is not None and self.job.message_id == message.id
             content = self.job.text if live else message.content
-            status = "streaming" if live else message.status
+            status = Status.STREAMING if live else message.status
             return AssistantMessage(message.id, content, status, message.stats, message.error, self.model_label())
         return UserMessage(message.id, message.role, message.content)
 
@@ -226,7 +226,7 @@ class ChatApp(ChatActions, App):
         system = self.chat_settings().system_prompt.strip()
         messages = [Message("system", system)] if system else []
         for stored in self.store.messages(self.conversation.id):
-            if stored.content and stored.status not in ("error", "streaming"):
+            if stored.content and stored.status not in NOT_SENT_TO_MODEL:
                 messages.append(Message(stored.role, stored.content))
         return messages
 
@@ -257,14 +257,14 @@ class ChatApp(ChatActions, App):
     async def start_reply(self, continuing: StoredMessage | None = None) -> None:
         messages = self.engine_messages()
         if continuing is None:
-            stored = self.store.add_message(self.conversation.id, "assistant", "", status="streaming")
+            stored = self.store.add_message(self.conversation.id, "assistant", "", status=Status.STREAMING)
         else:
             stored = continuing
             self.store.reopen_message(stored.id)
         params = self.chat_settings().sampling_params()
         self.job = ReplyJob(self.engine, self.store, self.conversation.id, stored.id, messages, params,
                             continue_last=continuing is not None, text=stored.content)
-        await self.log_view.mount(AssistantMessage(stored.id, stored.content, "streaming", model_name=self.model_label()))
+        await self.log_view.mount(AssistantMessage(stored.id, stored.content, Status.STREAMING, model_name=self.model_label()))
         self.log_view.scroll_end(animate=False)
         self.log_view.anchor()
         self.update_context()
@@ -311,8 +311,8 @@ class ChatApp(ChatActions, App):
             return
         bar.show(len(fitted.ids), self.engine.context_length, fitted.dropped_messages, self.engine.model_name,
                  self.engine.trained_context_length)
-        sent = [w for w in self.log_view.message_widgets() if w.content and w.status not in ("error", "streaming")]
-        hidden = len([m for m in self.hidden_messages if m.content and m.status not in ("error", "streaming")])
+        sent = [w for w in self.log_view.message_widgets() if w.content and w.status not in NOT_SENT_TO_MODEL]
+        hidden = len([m for m in self.hidden_messages if m.content and m.status not in NOT_SENT_TO_MODEL])
         for index, widget in enumerate(sent):
             widget.set_out_of_context(index + hidden < fitted.dropped_messages)
 

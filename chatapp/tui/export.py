@@ -7,22 +7,22 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from chatapp.history import Conversation, StoredMessage
+from chatapp.history import Status, StoredConversation, StoredMessage
 
 ROLE_HEADINGS = {"system": "System", "user": "You", "assistant": "Assistant"}
 
 
-def to_markdown(conversation: Conversation, messages: list[StoredMessage]) -> str:
+def to_markdown(conversation: StoredConversation, messages: list[StoredMessage]) -> str:
     lines = [f"# {conversation.title}", ""]
     for message in messages:
         heading = ROLE_HEADINGS[message.role]
-        if message.status not in ("complete", "streaming"):
+        if message.status not in (Status.COMPLETE, Status.STREAMING):
             heading += f" ({message.status})"
         lines += [f"## {heading}", "", message.content, ""]
     return "\n".join(lines)
 
 
-def to_json(conversation: Conversation, messages: list[StoredMessage]) -> str:
+def to_json(conversation: StoredConversation, messages: list[StoredMessage]) -> str:
     def when(timestamp: float) -> str:
         return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
 
@@ -37,7 +37,7 @@ def to_json(conversation: Conversation, messages: list[StoredMessage]) -> str:
     }, indent=2, ensure_ascii=False)
 
 
-def export_files(folder: Path, conversation: Conversation, messages: list[StoredMessage]) -> list[Path]:
+def export_files(folder: Path, conversation: StoredConversation, messages: list[StoredMessage]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", conversation.title.lower()).strip("-")[:40] or "conversation"
     stem = folder / f"{conversation.id}-{slug}"

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 from textual.message import Message as TextualMessage
 
-from chatapp.history import HistoryStore
-from model.backend import Finished, TextPiece
-from model.chat_format import Message
-from model.sampling import SamplingParams
+from chatapp.history import HistoryStore, Status
+from model.inference.backend import Finished, TextPiece
+from model.text.chat_format import Message
+from model.inference.sampling import SamplingParams
 
 SAVE_INTERVAL_S = 0.5
-STATUS_FOR_REASON = {"stop": "complete", "length": "length", "cancelled": "stopped"}
+STATUS_FOR_REASON = {"stop": Status.COMPLETE, "length": Status.LENGTH, "cancelled": Status.STOPPED}
 
 
 class ReplyPiece(TextualMessage):
@@ -48,7 +48,7 @@ class ReplyJob:
     reserve: int | None = None
     continue_last: bool = False
     text: str = ""  # the reply so far (with the earlier part when continuing)
-    status: str = "streaming"
+    status: str = Status.STREAMING
     stats: dict | None = None
     error: str | None = None
     inspection: list = field(default_factory=list)
@@ -67,17 +67,17 @@ class ReplyJob:
                     self._save_now_and_then()
                     report(ReplyPiece(self.message_id, event.text, len(self.text)))
                 elif isinstance(event, Finished):
-                    self.status = STATUS_FOR_REASON.get(event.reason, "complete")
+                    self.status = STATUS_FOR_REASON.get(event.reason, Status.COMPLETE)
                     self.stats = {
                         "reason": event.reason, "prompt_tokens": event.prompt_tokens,
                         "completion_tokens": event.completion_tokens,
                         "time_to_first_token_s": event.time_to_first_token_s,
                         "tokens_per_second": event.tokens_per_second, "notices": list(event.notices),
                     }
-            if self.status == "streaming":
-                self.status, self.error = "error", "the engine ended without finishing the reply"
+            if self.status == Status.STREAMING:
+                self.status, self.error = Status.ERROR, "the engine ended without finishing the reply"
         except Exception as error:  # an engine error must not take the app down
-            self.status, self.error = "error", f"{type(error).__name__}: {error}"
+            self.status, self.error = Status.ERROR, f"{type(error).__name__}: {error}"
         self.store.finish_message(self.message_id, self.text, self.status, self.stats, self.error, self.inspection)
         report(ReplyDone(self))
 

@@ -7,14 +7,17 @@ from rich.text import Text
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, Markdown, Static
 
+from chatapp.history import Status
+
 STATUS_NOTES = {
-    "streaming": "",
-    "complete": "",
-    "stopped": "stopped",
-    "length": "stopped at the length limit (Ctrl+G continues)",
-    "interrupted": "interrupted: the app closed before this reply finished",
-    "error": "failed",
+    Status.STREAMING: "",
+    Status.COMPLETE: "",
+    Status.STOPPED: "stopped",
+    Status.LENGTH: "stopped at the length limit (Ctrl+G continues)",
+    Status.INTERRUPTED: "interrupted: the app closed before this reply finished",
+    Status.ERROR: "failed",
 }
+UNFINISHED_LOOK = (Status.INTERRUPTED, Status.ERROR, Status.STOPPED)  # shown dimmed, with their note
 
 
 def format_stats(stats: dict | None) -> str:
@@ -48,7 +51,7 @@ class ChatMessage(Vertical):
 
     can_focus = True
 
-    def __init__(self, message_id: int, role: str, content: str, status: str = "complete", **kwargs):
+    def __init__(self, message_id: int, role: str, content: str, status: str = Status.COMPLETE, **kwargs):
         super().__init__(classes=f"message {role}", **kwargs)
         self.message_id = message_id
         self.role = role
@@ -68,7 +71,7 @@ class UserMessage(ChatMessage):
 class AssistantMessage(ChatMessage):
     """A reply: a MarkdownStream while it streams, one full render at the end."""
 
-    def __init__(self, message_id: int, content: str, status: str = "complete", stats: dict | None = None,
+    def __init__(self, message_id: int, content: str, status: str = Status.COMPLETE, stats: dict | None = None,
                  error: str | None = None, model_name: str = "Assistant", **kwargs):
         super().__init__(message_id, "assistant", content, status, **kwargs)
         self.stats, self.error, self.model_name = stats, error, model_name
@@ -86,8 +89,8 @@ class AssistantMessage(ChatMessage):
         return "  ".join(p for p in parts if p)
 
     def on_mount(self) -> None:
-        self.set_class(self.status in ("interrupted", "error", "stopped"), "unfinished")
-        if self.status == "streaming":
+        self.set_class(self.status in UNFINISHED_LOOK, "unfinished")
+        if self.status == Status.STREAMING:
             self._stream = Markdown.get_stream(self.query_one(Markdown))
 
     async def append(self, text: str, end: int) -> None:
@@ -107,7 +110,7 @@ class AssistantMessage(ChatMessage):
         self.content, self.status, self.stats, self.error = content, status, stats, error
         await self.query_one(Markdown).update(content)  # the one full render
         self.query_one(".stats", Label).update(self.footer_text())
-        self.set_class(status in ("interrupted", "error", "stopped"), "unfinished")
+        self.set_class(status in UNFINISHED_LOOK, "unfinished")
 
     def code_blocks(self) -> list[str]:
         blocks, inside, current = [], False, []

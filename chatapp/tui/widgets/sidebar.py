@@ -7,7 +7,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
-from chatapp.history import Conversation
+from chatapp.history import StoredConversation
 
 
 class ConversationSidebar(Vertical):
@@ -26,7 +26,7 @@ class ConversationSidebar(Vertical):
         yield Input(placeholder="Filter (Ctrl+F)", id="filter")
         yield OptionList(id="conversations")
 
-    def show(self, conversations: list[Conversation], current_id: int | None) -> None:
+    def show(self, conversations: list[StoredConversation], current_id: int | None) -> None:
         options = self.query_one(OptionList)
         options.clear_options()
         options.add_options([Option(c.title, id=str(c.id)) for c in conversations])

@@ -26,8 +26,8 @@ import re
 import zlib
 from dataclasses import dataclass
 
-from model.chat_format import Message
-from model.corpus import Work, builtin_split
+from model.text.chat_format import Message
+from model.training.corpus import Work, builtin_split
 
 MAX_SPEAKER_CHARS = 40
 MAX_WINDOW_SPEECHES = 6  # a multi-turn conversation: up to three exchanges
@@ -52,7 +52,7 @@ class Speech:
 
 
 @dataclass(frozen=True)
-class Conversation:
+class SceneConversation:
     work: str
     speakers: tuple[str, ...]  # the speaker of each non-system message
     messages: tuple[Message, ...]
@@ -60,8 +60,8 @@ class Conversation:
 
 @dataclass(frozen=True)
 class DialogueSplit:
-    train: list[Conversation]
-    validation: list[Conversation]
+    train: list[SceneConversation]
+    validation: list[SceneConversation]
 
 
 # --- reading a play ---
@@ -283,16 +283,16 @@ def chunk_run(run: list[Speech]) -> list[list[Speech]]:
     return chunks
 
 
-def conversation(work: str, index: int, speeches: list[Speech], people) -> Conversation:
+def conversation(work: str, index: int, speeches: list[Speech], people) -> SceneConversation:
     assistant = speeches[-1].speaker
     messages = [Message("assistant" if s.speaker == assistant else "user", s.text) for s in speeches]
     system = system_prompt_for(work, index, assistant, people)
     if system:
         messages.insert(0, Message("system", system))
-    return Conversation(work, tuple(s.speaker for s in speeches), tuple(messages))
+    return SceneConversation(work, tuple(s.speaker for s in speeches), tuple(messages))
 
 
-def work_conversations(work: Work, people: list[tuple[str, str]] | None = None) -> list[Conversation]:
+def work_conversations(work: Work, people: list[tuple[str, str]] | None = None) -> list[SceneConversation]:
     """One-turn pairs, then multi-turn windows, from one work (or part of one)."""
     people = persons(work.text) if people is None else people
     results = []
@@ -305,7 +305,7 @@ def work_conversations(work: Work, people: list[tuple[str, str]] | None = None) 
     return results
 
 
-def persona_openings(work: Work, people: list[tuple[str, str]]) -> list[Conversation]:
+def persona_openings(work: Work, people: list[tuple[str, str]]) -> list[SceneConversation]:
     """Speeches as the reply to a plain opener under the speaker's persona
     ("You are Sir John Falstaff." / "Speak." / one of Falstaff's speeches), for
     one speech in OPENING_SHARE. Here only the persona tells who answers, so
@@ -322,11 +322,11 @@ def persona_openings(work: Work, people: list[tuple[str, str]]) -> list[Conversa
             continue
         opener = PLAIN_OPENERS[choice // OPENING_SHARE % len(PLAIN_OPENERS)]
         messages = (Message("system", persona), Message("user", opener), Message("assistant", speech.text))
-        results.append(Conversation(work.name, ("", speech.speaker), messages))
+        results.append(SceneConversation(work.name, ("", speech.speaker), messages))
     return results
 
 
-def split_conversations(train_works: list[Work], validation_works: list[Work]) -> DialogueSplit:
+def conversations_by_part(train_works: list[Work], validation_works: list[Work]) -> DialogueSplit:
     """Conversations from each part; the persons list comes from the training part
     (the top of the play), which the validation part's speakers share. Persona
     openings are for training only: held-out replies keep the plays' own prompts."""
@@ -340,10 +340,10 @@ def split_conversations(train_works: list[Work], validation_works: list[Work]) -
 
 def dialogue_split() -> DialogueSplit:
     split = builtin_split()
-    return split_conversations(split.train, split.validation)
+    return conversations_by_part(split.train, split.validation)
 
 
-def count_summary(conversations: list[Conversation]) -> dict:
+def count_summary(conversations: list[SceneConversation]) -> dict:
     turns = [sum(m.role == "assistant" for m in c.messages) for c in conversations]
     return {
         "conversations": len(conversations),

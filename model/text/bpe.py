@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 
 import regex
 
-from model.tokenizer import GPT2_SPLIT_PATTERN, SPECIAL_TOKENS
+from model.text.tokenizer import GPT2_SPLIT_PATTERN, SPECIAL_TOKENS
 
 _split = regex.compile(GPT2_SPLIT_PATTERN)
 

@@ -7,7 +7,7 @@ transformers is a test-only dependency, imported here only when called.
 
 from __future__ import annotations
 
-from model.gpt import GPT
+from model.network.gpt import GPT
 
 
 def to_hf_gpt2(model: GPT):

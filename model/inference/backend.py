@@ -15,8 +15,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol, Union
 
-from model.chat_format import FittedPrompt, Message
-from model.sampling import SamplingParams
+from model.text.chat_format import FittedPrompt, Message
+from model.inference.sampling import SamplingParams
 
 FINISH_REASONS = ("stop", "length", "cancelled")
 

@@ -16,8 +16,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.chat_format import ROLES, Message, encode_message
-from model.tokenizer import Tokenizer
+from model.text.chat_format import ROLES, Message, encode_message
+from model.text.tokenizer import Tokenizer
 
 MIN_PROMPT_TOKENS = 8  # a user message cut to fit keeps at least this many of its last tokens
 
@@ -86,7 +86,7 @@ def read_jsonl(path: str | Path) -> list[list[Message]]:
     return conversations
 
 
-def split_conversations(conversations: list, validation_fraction: float = 0.05) -> tuple[list, list]:
+def hold_out_last(conversations: list, validation_fraction: float = 0.05) -> tuple[list, list]:
     """The last 5% held out for validation (none when there are fewer than 20)."""
     if len(conversations) < 20:
         return conversations, []

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from model.chat_format import FittedPrompt, Message
+from model.text.chat_format import FittedPrompt, Message
 
 TEMPLATE_SECONDS = 1.0
 MAX_TEMPLATE_CHARS = 10_000_000
@@ -365,7 +365,7 @@ class TemplateFormat:
 
     def fit(self, messages: list[Message], context_length: int, reserve: int,
             known_replies: dict[str, list[int]] | None = None, continue_last: bool = False) -> FittedPrompt:
-        """As model.chat_format.fit_to_context: drop the oldest turns, keep the system prompt
+        """As model.text.chat_format.fit_to_context: drop the oldest turns, keep the system prompt
         (cut to half the room at most), cut the newest message from the front if alone too long."""
         if continue_last and (not messages or messages[-1].role != "assistant"):
             raise ValueError("continuing needs an assistant reply as the last message")
@@ -387,11 +387,13 @@ class TemplateFormat:
         ids = render(turns)
         dropped = 0
         while len(ids) > budget and len(turns) > 1:
-            turns = turns[1:]
-            dropped += 1
-            while len(turns) > 1 and turns[0].role != "user":  # strict templates (Gemma's) start with a user turn
-                turns = turns[1:]
-                dropped += 1
+            kept = turns[1:]
+            while kept and kept[0].role != "user":  # strict templates (Gemma's) start with a user turn
+                kept = kept[1:]
+            if not kept:
+                break  # the newest message is cut below instead
+            dropped += len(turns) - len(kept)
+            turns = kept
             ids = render(turns)
         truncated = 0
         for _ in range(8):  # the newest message alone is too long: keep its end

@@ -1,10 +1,10 @@
 """Chat fine-tuning: teach a base model the chat format with LoRA adapters
 (or, for comparison, by updating every weight).
 
-The data is the dialogue of the built-in plays (model.dialogue: the training
+The data is the dialogue of the built-in plays (model.training.dialogue: the training
 part of each work for training, its held-out part for validation) or the
 user's JSONL conversations. The loss counts only assistant text and the <|end|>
-closing each reply. The loop shares its pieces with model.train: AdamW with
+closing each reply. The loop shares its pieces with model.training.train: AdamW with
 warmup and cosine decay, batches re-drawn from (seed, step, rank) so a resumed
 run continues exactly, safetensors checkpoints, the progress line, the history
 CSV and plot, DistributedDataParallel under torchrun.
@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.device import resolve_device
-from model.finetune_data import Example, encode_all, make_batch, read_jsonl, split_conversations
-from model.history import History
-from model.lora import ADAPTERS_FILE, LoRAConfig, add_lora, merged_copy, parse_targets, save_adapters, trainable_parameters
-from model.model_folder import load_model, make_config, read_config, save_model, write_json_atomic
-from model.progress import Progress
-from model.tokenizer import ASSISTANT, END_OF_TURN, SYSTEM, USER
-from model.train import CHECKPOINT_DIR, Distributed, cosine_schedule, load_checkpoint, save_checkpoint, step_seed
+from model.network.device import resolve_device
+from model.training.finetune_data import Example, encode_all, make_batch, read_jsonl, hold_out_last
+from model.training.loss_history import History
+from model.network.lora import ADAPTERS_FILE, LoRAConfig, add_lora, merged_copy, parse_targets, save_adapters, trainable_parameters
+from model.network.model_folder import load_model, make_config, read_config, save_model, write_json_atomic
+from model.training.progress import Progress
+from model.text.tokenizer import ASSISTANT, END_OF_TURN, SYSTEM, USER
+from model.training.train import CHECKPOINT_DIR, Distributed, cosine_schedule, load_checkpoint, save_checkpoint, step_seed
 
 SUMMARY_FILE = "finetune.json"
 DEFAULT_STEPS = 600
@@ -87,14 +87,14 @@ class ChatData:
 
 def load_chat_data(options: FinetuneOptions, tokenizer, context_length: int) -> ChatData:
     if options.data is None:
-        from model.dialogue import dialogue_split
+        from model.training.dialogue import dialogue_split
 
         split = dialogue_split()
         train_conversations = [c.messages for c in split.train]
         validation_conversations = [c.messages for c in split.validation]
         source = "dialogue of the built-in plays"
     else:
-        train_conversations, validation_conversations = split_conversations(read_jsonl(options.data))
+        train_conversations, validation_conversations = hold_out_last(read_jsonl(options.data))
         source = options.data
     limit = context_length + 1  # inputs are all ids but the last
     train, train_left_out = encode_all(train_conversations, tokenizer, limit, options.max_reply_tokens)

@@ -18,10 +18,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from model.backend import CancelFlag, Event
-from model.chat_format import FittedPrompt, Message
-from model.reply_stream import ReplyStream, common_prefix_length
-from model.sampling import SamplingParams, inspection_step, sample_next
+from model.inference.backend import CancelFlag, Event
+from model.text.chat_format import FittedPrompt, Message
+from model.inference.reply_stream import ReplyStream, common_prefix_length
+from model.inference.sampling import SamplingParams, inspection_step, sample_next
 
 REPETITION_WINDOW = 64  # tokens the repetition penalty looks back over
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-CORPUS_ARCHIVE = Path(__file__).parent / "data" / "shakespeare.tar.xz"
+from model import DATA_DIR
+
+CORPUS_ARCHIVE = DATA_DIR / "shakespeare.tar.xz"
 VALIDATION_FRACTION = 0.05
 DOCUMENT_SEPARATOR = "<|endoftext|>"
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from model.tokenizer import ASSISTANT, END_OF_TURN, SYSTEM, USER, Tokenizer
+from model.text.tokenizer import ASSISTANT, END_OF_TURN, SYSTEM, USER, Tokenizer
 
 ROLES = ("system", "user", "assistant")
 ROLE_MARKERS = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT}
@@ -137,7 +137,7 @@ def jinja_chat_template() -> str:
 
 
 class ChatappFormat:
-    """Our own chat format, behind the same face as model.chat_template.TemplateFormat
+    """Our own chat format, behind the same face as model.text.chat_template.TemplateFormat
     (the engine core asks either for fitted prompt ids, stops and token bytes)."""
 
     has_own_template = True

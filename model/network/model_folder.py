@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from model.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, Tokenizer
+from model.text.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, Tokenizer
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -104,7 +104,7 @@ def load_model(folder: str | Path, device: str = "cpu", dtype=None):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from model.gpt import GPT, GPTConfig
+    from model.network.gpt import GPT, GPTConfig
 
     folder = Path(folder)
     config = read_config(folder)

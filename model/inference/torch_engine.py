@@ -1,4 +1,4 @@
-"""The torch engine: the engine core (model/engine_core.py) running our GPT.
+"""The torch engine: the engine core (model/inference/engine_core.py) running our GPT.
 
 Prefill the prompt in one forward pass, then decode one token at a time into a
 static KV cache; the core reuses the cached prefix of the previous prompt, so
@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.chat_format import ChatappFormat
-from model.device import inference_dtype, resolve_device
-from model.engine_core import EngineCore
-from model.model_folder import load_model
-from model.threads import default_threads
+from model.text.chat_format import ChatappFormat
+from model.network.device import inference_dtype, resolve_device
+from model.inference.engine_core import EngineCore
+from model.network.model_folder import load_model
+from model.inference.threads import default_threads
 
 
 def cpu_threads(model) -> tuple[int, int] | None:
-    """(decode, prompt) threads for this model on the CPU (model/threads.py);
+    """(decode, prompt) threads for this model on the CPU (model/inference/threads.py);
     None when the user chose with OMP_NUM_THREADS."""
     if os.environ.get("OMP_NUM_THREADS"):
         return None

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from model.corpus import Work, builtin_split, read_works, split_works
-from model.tokenizer import Tokenizer
+from model import DATA_DIR
+from model.training.corpus import Work, builtin_split, read_works, split_works
+from model.text.tokenizer import Tokenizer
 
-BUILTIN_TOKENIZER = Path(__file__).parent / "data" / "shakespeare-4096.tiktoken"
+BUILTIN_TOKENIZER = DATA_DIR / "shakespeare-4096.tiktoken"
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Validation figures for a GGUF file through llama.cpp: the same numbers as
-model.evaluate (nats per token, nats per character, perplexity) over the same
+model.training.validation_loss (nats per token, nats per character, perplexity) over the same
 held-out stream and the same windows, so a GGUF compares with its model folder.
 
-For our own files the stream is model.dataset.encode_works with our tokenizer
+For our own files the stream is model.training.dataset.encode_works with our tokenizer
 rebuilt from the file. A foreign file is tokenized by llama.cpp (works joined
 by its end-of-sequence token) in windows of at most FOREIGN_WINDOW tokens.
 """
@@ -14,9 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-from model.dataset import encode_works
-from model.evaluate import summarize, windows
-from model.threads import default_threads
+from model.training.dataset import encode_works
+from model.training.validation_loss import summarize, windows
+from model.inference.threads import default_threads
 from quant.gguf_check import GGUFFileError, chatapp_tokenizer, check_gguf, read_gguf
 
 FOREIGN_WINDOW = 512  # logits for every position: window x vocabulary floats
@@ -38,7 +38,7 @@ def evaluate_gguf(
     n_threads: int | None = None,
     log_dir: str | Path | None = None,
 ) -> dict:
-    """model.evaluate.summarize's dict for a GGUF file on the given works."""
+    """model.training.validation_loss.summarize's dict for a GGUF file on the given works."""
     path = Path(path).expanduser()
     reader = read_gguf(path)
     info = check_gguf(path, reader)

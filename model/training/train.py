@@ -20,15 +20,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from model.dataset import BUILTIN_TOKENIZER, encode_works, load_split
-from model.device import resolve_device
-from model.evaluate import evaluate_model
-from model.gpt import GPT, GPTConfig
-from model.history import History
-from model.model_folder import make_config, save_model, write_json_atomic
-from model.presets import PRESETS, Preset
-from model.progress import Progress
-from model.tokenizer import SPECIAL_TOKENS, Tokenizer
+from model.training.dataset import BUILTIN_TOKENIZER, encode_works, load_split
+from model.network.device import resolve_device
+from model.training.validation_loss import evaluate_model
+from model.network.gpt import GPT, GPTConfig
+from model.training.loss_history import History
+from model.network.model_folder import make_config, save_model, write_json_atomic
+from model.training.presets import PRESETS, Preset
+from model.training.progress import Progress
+from model.text.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -138,7 +138,7 @@ def prepare_tokenizer(options: TrainOptions, train_texts: list[str], out: Path) 
         return Tokenizer.load(existing)
     if options.data is None:
         return Tokenizer.load(BUILTIN_TOKENIZER)
-    from model.bpe import train_bpe
+    from model.text.bpe import train_bpe
 
     return Tokenizer(train_bpe(train_texts, options.vocab_size - len(SPECIAL_TOKENS)))
 
