@@ -13,13 +13,14 @@ MAX_TEMPLATE_CHARS, and on Linux may not allocate more than
 TEMPLATE_MEMORY_BYTES. A template past a limit is refused with a one-line
 error.
 
-A file without a template (a base model) gets FALLBACK_TEMPLATE: ChatML when
-the vocabulary has its markers, else a plain "User:/Assistant:" layout whose
-replies stop at the next "User:" line. Torch-free.
+A file without a template (a base model) gets CHATML_TEMPLATE when the
+vocabulary has ChatML's markers, else PLAIN_TEMPLATE, a "User:/Assistant:"
+layout whose replies stop at the next "User:" line. Torch-free.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sys
@@ -31,6 +32,7 @@ from model.text.chat_format import FittedPrompt, Message
 
 TEMPLATE_SECONDS = 1.0
 MAX_TEMPLATE_CHARS = 10_000_000
+MAX_EXPONENT = 1_000  # a huge power is one long C call that no time check can stop
 TEMPLATE_MEMORY_BYTES = 300_000_000
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
@@ -101,8 +103,8 @@ def _environment():
                 for sequence, count in ((left, right), (right, left)):
                     if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
                         _check_size(len(sequence) * count)
-            if operator == "**":
-                _check_size(right)
+            if operator == "**" and isinstance(right, int) and abs(right) > MAX_EXPONENT:
+                raise _TooBig(f"an exponent of {right} is past the template limit of {MAX_EXPONENT}")
             result = super().call_binop(context, operator, left, right)
             if isinstance(result, (str, list, tuple)):
                 _check_size(len(result))
@@ -137,38 +139,45 @@ class _Deadline:
             return None
         return self.check
 
-    def check(self, frame, event, arg):
+    def check(self, frame=None, event=None, arg=None):
         if time.monotonic() > self.ends_at:
             raise TimeoutError
         return self.check
 
 
-class _MemoryCap:
-    """On Linux, while open: allocations past `extra` bytes more than now fail (MemoryError)."""
+@contextlib.contextmanager
+def _traced(deadline: _Deadline):
+    previous = sys.gettrace()
+    sys.settrace(deadline)
+    try:
+        yield
+    finally:
+        sys.settrace(previous)
 
-    def __init__(self, extra: int):
-        self.extra, self.previous = extra, None
 
-    def __enter__(self):
+@contextlib.contextmanager
+def _memory_cap(extra: int | None):
+    """On Linux, while open: allocations of more than `extra` bytes beyond what is in use fail
+    (MemoryError). The limit is the whole process's, so only the llama.cpp worker sets it."""
+    previous = None
+    if extra is not None:
         try:
             import resource
 
             with open("/proc/self/statm") as f:
                 in_use = int(f.read().split()[0]) * resource.getpagesize()
-            self.previous = resource.getrlimit(resource.RLIMIT_AS)
-            hard = self.previous[1]
-            cap = in_use + self.extra
-            if hard == resource.RLIM_INFINITY or cap < hard:
-                resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+            previous = resource.getrlimit(resource.RLIMIT_AS)
+            if previous[1] == resource.RLIM_INFINITY or in_use + extra < previous[1]:
+                resource.setrlimit(resource.RLIMIT_AS, (in_use + extra, previous[1]))
         except (ImportError, OSError, ValueError):
-            self.previous = None
-        return self
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
+            previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
             import resource
 
-            resource.setrlimit(resource.RLIMIT_AS, self.previous)
+            resource.setrlimit(resource.RLIMIT_AS, previous)
 
 
 @functools.lru_cache(maxsize=8)
@@ -179,36 +188,35 @@ def compile_template(source: str):
         raise TemplateError(f"the chat template does not compile: {_one_line(error)}") from None
 
 
+def _collect(pieces, deadline: _Deadline) -> str:
+    text, size = [], 0
+    for piece in pieces:
+        size += len(piece)
+        if size > MAX_TEMPLATE_CHARS:
+            raise _TooBig(f"its output passed {MAX_TEMPLATE_CHARS:,} characters")
+        deadline.check()
+        text.append(piece)
+    return "".join(text)
+
+
 def render_template(source: str, bounded_memory: bool = False, **variables) -> str:
     """The template's text for these variables, within the limits above."""
     template = compile_template(source)
     deadline = _Deadline(TEMPLATE_SECONDS)
-    previous_trace = sys.gettrace()
-    pieces, size = [], 0
-    cap = _MemoryCap(TEMPLATE_MEMORY_BYTES) if bounded_memory else None
     try:
-        if cap:
-            cap.__enter__()
-        sys.settrace(deadline)
-        for piece in template.generate(**variables):
-            size += len(piece)
-            if size > MAX_TEMPLATE_CHARS or time.monotonic() > deadline.ends_at:
-                raise _TooBig(f"its output passed {MAX_TEMPLATE_CHARS:,} characters") if size > MAX_TEMPLATE_CHARS else TimeoutError
-            pieces.append(piece)
+        with _memory_cap(TEMPLATE_MEMORY_BYTES if bounded_memory else None), _traced(deadline):
+            return _collect(template.generate(**variables), deadline)
     except TimeoutError:
         raise TemplateError(f"the chat template took more than {TEMPLATE_SECONDS:g} s to render: refused") from None
-    except (_TooBig, MemoryError) as error:
-        why = str(error) if isinstance(error, _TooBig) else f"it needed more than {TEMPLATE_MEMORY_BYTES // 1_000_000} MB"
-        raise TemplateError(f"the chat template is too big to render ({why}): refused") from None
+    except _TooBig as error:
+        raise TemplateError(f"the chat template is too big to render ({error}): refused") from None
+    except MemoryError:
+        raise TemplateError(f"the chat template is too big to render (it needed more than "
+                            f"{TEMPLATE_MEMORY_BYTES // 1_000_000} MB): refused") from None
     except TemplateError:
         raise
     except Exception as error:  # jinja errors, sandbox refusals
         raise TemplateError(f"the chat template failed: {_one_line(error)}") from None
-    finally:
-        sys.settrace(previous_trace)
-        if cap:
-            cap.__exit__()
-    return "".join(pieces)
 
 
 def _one_line(error: BaseException) -> str:
