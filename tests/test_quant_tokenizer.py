@@ -43,7 +43,7 @@ def sample_strings() -> list[str]:
         start = rng.randrange(len(text) - 400)
         strings.append(text[start : start + rng.randint(20, 400)])
     code_lines = []
-    for path in sorted((ROOT / "model").glob("*.py")) + sorted((ROOT / "quant").glob("*.py")):
+    for path in sorted((ROOT / "model").rglob("*.py")) + sorted((ROOT / "quant").glob("*.py")):
         source = path.read_text(encoding="utf-8")
         code_lines += source.splitlines()
         strings.append(source[:3000])

@@ -147,7 +147,8 @@ class ChatappFormat:
     def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer
         self.stop_ids = {tokenizer.end_of_turn_id, tokenizer.end_of_text_id}
-        self.plain_stop_ids = {tokenizer.end_of_text_id}
+        self.plain_stop_ids = set(self.stop_ids)  # a chat model ends plain text at <|end|> too
+        self._control_ids = set(tokenizer.special_ids.values())
 
     def fit(self, messages: list[Message], context_length: int, reserve: int,
             known_replies: dict[str, list[int]] | None = None, continue_last: bool = False) -> FittedPrompt:
@@ -158,4 +159,5 @@ class ChatappFormat:
         return [self.tokenizer.end_of_text_id] + self.tokenizer.encode(text)
 
     def token_bytes(self, token_id: int) -> bytes:
-        return self.tokenizer.token_bytes(token_id)
+        """A control token sampled mid-reply shows as nothing, as llama.cpp shows it."""
+        return b"" if token_id in self._control_ids else self.tokenizer.token_bytes(token_id)
