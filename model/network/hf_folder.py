@@ -1,0 +1,108 @@
+"""Reading back a Hugging Face folder that chatapp exported (quant/hf_export.py):
+GPT2LMHeadModel weights, vocab.json with our special tokens, so `chatapp run`,
+`chat`, `eval` and `export` take it like a model folder. Torch-free (numpy):
+model_folder.py turns the weights into tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from model.text.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+HF_WEIGHTS = "model.safetensors"
+HF_VOCAB = "vocab.json"
+# HF's name -> ours, per block; True where HF's Conv1D stores the matrix transposed
+BLOCK_TENSORS = {"ln_1": ("ln_1", False), "attn.c_attn": ("attn.qkv", True), "attn.c_proj": ("attn.proj", True),
+                 "ln_2": ("ln_2", False), "mlp.c_fc": ("mlp.up", True), "mlp.c_proj": ("mlp.down", True)}
+
+
+class HFFolderError(ValueError):
+    """A Hugging Face folder chatapp cannot run; a one-line message."""
+
+
+def hf_config(folder: Path) -> dict | None:
+    """config.json of a Hugging Face GPT-2 folder, or None if this is not one."""
+    path = Path(folder) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) and config.get("model_type") == "gpt2" else None
+
+
+def is_hf_folder(folder: str | Path) -> bool:
+    return hf_config(Path(folder)) is not None
+
+
+def chatapp_config(folder: str | Path) -> dict:
+    """Our config.json's content for a Hugging Face GPT-2 folder."""
+    folder = Path(folder)
+    config = hf_config(folder)
+    if config is None:
+        raise HFFolderError(f"{folder / 'config.json'}: not a Hugging Face GPT-2 config")
+    try:
+        width = int(config["n_embd"])
+        architecture = {"vocab_size": int(config["vocab_size"]), "context_length": int(config["n_positions"]),
+                        "n_layer": int(config["n_layer"]), "n_head": int(config["n_head"]), "n_embd": width,
+                        "dropout": 0.0, "layer_norm_epsilon": float(config.get("layer_norm_epsilon", 1e-5))}
+    except (KeyError, TypeError, ValueError) as error:
+        raise HFFolderError(f"{folder / 'config.json'}: bad GPT-2 config ({error})") from None
+    if config.get("n_inner") not in (None, 4 * width) or config.get("activation_function", "gelu_new") != "gelu_new":
+        raise HFFolderError(f"{folder / 'config.json'}: only GPT-2's own MLP (4 x width, gelu_new) runs here")
+    exported = config.get("chatapp_export") or {}
+    return {"format": "chatapp-gpt", "format_version": 1, "name": exported.get("name") or folder.name,
+            "description": "a Hugging Face folder", "license": "", "architecture": architecture,
+            "special_tokens": list(SPECIAL_TOKENS), "chat_format_version": exported.get("chat_format_version") or 1,
+            "training": {}, "source_format": "huggingface"}
+
+
+def hf_tokenizer(folder: str | Path) -> Tokenizer:
+    """Our tokenizer from vocab.json: byte-level tokens ranked by id, then our special tokens."""
+    from model.text.byte_level import token_bytes
+
+    path = Path(folder) / HF_VOCAB
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise HFFolderError(f"{path}: unreadable ({error})") from None
+    by_id = sorted(vocab.items(), key=lambda item: item[1])
+    n_ranks = len(by_id)
+    if [token for token, _ in by_id[-len(SPECIAL_TOKENS):]] == list(SPECIAL_TOKENS):
+        n_ranks -= len(SPECIAL_TOKENS)  # some writers put the added tokens in vocab.json too
+    if [rank for _, rank in by_id[:n_ranks]] != list(range(n_ranks)):
+        raise HFFolderError(f"{path}: token ids are not 0..{n_ranks - 1}")
+    try:
+        ranks = {token_bytes(token): rank for token, rank in by_id[:n_ranks]}
+        return Tokenizer(ranks)
+    except (KeyError, ValueError) as error:
+        raise HFFolderError(f"{path}: not a chatapp byte-level vocabulary ({error})") from None
+
+
+def hf_weights(folder: str | Path, n_layer: int) -> dict[str, np.ndarray]:
+    """Our model.safetensors names and shapes, from HF's."""
+    from safetensors.numpy import load_file
+
+    path = Path(folder) / HF_WEIGHTS
+    try:
+        theirs = load_file(str(path))
+    except Exception as error:  # the reader raises several kinds on damaged files
+        raise HFFolderError(f"{path}: unreadable or truncated ({str(error).splitlines()[0]})") from None
+    names = {"transformer.wte.weight": ("token_embedding.weight", False),
+             "transformer.wpe.weight": ("position_embedding.weight", False),
+             "transformer.ln_f.weight": ("ln_f.weight", False), "transformer.ln_f.bias": ("ln_f.bias", False)}
+    for i in range(n_layer):
+        for hf_name, (ours, transpose) in BLOCK_TENSORS.items():
+            names[f"transformer.h.{i}.{hf_name}.weight"] = (f"blocks.{i}.{ours}.weight", transpose)
+            names[f"transformer.h.{i}.{hf_name}.bias"] = (f"blocks.{i}.{ours}.bias", False)
+    missing = sorted(set(names) - set(theirs))
+    if missing:
+        raise HFFolderError(f"{path}: tensors missing ({', '.join(missing[:3])})")
+    state = {}
+    for hf_name, (ours, transpose) in names.items():
+        values = theirs[hf_name].astype(np.float32)
+        state[ours] = np.ascontiguousarray(values.T if transpose else values)
+    return state
