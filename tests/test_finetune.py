@@ -2,6 +2,8 @@
 end on the tiny model (kept to a few steps on a few conversations)."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -181,15 +183,37 @@ def test_finetune_resumes_exactly(tiny_model_dir, chats, tmp_path, capsys):
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
-def test_full_finetune_and_adapters_only(tiny_model_dir, chats, tmp_path, capsys):
+def test_full_finetune(tiny_model_dir, chats, tmp_path, capsys):
     code, err = finetune(capsys, tiny_model_dir, "--out", tmp_path / "full", "--data", chats, "--steps", 2, "--full")
     assert code == 0, err
     assert "full fine-tuning" in err and "(100.00%)" in err
     assert not (tmp_path / "full" / ADAPTERS_FILE).exists()
-    code, err = finetune(capsys, tiny_model_dir, "--out", tmp_path / "adapters", "--data", chats, "--steps", 2, "--save-adapters-only")
+
+
+def test_saved_adapters_load_as_the_merged_model(tiny_model_dir, chats, tmp_path, capsys):
+    run = ["--data", chats, "--steps", 3, "--lora-rank", 4]
+    assert finetune(capsys, tiny_model_dir, "--out", tmp_path / "merged", *run)[0] == 0
+    code, err = finetune(capsys, tiny_model_dir, "--out", tmp_path / "adapters", *run, "--save-adapters-only")
     assert code == 0, err
+    assert f"adapters written to {tmp_path / 'adapters'}" in err
     written = {p.name for p in (tmp_path / "adapters").iterdir()}
-    assert {ADAPTERS_FILE, "finetune.json"} <= written and "model.safetensors" not in written
+    assert {ADAPTERS_FILE, "config.json", "history.csv"} <= written and not {"model.safetensors", "tokenizer.tiktoken"} & written
+    adapted, tokenizer, config = load_model(tmp_path / "adapters")
+    merged, _, merged_config = load_model(tmp_path / "merged")
+    assert config["adapters"]["base"] == str(tiny_model_dir.resolve())
+    assert config["training"]["validation"] == merged_config["training"]["validation"]
+    x = torch.tensor([render_ids([Message("user", "What hour now?")], tokenizer)])
+    torch.testing.assert_close(adapted(x)[0], merged(x)[0], atol=1e-5, rtol=0)
+    assert not torch.allclose(adapted(x)[0], load_model(tiny_model_dir)[0](x)[0])  # not the base model
+
+    ran = subprocess.run([sys.executable, "-m", "chatapp", "run", "--model", str(tmp_path / "adapters"), "--device", "cpu",
+                          "--max-tokens", "4", "--seed", "1", "--json", "Hail!"], capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0 and json.loads(ran.stdout)["model"] == "adapters", ran.stderr
+    assert main(["eval", str(tmp_path / "adapters"), "--device", "cpu", "--json"]) == 0
+    adapted_loss = json.loads(capsys.readouterr().out)
+    assert main(["eval", str(tmp_path / "merged"), "--device", "cpu", "--json"]) == 0
+    merged_loss = json.loads(capsys.readouterr().out)
+    assert adapted_loss["nats_per_token"] == pytest.approx(merged_loss["nats_per_token"], abs=1e-5)
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -150,3 +150,19 @@ def test_the_ollama_template_renders_our_chat_format():
         assert render_go(go_template(), Messages=dicts) == expected
     text = modelfile("model.gguf", 256)
     assert text.startswith("FROM ./model.gguf\n") and 'PARAMETER stop "<|end|>"' in text and "PARAMETER num_ctx 256" in text
+
+
+def test_chatapp_takes_the_exported_folder_back(exported_pair):
+    from model.network.model_folder import load_model
+
+    folder, hf_dir = exported_pair
+    ours, _, _ = load_model(folder, dtype=torch.float32)
+    back, tokenizer, config = load_model(hf_dir, dtype=torch.float32)
+    assert config["architecture"]["n_layer"] == ours.config.n_layer
+    ids = torch.tensor([[tokenizer.end_of_text_id] + tokenizer.encode("Once more unto the breach")])
+    with torch.no_grad():
+        assert torch.equal(back(ids)[0], ours(ids)[0])
+    run = [sys.executable, "-m", "chatapp", "run", "--raw", "--temperature", "0", "--max-tokens", "8", "Once more"]
+    original = subprocess.run(run + ["--model", str(folder)], capture_output=True, text=True, timeout=120)
+    again = subprocess.run(run + ["--model", str(hf_dir)], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stdout == original.stdout, again.stderr

@@ -60,3 +60,105 @@ def test_saved_weights_are_readable_as_any_new_file(tmp_path, folder):
     finally:
         os.umask(old_umask)
     assert stat.S_IMODE((tmp_path / "saved" / "model.safetensors").stat().st_mode) == 0o644
+
+
+# --- adapters folders: LoRA adapters that load as their base model with the adapters merged in ---
+
+def make_adapters_folder(base, out):
+    """Adapters with random updates (B is zero after add_lora) for the model folder `base`, written as
+    `chatapp finetune --save-adapters-only` does; returns the adapted model."""
+    from model.network.lora import ADAPTERS_FILE, LoRAConfig, add_lora, adapted_layers, save_adapters
+    from model.network.model_folder import ADAPTERS_KEY, base_reference, make_config, weights_fingerprint, write_json_atomic
+
+    model, _, _ = load_model(base)
+    entry = {"file": ADAPTERS_FILE, "base": base_reference(base, out), "base_fingerprint": weights_fingerprint(model)}
+    lora = LoRAConfig(rank=2, alpha=4, dropout=0.0, targets=("qkv", "down"), token_ids=(4092, 4095))
+    torch.manual_seed(3)
+    add_lora(model, lora)
+    with torch.no_grad():
+        for layer in adapted_layers(model).values():
+            layer.lora_b.normal_(std=0.05)
+        model.token_embedding.weight[[4092, 4095]] += 0.5
+    out.mkdir()
+    save_adapters(model, lora, out / ADAPTERS_FILE)
+    write_json_atomic(out / "config.json", {**make_config(model.config.to_dict(), "chat-adapters"), ADAPTERS_KEY: entry})
+    return model.eval()
+
+
+def logits(model):
+    return model(torch.tensor([[4092, 10, 20, 30, 4095]]))[0]
+
+
+def test_an_adapters_folder_loads_as_the_merged_model(folder, tmp_path):
+    from model.network.lora import merged_copy
+
+    adapted = make_adapters_folder(folder, tmp_path / "chat")
+    assert {p.name for p in (tmp_path / "chat").iterdir()} == {"config.json", "adapters.safetensors"}
+    model, tokenizer, config = load_model(tmp_path / "chat")
+    assert config["name"] == "chat-adapters" and config["adapters"]["base"] == "../copy"  # a sibling: relative
+    assert tokenizer.vocab_size == model.config.vocab_size
+    assert model.lm_head.weight is model.token_embedding.weight
+    assert all(p.requires_grad for p in model.parameters())  # a plain GPT, as any folder gives
+    torch.testing.assert_close(logits(model), logits(merged_copy(adapted)), atol=1e-5, rtol=0)
+    assert not torch.allclose(logits(model), logits(load_model(folder)[0]), atol=1e-3)
+    half, _, _ = load_model(tmp_path / "chat", dtype=torch.float16)
+    assert half.token_embedding.weight.dtype == torch.float16
+
+
+def test_the_base_is_found_by_relative_or_absolute_path_or_built_in_name(folder, tmp_path):
+    from chatapp.model_registry import BUILTIN_DIR
+    from model.network.model_folder import BUILTIN_MODELS_DIR, base_reference
+
+    make_adapters_folder(folder, tmp_path / "chat")
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.move(folder, moved / "copy")
+    shutil.move(tmp_path / "chat", moved / "chat")
+    expected = logits(load_model(moved / "chat")[0])  # they moved together: "../copy" still finds the base
+
+    elsewhere = tmp_path / "elsewhere" / "chat"
+    shutil.copytree(moved / "chat", elsewhere)
+    with pytest.raises(ModelFolderError, match="the base model '../copy' of these adapters is not found"):
+        load_model(elsewhere)
+    config = json.loads((elsewhere / "config.json").read_text())
+    config["adapters"]["base"] = str(moved / "copy")
+    (elsewhere / "config.json").write_text(json.dumps(config))
+    torch.testing.assert_close(logits(load_model(elsewhere)[0]), expected, atol=0, rtol=0)
+
+    assert BUILTIN_MODELS_DIR == BUILTIN_DIR.resolve()
+    assert base_reference(BUILTIN_DIR / "shakespeare-base", tmp_path / "x") == "shakespeare-base"
+    assert base_reference(moved / "copy", tmp_path / "x") == str(moved / "copy")
+    if (BUILTIN_DIR / "shakespeare-base").is_dir():  # found by name: the built-in base, whose shapes are not these adapters'
+        config["adapters"]["base"] = "shakespeare-base"
+        del config["adapters"]["base_fingerprint"]
+        (elsewhere / "config.json").write_text(json.dumps(config))
+        with pytest.raises(ModelFolderError, match=r"adapters do not match this model .*\(base model .*shakespeare-base\)"):
+            load_model(elsewhere)
+
+
+def test_adapters_refuse_a_changed_base_and_a_missing_file(folder, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    make_adapters_folder(folder, tmp_path / "chat")
+    weights = load_file(str(folder / "model.safetensors"))
+    weights["ln_f.weight"] = weights["ln_f.weight"] + 0.01  # the base trained on since
+    save_file(weights, str(folder / "model.safetensors"))
+    with pytest.raises(ModelFolderError, match="has changed since these adapters were trained on it") as error:
+        load_model(tmp_path / "chat")
+    assert "\n" not in str(error.value)
+    (tmp_path / "chat" / "adapters.safetensors").unlink()
+    config = json.loads((tmp_path / "chat" / "config.json").read_text())
+    del config["adapters"]["base_fingerprint"]
+    (tmp_path / "chat" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFolderError, match="adapters.safetensors: missing"):
+        load_model(tmp_path / "chat")
+
+
+def test_save_merged_writes_a_plain_model_folder(folder, tmp_path):
+    from model.network.model_folder import save_merged
+
+    make_adapters_folder(folder, tmp_path / "chat")
+    save_merged(tmp_path / "chat", tmp_path / "merged")
+    model, _, config = load_model(tmp_path / "merged")
+    assert "adapters" not in config and config["name"] == "chat-adapters"
+    torch.testing.assert_close(logits(model), logits(load_model(tmp_path / "chat")[0]), atol=0, rtol=0)

@@ -32,23 +32,23 @@ def test_train_tiny_then_eval_json_on_the_real_corpus(tmp_path):
 
 @pytest.mark.slow
 def test_resume_continues_exactly(tmp_path, monkeypatch):
-    import model.training.train as training
+    import model.training.loop as loop
 
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(TrainOptions(out=str(straight), preset="tiny", steps=30, device="cpu"), log=lambda line: None)
 
     # interrupt the second run right after its checkpoint at step 15 (the tiny preset checkpoints every 15)
-    real_save = training.save_checkpoint
+    real_save = loop.save_checkpoint
 
     def save_then_interrupt(folder, model, optimizer, state):
         real_save(folder, model, optimizer, state)
         if state["step"] == 15:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         train(TrainOptions(out=str(resumed), preset="tiny", steps=30, device="cpu"), log=lambda line: None)
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     train(TrainOptions(out=str(resumed), preset="tiny", steps=30, device="cpu", resume=True), log=lambda line: None)
     a = load_file(str(straight / "model.safetensors"))
     b = load_file(str(resumed / "model.safetensors"))

@@ -4,37 +4,33 @@
 The data is the dialogue of the built-in plays (model.training.dialogue: the training
 part of each work for training, its held-out part for validation) or the
 user's JSONL conversations. The loss counts only assistant text and the <|end|>
-closing each reply. The loop shares its pieces with model.training.train: AdamW with
-warmup and cosine decay, batches re-drawn from (seed, step, rank) so a resumed
-run continues exactly, safetensors checkpoints, the progress line, the history
-CSV and plot, DistributedDataParallel under torchrun.
+closing each reply. The steps are model.training.loop's, shared with training:
+AdamW with warmup and cosine decay, batches re-drawn from (seed, step, rank) so
+a resumed run continues exactly, safetensors checkpoints, the progress line,
+the history CSV and plot, DistributedDataParallel under torchrun.
 
 The output folder is a model folder with the adapters merged in (plus
-adapters.safetensors for a LoRA run), or with --save-adapters-only just the
-adapters and a finetune.json summary.
+adapters.safetensors for a LoRA run), or with --save-adapters-only an adapters
+folder: adapters.safetensors and a config.json naming the base model, which
+loads as the base with the adapters merged in (model.network.model_folder).
 """
 
 from __future__ import annotations
 
 import json
 import random
-import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from model.network.device import resolve_device
 from model.training.finetune_data import Example, encode_all, make_batch, read_jsonl, hold_out_last
-from model.training.loss_history import History
+from model.training.loop import CHECKPOINT_DIR, Batch, Distributed, Run, cosine_schedule, require_checkpoint, run_steps, start_state
 from model.network.lora import ADAPTERS_FILE, LoRAConfig, add_lora, merged_copy, parse_targets, save_adapters, trainable_parameters
-from model.network.model_folder import load_model, make_config, read_config, save_model, write_json_atomic
-from model.training.progress import Progress
+from model.network.model_folder import (ADAPTERS_KEY, CONFIG_FILE, base_reference, load_model, make_config, save_model,
+                                        weights_fingerprint, write_json_atomic)
 from model.text.tokenizer import ASSISTANT, END_OF_TURN, SYSTEM, USER
-from model.training.train import CHECKPOINT_DIR, Distributed, cosine_schedule, load_checkpoint, save_checkpoint, step_seed
 
-SUMMARY_FILE = "finetune.json"
 DEFAULT_STEPS = 600
 LENGTH_GROUPING = 8
 # what shapes the model and the data: taken from the checkpoint on --resume
@@ -149,13 +145,11 @@ def reply_loss(model, examples: list[Example], pad_id: int, device: str, batch_s
 
 # --- the run ---
 
-def resumed_options(options: FinetuneOptions, checkpoint_dir: Path) -> FinetuneOptions:
+def resumed_options(options: FinetuneOptions, out: Path) -> FinetuneOptions:
     """On --resume the checkpoint decides what the run is; the command line only
     where it runs and how far (device, steps)."""
-    state_path = checkpoint_dir / "state.json"
-    if not state_path.is_file():
-        raise ValueError(f"--resume: no checkpoint in {checkpoint_dir}")
-    saved = json.loads(state_path.read_text())["options"]
+    require_checkpoint(out)
+    saved = json.loads((out / CHECKPOINT_DIR / "state.json").read_text())["options"]
     known = {f.name for f in fields(FinetuneOptions)}
     steps = options.steps or saved.get("steps")
     return replace(options, steps=steps, **{k: v for k, v in saved.items() if k in RUN_DEFINING and k in known})
@@ -174,26 +168,28 @@ def describe_method(options: FinetuneOptions) -> str:
             f"and the embeddings of the 4 chat tokens)")
 
 
+def adapters_entry(base: str, out: Path, base_model) -> dict:
+    """What the config.json of an adapters folder (--save-adapters-only) says of
+    its adapters and the base model they go on (see model.network.model_folder)."""
+    return {"file": ADAPTERS_FILE, "base": base_reference(base, out), "base_fingerprint": weights_fingerprint(base_model)}
+
+
 def finetune(options: FinetuneOptions, log=print) -> dict:
     """Fine-tune options.base for chat and write options.out; returns the final evaluation."""
     out = Path(options.out)
-    checkpoint_dir = out / CHECKPOINT_DIR
     if options.resume:
-        options = resumed_options(options, checkpoint_dir)
+        options = resumed_options(options, out)
     options = replace(options, steps=options.steps or DEFAULT_STEPS)
     if Path(options.base).resolve() == out.resolve():
         raise ValueError("--out must be a new folder, not the base model's")
     if options.full and options.save_adapters_only:
         raise ValueError("--save-adapters-only needs LoRA: full fine-tuning has no adapters")
-    device = resolve_device(options.device)
-    ranks = Distributed(device)
-    if ranks.enabled and device == "cuda":
-        device = f"cuda:{ranks.local_rank}"
-        torch.cuda.set_device(device)
+    ranks = Distributed(options.device)
+    device = ranks.device
 
     lora = options.lora_config()  # bad LoRA settings fail before anything loads
-    base_config = read_config(options.base)
-    model, tokenizer, _ = load_model(options.base, device=device)
+    model, tokenizer, base_config = load_model(options.base, device=device)
+    base_entry = adapters_entry(options.base, out, model) if options.save_adapters_only else None
     if lora:
         lora = replace(lora, token_ids=chat_token_ids(tokenizer))
     data = load_chat_data(options, tokenizer, model.config.context_length)
@@ -204,21 +200,10 @@ def finetune(options: FinetuneOptions, log=print) -> dict:
     # no weight decay: a short fine-tune, and it would wear down the embedding rows LoRA leaves alone
     trainable_tensors = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable_tensors, lr=options.peak_learning_rate, betas=(0.9, 0.95), weight_decay=0.0)
-    state = {"step": 0, "tokens_seen": 0, "elapsed_s": 0.0}
-    if options.resume:
-        state = load_checkpoint(checkpoint_dir, model, optimizer, device)
-        state.pop("options", None)
-    train_model = model
-    if ranks.enabled:
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[ranks.local_rank] if device.startswith("cuda") else None)
-    model.train()
+    state = start_state(out, model, optimizer, device, options.resume)
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     pad_id = tokenizer.end_of_text_id
     eval_subset = random.Random(options.seed).sample(data.validation, min(options.eval_examples, len(data.validation)))
-    history = History(out) if ranks.is_main else None
-    if history and not options.resume:
-        history.reset()
     metadata = {
         "base": base_config.get("name", Path(options.base).name),
         "method": "full" if lora is None else "lora",
@@ -242,61 +227,39 @@ def finetune(options: FinetuneOptions, log=print) -> dict:
             f"conversations from the {data.counts['source']} ({data.counts['left_out_too_long']:,} left out as too long); "
             f"{options.steps} steps of {options.batch_size * ranks.world_size} conversations")
 
-    def write_outputs(validation: dict | None) -> None:
-        summary = {**metadata, **state, "validation": validation}
+    def learning_rate(step: int) -> float:
+        peak = options.peak_learning_rate
+        return cosine_schedule(step, options.warmup_steps, peak, peak / 10, options.steps)
+
+    def draw_batch(seed: int) -> Batch:
+        return Batch(*make_batch(sample_examples(data.train, options.batch_size, seed), pad_id))
+
+    def validation_loss() -> float:
+        return reply_loss(model, eval_subset, pad_id, device)["loss"] if eval_subset else float("nan")
+
+    def write_outputs(state: dict, validation: dict | None = None) -> None:
+        config = make_config(model.config.to_dict(), options.name or out.name, {**metadata, **state, "validation": validation},
+                             description=f"{metadata['base']} fine-tuned for chat ({describe_method(options)})")
         if lora:
             save_adapters(model, lora, out / ADAPTERS_FILE, {"base": metadata["base"]})
         if options.save_adapters_only:
-            write_json_atomic(out / SUMMARY_FILE, summary)
+            write_json_atomic(out / CONFIG_FILE, {**config, ADAPTERS_KEY: base_entry})
         else:
-            export = merged_copy(model) if lora else model
-            config = make_config(model.config.to_dict(), options.name or out.name, summary,
-                                 description=f"{metadata['base']} fine-tuned for chat ({describe_method(options)})")
-            save_model(out, export, tokenizer, config)
-        save_checkpoint(checkpoint_dir, model, optimizer, {**state, "options": asdict(options)})
+            save_model(out, merged_copy(model) if lora else model, tokenizer, config)
 
-    progress = Progress(options.steps, "finetune", start=state["step"]) if ranks.is_main else None
-    recent_losses: list[float] = []
-    run_start = time.monotonic() - state["elapsed_s"]
+    run = Run(
+        out=out, label="finetune", steps=options.steps, eval_every=options.eval_every, grad_clip=options.grad_clip,
+        seed=options.seed, learning_rate=learning_rate, draw_batch=draw_batch, validation_loss=validation_loss,
+        validation_name="validation loss on replies", write_outputs=write_outputs, options=asdict(options),
+        resume=options.resume,
+    )
+    state = run_steps(run, model, optimizer, ranks, state)
+
     validation = None
-    while state["step"] < options.steps:
-        step = state["step"]
-        lr = cosine_schedule(step, options.warmup_steps, options.peak_learning_rate, options.peak_learning_rate / 10, options.steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = sample_examples(data.train, options.batch_size, step_seed(options.seed, step, ranks.rank))
-        torch.manual_seed(step_seed(options.seed + 1, step, ranks.rank))  # dropout
-        x, y, mask = make_batch(batch, pad_id)
-        step_start = time.monotonic()
-        with autocast:
-            _, loss = train_model(x.to(device), y.to(device), loss_mask=mask.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable_tensors, options.grad_clip)
-        optimizer.step()
-        recent_losses.append(loss.item())
-        state["step"] = step + 1
-        state["tokens_seen"] += int(x.numel()) * ranks.world_size
-        state["elapsed_s"] = time.monotonic() - run_start
-        if progress:
-            rate = x.numel() / max(time.monotonic() - step_start, 1e-9)
-            progress.update(state["step"], f"loss {loss.item():.3f} {rate:,.0f} tok/s")
-        last = state["step"] == options.steps
-        if state["step"] % options.eval_every == 0 or last:
-            if ranks.is_main:
-                val_loss = reply_loss(model, eval_subset, pad_id, device)["loss"] if eval_subset else float("nan")
-                train_loss = float(np.mean(recent_losses))
-                recent_losses.clear()
-                history.add(state["step"], state["tokens_seen"], train_loss, val_loss, lr, state["elapsed_s"])
-                progress.message(f"step {state['step']}: train loss {train_loss:.4f}, validation loss on replies {val_loss:.4f}")
-                if last and data.validation:  # the final number: every held-out reply
-                    validation = reply_loss(model, data.validation, pad_id, device)
-                write_outputs(validation)
-            if ranks.enabled:
-                torch.distributed.barrier()
-    if progress:
-        progress.close()
     if ranks.is_main:
+        if data.validation:  # the final number: every held-out reply
+            validation = reply_loss(model, data.validation, pad_id, device)
+        write_outputs(state, validation)
         kind = "adapters" if options.save_adapters_only else "model"
         log(f"validation loss on {len(data.validation):,} held-out replies: "
             f"{validation['loss']:.4f} nats/token; {kind} written to {out}" if validation else f"{kind} written to {out}")
