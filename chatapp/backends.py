@@ -1,13 +1,16 @@
 """Opening a backend for a model: the torch engine for model folders, llama.cpp
 for GGUF files (in a worker process, so a native abort cannot take the app
 down; `in_process=True` for measuring what that costs). Imports are lazy so a
-GGUF model never imports torch."""
+GGUF model never imports torch, and so the command line reads BACKEND_CHOICES
+at start for the price of this file alone."""
 
 from __future__ import annotations
 
-from chatapp.model_registry import ModelRef
+TYPE_CHECKING = False  # typing's flag without importing typing at start; type checkers take it as True
+if TYPE_CHECKING:
+    from chatapp.model_registry import ModelRef
 
-BACKEND_CHOICES = ("auto", "torch", "llama.cpp")
+BACKEND_CHOICES = ("auto", "torch", "llama.cpp")  # --backend, and [model] backend in the settings file
 
 
 def open_backend(ref: ModelRef, backend: str = "auto", device: str = "auto", in_process: bool = False,

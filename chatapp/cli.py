@@ -1,15 +1,86 @@
-"""The `chatapp` command. Errors are one line on stderr, never a traceback."""
+"""The `chatapp` command. Errors are one line on stderr, never a traceback.
+
+Starting is cheap: at import this file reads only data-only modules
+(BACKEND_CHOICES, EXPORT_TYPES), so `chatapp --version` costs about Python's
+own start. What would pull in more is read when it is used: the presets when
+`train` checks --preset, SamplingParams (and numpy) when `run` builds its
+parameters; help that quotes them is written only when help is shown.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from chatapp import __version__
+from chatapp.backends import BACKEND_CHOICES
+from quant.gguf_layout import DEFAULT_TYPE, EXPORT_TYPES
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+
+# `chatapp run`'s sampling options: (flag, its SamplingParams field, type, what it does). Each is
+# stored under the field's name, None when not given; commands.sampling_from_args then takes
+# SamplingParams's default for it, and --help shows that default.
+SAMPLING_OPTIONS = (
+    ("--temperature", "temperature", float, "0 is greedy"),
+    ("--top-p", "top_p", float, "nucleus sampling, in (0, 1]; 1 is off"),
+    ("--top-k", "top_k", int, "keep the k most likely tokens; 0 is off"),
+    ("--min-p", "min_p", float, "drop tokens below min-p x the top probability; 0 is off"),
+    ("--repeat-penalty", "repetition_penalty", float, "penalise recent tokens; 1 is off"),
+    ("--max-tokens", "max_tokens", int, "longest reply in tokens"),
+    ("--seed", "seed", int, "fix the random seed to reproduce a reply"),
+)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose arguments may take a function as help: it is called (and
+    what it imports loaded) only when help is shown."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.late_help = {}  # argparse.Action -> a function returning its help text
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        write_help = kwargs.get("help")
+        if not callable(write_help):
+            return super().add_argument(*args, **kwargs)
+        action = super().add_argument(*args, **{**kwargs, "help": "(written when help is shown)"})
+        self.late_help[action] = write_help
+        return action
+
+    def format_help(self) -> str:
+        for action, write_help in self.late_help.items():
+            action.help = write_help()
+        self.late_help.clear()
+        return super().format_help()
+
+
+def sampling_help(field: str, text: str):
+    def write() -> str:
+        from model.inference.sampling import SamplingParams
+
+        default = getattr(SamplingParams, field)
+        return text if default is None else f"{text} (default {default})"
+
+    return write
+
+
+def preset_name(value: str) -> str:
+    """--preset: a name from model.training.presets.PRESETS."""
+    from model.training.presets import PRESETS
+
+    if value not in PRESETS:
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(map(repr, PRESETS))})")
+    return value
+
+
+def preset_help() -> str:
+    from model.training.presets import PRESETS
+
+    sizes = "; ".join(f"{name}: {p.n_layer} layers x {p.n_embd} wide, context {p.context_length}, {p.steps} steps"
+                      for name, p in PRESETS.items())
+    return f"model size and schedule ({sizes}; default %(default)s)"
 
 
 def add_model_argument(parser: argparse.ArgumentParser, positional: bool = False) -> None:
@@ -20,40 +91,41 @@ def add_model_argument(parser: argparse.ArgumentParser, positional: bool = False
         parser.add_argument("--model", "-m", default=None, help=help_text)
 
 
-def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default 0.8)")
-    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling, in (0, 1]; 1 is off (default 0.95)")
-    parser.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens; 0 is off (default)")
-    parser.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p x the top probability; 0 is off")
-    parser.add_argument("--repeat-penalty", type=float, default=1.0, help="penalise recent tokens; 1 is off (default)")
-    parser.add_argument("--max-tokens", type=int, default=256, help="longest reply in tokens (default 256)")
-    parser.add_argument("--seed", type=int, default=None, help="fix the random seed to reproduce a reply")
+def add_sampling_arguments(parser: Parser) -> None:
+    for flag, field, kind, text in SAMPLING_OPTIONS:
+        parser.add_argument(flag, dest=field, metavar=flag.removeprefix("--").replace("-", "_").upper(), type=kind,
+                            default=None, help=sampling_help(field, text))
 
 
-def add_context_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--context", type=int, default=None, metavar="TOKENS",
-                        help="context for a GGUF model not made by chatapp (default: its own, at most 4096)")
+def context_help() -> str:
+    from quant.llama_load import FOREIGN_MAX_CONTEXT
+
+    return f"context for a GGUF model not made by chatapp (default: its own, at most {FOREIGN_MAX_CONTEXT})"
+
+
+def add_context_argument(parser: Parser) -> None:
+    parser.add_argument("--context", type=int, default=None, metavar="TOKENS", help=context_help)
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="torch device (default auto: CUDA, MPS, then CPU)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatapp", description="Chat, offline, with a GPT trained from scratch.")
+def build_parser() -> Parser:
+    parser = Parser(prog="chatapp", description="Chat, offline, with a GPT trained from scratch.")
     parser.add_argument("--version", action="version", version=f"chatapp {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     chat = commands.add_parser("chat", help="chat in the terminal (the default command)")
     add_model_argument(chat, positional=True)
-    chat.add_argument("--backend", default="auto", choices=["auto", "torch", "llama.cpp"])
+    chat.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
     add_context_argument(chat)
     add_device_argument(chat)
 
     run = commands.add_parser("run", help="one reply to a prompt, streamed to stdout")
     run.add_argument("prompt", nargs="?", help="the message (read from stdin when omitted)")
     add_model_argument(run)
-    run.add_argument("--backend", default="auto", choices=["auto", "torch", "llama.cpp"])
+    run.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
     run.add_argument("--system", default=None, help="a system prompt, e.g. 'You are Hamlet, Prince of Denmark.'")
     run.add_argument("--raw", action="store_true", help="continue the text as is, without the chat format")
     run.add_argument("--json", action="store_true", help="print the reply and its statistics as one JSON object")
@@ -63,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a GPT from scratch")
     train.add_argument("--data", default=None, help="a .txt file or a folder of them (default: the built-in Shakespeare corpus)")
-    train.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "gpu"], help="model size and schedule (default cpu)")
+    train.add_argument("--preset", default="cpu", type=preset_name, help=preset_help)
     train.add_argument("--out", required=True, help="the model folder to write")
     train.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the preset's)")
     train.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: the preset's)")
@@ -100,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="prefill and decode speed, with and without the KV cache")
     add_model_argument(bench, positional=True)
-    bench.add_argument("--backend", default="auto", choices=["auto", "torch", "llama.cpp"])
+    bench.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
     bench.add_argument("--prompt-tokens", type=int, default=128)
     bench.add_argument("--gen-tokens", type=int, default=128)
     bench.add_argument("--runs", type=int, default=5)
@@ -114,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export a model folder to a GGUF file for llama.cpp, Ollama and LM Studio")
     add_model_argument(export, positional=True)
     export.add_argument("-o", "--output", default=None, help="the .gguf file to write (default: NAME-TYPE.gguf)")
-    export.add_argument("--type", default="q8_0", help="f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k_m|q5_k_m|q6_k (default q8_0)")
+    export.add_argument("--type", default=DEFAULT_TYPE, choices=EXPORT_TYPES, metavar="TYPE",
+                        help=f"{', '.join(EXPORT_TYPES)} (default %(default)s)")
 
     models = commands.add_parser("models", help="list the models chatapp knows")
     models.add_argument("--json", action="store_true")
@@ -162,7 +235,3 @@ def write_crash_log() -> str:
         return str(path)
     except OSError:
         return "nowhere: the log folder is not writable"
-
-
-def print_json(data) -> None:
-    print(json.dumps(data, indent=2))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import fields
 
 from chatapp.backends import open_backend
-from chatapp.cli import print_json
 from chatapp.model_registry import ModelNotFound, default_model, resolve_model, torch_available
 from model.inference.backend import Finished, TextPiece
 from model.text.chat_format import Message
@@ -13,15 +14,14 @@ from model.inference.sampling import SamplingParams
 
 
 def sampling_from_args(args) -> SamplingParams:
-    return SamplingParams(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        min_p=args.min_p,
-        repetition_penalty=args.repeat_penalty,
-        max_tokens=args.max_tokens,
-        seed=args.seed,
-    ).validate()
+    """The sampling options given on the command line (chatapp.cli stores each under its
+    SamplingParams field, None when not given); SamplingParams's defaults for the rest."""
+    given = {f.name: getattr(args, f.name) for f in fields(SamplingParams) if getattr(args, f.name, None) is not None}
+    return SamplingParams(**given).validate()
+
+
+def print_json(data) -> None:
+    print(json.dumps(data, indent=2))
 
 
 def stream_reply(events, out=sys.stdout, echo: bool = True) -> tuple[str, Finished]:
@@ -73,11 +73,9 @@ def command_chat(args) -> int:
 
 def command_export(args) -> int:
     from chatapp.paths import log_dir
-    from quant.gguf_export import EXPORT_TYPES, StageProgress, export_model
+    from quant.gguf_export import StageProgress, export_model
 
-    if args.type not in EXPORT_TYPES:
-        raise ValueError(f"--type must be one of {', '.join(EXPORT_TYPES)}, not {args.type!r}")
-    ref = resolve_model(args.model)
+    ref = resolve_model(args.model)  # --type was checked against EXPORT_TYPES by the parser
     if ref.kind != "folder":
         raise ValueError(f"{ref.path}: export needs a model folder, not a GGUF file")
     out = args.output or f"{ref.name}-{args.type}.gguf"
@@ -105,12 +103,12 @@ def command_train(args) -> int:
     require_torch("`chatapp train`")
     from model.training.train import TrainOptions, train
 
-    result = train(TrainOptions(
+    train(TrainOptions(
         out=args.out, preset=args.preset, data=args.data, steps=args.steps, device=args.device,
         resume=args.resume, seed=args.seed, compile=args.compile, vocab_size=args.vocab_size,
         batch_size=args.batch_size, name=args.name,
     ), log=lambda line: print(line, file=sys.stderr))
-    return 0 if result is not None else 1
+    return 0
 
 
 def command_finetune(args) -> int:

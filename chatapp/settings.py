@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from chatapp.backends import BACKEND_CHOICES
 from chatapp.paths import config_dir
 from model.inference.sampling import SamplingError, SamplingParams
 
@@ -53,21 +54,19 @@ max_tokens = {max_tokens}
 seed = {seed}
 """
 
-SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens", "seed")
-
-
 @dataclass
 class ChatDefaults:
-    """What a conversation starts with: a system prompt and sampling parameters."""
+    """What a conversation starts with: a system prompt and sampling parameters
+    (SAMPLING_FIELDS, whose defaults are SamplingParams's)."""
 
     system_prompt: str = ""
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-    max_tokens: int = 256
-    seed: int | None = None
+    temperature: float = SamplingParams.temperature
+    top_p: float = SamplingParams.top_p
+    top_k: int = SamplingParams.top_k
+    min_p: float = SamplingParams.min_p
+    repetition_penalty: float = SamplingParams.repetition_penalty
+    max_tokens: int = SamplingParams.max_tokens
+    seed: int | None = SamplingParams.seed
 
     def sampling_params(self) -> SamplingParams:
         return SamplingParams(**{name: getattr(self, name) for name in SAMPLING_FIELDS})
@@ -79,6 +78,9 @@ class ChatDefaults:
     def from_dict(cls, values: dict) -> "ChatDefaults":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+SAMPLING_FIELDS = tuple(f.name for f in fields(ChatDefaults) if f.name != "system_prompt")
 
 
 @dataclass
@@ -142,10 +144,10 @@ def parse_settings(data: dict, path: Path | None = None) -> Settings:
     settings.theme = str(app.get("theme", settings.theme))
     settings.model = str(model.get("name", ""))
     backend = model.get("backend", "auto")
-    if backend in ("auto", "torch", "llama.cpp"):
+    if backend in BACKEND_CHOICES:
         settings.backend = backend
     else:
-        settings.notices.append(f"settings: model.inference.backend must be auto, torch or llama.cpp, got {backend!r}; using auto")
+        settings.notices.append(f"settings: model.backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}; using auto")
     settings.extra_paths = [str(p) for p in model.get("extra_paths", []) if isinstance(p, str)]
     settings.chat.system_prompt = str(chat.get("system_prompt", ""))
     for name in SAMPLING_FIELDS:

@@ -10,11 +10,12 @@ raises GGUFFileError, whose message is one line naming the file.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from quant.gguf_layout import CHATAPP_KEY, tensor_names
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -89,8 +90,6 @@ def read_gguf(path: str | Path):
 
 
 def _check_gpt2(path: Path, reader, tensors: dict) -> None:
-    from quant.gguf_export import tensor_names
-
     n_layer = field_value(reader, "gpt2.block_count")
     width = field_value(reader, "gpt2.embedding_length")
     context = field_value(reader, "gpt2.context_length")
@@ -176,7 +175,7 @@ def check_gguf(path: str | Path, reader=None) -> GGUFInfo:
     _check_no_empty_tensor(path, tensors)
     _check_epsilons(path, reader)
     _check_byte_tokens(path, tokenizer_model, tokens)
-    chat_format_version = field_value(reader, "chatapp.chat_format_version")
+    chat_format_version = field_value(reader, CHATAPP_KEY)
     chatapp = chat_format_version is not None
     if architecture == "gpt2":
         _check_gpt2(path, reader, tensors)
@@ -224,11 +223,3 @@ def chatapp_tokenizer(path: str | Path, reader=None):
     except ValueError as error:
         raise GGUFFileError(f"{path}: {error}") from None
 
-
-def chatapp_config(path: str | Path, reader=None) -> dict:
-    """The model folder's config.json as stored in the file ({} if absent)."""
-    text = field_value(reader if reader is not None else read_gguf(path), "chatapp.config")
-    try:
-        return json.loads(text) if text else {}
-    except json.JSONDecodeError:
-        return {}

@@ -20,34 +20,18 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from model.text.chat_format import jinja_chat_template
 from model.network.model_folder import CHAT_FORMAT_VERSION, WEIGHTS_FILE, load_tokenizer, publish_file, read_config
+from model.text.chat_format import jinja_chat_template
 from model.text.tokenizer import SPECIAL_TOKENS
+from quant.gguf_check import check_gguf, read_gguf
+from quant.gguf_layout import (CHATAPP_KEY, DEFAULT_TYPE, DIRECT_TYPES, EXPORT_TYPES, ExportError, ProgressFn,
+                               expected_shapes, tensor_names)
 from quant.gguf_vocab import vocab_for_gguf
+from quant.quantize import TensorNote, classify, quantize_file
 from quant.weights import SafetensorsFile
-
-EXPORT_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k_m", "q5_k_m", "q6_k")
-DEFAULT_TYPE = "q8_0"
-DIRECT_TYPES = {"f32": 0, "f16": 1, "bf16": 32}  # written here; the value is general.file_type
-CHATAPP_KEY = "chatapp.chat_format_version"  # present only in files chatapp exported
-
-ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-class ExportError(ValueError):
-    """The export cannot be done; a one-line message."""
-
-
-@dataclass
-class TensorNote:
-    name: str
-    shape: tuple[int, ...]  # (rows, row length), as in PyTorch
-    type: str  # the type in the file
-    reason: str
 
 
 @dataclass
@@ -73,42 +57,6 @@ class ExportReport:
         for t in self.kept:
             out.append(f"  note: {t.name} is {t.type}: {t.reason}")
         return out
-
-
-def tensor_names(n_layer: int) -> list[tuple[str, str]]:
-    """(GGUF name, model.safetensors name) for every tensor, in file order."""
-    names = [
-        ("token_embd.weight", "token_embedding.weight"),
-        ("position_embd.weight", "position_embedding.weight"),
-    ]
-    for i in range(n_layer):
-        for gguf_part, ours in (
-            ("attn_norm", "ln_1"),
-            ("attn_qkv", "attn.qkv"),
-            ("attn_output", "attn.proj"),
-            ("ffn_norm", "ln_2"),
-            ("ffn_up", "mlp.up"),
-            ("ffn_down", "mlp.down"),
-        ):
-            for suffix in ("weight", "bias"):
-                names.append((f"blk.{i}.{gguf_part}.{suffix}", f"blocks.{i}.{ours}.{suffix}"))
-    names += [("output_norm.weight", "ln_f.weight"), ("output_norm.bias", "ln_f.bias")]
-    return names
-
-
-def expected_shapes(arch: dict) -> dict[str, tuple[int, ...]]:
-    c, v, t = arch["n_embd"], arch["vocab_size"], arch["context_length"]
-    shapes = {"token_embedding.weight": (v, c), "position_embedding.weight": (t, c), "ln_f.weight": (c,), "ln_f.bias": (c,)}
-    for i in range(arch["n_layer"]):
-        p = f"blocks.{i}."
-        shapes.update({
-            p + "ln_1.weight": (c,), p + "ln_1.bias": (c,), p + "ln_2.weight": (c,), p + "ln_2.bias": (c,),
-            p + "attn.qkv.weight": (3 * c, c), p + "attn.qkv.bias": (3 * c,),
-            p + "attn.proj.weight": (c, c), p + "attn.proj.bias": (c,),
-            p + "mlp.up.weight": (4 * c, c), p + "mlp.up.bias": (4 * c,),
-            p + "mlp.down.weight": (c, 4 * c), p + "mlp.down.bias": (c,),
-        })
-    return shapes
 
 
 def _architecture(config: dict, folder: Path) -> dict:
@@ -247,8 +195,6 @@ def export_model(
     log_dir: str | Path | None = None,
 ) -> ExportReport:
     """Export a model folder to `out_path` as a GGUF file of the given type."""
-    from quant.gguf_check import check_gguf, read_gguf
-
     started = time.monotonic()
     kind = str(type).lower()
     if kind not in EXPORT_TYPES:
@@ -267,8 +213,6 @@ def export_model(
         if kind in DIRECT_TYPES:
             write_gguf(model_folder, temporary, kind, progress=progress)
         else:
-            from quant.quantize import quantize_file
-
             intermediate = _temporary(out, ".f32.tmp")
             write_gguf(model_folder, intermediate, "f32", progress=progress)
             result = quantize_file(intermediate, temporary, kind, threads=threads, progress=progress, log_dir=log_dir)
@@ -279,8 +223,6 @@ def export_model(
         del reader
         report.tensor_types = {name: kind_and_shape[0] for name, kind_and_shape in shapes.items()}
         if kind not in DIRECT_TYPES:
-            from quant.quantize import classify
-
             report.fallbacks, report.kept = classify(shapes, kind, result.logged)
         publish_file(temporary, out)
     finally:

@@ -16,8 +16,8 @@ import numpy as np
 
 from model.training.dataset import encode_works
 from model.training.validation_loss import summarize, windows
-from model.inference.threads import default_threads
-from quant.gguf_check import GGUFFileError, chatapp_tokenizer, check_gguf, read_gguf
+from quant.gguf_check import chatapp_tokenizer, check_gguf, read_gguf
+from quant.llama_load import context_for, load_llama
 
 FOREIGN_WINDOW = 512  # logits for every position: window x vocabulary floats
 
@@ -44,23 +44,9 @@ def evaluate_gguf(
     info = check_gguf(path, reader)
     tokenizer = chatapp_tokenizer(path, reader) if info.chatapp else None
     del reader
-    try:
-        import llama_cpp
-    except ImportError as error:
-        raise GGUFFileError(f"evaluating a GGUF file needs llama-cpp-python, which this install lacks ({error})") from None
-    from quant.llama_log import route_logs
-
-    log_path = route_logs(log_dir)
-    context = info.context_length if info.chatapp else min(info.context_length or FOREIGN_WINDOW, FOREIGN_WINDOW)
-    decode_threads, batch_threads = default_threads(info.size_bytes)
-    try:
-        llm = llama_cpp.Llama(
-            model_path=str(path), n_ctx=context, n_batch=min(context, 512), logits_all=True,
-            n_threads=n_threads or decode_threads, n_threads_batch=n_threads or batch_threads,
-            n_gpu_layers=-1 if llama_cpp.llama_supports_gpu_offload() else 0, verbose=False,
-        )
-    except (ValueError, RuntimeError, OSError) as error:
-        raise GGUFFileError(f"{path}: llama.cpp could not load it ({error}; details in {log_path})") from None
+    context = context_for(info, FOREIGN_WINDOW)
+    llm, _ = load_llama(info, context, purpose="evaluating a GGUF file", logits_all=True, n_threads=n_threads,
+                        log_dir=log_dir)
     try:
         if tokenizer is not None:
             stream = encode_works(list(validation_works), tokenizer)

@@ -17,7 +17,6 @@ abort.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 from pathlib import Path
 
@@ -26,10 +25,9 @@ import numpy as np
 from model.text.chat_format import ChatappFormat
 from model.text.chat_template import TemplateFormat
 from model.inference.engine_core import EngineCore
-from model.inference.threads import default_threads
-from quant.gguf_check import GGUFFileError, GGUFInfo, chatapp_tokenizer, check_gguf, read_gguf
+from quant.gguf_check import GGUFInfo, chatapp_tokenizer, check_gguf, read_gguf
+from quant.llama_load import FOREIGN_MAX_CONTEXT, context_for, load_llama
 
-FOREIGN_MAX_CONTEXT = 4096  # a foreign model's KV cache is sized for at most this many tokens by default
 SPECIAL_ATTRIBUTES = ("LLAMA_TOKEN_ATTR_CONTROL", "LLAMA_TOKEN_ATTR_USER_DEFINED", "LLAMA_TOKEN_ATTR_UNKNOWN")
 
 
@@ -109,28 +107,6 @@ class LlamaVocab:
         return self._buffer.raw[: max(n, 0)]
 
 
-class _UnusedChatHandler:
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def to_chat_handler(self):
-        return None
-
-
-@contextlib.contextmanager
-def _without_chat_handlers():
-    """Llama() compiles every chat template in the file for its own chat API, unbounded (a
-    template can hang it or fold a 3 GB string constant). We never use that API: skip it."""
-    from llama_cpp import llama_chat_format
-
-    original = llama_chat_format.Jinja2ChatFormatter
-    llama_chat_format.Jinja2ChatFormatter = _UnusedChatHandler
-    try:
-        yield
-    finally:
-        llama_chat_format.Jinja2ChatFormatter = original
-
-
 class LlamaEngine(EngineCore):
     name = "llama.cpp"
 
@@ -153,26 +129,9 @@ class LlamaEngine(EngineCore):
         info = check_gguf(path, reader)
         tokenizer = chatapp_tokenizer(path, reader) if info.chatapp else None
         del reader  # its memory map is not needed once llama.cpp has the file
-        try:
-            import llama_cpp
-        except ImportError as error:
-            raise GGUFFileError(f"the llama.cpp backend needs llama-cpp-python, which this install lacks ({error})") from None
-        from quant.llama_log import route_logs
-
-        log_path = route_logs(log_dir)
-        context = info.context_length if info.chatapp else min(info.context_length or max_context, max_context)
-        decode_threads, batch_threads = default_threads(info.size_bytes)
-        if n_gpu_layers is None:
-            n_gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
-        try:
-            with _without_chat_handlers():
-                llm = llama_cpp.Llama(model_path=str(path), n_ctx=context, n_threads=n_threads or decode_threads,
-                                      n_threads_batch=n_threads or batch_threads, n_gpu_layers=n_gpu_layers,
-                                      logits_all=False, verbose=False)
-        except (ValueError, RuntimeError, OSError) as error:
-            where = f" (details in {log_path})" if log_path else ""
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise GGUFFileError(f"{path}: llama.cpp could not load it: {reason}{where}") from None
+        context = context_for(info, max_context)
+        llm, log_path = load_llama(info, context, purpose="the llama.cpp backend", n_threads=n_threads,
+                                   n_gpu_layers=n_gpu_layers, log_dir=log_dir)
         if tokenizer is not None:
             prompt_format = ChatappFormat(tokenizer)
         else:

@@ -17,19 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.inference.threads import available_cores
-from quant.gguf_export import ExportError, ProgressFn, TensorNote
-
-# our --type -> (llama_ftype, the GGML type most matrices get)
-QUANT_TYPES = {
-    "q8_0": (7, "Q8_0"),
-    "q4_0": (2, "Q4_0"),
-    "q4_1": (3, "Q4_1"),
-    "q5_0": (8, "Q5_0"),
-    "q5_1": (9, "Q5_1"),
-    "q4_k_m": (15, "Q4_K"),
-    "q5_k_m": (17, "Q5_K"),
-    "q6_k": (18, "Q6_K"),
-}
+from quant.gguf_layout import QUANT_TYPES, ExportError, ProgressFn
 
 _TENSOR_LINE = re.compile(r"\[\s*(\d+)\s*/\s*(\d+)\s*\]\s+(\S+)")
 # llama.cpp's wording (checked against its 2026-10 sources, as vendored by llama-cpp-python 0.3.36):
@@ -37,6 +25,16 @@ _TENSOR_LINE = re.compile(r"\[\s*(\d+)\s*/\s*(\d+)\s*\]\s+(\S+)")
 #   llama_model_quantize_impl: WARNING: 6 of 28 tensor(s) required fallback quantization
 _FALLBACK_LINE = re.compile(r"(\S+)\s+-\s+ncols\s+(\d+)\s+not divisible by\s+(\d+)\s+\(required for type\s+(\w+)\)")
 _FALLBACK_COUNT = re.compile(r"(\d+)\s+(?:of\s+\d+\s+)?tensor\(s\)\s+required fallback")
+
+
+@dataclass
+class TensorNote:
+    """A matrix whose type in the file is not the one asked for, and why."""
+
+    name: str
+    shape: tuple[int, ...]  # (rows, row length), as in PyTorch
+    type: str  # the type in the file
+    reason: str
 
 
 @dataclass

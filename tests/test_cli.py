@@ -8,8 +8,6 @@ from chatapp import __version__
 from chatapp.cli import build_parser
 
 
-
-
 def chatapp(*args, stdin=None):
     return subprocess.run([sys.executable, "-m", "chatapp", *args], capture_output=True, text=True, input=stdin, timeout=600)
 
@@ -24,6 +22,43 @@ def test_every_subcommand_has_help():
     for name in choices:
         result = chatapp(name, "--help")
         assert result.returncode == 0 and "usage: chatapp " + name in result.stdout
+
+
+def test_options_and_their_help_come_from_where_the_facts_live():
+    from chatapp.backends import BACKEND_CHOICES
+    from chatapp.commands import sampling_from_args
+    from model.inference.sampling import SamplingParams
+    from model.training.presets import PRESETS
+    from quant.gguf_layout import DEFAULT_TYPE, EXPORT_TYPES
+    from quant.llama_load import FOREIGN_MAX_CONTEXT
+
+    parser = build_parser()
+    assert sampling_from_args(parser.parse_args(["run", "hi"])) == SamplingParams()
+    given = sampling_from_args(parser.parse_args(["run", "hi", "--repeat-penalty", "1.3", "--top-k", "5", "--seed", "7"]))
+    assert given == SamplingParams(repetition_penalty=1.3, top_k=5, seed=7)
+    commands = parser._subparsers._group_actions[0].choices
+    run_help = commands["run"].format_help()
+    assert f"0 is greedy (default {SamplingParams.temperature})" in run_help
+    assert f"longest reply in tokens (default {SamplingParams.max_tokens})" in run_help
+    assert f"at most {FOREIGN_MAX_CONTEXT})" in " ".join(run_help.split())
+    for name in ("chat", "run", "bench"):
+        assert f"{{{','.join(BACKEND_CHOICES)}}}" in commands[name].format_help()
+    train_help = " ".join(commands["train"].format_help().split())
+    assert all(f"{name}: {preset.n_layer} layers x {preset.n_embd} wide" in train_help for name, preset in PRESETS.items())
+    assert parser.parse_args(["train", "--out", "x"]).preset == "cpu"
+    export_help = " ".join(commands["export"].format_help().split())
+    assert f"{', '.join(EXPORT_TYPES)} (default {DEFAULT_TYPE})" in export_help
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--out", "x", "--preset", "huge"], "argument --preset: invalid choice: 'huge' (choose from 'tiny', 'cpu', 'gpu')"),
+    (["export", "--type", "q3_k"], "argument --type: invalid choice: 'q3_k'"),
+    (["run", "--backend", "onnx", "hi"], "argument --backend: invalid choice: 'onnx'"),
+])
+def test_bad_choices_are_refused_by_the_parser(args, message, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(args)
+    assert message in capsys.readouterr().err
 
 
 def test_run_streams_a_reply_from_stdin_with_json_stats(tiny_model_dir):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import plistlib
+import re
 import shutil
 import stat
 import struct
@@ -227,12 +228,120 @@ def test_inno_setup_script_installs_per_user_with_a_start_menu_shortcut():
         assert f"#ifndef {define}" in iss and f"/D{define}=" in (PACKAGING / "build.py").read_text()
 
 
-def test_spec_keeps_torch_out_and_brings_what_textual_and_llama_cpp_load_lazily():
-    spec = (PACKAGING / "chatapp.spec").read_text()
-    compile(spec, "chatapp.spec", "exec")
-    for needed in ('"torch"', 'collect_submodules("textual.widgets")', 'collect_dynamic_libs("llama_cpp")',
-                   'collect_submodules("rich._unicode_data")', "chatapp.tcss", "vcomp140.dll", "console=True"):
-        assert needed in spec
+# --- the PyInstaller spec, as PyInstaller would read it ---
+
+SPEC = PACKAGING / "chatapp.spec"
+NEVER_BUNDLED = ("torch", "torchvision", "torchaudio", "triton", "transformers", "matplotlib", "pytest")
+LOADED_BY_NAME = ("quant.llama_worker", "model.text.chat_template", "chatapp.tui.app", "chatapp.cli")
+# what the bundle runs: the command line, the TUI, the llama.cpp engine, foreign chat templates
+BUNDLE_RUNTIME = ("chatapp.cli", "chatapp.commands", "chatapp.tui.app", "quant.llama_worker", "quant.llama_backend",
+                  "quant.gguf_export", "model.text.chat_template", "jinja2.sandbox", "jinja2.ext")
+
+
+def submodules(package: str) -> list[str]:
+    """PyInstaller's collect_submodules, from the files on disk (importing nothing)."""
+    import importlib.util
+
+    top, *rest = package.split(".")
+    folder = Path(importlib.util.find_spec(top).submodule_search_locations[0], *rest)
+    names = {package}
+    for path in folder.rglob("*.py"):
+        parts = path.relative_to(folder).with_suffix("").parts
+        parts = parts[:-1] if parts[-1] == "__init__" else parts
+        names.add(".".join((package, *parts)))
+    return sorted(names)
+
+
+def read_spec(text: str, tmp_path: Path, platform: str = "linux") -> dict:
+    """What the spec hands PyInstaller (Analysis, EXE, ...), run with PyInstaller's helpers stubbed."""
+    import types
+
+    gguf = tmp_path / "shakespeare-chat-q8_0.gguf"
+    gguf.write_bytes(b"GGUF")
+    system_root = tmp_path / "Windows"
+    (system_root / "System32").mkdir(parents=True, exist_ok=True)
+    (system_root / "System32" / "vcomp140.dll").write_bytes(b"MZ")
+    hooks = types.ModuleType("PyInstaller.utils.hooks")
+    hooks.collect_submodules = submodules
+    hooks.collect_data_files = lambda package: []
+    hooks.collect_dynamic_libs = lambda package: [(f"<{package} libraries>", f"{package}/lib")]
+    calls: dict = {}
+
+    class Analysis:
+        def __init__(self, scripts, **options):
+            calls["Analysis"] = self
+            self.options = options
+            self.datas = [(str(Path(dest) / Path(src).name), src, "DATA") for src, dest in options["datas"]]
+            self.binaries, self.pure, self.scripts = options["binaries"], [], scripts
+
+    def recorder(name):
+        def record(*args, **options):
+            calls[name] = options
+            return name
+        return record
+
+    spec_globals = {"SPECPATH": str(PACKAGING), "Analysis": Analysis, **{n: recorder(n) for n in ("PYZ", "EXE", "COLLECT", "BUNDLE")}}
+    environ = {**os.environ, "CHATAPP_BUNDLE_GGUF": str(gguf), "CHATAPP_BUNDLE_NAME": "shakespeare-chat", "SystemRoot": str(system_root)}
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("PyInstaller", "PyInstaller.utils"):
+            patch.setitem(sys.modules, name, types.ModuleType(name))
+        patch.setitem(sys.modules, "PyInstaller.utils.hooks", hooks)
+        patch.setattr(os, "environ", environ)
+        patch.setattr(sys, "platform", platform)
+        exec(compile(text, str(SPEC), "exec"), spec_globals)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def bundle_runtime() -> set[str]:
+    """The top-level packages the bundle's code imports (beyond what Python's start loaded)."""
+    code = (f"import sys\nbefore = set(sys.modules)\nimport {', '.join(BUNDLE_RUNTIME)}\n"
+            "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - before})))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+def check_spec(calls: dict, runtime: set[str], platform: str = "linux") -> None:
+    analysis = calls["Analysis"]
+    excluded, hidden = set(analysis.options["excludes"]), set(analysis.options["hiddenimports"])
+    assert set(NEVER_BUNDLED) <= excluded, f"not excluded: {set(NEVER_BUNDLED) - excluded}"
+    assert not runtime & excluded, f"the bundle imports what the spec excludes: {runtime & excluded}"
+    assert set(LOADED_BY_NAME) <= hidden, f"not collected: {set(LOADED_BY_NAME) - hidden}"
+    for package in ("chatapp", "quant", "model", "textual.widgets", "rich._unicode_data"):  # loaded lazily, by name
+        assert set(submodules(package)) <= hidden, f"{package}: not every submodule is collected"
+    destinations = {dest for dest, _, _ in analysis.datas}  # after the spec renamed the GGUF
+    needed = {"chatapp/tui/chatapp.tcss", "chatapp/builtin/shakespeare-chat.gguf", "model/data/shakespeare.tar.xz"}
+    assert needed <= destinations, f"data files missing: {needed - destinations}"
+    libraries = {src for src, _ in analysis.binaries}
+    assert "<llama_cpp libraries>" in libraries, "llama.cpp's libraries are missing"
+    if platform == "win32":
+        assert any(src.endswith("vcomp140.dll") for src in libraries), "llama.cpp's OpenMP runtime is missing"
+    assert analysis.scripts == [str(PACKAGING / "chatapp_main.py")], "another entry point"
+    assert calls["EXE"]["console"] is True and calls["EXE"]["name"] == "chatapp", "not the console program chatapp"
+
+
+@pytest.mark.parametrize("platform", ["linux", "win32"])
+def test_spec_keeps_torch_out_and_brings_what_the_bundle_loads(tmp_path, bundle_runtime, platform):
+    check_spec(read_spec(SPEC.read_text(), tmp_path, platform), bundle_runtime, platform)
+
+
+@pytest.mark.parametrize("original, broken, complaint", [
+    ('"torch", "torchvision"', '"torchvision"', "not excluded: {'torch'}"),
+    ('"transformers", ', "", "not excluded: {'transformers'}"),
+    ('"tkinter",', '"tkinter", "jinja2",', "imports what the spec excludes: {'jinja2'}"),  # foreign chat templates
+    ('"tkinter",', '"tkinter", "numpy",', "imports what the spec excludes: {'numpy'}"),
+    ('    + collect_submodules("quant")\n', "", "not collected: {'quant.llama_worker'}"),  # started by name
+    ('collect_submodules("textual.widgets")', "[]", "textual.widgets: not every submodule"),
+    ("if src == str(GGUF)", "if False", "data files missing: {'chatapp/builtin/shakespeare-chat.gguf'}"),
+    ('binaries.append((str(found[0]), "llama_cpp/lib"))', "pass", "OpenMP runtime is missing"),
+    ("console=True", "console=False", "not the console program"),
+])
+def test_a_broken_spec_fails_the_check(tmp_path, bundle_runtime, original, broken, complaint):
+    text = SPEC.read_text()
+    assert original in text
+    with pytest.raises(AssertionError, match=re.escape(complaint)):
+        check_spec(read_spec(text.replace(original, broken), tmp_path, "win32"), bundle_runtime, "win32")
 
 
 def test_build_names_and_pins():

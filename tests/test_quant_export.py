@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 from quant_helpers import ROOT, exported, quant_model_dir  # noqa: F401
-from quant.gguf_export import DIRECT_TYPES, EXPORT_TYPES, ExportError, export_model
-
-QUANTIZED = [t for t in EXPORT_TYPES if t not in DIRECT_TYPES]
+from quant.gguf_export import export_model
+from quant.gguf_layout import EXPORT_TYPES, ExportError
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +73,7 @@ def widened_model(tiny_model_dir: Path, out: Path, width: int) -> Path:
     """A copy of the tiny model's folder with random weights of another width (numpy only)."""
     from safetensors.numpy import save_file
 
-    from quant.gguf_export import expected_shapes
+    from quant.gguf_layout import expected_shapes
 
     config = json.loads((tiny_model_dir / "config.json").read_text())
     config["architecture"]["n_embd"] = width
@@ -144,7 +143,7 @@ def test_progress_is_reported(tmp_path, tiny_model_dir):
 
 
 def test_failed_export_leaves_no_file_and_keeps_the_old_one(tmp_path, tiny_model_dir, monkeypatch):
-    import quant.quantize
+    import quant.gguf_export
 
     target = tmp_path / "out" / "m.gguf"
     target.parent.mkdir()
@@ -153,7 +152,7 @@ def test_failed_export_leaves_no_file_and_keeps_the_old_one(tmp_path, tiny_model
     def broken(*args, **kwargs):
         raise RuntimeError("disk full, say")
 
-    monkeypatch.setattr(quant.quantize, "quantize_file", broken)
+    monkeypatch.setattr(quant.gguf_export, "quantize_file", broken)
     with pytest.raises(RuntimeError):
         export_model(tiny_model_dir, target, "q4_0")
     assert target.read_bytes() == b"the previous export"

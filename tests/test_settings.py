@@ -27,7 +27,7 @@ def test_values_are_read_and_bad_ones_fall_back_with_a_notice():
     assert settings.chat.top_p == 0.95 and settings.chat.max_tokens == 256
     assert any("top_p must be in (0, 1]" in n for n in settings.notices)
     assert any("max_tokens must be an integer" in n for n in settings.notices)
-    assert any("backend" in n for n in settings.notices)
+    assert any("model.backend must be one of auto, torch, llama.cpp, got 'onnx'" in n for n in settings.notices)
 
 
 def test_a_broken_file_gives_the_defaults_and_a_notice():
@@ -56,6 +56,12 @@ def test_check_field_names_the_allowed_range():
     assert check_field("seed", "") == (None, None)
     assert "top_k must be an integer >= 0" in check_field("top_k", "-1")[1]
     assert "temperature must be a number" in check_field("temperature", "hot")[1]
+
+
+def test_chat_defaults_are_the_sampling_defaults():
+    from model.inference.sampling import SamplingParams
+
+    assert ChatDefaults().sampling_params() == SamplingParams()
 
 
 def test_rendered_defaults_round_trip():

@@ -35,7 +35,3 @@ PROMPT_KEYS = [
 
 def app_bindings() -> list[Binding]:
     return [Binding(key, action, description, show=shown) for key, action, description, shown in APP_KEYS]
-
-
-def describe_key(action: str) -> str:
-    return next((key for key, name, _, _ in APP_KEYS if name == action), "")

@@ -17,7 +17,6 @@ from model import DATA_DIR
 
 CORPUS_ARCHIVE = DATA_DIR / "shakespeare.tar.xz"
 VALIDATION_FRACTION = 0.05
-DOCUMENT_SEPARATOR = "<|endoftext|>"
 
 
 @dataclass(frozen=True)

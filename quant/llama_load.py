@@ -1,0 +1,72 @@
+"""Opening a checked GGUF file in llama.cpp: the one place chatapp constructs llama_cpp.Llama.
+
+The engine (llama_backend.py) and the validation loss (gguf_validation_loss.py)
+both load through `load_llama`: llama.cpp's log goes to a file, the threads
+are sized to the file, every layer goes to a GPU when there is one, and
+Llama() never compiles the file's own chat templates. A missing
+llama-cpp-python or a file llama.cpp refuses is a GGUFFileError (one line).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from model.inference.threads import default_threads
+from quant.gguf_check import GGUFFileError, GGUFInfo
+
+FOREIGN_MAX_CONTEXT = 4096  # the engine sizes a foreign model's KV cache for at most this many tokens by default
+
+
+class _UnusedChatHandler:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def to_chat_handler(self):
+        return None
+
+
+@contextlib.contextmanager
+def _without_chat_handlers():
+    """Llama() compiles every chat template in the file for its own chat API, unbounded (a
+    template can hang it or fold a 3 GB string constant). We never use that API: skip it."""
+    from llama_cpp import llama_chat_format
+
+    original = llama_chat_format.Jinja2ChatFormatter
+    llama_chat_format.Jinja2ChatFormatter = _UnusedChatHandler
+    try:
+        yield
+    finally:
+        llama_chat_format.Jinja2ChatFormatter = original
+
+
+def context_for(info: GGUFInfo, foreign_cap: int) -> int:
+    """The KV cache's size in tokens: our own files get the context they were trained on; a
+    foreign file its own, at most foreign_cap (a cache for 128k tokens would not fit in memory)."""
+    return info.context_length if info.chatapp else min(info.context_length or foreign_cap, foreign_cap)
+
+
+def load_llama(info: GGUFInfo, context: int, *, purpose: str, logits_all: bool = False, n_threads: int | None = None,
+               n_gpu_layers: int | None = None, log_dir: str | Path | None = None):
+    """(llama_cpp.Llama, the log file's path) for a file check_gguf passed (`info`), with a KV
+    cache of `context` tokens. `purpose` names what needs llama.cpp in the error when it is missing."""
+    try:
+        import llama_cpp
+    except ImportError as error:
+        raise GGUFFileError(f"{purpose} needs llama-cpp-python, which this install lacks ({error})") from None
+    from quant.llama_log import route_logs
+
+    log_path = route_logs(log_dir)
+    decode_threads, batch_threads = default_threads(info.size_bytes)
+    if n_gpu_layers is None:
+        n_gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
+    try:
+        with _without_chat_handlers():
+            llm = llama_cpp.Llama(model_path=str(info.path), n_ctx=context, n_threads=n_threads or decode_threads,
+                                  n_threads_batch=n_threads or batch_threads, n_gpu_layers=n_gpu_layers,
+                                  logits_all=logits_all, verbose=False)
+    except (ValueError, RuntimeError, OSError) as error:
+        where = f" (details in {log_path})" if log_path else ""
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise GGUFFileError(f"{info.path}: llama.cpp could not load it: {reason}{where}") from None
+    return llm, log_path
