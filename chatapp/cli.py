@@ -16,6 +16,7 @@ from chatapp import __version__
 from chatapp.backends import BACKEND_CHOICES
 from quant.gguf_layout import DEFAULT_TYPE, EXPORT_TYPES
 
+EXPORT_FORMATS = ("gguf", "ollama", "hf")
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
@@ -183,9 +184,14 @@ def build_parser() -> Parser:
     add_context_argument(bench)
     add_device_argument(bench)
 
-    export = commands.add_parser("export", help="export a model folder to a GGUF file for llama.cpp, Ollama and LM Studio")
+    export = commands.add_parser("export", help="export a model folder to GGUF (llama.cpp, LM Studio), Ollama or Hugging Face")
     add_model_argument(export, positional=True)
-    export.add_argument("-o", "--output", default=None, help="the .gguf file to write (default: NAME-TYPE.gguf)")
+    export.add_argument("--format", default="gguf", choices=EXPORT_FORMATS,
+                        help="gguf: one file; ollama: a folder with the GGUF and a Modelfile; hf: a transformers folder "
+                             "(default gguf)")
+    export.add_argument("-o", "--output", default=None,
+                        help="the file (gguf) or folder (ollama, hf) to write (default: NAME-TYPE.gguf, NAME-ollama, NAME-hf)")
+    export.add_argument("--force", action="store_true", help="hf: replace a folder that is not an earlier export")
     export.add_argument("--type", default=DEFAULT_TYPE, choices=EXPORT_TYPES, metavar="TYPE",
                         help=f"{', '.join(EXPORT_TYPES)} (default %(default)s)")
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import tempfile
 from dataclasses import fields
 
 from chatapp.backends import open_backend
@@ -72,20 +74,62 @@ def command_chat(args) -> int:
 
 
 def command_export(args) -> int:
+    ref = resolve_model(args.model)  # --type and --format were checked by the parser
+    if ref.kind != "folder":
+        raise ValueError(f"{ref.path}: export needs a model folder, not a GGUF file")
+    with plain_model_folder(ref.path) as folder:
+        if args.format == "hf":
+            from quant.hf_export import export_hf
+
+            out = export_hf(folder, args.output or f"{ref.name}-hf", force=args.force)
+            print(f"{out}: a Hugging Face folder (GPT2LMHeadModel); AutoModelForCausalLM.from_pretrained({str(out)!r})")
+            return 0
+        if args.format == "ollama":
+            return export_for_ollama(folder, ref.name, args)
+        print("\n".join(export_gguf(folder, args.output or f"{ref.name}-{args.type}.gguf", args.type).lines()))
+    return 0
+
+
+def export_gguf(folder, out, kind: str):
     from chatapp.paths import log_dir
     from quant.gguf_export import StageProgress, export_model
 
-    ref = resolve_model(args.model)  # --type was checked against EXPORT_TYPES by the parser
-    if ref.kind != "folder":
-        raise ValueError(f"{ref.path}: export needs a model folder, not a GGUF file")
-    out = args.output or f"{ref.name}-{args.type}.gguf"
     bars = StageProgress(sys.stderr)
     try:
-        report = export_model(ref.path, out, args.type, progress=bars, log_dir=log_dir())
+        return export_model(folder, out, kind, progress=bars, log_dir=log_dir())
     finally:
         bars.close()
-    print("\n".join(report.lines()))
+
+
+def export_for_ollama(folder, name: str, args) -> int:
+    """OUT/NAME-TYPE.gguf and OUT/Modelfile, and the command that makes it an Ollama model."""
+    from pathlib import Path
+
+    from quant.ollama_export import write_modelfile
+
+    out = Path(args.output or f"{name}-ollama")
+    out.mkdir(parents=True, exist_ok=True)
+    gguf_name = f"{name}-{args.type}.gguf"
+    print("\n".join(export_gguf(folder, out / gguf_name, args.type).lines()))
+    modelfile = write_modelfile(folder, out, gguf_name)
+    print(f"{modelfile}: then `ollama create {name} -f {modelfile}` and `ollama run {name}`")
     return 0
+
+
+@contextlib.contextmanager
+def plain_model_folder(folder):
+    """The folder itself, or for an adapters folder its base with the adapters merged, in a temporary folder."""
+    from model.network.model_folder import ADAPTERS_KEY, read_config
+
+    if ADAPTERS_KEY not in read_config(folder):
+        yield folder
+        return
+    require_torch("exporting an adapters folder (its adapters are merged into the base)")
+    from model.network.model_folder import save_merged
+
+    with tempfile.TemporaryDirectory(prefix="chatapp-merged-") as merged:
+        save_merged(folder, merged)
+        yield merged
 
 
 FULL_INSTALL = ("the full install has it: in a clone of chatapp, `pipx install .` or `uv tool install .` "

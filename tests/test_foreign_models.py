@@ -163,7 +163,7 @@ async def test_the_tui_opens_a_foreign_model_and_streams_a_reply(files, family):
         assert app.load_error is None and app.engine.name == "llama.cpp"
         await send(pilot, "Hello there")
         await wait_idle(pilot)
-        stored = app.store.messages(app.conversation.id)[-1]
+        stored = app.store.messages(app.chat.conversation.id)[-1]
         assert stored.role == "assistant" and stored.status in ("complete", "length") and stored.error is None
         assert reply_texts(app)[-1] == stored.content
         assert "/512 tokens" in str(app.query_one(ContextBar).render())
@@ -182,7 +182,7 @@ async def test_the_tui_shows_a_broken_file_as_one_line_and_keeps_running(files, 
         assert str(files[kind]) in app.load_error and "\n" not in app.load_error
         await send(pilot, "Is anyone there?")
         await pilot.pause()
-        assert app.is_running and app.prompt.text == "Is anyone there?"  # nothing sent, nothing lost
+        assert app.is_running and app.chat.prompt.text == "Is anyone there?"  # nothing sent, nothing lost
 
 
 def test_old_turns_are_dropped_so_that_a_strict_template_still_starts_with_a_user_turn(engines):

@@ -166,3 +166,20 @@ def test_chatapp_takes_the_exported_folder_back(exported_pair):
     original = subprocess.run(run + ["--model", str(folder)], capture_output=True, text=True, timeout=120)
     again = subprocess.run(run + ["--model", str(hf_dir)], capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and again.stdout == original.stdout, again.stderr
+
+
+def test_chatapp_export_writes_each_format(tiny_model_dir, tmp_path):
+    from quant.gguf_check import check_gguf
+
+    def export(*args):
+        result = subprocess.run([sys.executable, "-m", "chatapp", "export", str(tiny_model_dir), *args],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    said = export("--format", "ollama", "--type", "q8_0", "-o", str(tmp_path / "ollama"))
+    modelfile = (tmp_path / "ollama" / "Modelfile").read_text()
+    gguf_name = modelfile.splitlines()[0].removeprefix("FROM ./")
+    assert check_gguf(tmp_path / "ollama" / gguf_name).chatapp and "ollama create" in said
+    export("--format", "hf", "-o", str(tmp_path / "hf"))
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == ["GPT2LMHeadModel"]

@@ -74,11 +74,11 @@ async def test_the_app_survives_a_crashed_engine_and_answers_again(gguf):
         async with app.run_test() as pilot:
             await send(pilot, "Good morrow")
             await wait_idle(pilot)
-            failed = app.store.messages(app.conversation.id)[-1]
+            failed = app.store.messages(app.chat.conversation.id)[-1]
             assert failed.status == "error" and "SIGABRT" in failed.error and "\n" not in failed.error
             await send(pilot, "Good morrow again")
             await wait_idle(pilot)
-            stored = app.store.messages(app.conversation.id)
+            stored = app.store.messages(app.chat.conversation.id)
             assert stored[-1].status in ("complete", "length") and stored[-1].content
             assert reply_texts(app)[-1] == stored[-1].content
             assert app.is_running

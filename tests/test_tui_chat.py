@@ -26,8 +26,8 @@ async def test_a_reply_streams_in_and_is_saved():
         reply = app.query_one(AssistantMessage)
         assert "Good morrow" in reply.query_one(Markdown).source
         assert "3 tokens" in reply.footer_text() and "finish: stop" in reply.footer_text()
-        assert app.prompt.text == ""
-        stored = app.store.messages(app.conversation.id)
+        assert app.chat.prompt.text == ""
+        stored = app.store.messages(app.chat.conversation.id)
         assert [(m.role, m.content, m.status) for m in stored] == [
             ("user", "Hello\nthere", "complete"), ("assistant", "**Good morrow**, sir.", "complete")]
         assert engine.calls[0]["messages"][-1].content == "Hello\nthere"
@@ -65,11 +65,11 @@ async def test_esc_stops_a_reply_mid_stream_and_keeps_what_came(save_every_piece
         await send(pilot, "count")
         await wait_until(pilot, engine.holding.is_set, what="the stream to be held")
         await wait_until(pilot, lambda: reply_texts(app) == ["one two"], what="two pieces on screen")
-        stored = app.store.messages(app.conversation.id)[-1]
+        stored = app.store.messages(app.chat.conversation.id)[-1]
         assert (stored.content, stored.status) == ("one two", "streaming")  # saved as it streams
         await pilot.press("escape")
         await wait_idle(pilot)
-        stored = app.store.messages(app.conversation.id)[-1]
+        stored = app.store.messages(app.chat.conversation.id)[-1]
         assert (stored.content, stored.status) == ("one two", "stopped")
         assert engine.cancelled == 1
         assert "stopped" in app.query_one(AssistantMessage).footer_text()
@@ -81,7 +81,7 @@ async def test_an_engine_error_mid_reply_is_shown_and_the_app_keeps_running():
     async with app.run_test() as pilot:
         await send(pilot, "break")
         await wait_idle(pilot)
-        stored = app.store.messages(app.conversation.id)[-1]
+        stored = app.store.messages(app.chat.conversation.id)[-1]
         assert (stored.content, stored.status) == ("half", "error")
         assert "broke down" in stored.error
         assert any("broke down" in n.message for n in app._notifications)
@@ -105,8 +105,8 @@ async def test_a_model_that_fails_to_load_is_reported_and_typed_text_is_kept():
         banner = str(app.query_one("#banner").render())
         assert "could not be loaded" in banner and "nope" in banner
         await send(pilot, "are you there?")
-        assert app.prompt.text == "are you there?"
-        assert app.store.messages(app.conversation.id) == []
+        assert app.chat.prompt.text == "are you there?"
+        assert app.store.messages(app.chat.conversation.id) == []
         assert app.is_running
 
 
@@ -130,7 +130,7 @@ async def test_regenerate_replaces_the_last_reply():
         await pilot.press("ctrl+r")
         await wait_idle(pilot)
         assert reply_texts(app) == ["second"]
-        assert [m.content for m in app.store.messages(app.conversation.id)] == ["hi", "second"]
+        assert [m.content for m in app.store.messages(app.chat.conversation.id)] == ["hi", "second"]
         assert [m.content for m in engine.calls[1]["messages"]] == ["hi"]
 
 
@@ -141,8 +141,8 @@ async def test_edit_last_message_puts_it_back_in_the_input():
         await wait_idle(pilot)
         await pilot.press("ctrl+l")
         await pilot.pause()
-        assert app.prompt.text == "a typo"
-        assert app.store.messages(app.conversation.id) == []
+        assert app.chat.prompt.text == "a typo"
+        assert app.store.messages(app.chat.conversation.id) == []
         assert not app.query(UserMessage) and not app.query(AssistantMessage)
 
 
@@ -150,20 +150,20 @@ async def test_continue_a_reply_that_hit_its_length_limit():
     engine = FakeBackend(replies=[["To", " be", " or", " not"], [" to", " be"]])
     app = make_app(engine)
     async with app.run_test() as pilot:
-        settings = dict(app.conversation.settings)
+        settings = dict(app.chat.conversation.settings)
         settings["chat"] = {**settings["chat"], "max_tokens": 2}
-        app.store.save_settings(app.conversation.id, settings)
-        app.conversation = app.store.conversation(app.conversation.id)
+        app.store.save_settings(app.chat.conversation.id, settings)
+        app.chat.conversation = app.store.conversation(app.chat.conversation.id)
         await send(pilot, "Hamlet")
         await wait_idle(pilot)
-        assert app.store.messages(app.conversation.id)[-1].status == "length"
+        assert app.store.messages(app.chat.conversation.id)[-1].status == "length"
         assert "length limit" in app.query_one(AssistantMessage).footer_text()
         await pilot.press("ctrl+g")
         await wait_idle(pilot)
         assert engine.calls[-1]["continue_last"] is True
         assert engine.calls[-1]["messages"][-1].content == "To be"
         assert reply_texts(app) == ["To be to be"]
-        assert app.store.messages(app.conversation.id)[-1].content == "To be to be"
+        assert app.store.messages(app.chat.conversation.id)[-1].content == "To be to be"
 
 
 async def test_up_on_an_empty_input_recalls_earlier_prompts():
@@ -172,22 +172,22 @@ async def test_up_on_an_empty_input_recalls_earlier_prompts():
         for prompt in ("first", "second"):
             await send(pilot, prompt)
             await wait_idle(pilot)
-        app.prompt.focus()
+        app.chat.prompt.focus()
         await pilot.press("up")
-        assert app.prompt.text == "second"
+        assert app.chat.prompt.text == "second"
         await pilot.press("up")
-        assert app.prompt.text == "first"
+        assert app.chat.prompt.text == "first"
         await pilot.press("down")
-        assert app.prompt.text == "second"
+        assert app.chat.prompt.text == "second"
 
 
 async def test_shift_enter_and_ctrl_j_add_a_line_instead_of_sending():
     app = make_app(FakeBackend())
     async with app.run_test() as pilot:
-        app.prompt.focus()
+        app.chat.prompt.focus()
         await pilot.press("a", "ctrl+j", "b", "shift+enter", "c")
-        assert app.prompt.text == "a\nb\nc"
-        assert app.store.messages(app.conversation.id) == []
+        assert app.chat.prompt.text == "a\nb\nc"
+        assert app.store.messages(app.chat.conversation.id) == []
 
 
 async def test_sending_while_a_reply_streams_is_refused_and_the_text_kept():
@@ -197,7 +197,7 @@ async def test_sending_while_a_reply_streams_is_refused_and_the_text_kept():
         await send(pilot, "one")
         await wait_until(pilot, engine.holding.is_set)
         await send(pilot, "two")
-        assert app.prompt.text == "two"
+        assert app.chat.prompt.text == "two"
         assert any("still streaming" in n.message for n in app._notifications)
         engine.release()
         await wait_idle(pilot)
@@ -209,18 +209,18 @@ async def test_switching_conversations_mid_reply_keeps_the_reply_in_its_own(save
     app = make_app(engine)
     async with app.run_test() as pilot:
         await send(pilot, "first conversation")
-        first = app.conversation.id
+        first = app.chat.conversation.id
         await wait_until(pilot, engine.holding.is_set)
         await pilot.press("ctrl+n")
         await pilot.pause()
-        second = app.conversation.id
+        second = app.chat.conversation.id
         assert second != first and not app.query(AssistantMessage)
         engine.release()
         await wait_idle(pilot)
         assert not app.query(AssistantMessage)  # nothing leaked into the new conversation
         assert app.store.messages(second) == []
         assert [(m.content, m.status) for m in app.store.messages(first)][-1] == ("abcd", "complete")
-        await app.open_conversation(first)
+        await app.chat.open_conversation(first)
         await pilot.pause()
         assert reply_texts(app) == ["abcd"]
 
@@ -230,10 +230,10 @@ async def test_switching_back_mid_reply_shows_the_reply_still_streaming(save_eve
     app = make_app(engine)
     async with app.run_test() as pilot:
         await send(pilot, "hi")
-        first = app.conversation.id
+        first = app.chat.conversation.id
         await wait_until(pilot, engine.holding.is_set)
         await pilot.press("ctrl+n")
-        await app.open_conversation(first)
+        await app.chat.open_conversation(first)
         await pilot.pause()
         assert reply_texts(app) == ["ab"]
         engine.release()
@@ -247,7 +247,7 @@ async def test_quitting_mid_reply_cancels_generation_cleanly(save_every_piece):
     app = make_app(engine, store=store)
     async with app.run_test() as pilot:
         await send(pilot, "hi")
-        conversation = app.conversation.id
+        conversation = app.chat.conversation.id
         await wait_until(pilot, engine.holding.is_set)
         await pilot.press("ctrl+q")
         await wait_until(pilot, lambda: not app.is_running, what="the app to exit")
@@ -264,12 +264,12 @@ async def test_five_hundred_messages_open_with_the_newest_first():
     app = make_app(FakeBackend(), store=store)
     async with app.run_test() as pilot:
         await pilot.pause()
-        widgets = app.log_view.message_widgets()
+        widgets = app.chat.log_view.message_widgets()
         assert len(widgets) == 40 and widgets[-1].content == "answer **249**"
         app.query_one("#show-earlier").press()
-        await wait_until(pilot, lambda: len(app.log_view.message_widgets()) == 80)
+        await wait_until(pilot, lambda: len(app.chat.log_view.message_widgets()) == 80)
         await pilot.pause()
-        assert app.log_view.message_widgets()[0].content == "question 210"
+        assert app.chat.log_view.message_widgets()[0].content == "question 210"
         assert "420 more" in str(app.query_one("#show-earlier").label)
 
 
@@ -277,10 +277,10 @@ async def test_the_context_bar_shows_use_and_the_turns_that_no_longer_fit():
     engine = FakeBackend(context_length=120, replies=[["x" * 30]] * 4)
     app = make_app(engine)
     async with app.run_test() as pilot:
-        settings = dict(app.conversation.settings)
+        settings = dict(app.chat.conversation.settings)
         settings["chat"] = {**settings["chat"], "max_tokens": 20}
-        app.store.save_settings(app.conversation.id, settings)
-        app.conversation = app.store.conversation(app.conversation.id)
+        app.store.save_settings(app.chat.conversation.id, settings)
+        app.chat.conversation = app.store.conversation(app.chat.conversation.id)
         for index in range(3):
             await send(pilot, f"message number {index}")
             await wait_idle(pilot)
@@ -288,6 +288,6 @@ async def test_the_context_bar_shows_use_and_the_turns_that_no_longer_fit():
         text = str(bar.render())
         assert "/120 tokens" in text and "no longer fit" in text
         assert bar.has_class("overflowing")
-        widgets = app.log_view.message_widgets()
+        widgets = app.chat.log_view.message_widgets()
         assert widgets[0].has_class("out-of-context")
         assert not widgets[-1].has_class("out-of-context")

@@ -43,7 +43,7 @@ async def test_bad_values_are_refused_inline_with_the_allowed_range():
         assert screen.query_one("#save", Button).disabled  # max_tokens is still wrong
         await pilot.press("escape")
         await pilot.pause()
-        assert app.conversation.settings["chat"]["top_p"] == 0.95
+        assert app.chat.conversation.settings["chat"]["top_p"] == 0.95
 
 
 async def test_saved_settings_belong_to_the_conversation_and_reach_the_engine():
@@ -56,14 +56,14 @@ async def test_saved_settings_belong_to_the_conversation_and_reach_the_engine():
         screen.query_one("#system_prompt").text = "You are Hamlet."
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
-        assert app.conversation.settings["chat"]["temperature"] == 0.0
+        assert app.chat.conversation.settings["chat"]["temperature"] == 0.0
         await send(pilot, "who are you?")
         await wait_idle(pilot)
         call = engine.calls[-1]
         assert (call["params"].temperature, call["params"].seed) == (0.0, 7)
         assert call["messages"][0].role == "system" and call["messages"][0].content == "You are Hamlet."
         await pilot.press("ctrl+n")
-        assert app.conversation.settings["chat"]["temperature"] == 0.8  # new conversations start from the file
+        assert app.chat.conversation.settings["chat"]["temperature"] == 0.8  # new conversations start from the file
 
 
 async def test_new_conversations_take_their_defaults_from_the_settings_file():

@@ -42,7 +42,7 @@ async def test_selecting_a_conversation_opens_it():
         options.highlighted = 1
         await pilot.press("enter")
         await wait_until(pilot, lambda: reply_texts(app) == ["on Hamlet"])
-        assert app.conversation.title == "About Hamlet"
+        assert app.chat.conversation.title == "About Hamlet"
 
 
 async def test_rename():
@@ -56,7 +56,7 @@ async def test_rename():
         await pilot.press(*"Greetings", "enter")
         await pilot.pause()
         assert titles(app) == ["Greetings"]
-        assert app.store.conversation(app.conversation.id).title == "Greetings"
+        assert app.store.conversation(app.chat.conversation.id).title == "Greetings"
 
 
 async def test_delete_asks_first_and_cancel_keeps_the_conversation():
@@ -72,7 +72,7 @@ async def test_delete_asks_first_and_cancel_keeps_the_conversation():
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.click("#yes")
         await wait_until(pilot, lambda: titles(app) == ["About Hamlet"])
-        assert app.conversation.title == "About Hamlet"
+        assert app.chat.conversation.title == "About Hamlet"
 
 
 async def test_filter_narrows_the_list():

@@ -17,12 +17,14 @@ def chat_app():
 
 
 async def chat_once(pilot):
+    # App.run's autopilot, unlike run_test, starts before the chat screen has mounted
+    await wait_until(pilot, lambda: pilot.app.chat.is_mounted, what="the chat screen")
     await send(pilot, "Good morrow!")
     await wait_idle(pilot)
-    pilot.app.prompt.cursor_blink = False  # a blinking cursor would make the picture depend on timing
-    pilot.app.prompt.focus()
+    pilot.app.chat.prompt.cursor_blink = False  # a blinking cursor would make the picture depend on timing
+    pilot.app.chat.prompt.focus()
     await pilot.wait_for_scheduled_animations()
-    pilot.app.log_view.scroll_end(animate=False)
+    pilot.app.chat.log_view.scroll_end(animate=False)
     await pilot.pause()
     await pilot.pause()
 

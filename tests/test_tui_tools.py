@@ -50,10 +50,31 @@ async def test_every_action_is_in_the_command_palette():
 async def test_app_keys_do_nothing_behind_a_dialog():
     app = make_app(FakeBackend())
     async with app.run_test() as pilot:
+        await send(pilot, "hi")
+        await wait_idle(pilot)  # not an empty chat, so that Ctrl+N would open a new one
+        opened = app.chat.conversation.id
         await pilot.press("f1")
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
         await pilot.press("ctrl+n")
-        assert len(app.store.conversations()) == 1
+        await run_from_the_palette(pilot, "New chat")  # the palette opens over the dialog too
+        await run_from_the_palette(pilot, "Help")
+        assert app.screen_stack == [app.chat, app.screen] and isinstance(app.screen, HelpScreen)
+        assert len(app.store.conversations()) == 1 and app.chat.conversation.id == opened
+        await pilot.press("escape")
+        await pilot.press("ctrl+n")
+        assert len(app.store.conversations()) == 2  # the same key, with the dialog closed
+
+
+async def run_from_the_palette(pilot, title: str) -> None:
+    app = pilot.app
+    await pilot.press("ctrl+p")
+    await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette))
+    await pilot.press(*title)
+    await wait_until(pilot, lambda: app.screen.query(OptionList) and app.screen.query_one(OptionList).option_count > 0)
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: not isinstance(app.screen, CommandPalette))
+    await pilot.pause()
+    await pilot.pause()
 
 
 async def test_copy_a_message_and_a_code_block():
@@ -131,7 +152,7 @@ async def test_the_model_picker_lists_models_and_adds_a_gguf_by_path(tmp_path):
         await wait_until(pilot, lambda: chosen == [str(gguf)])
         await wait_until(pilot, lambda: app.engine is not None and app.engine.model_name == str(gguf))
         assert app.settings.extra_paths == [str(gguf)]
-        assert app.conversation.settings["model"] == str(gguf)
+        assert app.chat.conversation.settings["model"] == str(gguf)
         await pilot.press("f4")
         await wait_until(pilot, lambda: isinstance(app.screen, ModelPickerScreen))
         options = app.screen.query_one("#models", OptionList)

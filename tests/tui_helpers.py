@@ -24,13 +24,13 @@ async def wait_until(pilot, condition, timeout: float = 10.0, what: str = "the c
 
 async def send(pilot, text: str) -> None:
     app = pilot.app
-    app.prompt.focus()
-    app.prompt.text = text
+    app.chat.prompt.focus()
+    app.chat.prompt.text = text
     await pilot.press("enter")
 
 
 async def wait_idle(pilot) -> None:
-    await wait_until(pilot, lambda: pilot.app.job is None, what="the reply to finish")
+    await wait_until(pilot, lambda: pilot.app.chat.job is None, what="the reply to finish")
     await pilot.pause()
 
 

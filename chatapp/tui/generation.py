@@ -2,8 +2,8 @@
 
 The job runs the engine's generator in a worker thread, saves the reply to
 the store as it grows (at least every SAVE_INTERVAL_S), finishes the row with
-its status and numbers, and reports each step through `report` (the app's
-thread-safe post_message). It knows its message id, so switching
+its status and numbers, and reports each step through `report` (the chat
+screen's thread-safe post_message). It knows its message id, so switching
 conversations mid-reply can neither lose it nor mix it into another one.
 """
 
