@@ -150,6 +150,7 @@ def test_persona_openings_answer_a_plain_opener_in_character():
     assert "You are Hamlet, Prince of Denmark." in {c.messages[0].content for c in openings}
 
 
+@pytest.mark.slow
 def test_the_held_out_part_stays_held_out():
     split = dialogue_split()
     counts_train, counts_validation = count_summary(split.train), count_summary(split.validation)

@@ -150,6 +150,17 @@ def test_a_seed_reproduces_a_reply_and_no_seed_varies(engine):
     _, d, _, _ = collect(engine.complete("Now", SamplingParams(**params)))
     _, e, _, _ = collect(engine.complete("Now", SamplingParams(**params)))
     assert a == b and a != c and d != e
+    _, greedy, _, _ = collect(engine.complete("Now", SamplingParams(temperature=0, max_tokens=20)))
+    _, greedy_seeded, _, _ = collect(engine.complete("Now", SamplingParams(temperature=0, max_tokens=20, seed=99)))
+    assert greedy == greedy_seeded  # greedy ignores the seed
+
+
+def test_finished_reports_the_numbers(engine):
+    messages = [Message("user", "Speak.")]
+    _, ids, finished, _ = collect(engine.chat(messages, SamplingParams(seed=1, max_tokens=20)))
+    assert finished.reason in ("stop", "length") and finished.completion_tokens == len(ids) <= 20
+    assert finished.prompt_tokens == len(engine.fit(messages, reserve=20).ids)
+    assert finished.time_to_first_token_s > 0 and finished.tokens_per_second >= 0
 
 
 def test_recomputing_without_the_cache_gives_the_same_tokens(engine):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import eval_chat  # noqa: E402
@@ -27,6 +29,7 @@ def test_persona_name_joins_the_prompts_of_one_character():
     assert eval_chat.persona_name("You are the Earl of Kent.") == "the Earl of Kent"
 
 
+@pytest.mark.slow
 def test_trials_put_the_own_persona_first_and_others_from_other_characters():
     tokenizer = load_tokenizer(BUILTIN)
     validation = dialogue_split().validation[:300]
@@ -59,6 +62,7 @@ def test_word_counts_pick_the_character_whose_words_a_reply_uses():
     assert eval_chat.word_count_choice(swapped, train, tokenizer)["own_most_likely"] == 0
 
 
+@pytest.mark.slow
 def test_each_replys_nats_add_up_to_the_mean_reply_loss(tiny_model_dir):
     model, tokenizer, _ = load_model(tiny_model_dir)
     trials = eval_chat.persona_trials(Options, dialogue_split().validation[:60], tokenizer, 256, False)

@@ -190,6 +190,7 @@ def test_full_finetune(tiny_model_dir, chats, tmp_path, capsys):
     assert not (tmp_path / "full" / ADAPTERS_FILE).exists()
 
 
+@pytest.mark.slow
 def test_saved_adapters_load_as_the_merged_model(tiny_model_dir, chats, tmp_path, capsys):
     run = ["--data", chats, "--steps", 3, "--lora-rank", 4]
     assert finetune(capsys, tiny_model_dir, "--out", tmp_path / "merged", *run)[0] == 0

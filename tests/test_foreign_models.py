@@ -12,11 +12,9 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from foreign_gguf import BROKEN_KINDS, FAMILIES, write_broken_gguf, write_foreign_gguf
-from model.inference.backend import Finished, TextPiece
 from model.text.chat_format import Message
 from model.text.chat_template import PLAIN_STOP_STRINGS, fold_system_message
 from model.inference.sampling import SamplingParams

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -54,6 +53,7 @@ def test_transformers_loads_it_and_its_logits_equal_ours(exported_pair):
         assert (got[-1] - expected[-1]).abs().max() <= 1e-4 if expected.dim() == 1 else (got[-expected.shape[0]:] - expected).abs().max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_greedy_pipeline_text_equals_chatapp_run_raw(exported_pair):
     from transformers import pipeline
 
@@ -168,6 +168,7 @@ def test_chatapp_takes_the_exported_folder_back(exported_pair):
     assert again.returncode == 0 and again.stdout == original.stdout, again.stderr
 
 
+@pytest.mark.slow
 def test_chatapp_export_writes_each_format(tiny_model_dir, tmp_path):
     from quant.gguf_check import check_gguf
 

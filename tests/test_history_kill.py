@@ -28,11 +28,11 @@ async def main():
     app = ChatApp(engine=engine, store=store)
     async with app.run_test() as pilot:
         for text in ("first question", "second question"):
-            app.prompt.text = text
+            app.chat.prompt.text = text
             await pilot.press("enter")
-            while app.job is not None and not engine.holding.is_set():
+            while app.chat.job is not None and not engine.holding.is_set():
                 await pilot.pause(0.01)
-        while not store.messages(app.conversation.id)[-1].content:
+        while not store.messages(app.chat.conversation.id)[-1].content:
             await pilot.pause(0.01)
         print("STREAMING", flush=True)
         await asyncio.sleep(3600)

@@ -10,10 +10,9 @@ import signal
 import pytest
 
 from model.inference.backend import EngineCrashed, Finished, TextPiece
-from model.text.chat_format import Message
 from model.inference.sampling import SamplingParams
 from quant_helpers import exported
-from tests.tui_helpers import make_app, reply_texts, send, wait_idle, wait_until
+from tests.tui_helpers import make_app, reply_texts, send, wait_idle
 
 
 @pytest.fixture()

@@ -8,9 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 
-import numpy as np
 import pytest
 
 from model.inference.backend import Finished, TextPiece

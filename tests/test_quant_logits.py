@@ -116,6 +116,7 @@ def test_evaluate_gguf_gives_the_torch_figures(quant_model_dir, some_validation_
     assert ours["perplexity"] == pytest.approx(expected["perplexity"], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_quantized_perplexity_bars(quant_model_dir, some_validation_works):
     """Q8_0 within 0.5% of F32 perplexity; Q4_K_M within 5% (the README's bars)."""
     from quant.gguf_validation_loss import evaluate_gguf

@@ -27,6 +27,7 @@ def test_trainer_merges_most_frequent_pair_first():
     assert [t for t, r in sorted(ranks.items(), key=lambda kv: kv[1])][256:] == [b"aa", b"ab"]
 
 
+@pytest.mark.slow
 def test_trainer_is_deterministic_and_trains_the_corpus_quickly():
     texts = [w.text for w in builtin_split().train]
     start = time.perf_counter()

@@ -14,13 +14,11 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
-from chatapp.history import HistoryStore, StoredConversation
+from chatapp.history import HistoryStore
 from chatapp.settings import Settings, load_settings, save_value
-from chatapp.tui.generation import ReplyJob
 from chatapp.tui.keys import APP_KEYS
 from chatapp.tui.screens.chat import APP_ACTIONS, ChatScreen
 from chatapp.tui.screens.help import HelpScreen
-from chatapp.tui.widgets.prompt import PromptInput
 
 
 def open_model(spec: str, backend: str, device: str, context: int | None = None):
@@ -133,20 +131,6 @@ class ChatApp(App):
         for key, action, description, _ in APP_KEYS:
             target = self if action in APP_ACTIONS else self.chat
             yield SystemCommand(description, f"{description} ({key})", partial(target.run_action, action))
-
-    # --- the chat screen's state, for scripts that drive the app (tests/test_history_kill.py) ---
-
-    @property
-    def conversation(self) -> StoredConversation | None:
-        return self.chat.conversation
-
-    @property
-    def job(self) -> ReplyJob | None:
-        return self.chat.job
-
-    @property
-    def prompt(self) -> PromptInput:
-        return self.chat.prompt
 
 
 def run_app(model_spec: str | None = None, backend: str = "auto", device: str = "auto", context: int | None = None) -> int:
