@@ -131,12 +131,9 @@ def _read_metadata(buffer, keys: tuple[str, ...]) -> dict:
 def quantization_name(file_type: int | None, file_name: str) -> str | None:
     """Q4_K_M for LlamaFileType.MOSTLY_Q4_K_M, F32 for ALL_F32; else a type named in the file name."""
     if isinstance(file_type, int):
-        try:
-            import gguf  # numpy comes with it: only once a label needs it
+        from quant.gguf_check import file_type_name  # gguf and numpy come with it: only once a label needs it
 
-            return re.sub(r"^(MOSTLY|ALL)_", "", gguf.LlamaFileType(file_type).name)
-        except (ImportError, ValueError):  # no gguf package, or a type newer than it knows
-            return f"file type {file_type}"
+        return file_type_name(file_type) or f"file type {file_type}"  # None: a type newer than gguf knows
     match = QUANT_IN_NAME.search(Path(file_name).stem)
     return match.group(1).upper() if match else None
 

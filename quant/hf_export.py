@@ -30,52 +30,27 @@ from pathlib import Path
 import numpy as np
 
 from model.inference.sampling import SamplingParams
+from model.network.hf_folder import gpt2_config, hf_tensor_names
 from model.network.model_folder import CONFIG_FILE, WEIGHTS_FILE, load_tokenizer, read_config
 from model.text.chat_format import jinja_chat_template
 from model.text.tokenizer import END_OF_TEXT, END_OF_TURN, SPECIAL_TOKENS
-from quant.gguf_vocab import merges_from_ranks, token_string
+from model.text.byte_level import token_string
+from quant.gguf_vocab import merges_from_ranks
 from quant.weights import SafetensorsFile
 
 EXPORT_MARKER = "chatapp_export"  # a key in config.json: a folder with it may be replaced by a new export
-# our tensor -> HF's, per block; True where HF's Conv1D wants the matrix transposed
-BLOCK_TENSORS = {"ln_1": ("ln_1", False), "attn.qkv": ("attn.c_attn", True), "attn.proj": ("attn.c_proj", True),
-                 "ln_2": ("ln_2", False), "mlp.up": ("mlp.c_fc", True), "mlp.down": ("mlp.c_proj", True)}
 
 
 class HFExportError(ValueError):
     """The export cannot be made; a one-line message."""
 
 
-def hf_tensor_names(n_layer: int) -> list[tuple[str, str, bool]]:
-    """(HF name, our name, transpose) for every tensor (the LM head is tied: not stored)."""
-    names = [("transformer.wte.weight", "token_embedding.weight", False),
-             ("transformer.wpe.weight", "position_embedding.weight", False)]
-    for i in range(n_layer):
-        for ours, (theirs, transpose) in BLOCK_TENSORS.items():
-            names.append((f"transformer.h.{i}.{theirs}.weight", f"blocks.{i}.{ours}.weight", transpose))
-            names.append((f"transformer.h.{i}.{theirs}.bias", f"blocks.{i}.{ours}.bias", False))
-    names += [("transformer.ln_f.weight", "ln_f.weight", False), ("transformer.ln_f.bias", "ln_f.bias", False)]
-    return names
-
-
 def hf_config(config: dict, special_ids: dict[str, int]) -> dict:
-    arch = config["architecture"]
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
-        "vocab_size": arch["vocab_size"],
-        "n_positions": arch["context_length"],
-        "n_ctx": arch["context_length"],
-        "n_embd": arch["n_embd"],
-        "n_layer": arch["n_layer"],
-        "n_head": arch["n_head"],
-        "n_inner": 4 * arch["n_embd"],
-        "activation_function": "gelu_new",  # GPT-2's tanh approximation, as ours
-        "layer_norm_epsilon": arch.get("layer_norm_epsilon", 1e-5),
-        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
-        "tie_word_embeddings": True,
-        "bos_token_id": special_ids[END_OF_TEXT],
-        "eos_token_id": special_ids[END_OF_TEXT],
+        **gpt2_config(config["architecture"], special_ids[END_OF_TEXT], special_ids[END_OF_TEXT]),
+        "n_ctx": config["architecture"]["context_length"],
         "torch_dtype": "float32",
         EXPORT_MARKER: {"name": config.get("name", ""), "chat_format_version": config.get("chat_format_version")},
     }
@@ -180,9 +155,9 @@ def _weights(folder: Path, arch: dict) -> dict[str, np.ndarray]:
     if missing:
         raise HFExportError(f"{folder / WEIGHTS_FILE}: tensors missing for this config ({', '.join(missing[:3])})")
     tensors = {}
-    for theirs, ours, transpose in hf_tensor_names(arch["n_layer"]):
+    for theirs, ours, transposed in hf_tensor_names(arch["n_layer"]):
         values = weights.float32(ours)
-        tensors[theirs] = np.ascontiguousarray(values.T if transpose else values)
+        tensors[theirs] = np.ascontiguousarray(values.T if transposed else values)
     weights.close()
     return tensors
 

@@ -29,7 +29,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from quant.gguf_vocab import bytes_to_unicode, merges_from_ranks, token_string
+from model.text.byte_level import bytes_to_unicode, token_string
+from quant.gguf_vocab import merges_from_ranks
 
 # Verbatim from meta-llama/Llama-3.1-8B-Instruct (tokenizer_config.json), trailing newline included.
 LLAMA31_INSTRUCT_TEMPLATE = r'''{{- bos_token }}

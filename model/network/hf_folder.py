@@ -1,6 +1,7 @@
-"""Reading back a Hugging Face folder that chatapp exported (quant/hf_export.py):
-GPT2LMHeadModel weights, vocab.json with our special tokens, so `chatapp run`,
-`chat`, `eval` and `export` take it like a model folder. Torch-free (numpy):
+"""Our GPT in Hugging Face's GPT-2 layout: the tensor names and the config
+(used by the export, quant/hf_export.py, and by the transformers oracle,
+hf_convert.py), and reading back a folder that chatapp exported, so `chatapp
+run`, `chat` and `eval` take it like a model folder. Torch-free (numpy):
 model_folder.py turns the weights into tensors.
 """
 
@@ -15,9 +16,34 @@ from model.text.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 HF_WEIGHTS = "model.safetensors"
 HF_VOCAB = "vocab.json"
-# HF's name -> ours, per block; True where HF's Conv1D stores the matrix transposed
-BLOCK_TENSORS = {"ln_1": ("ln_1", False), "attn.c_attn": ("attn.qkv", True), "attn.c_proj": ("attn.proj", True),
-                 "ln_2": ("ln_2", False), "mlp.c_fc": ("mlp.up", True), "mlp.c_proj": ("mlp.down", True)}
+# ours -> HF's, per block; True where HF's Conv1D stores the matrix as (in, out), our nn.Linear as (out, in)
+BLOCK_TENSORS = {"ln_1": ("ln_1", False), "attn.qkv": ("attn.c_attn", True), "attn.proj": ("attn.c_proj", True),
+                 "ln_2": ("ln_2", False), "mlp.up": ("mlp.c_fc", True), "mlp.down": ("mlp.c_proj", True)}
+
+
+def hf_tensor_names(n_layer: int) -> list[tuple[str, str, bool]]:
+    """(HF name, our name, transposed) for every tensor (the LM head is tied: not stored)."""
+    names = [("transformer.wte.weight", "token_embedding.weight", False),
+             ("transformer.wpe.weight", "position_embedding.weight", False)]
+    for i in range(n_layer):
+        for ours, (theirs, transposed) in BLOCK_TENSORS.items():
+            names.append((f"transformer.h.{i}.{theirs}.weight", f"blocks.{i}.{ours}.weight", transposed))
+            names.append((f"transformer.h.{i}.{theirs}.bias", f"blocks.{i}.{ours}.bias", False))
+    names += [("transformer.ln_f.weight", "ln_f.weight", False), ("transformer.ln_f.bias", "ln_f.bias", False)]
+    return names
+
+
+def gpt2_config(architecture: dict, bos_id: int | None = None, eos_id: int | None = None) -> dict:
+    """GPT2Config's fields for our architecture (no dropout: for inference)."""
+    return {
+        "vocab_size": architecture["vocab_size"], "n_positions": architecture["context_length"],
+        "n_embd": architecture["n_embd"], "n_layer": architecture["n_layer"], "n_head": architecture["n_head"],
+        "n_inner": 4 * architecture["n_embd"],
+        "activation_function": "gelu_new",  # GPT-2's tanh approximation, as ours
+        "layer_norm_epsilon": architecture.get("layer_norm_epsilon", 1e-5),
+        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "tie_word_embeddings": True,
+        "bos_token_id": bos_id, "eos_token_id": eos_id,
+    }
 
 
 class HFFolderError(ValueError):
@@ -91,18 +117,12 @@ def hf_weights(folder: str | Path, n_layer: int) -> dict[str, np.ndarray]:
         theirs = load_file(str(path))
     except Exception as error:  # the reader raises several kinds on damaged files
         raise HFFolderError(f"{path}: unreadable or truncated ({str(error).splitlines()[0]})") from None
-    names = {"transformer.wte.weight": ("token_embedding.weight", False),
-             "transformer.wpe.weight": ("position_embedding.weight", False),
-             "transformer.ln_f.weight": ("ln_f.weight", False), "transformer.ln_f.bias": ("ln_f.bias", False)}
-    for i in range(n_layer):
-        for hf_name, (ours, transpose) in BLOCK_TENSORS.items():
-            names[f"transformer.h.{i}.{hf_name}.weight"] = (f"blocks.{i}.{ours}.weight", transpose)
-            names[f"transformer.h.{i}.{hf_name}.bias"] = (f"blocks.{i}.{ours}.bias", False)
-    missing = sorted(set(names) - set(theirs))
+    names = hf_tensor_names(n_layer)
+    missing = sorted({hf for hf, _, _ in names} - set(theirs))
     if missing:
         raise HFFolderError(f"{path}: tensors missing ({', '.join(missing[:3])})")
     state = {}
-    for hf_name, (ours, transpose) in names.items():
+    for hf_name, ours, transposed in names:
         values = theirs[hf_name].astype(np.float32)
-        state[ours] = np.ascontiguousarray(values.T if transpose else values)
+        state[ours] = np.ascontiguousarray(values.T if transposed else values)
     return state
