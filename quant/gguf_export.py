@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.network.model_folder import CHAT_FORMAT_VERSION, WEIGHTS_FILE, load_tokenizer, publish_file, read_config
+from model.network.files import publish_file
+from model.network.model_folder import CHAT_FORMAT_VERSION, WEIGHTS_FILE, load_tokenizer, read_config
 from model.text.chat_format import jinja_chat_template
 from model.text.tokenizer import SPECIAL_TOKENS
 from quant.gguf_check import check_gguf, read_gguf

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from model.network.model_folder import publish_file
+from model.network.files import publish_file
 
 TARGETS = {"qkv": "attn.qkv", "proj": "attn.proj", "up": "mlp.up", "down": "mlp.down"}
 ADAPTERS_FILE = "adapters.safetensors"

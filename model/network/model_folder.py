@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from model.network import hf_folder
+from model.network.files import publish_file, write_json_atomic
 from model.text.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, Tokenizer
 
 CONFIG_FILE = "config.json"
@@ -70,21 +71,6 @@ def load_tokenizer(folder: str | Path) -> Tokenizer:
         return Tokenizer.load(path)
     except ValueError as error:
         raise ModelFolderError(str(error)) from None
-
-
-def publish_file(temporary: Path, path: Path) -> None:
-    """Rename a finished temporary file onto its name, readable as a new file would be:
-    mkstemp and safetensors both create files with mode 0600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
-    os.replace(temporary, path)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def make_config(architecture: dict, name: str, training: dict | None = None, description: str = "") -> dict:

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from model.network.device import resolve_device
-from model.network.model_folder import write_json_atomic
+from model.network.files import write_json_atomic
 from model.training.loss_history import History
 from model.training.progress import Progress
 
