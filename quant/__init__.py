@@ -11,6 +11,8 @@
     llama_backend   the llama.cpp engine: the engine core (model/inference/engine_core.py) on llama-cpp-python
     llama_worker    that engine in a worker process, behind the backend protocol (what the app uses)
     gguf_validation_loss  nats per token / per character / perplexity of a GGUF file
+    hf_export       a model folder -> a Hugging Face transformers folder (GPT2LMHeadModel)
+    ollama_export   the Modelfile beside a GGUF file, for `ollama create`
 
 Nothing here imports torch (the desktop bundle has none) and nothing imports
 chatapp: the arrows go chatapp -> quant -> model (the contracts in pyproject.toml,
