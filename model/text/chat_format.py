@@ -38,6 +38,13 @@ class FittedPrompt:
     dropped_messages: int = 0  # oldest non-system messages left out
     truncated_tokens: int = 0  # tokens cut from the front of a message too long on its own
     notices: list[str] = field(default_factory=list)
+    token_count: int | None = None  # a remote model's prompt: its ids are not known here, only their estimated count
+    messages: list[Message] | None = None  # the messages kept, for a backend that sends text (a remote model)
+
+    @property
+    def size(self) -> int:
+        """Tokens the prompt takes."""
+        return self.token_count if self.token_count is not None else len(self.ids)
 
 
 def encode_message(message: Message, tokenizer: Tokenizer, closed: bool = True, known_replies: dict[str, list[int]] | None = None) -> list[int]:

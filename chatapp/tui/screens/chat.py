@@ -290,7 +290,7 @@ class ChatScreen(Screen):
         except Exception as error:  # noqa: BLE001 - e.g. a template that refuses this conversation
             bar.show_text(f"context: {error}")
             return
-        bar.show(len(fitted.ids), self.engine.context_length, fitted.dropped_messages, self.engine.model_name,
+        bar.show(fitted.size, self.engine.context_length, fitted.dropped_messages, self.engine.model_name,
                  self.engine.trained_context_length)
         sent = [w for w in self.log_view.message_widgets() if w.content and w.status not in NOT_SENT_TO_MODEL]
         hidden = len([m for m in self.hidden_messages if m.content and m.status not in NOT_SENT_TO_MODEL])
