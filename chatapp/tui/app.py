@@ -29,6 +29,15 @@ def open_model(spec: str, backend: str, device: str, context: int | None = None)
     return open_backend(resolve_model(spec or None), backend, device, context=context)
 
 
+def open_endpoint(spec: str, backend: str, device: str, *, url: str, model: str | None = None,
+                  api_key: str | None = None, context: int | None = None):
+    """The opener for a model on an OpenAI-compatible server: the one named on the command
+    line (else the server's first), whatever model a conversation last used locally."""
+    from chatapp.endpoint import EndpointBackend
+
+    return EndpointBackend(url, api_key=api_key, model=model, context_length=context)
+
+
 class ChatApp(App):
     CSS_PATH = "chatapp.tcss"
     TITLE = "chatapp"
@@ -133,9 +142,12 @@ class ChatApp(App):
             yield SystemCommand(description, f"{description} ({key})", partial(target.run_action, action))
 
 
-def run_app(model_spec: str | None = None, backend: str = "auto", device: str = "auto", context: int | None = None) -> int:
+def run_app(model_spec: str | None = None, backend: str = "auto", device: str = "auto", context: int | None = None,
+            endpoint: str | None = None, api_key: str | None = None) -> int:
     """`chatapp` and `chatapp chat`: open the app; returns the exit code."""
-    app = ChatApp(model_spec, backend, device, opener=partial(open_model, context=context))
+    opener = (partial(open_endpoint, url=endpoint, model=model_spec, api_key=api_key, context=context) if endpoint
+              else partial(open_model, context=context))
+    app = ChatApp(model_spec, backend, device, opener=opener)
     app.run()
     return app.return_code or 0
 

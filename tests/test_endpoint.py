@@ -1,0 +1,161 @@
+"""The endpoint backend (a model behind an OpenAI-compatible server) against
+`chatapp serve` and against a server nobody here wrote (llama-cpp-python's
+own), in the CLI and the TUI. Loopback only; every wait is bounded."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from chatapp.endpoint import EndpointBackend, EndpointError
+from conftest import ROOT
+from model.inference.backend import TextPiece
+from model.inference.sampling import SamplingParams
+from model.text.chat_format import Message
+from quant_helpers import exported
+from test_server import running
+from tests.fake_backend import FakeBackend
+from tests.tui_helpers import make_app, reply_texts, send, wait_idle
+
+
+def collect(events):
+    pieces, finished = [], None
+    for event in events:
+        if isinstance(event, TextPiece):
+            pieces.append(event.text)
+        else:
+            finished = event
+    return "".join(pieces), finished
+
+
+@pytest.fixture(scope="module")
+def served_engine(tiny_model_dir):
+    from model.inference.torch_engine import TorchEngine
+
+    engine = TorchEngine.load(tiny_model_dir, device="cpu")
+    with running(engine, model_id="tiny") as url:
+        yield engine, url
+
+
+def test_a_reply_through_chatapp_serve_is_the_engines_own(served_engine):
+    engine, url = served_engine
+    remote = EndpointBackend(url)
+    assert remote.model_name == "tiny" and remote.context_length == engine.context_length
+    messages = [Message("system", "Be brief."), Message("user", "Good morrow")]
+    params = SamplingParams(max_tokens=16, seed=5)
+    text, finished = collect(remote.chat(messages, params))
+    local_text, local = collect(engine.chat(messages, params))
+    assert text == local_text and finished.completion_tokens == local.completion_tokens
+    assert finished.prompt_tokens == local.prompt_tokens and finished.reason == local.reason
+    assert finished.time_to_first_token_s > 0
+    raw, _ = collect(remote.complete("The king", SamplingParams(max_tokens=8, temperature=0)))
+    assert raw == collect(engine.complete("The king", SamplingParams(max_tokens=8, temperature=0)))[0]
+
+
+def test_cancel_closes_the_stream():
+    fake = FakeBackend(replies=[["one", " two", " three"]], hold_after=1)
+    with running(fake) as url:
+        remote = EndpointBackend(url)
+        events = remote.chat([Message("user", "hi")], SamplingParams())
+        seen = []
+        for event in events:
+            if isinstance(event, TextPiece):
+                seen.append(event.text)
+                remote.cancel()
+            else:
+                finished = event
+        assert seen == ["one"] and finished.reason == "cancelled"
+        deadline = time.monotonic() + 10
+        while fake.cancelled == 0:  # the server saw the client go and cancelled its generation
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_errors_are_one_line():
+    with pytest.raises(EndpointError, match="cannot reach") as refused:
+        EndpointBackend(f"http://127.0.0.1:{free_port()}")
+    assert "\n" not in str(refused.value)
+    with running(FakeBackend(), api_key="sekrit", model_id="fake") as url:
+        with pytest.raises(EndpointError, match="refused the API key"):
+            EndpointBackend(url)
+        with pytest.raises(EndpointError, match="has no model 'gpt-4'"):
+            EndpointBackend(url, api_key="sekrit", model="gpt-4")
+        assert EndpointBackend(url, api_key="sekrit").model_name == "fake"
+
+
+def test_a_stream_cut_in_the_middle_keeps_the_partial_reply():
+    fake = FakeBackend(replies=[["a", " partial", " reply", " never ends"]], fail_after=2)
+    with running(fake) as url:
+        remote = EndpointBackend(url)
+        pieces = []
+        with pytest.raises(EndpointError, match="fake engine broke down"):
+            for event in remote.chat([Message("user", "hi")], SamplingParams()):
+                pieces.append(event.text)
+        assert pieces == ["a", " partial"]
+
+
+@pytest.mark.asyncio
+async def test_the_tui_chats_over_an_endpoint(served_engine):
+    _, url = served_engine
+    app = make_app(EndpointBackend(url))
+    async with app.run_test() as pilot:
+        await send(pilot, "Good morrow")
+        await wait_idle(pilot)
+        stored = app.store.messages(app.chat.conversation.id)[-1]
+        assert stored.status in ("complete", "length") and stored.content and reply_texts(app)[-1] == stored.content
+
+
+def test_chatapp_run_with_an_endpoint(served_engine):
+    _, url = served_engine
+    result = subprocess.run([sys.executable, "-m", "chatapp", "run", "--endpoint", url, "--max-tokens", "6", "--seed", "2",
+                             "--json", "Good morrow"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["backend"] == "endpoint" and data["model"] == "tiny" and 1 <= data["completion_tokens"] <= 6
+
+
+@pytest.mark.slow
+def test_against_llama_cpp_pythons_own_server(tiny_model_dir, tmp_path):
+    """A server nobody here wrote, on our exported GGUF."""
+    gguf = exported(tiny_model_dir, "f32")[0]
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                               "--port", str(port), "--n_ctx", "256", "--verbose", "false"], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                remote = EndpointBackend(f"http://127.0.0.1:{port}")
+                break
+            except EndpointError:
+                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-2000:]
+                time.sleep(0.2)
+        text, finished = collect(remote.chat([Message("user", "Good morrow")], SamplingParams(max_tokens=12, seed=3)))
+        assert finished.reason in ("stop", "length") and finished.completion_tokens >= 1
+        assert finished.prompt_tokens > 0 and finished.tokens_per_second >= 0
+        raw, finished = collect(remote.complete("The king", SamplingParams(max_tokens=8, seed=3)))
+        assert raw and finished.completion_tokens >= 1
+    finally:
+        server.terminate()
+        server.wait(20)
+        log.close()
+
+
+def test_the_endpoint_path_imports_no_torch():
+    script = "import sys\nimport chatapp.endpoint, chatapp.server\nassert 'torch' not in sys.modules\nprint('ok')\n"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.stdout.strip() == "ok", result.stderr[-1000:]
