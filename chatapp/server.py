@@ -343,13 +343,30 @@ def create_app(backend, options: ServerOptions):
 
 
 def serve(backend, options: ServerOptions, host: str = "127.0.0.1", port: int = 8000, log=print) -> int:
-    """Run until SIGINT or SIGTERM: then stop accepting, give in-flight replies a moment, cancel the rest."""
+    """Run until SIGINT or SIGTERM: then stop accepting, give in-flight replies a moment
+    (3 s), cancel the rest, and return 0. A second Ctrl+C stops at once."""
+    import contextlib
+    import signal
+
     import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # uvicorn's own re-raises the signal after shutting down: exit 0 instead
+            previous = {number: signal.signal(number, self.stop) for number in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for number, handler in previous.items():
+                    signal.signal(number, handler)
+
+        def stop(self, number, frame) -> None:
+            self.force_exit = self.should_exit and number == signal.SIGINT
+            self.should_exit = True
 
     config = uvicorn.Config(create_app(backend, options), host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=3, access_log=False)
-    server = uvicorn.Server(config)
     log(f"serving {options.model_id} ({backend.name}) on http://{host}:{port}/v1 "
         f"(OpenAI API{', API key required' if options.api_key else ''}); Ctrl+C stops")
-    server.run()
+    Server(config).run()
     return 0

@@ -6,8 +6,11 @@ Starts `chatapp serve` on the built-in Q8_0 GGUF (and with --compare,
 llama-cpp-python's own server on the same file), sends `--requests` streaming
 chat requests from `--clients` concurrent clients to each, one server after
 the other, and prints for each: errors (503s counted apart), p50 / p95 time to
-first token, and generated tokens per second over the whole run. Loopback
-only; the loops are bounded by --requests and a per-request timeout.
+first token, and generated tokens per second over the whole run (from the
+usage chunk, else one token per text chunk). llama-cpp-python's server runs
+with --interrupt_requests false: by default each new request cuts the running
+one. Loopback only; the loops are bounded by --requests and a per-request
+timeout.
 """
 
 from __future__ import annotations
@@ -62,17 +65,17 @@ async def one_request(client: httpx.AsyncClient, url: str, number: int, results:
             if response.status_code != 200:
                 results["errors"] += 1
                 return
-            first, tokens = None, 0
+            first, chunks, usage = None, 0, None
             async for line in response.aiter_lines():
                 if not line.startswith("data:") or line.endswith("[DONE]"):
                     continue
                 chunk = json.loads(line[5:])
-                if chunk.get("usage"):
-                    tokens = chunk["usage"]["completion_tokens"]
-                if any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []) and first is None:
-                    first = time.perf_counter() - started
+                usage = chunk.get("usage") or usage
+                if any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []):
+                    chunks += 1
+                    first = first or time.perf_counter() - started
             results["ttft"].append(first or 0.0)
-            results["tokens"] += tokens
+            results["tokens"] += usage["completion_tokens"] if usage else chunks
     except httpx.HTTPError:
         results["errors"] += 1
 
@@ -110,7 +113,8 @@ def main() -> None:
     servers = [("chatapp serve", lambda port: [sys.executable, "-m", "chatapp", "serve", str(GGUF), "--port", str(port)])]
     if args.compare:
         servers.append(("llama_cpp.server", lambda port: [sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF),
-                                                          "--port", str(port), "--n_ctx", "256", "--verbose", "false"]))
+                                                          "--port", str(port), "--n_ctx", "256", "--verbose", "false",
+                                                          "--interrupt_requests", "false"]))  # else a new request cuts the running one
     lines = [f"{args.clients} clients, {args.requests} streaming requests of up to 64 tokens, {GGUF.name}",
              "| server | replies | errors | 503 | first token p50 | p95 | tokens/s |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, command in servers:

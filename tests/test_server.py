@@ -180,3 +180,37 @@ def test_requests_past_the_queue_get_503_with_retry_after():
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert results["running"].status_code == 200 and results["queued"].status_code == 200
+
+
+@pytest.mark.slow
+def test_chatapp_serve_stops_cleanly_on_sigterm_mid_stream(tiny_model_dir):
+    import signal
+    import subprocess
+    import sys
+
+    from test_endpoint import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "chatapp", "serve", str(tiny_model_dir), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+            time.sleep(0.2)
+        body = {"messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 200}
+        with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=30) as response:
+            lines = response.iter_lines()
+            next(lines)
+            server.send_signal(signal.SIGTERM)
+            list(lines)  # the stream ends: finished or cancelled, never hanging
+        assert server.wait(20) == 0
+        assert "Traceback" not in server.stderr.read()
+    finally:
+        if server.poll() is None:
+            server.kill()
