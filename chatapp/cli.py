@@ -76,6 +76,17 @@ def preset_name(value: str) -> str:
     return value
 
 
+def at_least_one(value: str) -> int:
+    """--steps, --batch-size: an integer >= 1 (0 would silently mean the default, -1 an untrained model)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {number}")
+    return number
+
+
 def preset_help() -> str:
     from model.training.presets import PRESETS
 
@@ -108,6 +119,13 @@ def add_context_argument(parser: Parser) -> None:
     parser.add_argument("--context", type=int, default=None, metavar="TOKENS", help=context_help)
 
 
+def add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", default=None, metavar="URL",
+                        help="chat with a model on an OpenAI-compatible server (chatapp serve, llama-server, Ollama, "
+                             "LM Studio, vLLM), e.g. http://localhost:11434/v1; the model is then the server's model name")
+    parser.add_argument("--api-key", default=None, help="the endpoint's API key (default: $CHATAPP_API_KEY, else none)")
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="torch device (default auto: CUDA, MPS, then CPU)")
 
@@ -120,6 +138,7 @@ def build_parser() -> Parser:
     chat = commands.add_parser("chat", help="chat in the terminal (the default command)")
     add_model_argument(chat, positional=True)
     chat.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
+    add_endpoint_arguments(chat)
     add_context_argument(chat)
     add_device_argument(chat)
 
@@ -131,6 +150,7 @@ def build_parser() -> Parser:
     run.add_argument("--raw", action="store_true", help="continue the text as is, without the chat format")
     run.add_argument("--json", action="store_true", help="print the reply and its statistics as one JSON object")
     add_sampling_arguments(run)
+    add_endpoint_arguments(run)
     add_context_argument(run)
     add_device_argument(run)
 
@@ -138,9 +158,10 @@ def build_parser() -> Parser:
     train.add_argument("--data", default=None, help="a .txt file or a folder of them (default: the built-in Shakespeare corpus)")
     train.add_argument("--preset", default="cpu", type=preset_name, help=preset_help)
     train.add_argument("--out", required=True, help="the model folder to write")
-    train.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the preset's)")
-    train.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: the preset's)")
+    train.add_argument("--steps", type=at_least_one, default=None, help="optimizer steps (default: the preset's)")
+    train.add_argument("--batch-size", type=at_least_one, default=None, help="sequences per step (default: the preset's)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    train.add_argument("--force", action="store_true", help="overwrite --out when it is not empty (without --resume)")
     train.add_argument("--seed", type=int, default=1337)
     train.add_argument("--vocab-size", type=int, default=4096, help="tokenizer size when training on --data (default 4096)")
     train.add_argument("--compile", action="store_true", help="use torch.compile")
@@ -156,10 +177,11 @@ def build_parser() -> Parser:
     finetune.add_argument("--lora-dropout", type=float, default=0.05, help="dropout on the adapters' input (default 0.05)")
     finetune.add_argument("--lora-targets", default="qkv,proj,up,down", help="layers to adapt, some of qkv,proj,up,down or all (default all four)")
     finetune.add_argument("--full", action="store_true", help="update every weight instead of training adapters")
-    finetune.add_argument("--steps", type=int, default=None, help="optimizer steps (default 600)")
-    finetune.add_argument("--batch-size", type=int, default=16, help="conversations per step (default 16)")
+    finetune.add_argument("--steps", type=at_least_one, default=None, help="optimizer steps (default 600)")
+    finetune.add_argument("--batch-size", type=at_least_one, default=16, help="conversations per step (default 16)")
     finetune.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3 with LoRA, 1e-4 with --full)")
     finetune.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out, with its settings")
+    finetune.add_argument("--force", action="store_true", help="overwrite --out when it is not empty (without --resume)")
     finetune.add_argument("--seed", type=int, default=1337)
     finetune.add_argument("--save-adapters-only", action="store_true", help="write only the adapters, not the merged model")
     finetune.add_argument("--name", default=None, help="the model's name (default: the folder's name)")
@@ -191,9 +213,23 @@ def build_parser() -> Parser:
                              "(default gguf)")
     export.add_argument("-o", "--output", default=None,
                         help="the file (gguf) or folder (ollama, hf) to write (default: NAME-TYPE.gguf, NAME-ollama, NAME-hf)")
-    export.add_argument("--force", action="store_true", help="hf: replace a folder that is not an earlier export")
+    export.add_argument("--force", action="store_true",
+                        help="replace a file or folder that is not an earlier chatapp export (never the model folder itself)")
     export.add_argument("--type", default=DEFAULT_TYPE, choices=EXPORT_TYPES, metavar="TYPE",
                         help=f"{', '.join(EXPORT_TYPES)} (default %(default)s)")
+
+    serve = commands.add_parser("serve", help="serve a model over the OpenAI API (/v1/chat/completions) for other programs")
+    add_model_argument(serve, positional=True)
+    serve.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="default 8000")
+    serve.add_argument("--api-key", default=None,
+                       help="require this bearer token (default: $CHATAPP_API_KEY, else none)")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                       help="allow browser pages from this origin (repeatable; default: none)")
+    serve.add_argument("--queue", type=int, default=16, help="requests that may wait for the engine; past it, 503 (default 16)")
+    add_context_argument(serve)
+    add_device_argument(serve)
 
     models = commands.add_parser("models", help="list the models chatapp knows")
     models.add_argument("--json", action="store_true")

@@ -44,8 +44,15 @@ def command_run(args) -> int:
     prompt = args.prompt if args.prompt is not None else sys.stdin.read()
     if not prompt.strip():
         raise ValueError("no prompt: give one as an argument or on stdin")
-    ref = resolve_model(args.model)
-    backend = open_backend(ref, args.backend, args.device, context=args.context)
+    if args.endpoint:
+        from chatapp.endpoint import EndpointBackend
+
+        backend = EndpointBackend(args.endpoint, api_key_from(args), model=args.model, context_length=args.context)
+        model_name = backend.model_name
+    else:
+        ref = resolve_model(args.model)
+        backend = open_backend(ref, args.backend, args.device, context=args.context)
+        model_name = ref.name
     if args.raw:
         events = backend.complete(prompt, params)
     else:
@@ -60,7 +67,7 @@ def command_run(args) -> int:
     for notice in finished.notices:
         sys.stderr.write(f"note: {notice}\n")
     if args.json:
-        print_json({"model": ref.name, "backend": backend.name, "context_length": backend.context_length,
+        print_json({"model": model_name, "backend": backend.name, "context_length": backend.context_length,
                     "trained_context_length": backend.trained_context_length, "text": text, **finished.__dict__})
     else:
         sys.stdout.write("\n")
@@ -70,47 +77,87 @@ def command_run(args) -> int:
 def command_chat(args) -> int:
     from chatapp.tui.app import run_app
 
-    return run_app(args.model, args.backend, args.device, args.context)
+    return run_app(args.model, args.backend, args.device, args.context, args.endpoint, api_key_from(args))
+
+
+def api_key_from(args) -> str | None:
+    import os
+
+    return args.api_key or os.environ.get("CHATAPP_API_KEY") or None
+
+
+def command_serve(args) -> int:
+    from chatapp.server import ServerOptions, serve
+
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 0..65535, got {args.port}")
+    if args.queue < 0:
+        raise ValueError(f"--queue must be >= 0, got {args.queue}")
+    ref = resolve_model(args.model)
+    backend = open_backend(ref, args.backend, args.device, context=args.context)
+    try:
+        options = ServerOptions(model_id=ref.name, api_key=api_key_from(args), cors_origins=args.cors_origin,
+                                max_waiting=args.queue)
+        return serve(backend, options, args.host, args.port, log=lambda line: print(line, file=sys.stderr))
+    finally:
+        backend.close()
 
 
 def command_export(args) -> int:
     ref = resolve_model(args.model)  # --type and --format were checked by the parser
     if ref.kind != "folder":
         raise ValueError(f"{ref.path}: export needs a model folder, not a GGUF file")
+    out = args.output or {"hf": f"{ref.name}-hf", "ollama": f"{ref.name}-ollama"}.get(args.format,
+                                                                                       f"{ref.name}-{args.type}.gguf")
+    check_export_target(ref.path, out, args.format, args.force)  # before an adapters folder is merged elsewhere
     with plain_model_folder(ref.path) as folder:
         if args.format == "hf":
             from quant.hf_export import export_hf
 
-            out = export_hf(folder, args.output or f"{ref.name}-hf", force=args.force)
+            out = export_hf(folder, out, force=args.force)
             print(f"{out}: a Hugging Face folder (GPT2LMHeadModel); AutoModelForCausalLM.from_pretrained({str(out)!r})")
             return 0
         if args.format == "ollama":
-            return export_for_ollama(folder, ref.name, args)
-        print("\n".join(export_gguf(folder, args.output or f"{ref.name}-{args.type}.gguf", args.type).lines()))
+            return export_for_ollama(folder, ref.name, out, args)
+        print("\n".join(export_gguf(folder, out, args.type, args.force).lines()))
     return 0
 
 
-def export_gguf(folder, out, kind: str):
+def check_export_target(source, out, format: str, force: bool) -> None:
+    """One rule for every format (quant/export_target.py): never into the model folder, never
+    over what an earlier export did not write unless --force."""
+    from quant.export_target import check_target, is_chatapp_gguf
+
+    if format == "hf":
+        from quant.hf_export import is_hf_export as earlier_export
+    elif format == "ollama":
+        from quant.ollama_export import is_ollama_export as earlier_export
+    else:
+        earlier_export = is_chatapp_gguf
+    check_target(source, out, force, earlier_export)
+
+
+def export_gguf(folder, out, kind: str, force: bool = False):
     from chatapp.paths import log_dir
     from quant.gguf_export import StageProgress, export_model
 
     bars = StageProgress(sys.stderr)
     try:
-        return export_model(folder, out, kind, progress=bars, log_dir=log_dir())
+        return export_model(folder, out, kind, progress=bars, log_dir=log_dir(), force=force)
     finally:
         bars.close()
 
 
-def export_for_ollama(folder, name: str, args) -> int:
+def export_for_ollama(folder, name: str, out, args) -> int:
     """OUT/NAME-TYPE.gguf and OUT/Modelfile, and the command that makes it an Ollama model."""
     from pathlib import Path
 
     from quant.ollama_export import write_modelfile
 
-    out = Path(args.output or f"{name}-ollama")
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     gguf_name = f"{name}-{args.type}.gguf"
-    print("\n".join(export_gguf(folder, out / gguf_name, args.type).lines()))
+    print("\n".join(export_gguf(folder, out / gguf_name, args.type, args.force).lines()))
     modelfile = write_modelfile(folder, out, gguf_name)
     print(f"{modelfile}: then `ollama create {name} -f {modelfile}` and `ollama run {name}`")
     return 0
@@ -143,8 +190,24 @@ def require_torch(what: str) -> None:
                          f"with llama.cpp only); {FULL_INSTALL}")
 
 
+def refuse_to_overwrite(out: str, resume: bool, force: bool) -> None:
+    """--out must be new or empty unless --resume (continue it) or --force (overwrite it). Checked by
+    the first process only: under torchrun it may have begun writing before the others look."""
+    import os
+    from pathlib import Path
+
+    folder = Path(out).expanduser()
+    if resume or force or os.environ.get("RANK", "0") != "0" or not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder")
+    if any(folder.iterdir()):
+        raise ValueError(f"{out}: is not empty (a model folder?); --resume continues its run, --force overwrites it")
+
+
 def command_train(args) -> int:
     require_torch("`chatapp train`")
+    refuse_to_overwrite(args.out, args.resume, args.force)
     from model.training.train import TrainOptions, train
 
     train(TrainOptions(
@@ -162,6 +225,7 @@ def command_finetune(args) -> int:
     ref = resolve_model(args.base)
     if ref.kind != "folder":
         raise ValueError(f"{ref.path}: fine-tuning needs a model folder, not a GGUF file")
+    refuse_to_overwrite(args.out, args.resume, args.force)
     finetune(FinetuneOptions(
         base=str(ref.path), out=args.out, data=args.data, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout, lora_targets=args.lora_targets, full=args.full, steps=args.steps,

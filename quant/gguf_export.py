@@ -8,15 +8,21 @@ quantized type goes through llama.cpp's own quantizer from an F32
 intermediate, so the file is what llama-quantize would make.
 
 The file is written atomically: temporary files next to the target, checked
-with the gguf reader, then renamed. A failed or interrupted export leaves
-nothing under the target name (and an older file there untouched).
+with the gguf reader, then renamed. A failed or interrupted export (Ctrl+C,
+SIGTERM) leaves nothing under the target name (and an older file there
+untouched), and its temporaries are removed; a new export sweeps those a killed
+one left. It never writes into the model folder it reads, nor over a file that
+is not an earlier chatapp export unless forced (quant/export_target.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +33,7 @@ from model.network.files import publish_file
 from model.network.model_folder import CHAT_FORMAT_VERSION, WEIGHTS_FILE, load_tokenizer, read_config
 from model.text.chat_format import jinja_chat_template
 from model.text.tokenizer import SPECIAL_TOKENS
+from quant.export_target import check_target, is_chatapp_gguf, sweep_stale_temporaries, temporary_prefix
 from quant.gguf_check import check_gguf, read_gguf
 from quant.gguf_layout import (CHATAPP_KEY, DEFAULT_TYPE, DIRECT_TYPES, EXPORT_TYPES, ExportError, ProgressFn,
                                expected_shapes, tensor_names)
@@ -181,7 +188,7 @@ def write_gguf(
 
 
 def _temporary(out: Path, suffix: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
+    fd, name = tempfile.mkstemp(prefix=temporary_prefix(out), suffix=suffix, dir=out.parent)
     os.close(fd)
     return Path(name)
 
@@ -194,19 +201,46 @@ def export_model(
     progress: ProgressFn | None = None,
     threads: int | None = None,
     log_dir: str | Path | None = None,
+    force: bool = False,
 ) -> ExportReport:
-    """Export a model folder to `out_path` as a GGUF file of the given type."""
-    started = time.monotonic()
+    """Export a model folder to `out_path` as a GGUF file of the given type; force replaces
+    a file there that is not an earlier chatapp export."""
     kind = str(type).lower()
     if kind not in EXPORT_TYPES:
         raise ExportError(f"--type must be one of {', '.join(EXPORT_TYPES)}, not {type!r}")
     out = Path(out_path).expanduser()
     if out.is_dir():
         raise ExportError(f"{out}: is a folder; give the GGUF file to write, e.g. {out / 'model.gguf'}")
+    check_target(model_folder, out, force, is_chatapp_gguf)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ExportError(f"{out.parent}: cannot create the folder ({error.strerror})") from None
+    sweep_stale_temporaries(out)
+    with sigterm_as_interrupt():
+        return _export(model_folder, out, kind, progress, threads, log_dir)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While the block runs (in the main thread), SIGTERM raises KeyboardInterrupt, so the
+    export's `finally` removes its temporaries instead of the process dying with them on disk."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _export(model_folder, out: Path, kind: str, progress, threads, log_dir) -> ExportReport:
+    started = time.monotonic()
     temporary = _temporary(out, ".tmp")
     intermediate = None
     report = ExportReport(out, kind, 0, 0.0)

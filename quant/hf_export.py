@@ -35,6 +35,8 @@ from model.network.model_folder import CONFIG_FILE, WEIGHTS_FILE, load_tokenizer
 from model.text.chat_format import jinja_chat_template
 from model.text.tokenizer import END_OF_TEXT, END_OF_TURN, SPECIAL_TOKENS
 from model.text.byte_level import token_string
+from quant.export_target import check_target
+from quant.gguf_layout import ExportError
 from quant.gguf_vocab import merges_from_ranks
 from quant.weights import SafetensorsFile
 
@@ -162,15 +164,13 @@ def _weights(folder: Path, arch: dict) -> dict[str, np.ndarray]:
     return tensors
 
 
-def _check_target(out: Path, force: bool) -> None:
-    if not out.exists():
-        return
+def is_hf_export(out: Path) -> bool:
+    """An empty folder, or one an earlier export wrote (its config.json has EXPORT_MARKER)."""
     if not out.is_dir():
-        raise HFExportError(f"{out}: exists and is not a folder")
+        return False
     previous = out / CONFIG_FILE
     ours = previous.is_file() and EXPORT_MARKER in previous.read_text(encoding="utf-8", errors="replace")
-    if any(out.iterdir()) and not ours and not force:
-        raise HFExportError(f"{out}: a folder that is not an earlier chatapp export; --force replaces it")
+    return ours or not any(out.iterdir())
 
 
 def export_hf(model_folder: str | Path, out_dir: str | Path, force: bool = False) -> Path:
@@ -178,9 +178,12 @@ def export_hf(model_folder: str | Path, out_dir: str | Path, force: bool = False
     from safetensors.numpy import save_file
 
     folder, out = Path(model_folder), Path(out_dir).expanduser()
-    if out.resolve() == folder.resolve() or folder.resolve() in out.resolve().parents:
-        raise HFExportError(f"{out}: is inside the model folder it is made from")
-    _check_target(out, force)
+    if out.exists() and not out.is_dir():
+        raise HFExportError(f"{out}: exists and is not a folder")
+    try:
+        check_target(folder, out, force, is_hf_export)
+    except ExportError as error:
+        raise HFExportError(str(error)) from None
     config = read_config(folder)
     tokenizer = load_tokenizer(folder)
     arch = config["architecture"]

@@ -33,6 +33,17 @@ def default_log_dir() -> Path:
 
 
 def _write(level: int, text: bytes, user_data) -> None:
+    """llama.cpp's callback. An exception cannot cross its C frames (ctypes prints it and drops
+    it): a Ctrl+C that lands here is handed back to the main thread, raised when the C call returns."""
+    try:
+        _write_line(text)
+    except KeyboardInterrupt:
+        import _thread
+
+        _thread.interrupt_main()
+
+
+def _write_line(text: bytes) -> None:
     line = text.decode("utf-8", errors="replace") if text else ""
     with _lock:
         log = _state["file"]

@@ -48,6 +48,11 @@ def modelfile(gguf_name: str, context_length: int) -> str:
     ])
 
 
+def is_ollama_export(out: Path) -> bool:
+    """An empty folder, or one an earlier export wrote (it has a Modelfile)."""
+    return out.is_dir() and ((out / MODELFILE).is_file() or not any(out.iterdir()))
+
+
 def write_modelfile(model_folder: str | Path, out_dir: str | Path, gguf_name: str) -> Path:
     """DIR/Modelfile for the GGUF file DIR/gguf_name (written atomically)."""
     out = Path(out_dir)

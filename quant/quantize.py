@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,28 @@ def classify(
     return fallbacks, kept
 
 
+def interruptible(function, *args):
+    """function(*args) in a worker thread, the main thread waiting in short steps: a C call
+    never returns to Python until it ends, so Ctrl+C (KeyboardInterrupt) or SIGTERM would
+    wait for it, or land in a log callback where ctypes prints and drops it. Interrupted,
+    this raises at once; the worker (a daemon) ends with the process."""
+    outcome: dict = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = function(*args)
+        except BaseException as error:  # handed to the waiting thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=work, name="llama-quantize", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.05)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def quantize_file(
     source: str | Path,
     target: str | Path,
@@ -128,7 +151,8 @@ def quantize_file(
                 pass
 
     with capture(on_line) as lines:
-        code = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+        code = interruptible(llama_cpp.llama_model_quantize, str(source).encode(), str(target).encode(),
+                             ctypes.byref(params))
     if code != 0:
         errors = [line.strip() for line in lines if "error" in line.lower() or "failed" in line.lower()]
         detail = errors[-1] if errors else "see the llama.cpp log"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib
 
 from chatapp.settings import ChatDefaults, Settings, check_field, load_settings, render_settings, save_value, settings_path
 

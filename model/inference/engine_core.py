@@ -103,7 +103,11 @@ class EngineCore:
             raise ValueError(f"a prompt of {len(prompt)} tokens does not fit the context of {self.context_length}")
         params.validate()
         self.cancel_flag.clear()
-        return self._generate(list(prompt), params, set(stop_ids) | set(params.stop_token_ids), list(notices or []),
+        notices = list(notices or [])
+        if params.max_tokens > self.context_length:
+            notices.append(f"max_tokens {params.max_tokens:,} is more than the context of {self.context_length:,} "
+                           f"tokens: the reply stops at the context's end")
+        return self._generate(list(prompt), params, set(stop_ids) | set(params.stop_token_ids), notices,
                               use_cache, inspect, list(params.stop) + list(stop_strings), list(earlier_reply))
 
     # --- the loop ---

@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 TOP_CANDIDATES = 10  # tokens the sampling inspector shows per step
+MAX_COUNT = 10**9  # top_k and max_tokens: past this a number is a typo (llama.cpp takes a 32-bit int)
+MIN_REPETITION_PENALTY = 1e-3  # below it logits / penalty overflow (1e-320 is positive but subnormal)
+MAX_REPETITION_PENALTY = 1e3
 
 
 class SamplingError(ValueError):
@@ -40,12 +43,15 @@ class SamplingParams:
 
         checks = [
             ("temperature", finite(self.temperature) and self.temperature >= 0, "must be a finite number >= 0 (0 is greedy)"),
-            ("top_k", isinstance(self.top_k, int) and self.top_k >= 0, "must be an integer >= 0 (0 is off)"),
+            ("top_k", isinstance(self.top_k, int) and 0 <= self.top_k <= MAX_COUNT,
+             f"must be an integer >= 0 and at most {MAX_COUNT:,} (0 is off)"),
             ("top_p", finite(self.top_p) and 0 < self.top_p <= 1, "must be in (0, 1] (1 is off)"),
             ("min_p", finite(self.min_p) and 0 <= self.min_p <= 1, "must be in [0, 1] (0 is off)"),
-            ("repetition_penalty", finite(self.repetition_penalty) and self.repetition_penalty > 0,
-             "must be a finite number > 0 (1 is off)"),
-            ("max_tokens", isinstance(self.max_tokens, int) and self.max_tokens >= 1, "must be an integer >= 1"),
+            ("repetition_penalty", finite(self.repetition_penalty)
+             and MIN_REPETITION_PENALTY <= self.repetition_penalty <= MAX_REPETITION_PENALTY,
+             f"must be a number in [{MIN_REPETITION_PENALTY:g}, {MAX_REPETITION_PENALTY:g}] (1 is off)"),
+            ("max_tokens", isinstance(self.max_tokens, int) and 1 <= self.max_tokens <= MAX_COUNT,
+             f"must be an integer >= 1 and at most {MAX_COUNT:,}"),
             ("seed", self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < 2**63), "must be an integer in [0, 2^63)"),
         ]
         for name, ok, rule in checks:

@@ -120,44 +120,71 @@ def load_model(folder: str | Path, device: str = "cpu", dtype=None):
 
 
 def load_weights(folder: Path, config: dict):
-    """The GPT of model.safetensors (float32, on the CPU) and the folder's tokenizer."""
+    """The GPT of model.safetensors (float32, on the CPU) and the folder's tokenizer.
+
+    config.json is checked against the file's header (names, shapes, float types)
+    before the GPT is built, and the GPT is built on the meta device: a config that
+    does not fit its weights costs nothing before it is refused."""
     import torch
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     from model.network.gpt import GPT, GPTConfig
 
     tokenizer = load_tokenizer(folder)
-    try:
-        architecture = GPTConfig.from_dict(config["architecture"])
-    except (TypeError, ValueError) as error:
-        raise ModelFolderError(f"{folder / CONFIG_FILE}: bad architecture ({error})") from None
-    if architecture.vocab_size != tokenizer.vocab_size:
-        raise ModelFolderError(
-            f"{folder / TOKENIZER_FILE}: {tokenizer.vocab_size} tokens, but config.json says vocab_size {architecture.vocab_size}"
-        )
     weights_path = folder / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise ModelFolderError(f"{weights_path}: missing")
+    arch = _checked_architecture(folder, config, weights_path)
+    if arch["vocab_size"] != tokenizer.vocab_size:
+        raise ModelFolderError(
+            f"{folder / TOKENIZER_FILE}: {tokenizer.vocab_size} tokens, but config.json says vocab_size {arch['vocab_size']}"
+        )
     try:
-        if config.get("source_format") == "huggingface":
-            state = {name: torch.from_numpy(values) for name, values in
-                     _from_hf(hf_folder.hf_weights, folder, architecture.n_layer).items()}
-        else:
-            state = load_file(str(weights_path))
+        state = _read_state(folder, config, weights_path, arch["n_layer"])
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelFolderError(f"{weights_path}: unreadable or truncated ({str(error).splitlines()[0]})") from None
-    model = GPT(architecture)
-    expected = {k: v.shape for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ModelFolderError(f"{weights_path}: tensors do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    for name, tensor in state.items():
-        if tensor.shape != expected[name]:
-            raise ModelFolderError(f"{weights_path}: {name} has shape {tuple(tensor.shape)}, config.json implies {tuple(expected[name])}")
-    model.load_state_dict(state, strict=False)  # copied into the float32 parameters; lm_head is tied to the embedding
+    with torch.device("meta"):
+        model = GPT(GPTConfig.from_dict(arch))
+    model.load_state_dict({name: tensor.float() for name, tensor in state.items()}, strict=False, assign=True)
+    model.lm_head.weight = model.token_embedding.weight  # tied; assign replaced the embedding's parameter
     return model, tokenizer
+
+
+def _checked_architecture(folder: Path, config: dict, weights_path: Path) -> dict:
+    """config.json's architecture, its types checked, and checked against the weights file's header."""
+    from model.network import safetensors_header as header
+
+    if not weights_path.is_file():
+        raise ModelFolderError(f"{weights_path}: missing")
+    huggingface = config.get("source_format") == "huggingface"
+    try:
+        arch = header.checked_architecture(config.get("architecture"), folder / CONFIG_FILE)
+        entries = header.read_header(weights_path)
+        header.check_tensors(weights_path, entries, arch, _hf_shapes if huggingface else header.gpt_shapes,
+                             extra_allowed=huggingface)
+    except OSError as error:
+        raise ModelFolderError(f"{weights_path}: unreadable ({error.strerror})") from None
+    except header.HeaderError as error:
+        raise ModelFolderError(str(error)) from None
+    return arch
+
+
+def _hf_shapes(arch: dict) -> dict[str, tuple[int, ...]]:
+    """The tensors of a Hugging Face GPT-2 file for our architecture, in HF's names and layout."""
+    from model.network.safetensors_header import gpt_shapes
+
+    ours = gpt_shapes(arch)
+    return {theirs: tuple(reversed(ours[name])) if transposed else ours[name]
+            for theirs, name, transposed in hf_folder.hf_tensor_names(arch["n_layer"])}
+
+
+def _read_state(folder: Path, config: dict, weights_path: Path, n_layer: int) -> dict:
+    import torch
+    from safetensors.torch import load_file
+
+    if config.get("source_format") == "huggingface":
+        return {name: torch.from_numpy(values) for name, values in _from_hf(hf_folder.hf_weights, folder, n_layer).items()}
+    state = load_file(str(weights_path))
+    state.pop("lm_head.weight", None)  # tied to the embedding
+    return state
 
 
 # --- adapters folders ---
