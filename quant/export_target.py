@@ -1,0 +1,91 @@
+"""Where an export may write: one rule for every format (GGUF, Ollama, Hugging Face).
+
+Never the model folder it reads, nor anything inside it; and never over a file
+or a folder that is not an earlier chatapp export, unless forced. A GGUF file
+chatapp wrote carries CHATAPP_KEY; a folder chatapp wrote says so in its own way
+(see `earlier_export`).
+
+Exports write hidden temporaries beside their target (".NAME.PID.*.tmp"); a
+new export removes those of runs whose process is gone, or that are older
+than STALE_SECONDS.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from quant.gguf_layout import CHATAPP_KEY, ExportError
+
+STALE_SECONDS = 3600
+
+
+def check_target(source: str | Path, out: str | Path, force: bool, earlier_export) -> None:
+    """Refuse `out` if it is or lies in the source folder, or holds something that
+    earlier_export(out) says chatapp did not write (unless force)."""
+    source, target = Path(source).resolve(), Path(out).expanduser().resolve()
+    if target == source or source in target.parents:
+        raise ExportError(f"{out}: is inside the model folder it is made from ({source}); write the export elsewhere")
+    if target.exists() and not force and not earlier_export(target):
+        what = "folder" if target.is_dir() else "file"
+        raise ExportError(f"{out}: a {what} that is not an earlier chatapp export; --force replaces it")
+
+
+def is_chatapp_gguf(path: Path) -> bool:
+    """A GGUF file chatapp exported (it has CHATAPP_KEY); False for anything else, readable or not."""
+    if not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                return False
+        from gguf import GGUFReader
+
+        return CHATAPP_KEY in GGUFReader(str(path)).fields
+    except Exception:  # a damaged or foreign file: not ours
+        return False
+
+
+def temporary_prefix(out: Path) -> str:
+    """What an export's temporaries beside `out` start with: the name and this process's id."""
+    return f".{out.name}.{os.getpid()}."
+
+
+def sweep_stale_temporaries(out: Path) -> list[Path]:
+    """Remove the temporaries of earlier exports to `out` whose process is gone or that are stale."""
+    removed = []
+    try:
+        candidates = list(out.parent.glob(f".{out.name}.*.tmp"))
+    except OSError:
+        return removed
+    for path in candidates:
+        pid = path.name[len(out.name) + 2:].split(".")[0]  # ".NAME." PID "." random [".f32"] ".tmp"
+        if not pid.isdigit() or not _stale(path, int(pid)):
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+def _stale(path: Path, pid: int) -> bool:
+    try:
+        old = time.time() - path.stat().st_mtime > STALE_SECONDS
+    except OSError:
+        return False
+    return old or not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process, or cannot tell: keep its files
+    return True
