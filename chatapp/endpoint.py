@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from model.inference.backend import Event, Finished, TextPiece
@@ -27,8 +28,55 @@ TOKENS_PER_MESSAGE = 4  # role markers and the like
 FINISH = {"stop": "stop", "length": "length", "eos": "stop", "content_filter": "stop", "tool_calls": "stop"}
 
 
+SPEC_PREFIX = "endpoint:"  # a model on a server, as the app remembers it: endpoint:URL#MODEL
+
+
 class EndpointError(RuntimeError):
     """The server cannot be used for this; the message is one line."""
+
+
+@dataclass(frozen=True)
+class EndpointModel:
+    """A model a server offers, as the model picker lists it."""
+
+    name: str
+    url: str
+    kind: str = "endpoint"
+
+    @property
+    def source(self) -> str:
+        return self.url
+
+    @property
+    def spec(self) -> str:
+        return endpoint_spec(self.url, self.name)
+
+
+def endpoint_spec(url: str, model: str | None) -> str:
+    return f"{SPEC_PREFIX}{api_base(url)}#{model or ''}"
+
+
+def parse_endpoint_spec(spec: str | None) -> tuple[str, str | None] | None:
+    """(url, model or None) for an endpoint spec; None for any other spec."""
+    if not spec or not spec.startswith(SPEC_PREFIX):
+        return None
+    url, _, model = spec[len(SPEC_PREFIX):].rpartition("#")
+    return (url, model or None) if url else (model, None)
+
+
+def endpoint_models(url: str, api_key: str | None = None, timeout: float = 2.0) -> list[EndpointModel]:
+    """What a server offers (GET /v1/models); EndpointError when it cannot say."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(api_base(url) + "/models", headers=headers, timeout=timeout)
+        data = response.json().get("data") if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError) as error:
+        raise EndpointError(f"cannot reach {api_base(url)}: {error or type(error).__name__}") from None
+    if not isinstance(data, list):
+        raise EndpointError(f"{api_base(url)} answered {response.status_code} to /models")
+    return [EndpointModel(str(entry["id"]), api_base(url)) for entry in data if isinstance(entry, dict) and entry.get("id")]
 
 
 def estimate_tokens(messages: list[Message]) -> int:

@@ -162,4 +162,6 @@ def discover_models(extra_paths: list[str] | None = None) -> list[ModelRef]:
 
 def model_spec(ref: ModelRef) -> str:
     """What resolve_model needs to find this model again: its name for our own, else its path."""
+    if ref.kind == "endpoint":
+        return ref.spec
     return ref.name if ref.source in ("built-in", "user") else str(ref.path)

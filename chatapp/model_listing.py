@@ -175,6 +175,8 @@ def _gguf_label(path: Path, mtime_ns: int, size: int) -> str:
 
 def model_label(ref: ModelRef) -> str:
     """What a model is, in one line: a GGUF file's name, type and size, a model folder's shape."""
+    if ref.kind == "endpoint":
+        return "on an OpenAI-compatible server"
     return gguf_label(ref.path) if ref.kind == "gguf" else describe(ref)
 
 

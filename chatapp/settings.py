@@ -38,6 +38,8 @@ name = {model}
 backend = {backend}
 # GGUF files added in the model picker.
 extra_paths = {extra_paths}
+# OpenAI-compatible servers whose models the model picker (F4) lists; `chatapp chat --endpoint URL` adds one.
+endpoints = {endpoints}
 
 [chat]
 # Defaults for new conversations; each conversation can change them in its settings panel (F2).
@@ -93,6 +95,7 @@ class Settings:
     model: str = ""
     backend: str = "auto"
     extra_paths: list[str] = field(default_factory=list)
+    endpoints: list[str] = field(default_factory=list)
     chat: ChatDefaults = field(default_factory=ChatDefaults)
     notices: list[str] = field(default_factory=list)  # what was wrong with the file
     path: Path | None = None
@@ -119,7 +122,7 @@ def render_settings(settings: Settings) -> str:
     values = {name: toml_value(getattr(chat, name)) for name in ("system_prompt", *SAMPLING_FIELDS)}
     return TEMPLATE.format(
         theme=toml_value(settings.theme), model=toml_value(settings.model), backend=toml_value(settings.backend),
-        extra_paths=toml_value(settings.extra_paths), **values,
+        extra_paths=toml_value(settings.extra_paths), endpoints=toml_value(settings.endpoints), **values,
     )
 
 
@@ -153,6 +156,8 @@ def parse_settings(data: dict, path: Path | None = None) -> Settings:
     else:
         settings.notices.append(f"settings: model.backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}; using auto")
     settings.extra_paths = [str(p) for p in model.get("extra_paths", []) if isinstance(p, str)]
+    endpoints = model.get("endpoints", [])
+    settings.endpoints = [url for url in endpoints if isinstance(url, str)] if isinstance(endpoints, list) else []
     settings.chat.system_prompt = str(chat.get("system_prompt", ""))
     for name in SAMPLING_FIELDS:
         if name not in chat:

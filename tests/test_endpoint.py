@@ -159,3 +159,30 @@ def test_the_endpoint_path_imports_no_torch():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.stdout.strip() == "ok", result.stderr[-1000:]
+
+
+@pytest.mark.asyncio
+async def test_f4_lists_the_models_of_known_servers_and_opens_one(served_engine, tmp_path):
+    from chatapp.endpoint import endpoint_spec
+    from chatapp.history import HistoryStore
+    from chatapp.settings import Settings, load_settings
+    from chatapp.tui.app import ChatApp
+    from chatapp.tui.screens.models import ModelPickerScreen
+    from tests.tui_helpers import wait_until
+
+    _, url = served_engine
+    settings = Settings(path=tmp_path / "settings.toml")
+    app = ChatApp(endpoint_spec(url, "tiny"), store=HistoryStore(), settings=settings)
+    async with app.run_test() as pilot:
+        await wait_until(pilot, lambda: app.engine is not None or app.load_error, timeout=30, what="the model to load")
+        assert app.load_error is None and app.engine.name == "endpoint" and app.engine.model_name == "tiny"
+        app.remember_endpoint(url + "/v1")
+        assert load_settings(tmp_path / "settings.toml").endpoints == [url + "/v1"]  # kept for the next start
+        specs = {getattr(ref, "spec", None) for ref in app.model_choices()}
+        assert endpoint_spec(url, "tiny") in specs
+        app.chat.action_models()
+        await pilot.pause()
+        picker = app.screen
+        assert isinstance(picker, ModelPickerScreen)
+        ids = [option.id for option in picker.query_one("#models").options]
+        assert endpoint_spec(url, "tiny") in ids

@@ -21,21 +21,23 @@ from chatapp.tui.screens.chat import APP_ACTIONS, ChatScreen
 from chatapp.tui.screens.help import HelpScreen
 
 
-def open_model(spec: str, backend: str, device: str, context: int | None = None):
-    """The real opener: resolve a model spec and open its backend (lazy imports: GGUF never imports torch)."""
+def open_model(spec: str, backend: str, device: str, context: int | None = None, api_key: str | None = None):
+    """The real opener: a model on a server (an endpoint spec), or a spec resolved to a local model
+    and its backend (lazy imports: GGUF never imports torch)."""
+    from chatapp.endpoint import parse_endpoint_spec
+
+    endpoint = parse_endpoint_spec(spec)
+    if endpoint is not None:
+        import os
+
+        from chatapp.endpoint import EndpointBackend
+
+        url, model = endpoint
+        return EndpointBackend(url, api_key=api_key or os.environ.get("CHATAPP_API_KEY"), model=model, context_length=context)
     from chatapp.backends import open_backend
     from chatapp.model_registry import resolve_model
 
     return open_backend(resolve_model(spec or None), backend, device, context=context)
-
-
-def open_endpoint(spec: str, backend: str, device: str, *, url: str, model: str | None = None,
-                  api_key: str | None = None, context: int | None = None):
-    """The opener for a model on an OpenAI-compatible server: the one named on the command
-    line (else the server's first), whatever model a conversation last used locally."""
-    from chatapp.endpoint import EndpointBackend
-
-    return EndpointBackend(url, api_key=api_key, model=model, context_length=context)
 
 
 class ChatApp(App):
@@ -51,6 +53,7 @@ class ChatApp(App):
         self.default_spec = model_spec or self.settings.model
         self.backend_kind = backend if backend != "auto" else self.settings.backend
         self.device, self.opener = device, opener
+        self.api_key_for_endpoints: str | None = None  # the --api-key given with --endpoint, for listing servers' models
         self.engine = engine
         self.loaded_spec: str | None = self.default_spec if engine is not None else None
         self.load_error: str | None = None
@@ -109,9 +112,28 @@ class ChatApp(App):
         self.notify(self.load_error, severity="error", timeout=10)
 
     def model_choices(self):
+        """Local models, then what each known server offers (a server that does not answer is left out)."""
+        from chatapp.endpoint import EndpointError, endpoint_models, parse_endpoint_spec
         from chatapp.model_discovery import discover_models
 
-        return discover_models(self.settings.extra_paths)
+        servers = list(self.settings.endpoints)
+        current = parse_endpoint_spec(self.default_spec)
+        if current and current[0] not in servers:
+            servers.append(current[0])
+        remote = []
+        for url in servers:
+            try:
+                remote += endpoint_models(url, self.api_key_for_endpoints)
+            except EndpointError:
+                pass
+        return discover_models(self.settings.extra_paths) + remote
+
+    def remember_endpoint(self, url: str) -> None:
+        """A server chatted with is listed in the model picker from then on."""
+        if url not in self.settings.endpoints:
+            self.settings.endpoints.append(url)
+            if self.settings.path is not None:
+                save_value(self.settings.path, "model", "endpoints", self.settings.endpoints)
 
     def remember_model_path(self, spec: str) -> None:
         """A model the picker was given by path is listed from then on."""
@@ -145,9 +167,13 @@ class ChatApp(App):
 def run_app(model_spec: str | None = None, backend: str = "auto", device: str = "auto", context: int | None = None,
             endpoint: str | None = None, api_key: str | None = None) -> int:
     """`chatapp` and `chatapp chat`: open the app; returns the exit code."""
-    opener = (partial(open_endpoint, url=endpoint, model=model_spec, api_key=api_key, context=context) if endpoint
-              else partial(open_model, context=context))
-    app = ChatApp(model_spec, backend, device, opener=opener)
+    app = ChatApp(model_spec, backend, device, opener=partial(open_model, context=context, api_key=api_key))
+    if endpoint:
+        from chatapp.endpoint import api_base, endpoint_spec
+
+        app.default_spec = endpoint_spec(endpoint, model_spec)
+        app.api_key_for_endpoints = api_key
+        app.remember_endpoint(api_base(endpoint))
     app.run()
     return app.return_code or 0
 
