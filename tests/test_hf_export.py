@@ -152,6 +152,7 @@ def test_the_ollama_template_renders_our_chat_format():
     assert text.startswith("FROM ./model.gguf\n") and 'PARAMETER stop "<|end|>"' in text and "PARAMETER num_ctx 256" in text
 
 
+@pytest.mark.slow
 def test_chatapp_takes_the_exported_folder_back(exported_pair):
     from model.network.model_folder import load_model
 
