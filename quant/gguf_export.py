@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from model.network.files import publish_file
+from model.network.safetensors_header import HeaderError, checked_architecture
 from model.network.model_folder import CHAT_FORMAT_VERSION, WEIGHTS_FILE, load_tokenizer, read_config
 from model.text.chat_format import jinja_chat_template
 from model.text.tokenizer import SPECIAL_TOKENS
@@ -68,16 +69,32 @@ class ExportReport:
 
 
 def _architecture(config: dict, folder: Path) -> dict:
-    arch = dict(config["architecture"])
+    """config.json's architecture, every size a positive integer (the loader's own rule)."""
     try:
-        for key in ("vocab_size", "context_length", "n_layer", "n_head", "n_embd"):
-            arch[key] = int(arch[key])
-        arch["layer_norm_epsilon"] = float(arch.get("layer_norm_epsilon", 1e-5))
-    except (KeyError, TypeError, ValueError) as error:
-        raise ExportError(f"{folder / 'config.json'}: bad architecture ({error})") from None
-    if arch["n_embd"] % arch["n_head"]:
-        raise ExportError(f"{folder / 'config.json'}: n_embd {arch['n_embd']} is not divisible by n_head {arch['n_head']}")
+        arch = dict(checked_architecture(config.get("architecture"), folder / "config.json"))
+    except HeaderError as error:
+        raise ExportError(str(error)) from None
+    arch.setdefault("layer_norm_epsilon", 1e-5)
     return arch
+
+
+def _general_metadata(writer, config: dict, arch: dict) -> None:
+    """The general.* keys llama.cpp's converter writes and hubs show: type, basename, size,
+    fine-tune and base model, quantization version."""
+    import gguf
+
+    training = config.get("training") or {}
+    parameters = training.get("parameters") or sum(
+        int(np.prod(shape)) for shape in expected_shapes(arch).values())
+    writer.add_type("model")
+    writer.add_basename(str(config.get("name") or "model"))
+    writer.add_size_label(gguf.utility.size_label(int(parameters), 0, 0, 0))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    base = training.get("base")
+    if base:
+        writer.add_finetune("chat")
+        writer.add_base_model_count(1)
+        writer.add_base_model_name(0, str(base))
 
 
 def _check_weights(weights: SafetensorsFile, arch: dict) -> None:
@@ -126,6 +143,7 @@ def write_gguf(
 
     writer = gguf.GGUFWriter(str(path), "gpt2")
     writer.add_name(str(config.get("name") or folder.name))
+    _general_metadata(writer, config, arch)
     writer.add_description(config.get("description") or
                            f"GPT {arch['n_layer']}x{arch['n_embd']} trained from scratch with chatapp")
     if config.get("license"):

@@ -229,3 +229,39 @@ def test_report_lines_and_progress_bars(tiny_model_dir, tmp_path):
     lines = report.lines()
     assert lines[0].startswith(f"wrote {tmp_path / 'm.gguf'} (q5_1, ") and "28 tensors" in lines[0]
     assert all("\n" not in line for line in lines)
+
+
+@pytest.mark.parametrize("kind", ["f16", "q4_k_m"])
+def test_files_carry_the_general_metadata_hubs_show(tmp_path, tiny_model_dir, kind):
+    from gguf import GGUFReader
+
+    from quant.gguf_export import export_model
+
+    chat = ROOT / "chatapp" / "builtin" / "shakespeare-chat"
+    for folder, base in ((tiny_model_dir, None), (chat, "shakespeare-base")):
+        out = tmp_path / f"{folder.name}-{kind}.gguf"
+        export_model(folder, out, kind)
+        fields = GGUFReader(out).fields
+
+        def value(key):
+            return fields[key].contents() if key in fields else None
+
+        assert value("general.type") == "model" and value("general.basename") == json.loads(
+            (folder / "config.json").read_text())["name"]
+        assert value("general.size_label")[-1] in "KM" and value("general.quantization_version") == 2
+        assert value("general.base_model.0.name") == base and value("general.finetune") == ("chat" if base else None)
+
+
+def test_config_sizes_must_be_integers_to_export(tmp_path, tiny_model_dir):
+    import shutil
+
+    from quant.gguf_export import export_model
+    from quant.gguf_layout import ExportError
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["architecture"]["n_layer"] = "6"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ExportError, match="n_layer must be a positive integer"):
+        export_model(folder, tmp_path / "out.gguf", "f16")
