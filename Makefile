@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # A portable llama.cpp build (runs on any x86-64 with AVX2), without the multimodal library.
 export CMAKE_ARGS ?= -DGGML_NATIVE=off -DLLAVA_BUILD=off
 
-.PHONY: setup chat test bundle clean
+.PHONY: setup chat test test-oldest-python bundle clean
 
 setup: $(VENV)/.installed
 
@@ -28,9 +28,20 @@ test: setup
 	command -v desktop-file-validate >/dev/null || (apt-get update -qq && apt-get install -y -qq desktop-file-utils)
 	$(BIN)/python -m pytest -q
 
+# Python 3.10, the oldest chatapp supports, on the torch-free modules (settings with tomli, chat
+# formats and templates, sampling, the tokenizer): no torch for 3.10 lies on this machine.
+PYTHON_OLDEST ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python /usr/bin/python3.10))
+OLDEST_TESTS := tests/test_chat_template.py tests/test_sampling.py tests/test_chat_format.py tests/test_streaming.py \
+	tests/test_settings.py tests/test_tokenizer.py
+test-oldest-python:
+	@if [ -z "$(PYTHON_OLDEST)" ]; then echo "no Python 3.10 here: the oldest-Python check did not run"; exit 0; fi; \
+	test -x .venv310/bin/pytest || ($(PYTHON_OLDEST) -m venv .venv310 && .venv310/bin/pip install --quiet \
+		numpy tiktoken regex platformdirs jinja2 'tomli>=2' textual pytest pytest-asyncio hypothesis) && \
+	.venv310/bin/python -m pytest -q -p no:cacheprovider $(OLDEST_TESTS)
+
 # the torch-free desktop bundle (packaging/README.md)
 bundle:
 	$(PYTHON) packaging/build.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) .venv310 build dist *.egg-info
