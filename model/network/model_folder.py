@@ -51,6 +51,8 @@ def read_config(folder: str | Path) -> dict:
         return _from_hf(hf_folder.chatapp_config, folder)
     if not isinstance(config, dict) or config.get("format") != FORMAT_NAME or "architecture" not in config:
         raise ModelFolderError(f"{path}: not a {FORMAT_NAME} config (no 'format' or 'architecture')")
+    if type(config.get("format_version", 0)) is not int:
+        raise ModelFolderError(f"{path}: format_version must be an integer, got {config['format_version']!r}")
     if config.get("format_version", 0) > FORMAT_VERSION:
         raise ModelFolderError(f"{path}: format version {config['format_version']} is newer than this chatapp understands")
     return config
