@@ -37,6 +37,7 @@ def expected(allowed, n):
     (dict(top_k=-1), "top_k"), (dict(min_p=2.0), "min_p"), (dict(repetition_penalty=0), "repetition_penalty"),
     (dict(max_tokens=0), "max_tokens"), (dict(seed=-3), "seed"),
     (dict(temperature=float("inf")), "temperature"), (dict(temperature=float("nan")), "temperature"),
+    (dict(temperature=1e308), "temperature"),
     (dict(repetition_penalty=float("inf")), "repetition_penalty"),
 ])
 def test_invalid_values_name_the_parameter_and_range(bad, message):

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 TOP_CANDIDATES = 10  # tokens the sampling inspector shows per step
+MAX_TEMPERATURE = 100.0  # past it every token is as likely as any other: noise, not a setting
 MAX_COUNT = 10**9  # top_k and max_tokens: past this a number is a typo (llama.cpp takes a 32-bit int)
 MIN_REPETITION_PENALTY = 1e-3  # below it logits / penalty overflow (1e-320 is positive but subnormal)
 MAX_REPETITION_PENALTY = 1e3
@@ -42,7 +43,8 @@ class SamplingParams:
             return isinstance(value, (int, float)) and math.isfinite(value)
 
         checks = [
-            ("temperature", finite(self.temperature) and self.temperature >= 0, "must be a finite number >= 0 (0 is greedy)"),
+            ("temperature", finite(self.temperature) and 0 <= self.temperature <= MAX_TEMPERATURE,
+             f"must be a finite number >= 0 and at most {MAX_TEMPERATURE:g} (0 is greedy)"),
             ("top_k", isinstance(self.top_k, int) and 0 <= self.top_k <= MAX_COUNT,
              f"must be an integer >= 0 and at most {MAX_COUNT:,} (0 is off)"),
             ("top_p", finite(self.top_p) and 0 < self.top_p <= 1, "must be in (0, 1] (1 is off)"),
