@@ -112,6 +112,7 @@ class Generation:
 
     def __init__(self, backend, events: Iterator[Event]):
         self.backend, self.events = backend, events
+        self.complete = False  # every event was read: nothing left to cancel
         self.queue: asyncio.Queue = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
         self.thread = threading.Thread(target=self._produce, daemon=True)
@@ -129,17 +130,20 @@ class Generation:
         while True:
             item = await self.queue.get()
             if item is None:
+                self.complete = True
                 return
             if isinstance(item, Exception):
                 raise item
             yield item
 
     async def stop(self) -> None:
-        """Cancel the reply and wait until the engine is free again; shielded, as this runs
-        when the client has gone away and the request's task is being cancelled."""
+        """Cancel the reply if it is still running and wait until the engine is free again; shielded,
+        as this runs when the client has gone away and the request's task is being cancelled. A reply
+        read to its end is not cancelled: a late cancel would land on whatever the engine runs next."""
         import anyio
 
-        self.backend.cancel()
+        if not self.complete:
+            self.backend.cancel()
         with anyio.CancelScope(shield=True):
             await asyncio.to_thread(self.thread.join)
 
