@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from model.errors import one_line
 from chatapp import __version__
 from chatapp.backends import BACKEND_CHOICES
 from quant.gguf_layout import DEFAULT_TYPE, EXPORT_TYPES
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except (ValueError, OSError, RuntimeError, ImportError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = one_line(error)
         sys.stderr.write(f"chatapp: error: {message}\n")
         return EXIT_ERROR
     except Exception as error:  # a bug: keep the traceback in the log, not on the screen

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from model.errors import one_line
 from model.inference.backend import Event, Finished, TextPiece
 from model.inference.sampling import SamplingParams
 from model.text.chat_format import FittedPrompt, Message
@@ -256,7 +257,7 @@ class EndpointBackend:
                     break
                 chunk = json.loads(data)
                 if "error" in chunk:
-                    raise EndpointError(f"{self.url}: {str(chunk['error'].get('message', chunk['error'])).splitlines()[0]}")
+                    raise EndpointError(f"{self.url}: {one_line(Exception(chunk['error'].get('message', chunk['error'])))}")
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
                     text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
@@ -268,7 +269,7 @@ class EndpointBackend:
                         reason = FINISH.get(choice["finish_reason"], "stop")
         except (httpx.HTTPError, ValueError) as error:
             raise EndpointError(f"the stream from {self.url} was cut after {pieces} piece(s): "
-                                f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+                                f"{one_line(error)}") from None
         finally:
             response.close()
         now = time.perf_counter()

@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from model.errors import one_line
 from model.inference.backend import Event, Finished, TextPiece
 from model.inference.sampling import SamplingParams
 from model.text.chat_format import ROLES, Message
@@ -171,7 +172,7 @@ class Engine:
         try:
             events = await asyncio.to_thread(call)
         except ValueError as error:
-            raise RequestError(400, str(error).splitlines()[0] if str(error) else "bad request") from None
+            raise RequestError(400, one_line(error)) from None
         return Generation(self.backend, events)
 
 

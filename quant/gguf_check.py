@@ -15,6 +15,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.errors import one_line
 from quant.gguf_layout import CHATAPP_KEY, tensor_names
 
 GGUF_MAGIC = b"GGUF"
@@ -42,11 +43,6 @@ class GGUFInfo:
     vocab_size: int | None
     tokenizer_model: str | None = None  # tokenizer.ggml.model: "gpt2" (byte-level BPE), "llama" (SentencePiece), ...
     file_type_name: str | None = None  # general.file_type by name: "F16", "Q8_0", "Q4_K_M"; None if absent or unknown
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:200]
 
 
 def field_value(reader, key: str, default=None):
@@ -81,7 +77,7 @@ def read_gguf(path: str | Path):
     try:
         reader = GGUFReader(path, "r")
     except Exception as error:  # the reader raises many kinds on damaged files
-        raise GGUFFileError(f"{path}: damaged or truncated GGUF file ({_one_line(error)})") from None
+        raise GGUFFileError(f"{path}: damaged or truncated GGUF file ({one_line(error, 200)})") from None
     for tensor in reader.tensors:
         end = int(tensor.data_offset) + int(tensor.n_bytes)
         if end > size or tensor.data.nbytes != int(tensor.n_bytes):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from model.errors import one_line
 from model.inference.threads import default_threads
 from quant.gguf_check import GGUFFileError, GGUFInfo
 
@@ -67,6 +68,6 @@ def load_llama(info: GGUFInfo, context: int, *, purpose: str, logits_all: bool =
                                   logits_all=logits_all, verbose=False)
     except (ValueError, RuntimeError, OSError) as error:
         where = f" (details in {log_path})" if log_path else ""
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = one_line(error)
         raise GGUFFileError(f"{info.path}: llama.cpp could not load it: {reason}{where}") from None
     return llm, log_path

@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
+from model.errors import one_line
 from model.inference.backend import EngineBusy, EngineCrashed, Event, Finished
 from model.text.chat_format import FittedPrompt, Message
 from model.inference.sampling import SamplingParams
@@ -73,7 +74,7 @@ def _serve(conn, cancelled_request, path: str, options: dict, log_dir: str) -> N
     try:
         engine = LlamaEngine.load(path, log_dir=log_dir, bounded_template_memory=True, **options)
     except Exception as error:  # noqa: BLE001 - reported to the app as one line
-        conn.send(("error", (type(error).__name__, _one_line(error))))
+        conn.send(("error", (type(error).__name__, one_line(error, 300))))
         return
     conn.send(("ready", {"model_name": engine.model_name, "context_length": engine.context_length,
                          "trained_context_length": engine.trained_context_length}))
@@ -90,7 +91,7 @@ def _serve(conn, cancelled_request, path: str, options: dict, log_dir: str) -> N
         try:
             _answer(conn, engine, operation, arguments)
         except Exception as error:  # noqa: BLE001 - reported to the app as one line
-            conn.send(("error", (type(error).__name__, _one_line(error))))
+            conn.send(("error", (type(error).__name__, one_line(error, 300))))
 
 
 def _answer(conn, engine, operation: str, arguments: dict) -> None:
@@ -111,11 +112,6 @@ def _answer(conn, engine, operation: str, arguments: dict) -> None:
         conn.send(("end", None))
     else:
         raise ValueError(f"unknown request {operation!r}")
-
-
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:300]
 
 
 def last_message(log_path: Path, offset: int) -> str:

@@ -129,9 +129,10 @@ class EngineCore:
         budget = min(params.max_tokens, self.context_length - len(prompt))
         reply = ReplyStream(self.prompt_format, len(prompt), stop_strings, budget)
         self.prefilled_tokens = 0
+        prompt_tail = prompt[-REPETITION_WINDOW:]  # the penalty's window, without copying the whole prompt per token
 
         def sample(logits: np.ndarray) -> int:
-            history = (prompt + reply.generated)[-REPETITION_WINDOW:]
+            history = (prompt_tail + reply.generated[-REPETITION_WINDOW:])[-REPETITION_WINDOW:]
             token = sample_next(logits, params, history, rng)
             if inspect is not None:
                 inspect(inspection_step(logits, params, history, token, self._token_text))

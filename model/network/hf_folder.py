@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.errors import one_line
 from model.text.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 HF_WEIGHTS = "model.safetensors"
@@ -116,7 +117,7 @@ def hf_weights(folder: str | Path, n_layer: int) -> dict[str, np.ndarray]:
     try:
         theirs = load_file(str(path))
     except Exception as error:  # the reader raises several kinds on damaged files
-        raise HFFolderError(f"{path}: unreadable or truncated ({str(error).splitlines()[0]})") from None
+        raise HFFolderError(f"{path}: unreadable or truncated ({one_line(error)})") from None
     names = hf_tensor_names(n_layer)
     missing = sorted({hf for hf, _, _ in names} - set(theirs))
     if missing:

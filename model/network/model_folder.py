@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+from model.errors import one_line
 from model.network import hf_folder
 from model.network.files import publish_file, write_json_atomic
 from model.text.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, Tokenizer
@@ -142,7 +143,7 @@ def load_weights(folder: Path, config: dict):
     try:
         state = _read_state(folder, config, weights_path, arch["n_layer"])
     except (SafetensorError, OSError, ValueError) as error:
-        raise ModelFolderError(f"{weights_path}: unreadable or truncated ({str(error).splitlines()[0]})") from None
+        raise ModelFolderError(f"{weights_path}: unreadable or truncated ({one_line(error)})") from None
     with torch.device("meta"):
         model = GPT(GPTConfig.from_dict(arch))
     model.load_state_dict({name: tensor.float() for name, tensor in state.items()}, strict=False, assign=True)
@@ -249,9 +250,9 @@ def load_adapted_model(folder: Path, config: dict):
     try:
         load_adapters(model, adapters_path)
     except (SafetensorError, OSError) as error:
-        raise ModelFolderError(f"{adapters_path}: unreadable or truncated ({str(error).splitlines()[0]})") from None
+        raise ModelFolderError(f"{adapters_path}: unreadable or truncated ({one_line(error)})") from None
     except ValueError as error:  # adapters of another shape: the base model is not theirs
-        raise ModelFolderError(f"{str(error).splitlines()[0]} (base model {base_folder})") from None
+        raise ModelFolderError(f"{one_line(error)} (base model {base_folder})") from None
     # a fresh GPT: the adapted one keeps its frozen weights and the gradient mask on the embedding
     merged = GPT(model.config)
     merged.load_state_dict(merge_lora(model).state_dict())

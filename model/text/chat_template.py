@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from model.errors import one_line
 from model.text.chat_format import FittedPrompt, Message
 
 TEMPLATE_SECONDS = 1.0
@@ -185,7 +186,7 @@ def compile_template(source: str):
     try:
         return _environment().from_string(source)
     except Exception as error:  # syntax errors and the like
-        raise TemplateError(f"the chat template does not compile: {_one_line(error)}") from None
+        raise TemplateError(f"the chat template does not compile: {one_line(error, 200)}") from None
 
 
 def _collect(pieces, deadline: _Deadline) -> str:
@@ -216,12 +217,7 @@ def render_template(source: str, bounded_memory: bool = False, **variables) -> s
     except TemplateError:
         raise
     except Exception as error:  # jinja errors, sandbox refusals
-        raise TemplateError(f"the chat template failed: {_one_line(error)}") from None
-
-
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:200]
+        raise TemplateError(f"the chat template failed: {one_line(error, 200)}") from None
 
 
 # --- messages to ids ---
