@@ -41,7 +41,7 @@ def main() -> None:
 
     engine = TorchEngine.load(resolve_model(args.model).path, device="cpu")
     hf = to_hf_gpt2(engine.model)
-    prompt = bench_prompt(engine.tokenizer, args.prompt_tokens)
+    prompt = bench_prompt(engine, args.prompt_tokens)
     measure(engine, prompt, 8, True)
     hf_generate_seconds(hf, prompt, 8)
 
