@@ -1,10 +1,18 @@
-"""The message input: Enter sends, Shift+Enter or Ctrl+J adds a line, Up on an empty input recalls."""
+"""The message input: Enter sends, Ctrl+J adds a line, Up on an empty input recalls.
+
+Shift+Enter adds a line only where the terminal tells it from Enter (the kitty
+keyboard protocol); most terminals, and tmux, send it as Enter, which sends.
+"""
 
 from __future__ import annotations
 
 from textual import events
 from textual.message import Message
 from textual.widgets import TextArea
+
+from chatapp.tui.keys import NEWLINE_KEY
+
+PLACEHOLDER = f"Enter (or Shift+Enter) sends · {NEWLINE_KEY.title()}: new line"
 
 
 class PromptInput(TextArea):
@@ -14,6 +22,7 @@ class PromptInput(TextArea):
             self.text = text
 
     def __init__(self, **kwargs):
+        kwargs.setdefault("placeholder", PLACEHOLDER)
         super().__init__(soft_wrap=True, tab_behavior="focus", show_line_numbers=False, **kwargs)
         self.earlier_prompts: list[str] = []
         self._recall_index: int | None = None
@@ -25,7 +34,7 @@ class PromptInput(TextArea):
             if self.text.strip():
                 self.post_message(self.Submitted(self.text))
             return
-        if event.key in ("shift+enter", "ctrl+j"):
+        if event.key in ("shift+enter", NEWLINE_KEY):
             event.stop()
             event.prevent_default()
             self.insert("\n")
