@@ -1,8 +1,10 @@
 """Settings: a TOML file under the user config dir, created with comments.
 
-Read with tomllib. The app writes back only single values it owns (the theme,
-GGUF paths the user added) by replacing their line, so a user's edits and
-comments survive. A bad value is replaced by its default, with a notice.
+Read with tomllib. The app writes back only values it owns (the theme, GGUF
+paths the user added, the [chat] defaults when the user asks) by replacing
+their lines, so a user's edits and comments survive. A value of the wrong type
+or out of range is replaced by its default, with a notice naming the key, the
+rule and the default: reading the file never raises.
 """
 
 from __future__ import annotations
@@ -126,84 +128,208 @@ def render_settings(settings: Settings) -> str:
     )
 
 
-def check_field(name: str, raw) -> tuple[object, str | None]:
-    """A sampling value parsed and checked alone: (value, None) or (None, error naming the allowed range)."""
+INTEGER_FIELDS = ("top_k", "max_tokens", "seed")
+FRESH_SEED = "-1 or empty: a fresh seed per reply"
+
+
+def allowed_values(name: str) -> str:
+    """What a sampling field accepts, in SamplingParams.validate's own words ("top_p must be in (0, 1] (1 is off)"):
+    the file, the settings panel and the engines refuse a value for the same reason, said the same way."""
     try:
-        if name == "seed":
-            value = None if raw in (None, "", -1, "-1") else int(raw)
-        elif name in ("top_k", "max_tokens"):
-            value = int(raw)
-        else:
-            value = float(raw)
-    except (TypeError, ValueError):
-        kind = "an integer" if name in ("seed", "top_k", "max_tokens") else "a number"
-        return None, f"{name} must be {kind}, got {raw!r}"
-    try:
-        SamplingParams(**{name: value}).validate()
+        SamplingParams(**{name: "?"}).validate()  # a string is wrong for every field: validate names the rule
     except SamplingError as error:
-        return None, str(error)
+        text = str(error)
+        rule = text[:text.rindex(", got ")]
+    else:  # pragma: no cover - every field refuses a string
+        raise AssertionError(f"SamplingParams.validate accepted {name} = '?'")
+    return f"{rule}; {FRESH_SEED}" if name == "seed" else rule
+
+
+def _number_from_text(name: str, text: str):
+    text = text.strip()
+    if name == "seed" and text in ("", "-1"):
+        return None
+    return int(text) if name in INTEGER_FIELDS else float(text)
+
+
+def _number_from_toml(name: str, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(value)
+    if name in INTEGER_FIELDS:
+        if isinstance(value, float):  # 40.0 is 40; 2.9 and inf are refused, never rounded
+            if not value.is_integer():
+                raise ValueError(value)
+            value = int(value)
+        if name == "seed" and value == -1:
+            return None
+    return value
+
+
+def check_field(name: str, raw) -> tuple[object, str | None]:
+    """A sampling value checked alone: text typed in the settings panel, or a value read from the TOML file
+    (which must be a TOML number: "0.5" is a string there). (value, None), or (None, what the field accepts)."""
+    try:
+        value = _number_from_text(name, raw) if isinstance(raw, str) else _number_from_toml(name, raw)
+        SamplingParams(**{name: value}).validate()
+    except (TypeError, ValueError, OverflowError):  # SamplingError is a ValueError
+        return None, allowed_values(name)
     return value, None
 
 
+def toml_shown(value) -> str:
+    """A value as the user wrote it in the file, shortened for a one-line notice."""
+    text = "a table" if isinstance(value, dict) else toml_value(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class _Reader:
+    """Reads the parsed file into Settings; every value of the wrong type or out of range is replaced by its
+    default and named in a notice. Never raises: the app must start whatever the file holds."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def notice(self, key: str, value, why: str, default) -> None:
+        self.settings.notices.append(f"{SETTINGS_FILE}: {key} = {toml_shown(value)}, but {why}; using {toml_shown(default)}")
+
+    def table(self, data: dict, name: str, known: tuple[str, ...]) -> dict:
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            self.settings.notices.append(f"{SETTINGS_FILE}: {name} = {toml_shown(table)}, but it must be a table "
+                                         f"([{name}]); using the defaults for it")
+            return {}
+        for key in table:
+            if key not in known:
+                self.settings.notices.append(f"{SETTINGS_FILE}: {name}.{key} is not a setting; ignored")
+        return table
+
+    def text(self, table: dict, section: str, key: str, default: str) -> str:
+        value = table.get(key, default)
+        if isinstance(value, str):
+            return value
+        self.notice(f"{section}.{key}", value, "it must be a string", default)
+        return default
+
+    def strings(self, table: dict, section: str, key: str, what: str) -> list[str]:
+        value = table.get(key, [])
+        if not isinstance(value, list):
+            self.notice(f"{section}.{key}", value, f"it must be a list of {what}s, like [\"a\", \"b\"]", [])
+            return []
+        kept = [item for item in value if isinstance(item, str)]
+        if len(kept) < len(value):
+            left_out = ", ".join(toml_shown(item) for item in value if not isinstance(item, str))
+            self.settings.notices.append(f"{SETTINGS_FILE}: {section}.{key}: {left_out} left out "
+                                         f"(each must be a {what}, in quotes)")
+        return kept
+
+
+SECTIONS = {
+    "app": ("theme",),
+    "model": ("name", "backend", "extra_paths", "endpoints"),
+    "chat": ("system_prompt", *SAMPLING_FIELDS),
+}
+
+
 def parse_settings(data: dict, path: Path | None = None) -> Settings:
-    settings, defaults = Settings(path=path), ChatDefaults()
-    app, model, chat = data.get("app", {}), data.get("model", {}), data.get("chat", {})
-    settings.theme = str(app.get("theme", settings.theme))
-    settings.model = str(model.get("name", ""))
-    backend = model.get("backend", "auto")
-    if backend in BACKEND_CHOICES:
+    settings, defaults = Settings(path=path), Settings()
+    reader = _Reader(settings)
+    for key in data:
+        if key not in SECTIONS:
+            home = next((f" (it belongs under [{name}])" for name, known in SECTIONS.items() if key in known), "")
+            settings.notices.append(f"{SETTINGS_FILE}: {key} is not a setting here{home}; ignored")
+    app, model, chat = (reader.table(data, name, known) for name, known in SECTIONS.items())
+
+    settings.theme = reader.text(app, "app", "theme", defaults.theme)
+    settings.model = reader.text(model, "model", "name", defaults.model)
+    backend = model.get("backend", defaults.backend)
+    if isinstance(backend, str) and backend in BACKEND_CHOICES:
         settings.backend = backend
     else:
-        settings.notices.append(f"settings: model.backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}; using auto")
-    settings.extra_paths = [str(p) for p in model.get("extra_paths", []) if isinstance(p, str)]
-    endpoints = model.get("endpoints", [])
-    settings.endpoints = [url for url in endpoints if isinstance(url, str)] if isinstance(endpoints, list) else []
-    settings.chat.system_prompt = str(chat.get("system_prompt", ""))
+        reader.notice("model.backend", backend, f"it must be one of {', '.join(BACKEND_CHOICES)}", defaults.backend)
+    settings.extra_paths = reader.strings(model, "model", "extra_paths", "path")
+    settings.endpoints = reader.strings(model, "model", "endpoints", "URL")
+
+    settings.chat.system_prompt = reader.text(chat, "chat", "system_prompt", defaults.chat.system_prompt)
     for name in SAMPLING_FIELDS:
         if name not in chat:
             continue
         value, error = check_field(name, chat[name])
+        if isinstance(chat[name], str):  # a number in quotes: a TOML string, not a number
+            value, error = None, allowed_values(name) + " (a number, without quotes)"
         if error:
-            settings.notices.append(f"settings: {error}; using {getattr(defaults, name)!r}")
+            reader.notice(f"chat.{name}", chat[name], error, getattr(defaults.chat, name))
         else:
             setattr(settings.chat, name, value)
     return settings
 
 
 def load_settings(path: Path | None = None) -> Settings:
-    """The settings, creating the file with comments when there is none."""
+    """The settings, creating the file with comments when there is none. Never raises: a file that cannot
+    be read gives the defaults and a notice, and no path (the app then leaves the file alone)."""
     path = path or settings_path()
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_settings(Settings()), encoding="utf-8")
     try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(render_settings(Settings()), encoding="utf-8")
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        settings = Settings(path=path)
-        settings.notices.append(f"settings: {path} is not valid TOML ({error}); using the defaults")
-        return settings
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        why = "is not valid TOML" if isinstance(error, (UnicodeDecodeError, tomllib.TOMLDecodeError)) else "cannot be read"
+        return Settings(notices=[f"{SETTINGS_FILE}: {path} {why} ({error}); using the defaults, "
+                                 "and the app will not change the file"])
     return parse_settings(data, path)
+
+
+class SettingsError(OSError):
+    """The settings file could not be written; the message says why, for a notice."""
 
 
 def save_value(path: Path, section: str, key: str, value) -> None:
     """Replace one `key = value` line in a section, keeping everything else as the user wrote it."""
-    text = path.read_text(encoding="utf-8") if path.exists() else render_settings(Settings())
+    save_values(path, section, {key: value})
+
+
+def save_chat_defaults(path: Path, chat: ChatDefaults) -> None:
+    """Write what new conversations start with to the [chat] table, keeping the rest of the file as it is."""
+    save_values(path, "chat", chat.to_dict())
+
+
+def save_values(path: Path, section: str, values: dict) -> None:
+    """Replace (or add) `key = value` lines in one section, keeping everything else as the user wrote it.
+
+    Raises SettingsError when the file is not valid TOML (writing would lose what the user meant) or
+    cannot be written."""
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else render_settings(Settings())
+        tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise SettingsError(f"{path} was not changed: it could not be read as TOML ({error})") from error
+    for key, value in values.items():
+        text = _with_value(text, section, key, value)
+    try:
+        tomllib.loads(text)  # never write a file we could not read back
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"{path} was not changed: [{section}] is written in a way this app cannot edit "
+                            f"({error}); edit it by hand") from error
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(path)
+    except OSError as error:
+        raise SettingsError(f"{path} could not be written: {error}") from error
+
+
+def _with_value(text: str, section: str, key: str, value) -> str:
     line = f"{key} = {toml_value(value)}"
     section_match = re.search(rf"^\[{re.escape(section)}\]\s*$", text, flags=re.M)
     if section_match is None:
-        text = text.rstrip("\n") + f"\n\n[{section}]\n{line}\n"
+        return text.rstrip("\n") + f"\n\n[{section}]\n{line}\n"
+    next_section = re.search(r"^\[", text[section_match.end():], flags=re.M)
+    end = section_match.end() + (next_section.start() if next_section else len(text) - section_match.end())
+    body = text[section_match.end():end]
+    key_pattern = re.compile(rf"^{re.escape(key)}\s*=.*$", flags=re.M)
+    if key_pattern.search(body):
+        body = key_pattern.sub(lambda _: line, body, count=1)
     else:
-        next_section = re.search(r"^\[", text[section_match.end():], flags=re.M)
-        end = section_match.end() + (next_section.start() if next_section else len(text) - section_match.end())
-        body = text[section_match.end():end]
-        key_pattern = re.compile(rf"^{re.escape(key)}\s*=.*$", flags=re.M)
-        if key_pattern.search(body):
-            body = key_pattern.sub(lambda _: line, body, count=1)
-        else:
-            body = body.rstrip("\n") + f"\n{line}\n\n" if body.strip() else f"\n{line}\n\n"
-        text = text[:section_match.end()] + body + text[end:]
-    tomllib.loads(text)  # never write a file we could not read back
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
+        body = body.rstrip("\n") + f"\n{line}\n\n" if body.strip() else f"\n{line}\n\n"
+    return text[:section_match.end()] + body + text[end:]
