@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -54,14 +56,20 @@ def test_rename_delete_and_settings():
     assert store.messages(conversation.id) == []
 
 
-def test_a_reply_saved_while_streaming_is_marked_interrupted_on_the_next_open(tmp_path):
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_reply_whose_writer_died_is_marked_interrupted_on_the_next_open(tmp_path):
     path = tmp_path / "h.sqlite3"
     store = HistoryStore(path)
     conversation = store.create_conversation()
     store.add_message(conversation.id, "user", "hello")
     reply = store.add_message(conversation.id, "assistant", "", status="streaming")
     store.update_content(reply.id, "Good mor")
-    # no close: as if the process died
+    store._db.execute("UPDATE messages SET owner_pid = ? WHERE id = ?", (dead_pid(), reply.id))  # as if it died
     reopened = HistoryStore(path)
     assert reopened.recovered == 1
     messages = reopened.messages(conversation.id)
