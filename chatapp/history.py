@@ -33,6 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatapp import history_inspection
+from chatapp.history_errors import (
+    HistoryError, HistoryFull, HistoryUnavailable, HistoryWriteError, SchemaTooNew, damaged, header_damage, is_damage,
+    is_full, move_aside, not_writable, one_line, primary_code,
+)
 from chatapp.history_search import SEARCH_SCHEMA, SearchHit, conversation_ids_sql, fts_query, search_sql, snippet_around
 from chatapp.paths import data_dir
 
@@ -135,32 +139,6 @@ CONTINUABLE = (Status.LENGTH, Status.STOPPED, Status.INTERRUPTED)  # a reply tha
 NOT_SENT_TO_MODEL = (Status.ERROR, Status.STREAMING)
 
 
-class HistoryError(Exception):
-    """The history cannot be read or written; `reason` says what and what to do, in one line."""
-
-    def __init__(self, reason: str, path: Path | str | None = None, can_move_aside: bool = False):
-        super().__init__(reason)
-        self.reason = reason
-        self.path = Path(path) if path is not None else None
-        self.can_move_aside = can_move_aside
-
-
-class HistoryUnavailable(HistoryError):
-    """The file cannot be used at all: damaged, not a history, from a newer chatapp, or not writable."""
-
-
-class SchemaTooNew(HistoryUnavailable):
-    pass
-
-
-class HistoryFull(HistoryError):
-    """A write found the disk (or the database's size limit) full."""
-
-
-class HistoryWriteError(HistoryError):
-    """Any other failed write."""
-
-
 @dataclass
 class StoredMessage:
     id: int
@@ -197,23 +175,6 @@ def title_from(text: str) -> str:
     return first_line or DEFAULT_TITLE
 
 
-def move_aside(path: Path | str) -> Path:
-    """Rename a history file (and its -wal and -shm) out of the way, next to it; nothing is deleted."""
-    path = Path(path)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    number = 1
-    while aside.exists():
-        number += 1
-        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{number}")
-    for suffix in ("-wal", "-shm"):  # first, so a crash in between never leaves them beside a new file
-        companion = Path(f"{path}{suffix}")
-        if companion.exists():
-            companion.rename(f"{aside}{suffix}")
-    path.rename(aside)
-    return aside
-
-
 def _statements(script: str) -> list[str]:
     """A script split into statements (executescript would commit the migration's transaction)."""
     statements, pending = [], ""
@@ -224,57 +185,6 @@ def _statements(script: str) -> list[str]:
                 statements.append(pending.strip())
             pending = ""
     return statements
-
-
-def _header_damage(path: Path) -> str | None:
-    """What is wrong with the file's 100-byte SQLite header, if anything (cheap: no page is read)."""
-    size = path.stat().st_size
-    with open(path, "rb") as file:
-        header = file.read(100)
-    if not header.startswith(b"SQLite format 3\x00"):
-        return "it is not an SQLite database"
-    if len(header) < 100:
-        return "it is truncated"
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    page_count = int.from_bytes(header[28:32], "big")
-    count_is_valid = page_count > 0 and header[24:28] == header[92:96]
-    wal = Path(f"{path}-wal")
-    wal_holds_pages = wal.exists() and wal.stat().st_size > 0  # a checkpoint cut short: the WAL completes the file
-    if count_is_valid and not wal_holds_pages and size < page_count * page_size:
-        return f"it is truncated ({size} of {page_count * page_size} bytes)"
-    return None
-
-
-DAMAGED_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
-
-
-def _primary_code(error: sqlite3.Error) -> int | None:
-    code = getattr(error, "sqlite_errorcode", None)
-    return code & 0xFF if code is not None else None
-
-
-def _is_full(error: sqlite3.Error) -> bool:
-    return _primary_code(error) == sqlite3.SQLITE_FULL or "database or disk is full" in str(error)
-
-
-def _is_damage(error: sqlite3.Error) -> bool:
-    text = str(error)
-    return _primary_code(error) in DAMAGED_CODES or "malformed" in text or "not a database" in text
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _damaged(path: Path, detail: str) -> HistoryUnavailable:
-    return HistoryUnavailable(f"{path} is damaged ({_one_line(detail)}): move it aside to start a new history",
-                              path, can_move_aside=True)
-
-
-def _not_writable(path: Path, detail: str) -> HistoryUnavailable:
-    return HistoryUnavailable(f"{path} cannot be opened for writing ({_one_line(detail)}): "
-                              f"check the permissions of the file and of {path.parent}", path, can_move_aside=False)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -326,16 +236,16 @@ class HistoryStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise _not_writable(self.path, error.strerror or str(error)) from error
+            raise not_writable(self.path, error.strerror or str(error)) from error
         if self.path.is_file() and self.path.stat().st_size > 0:
-            damage = _header_damage(self.path)
+            damage = header_damage(self.path)
             if damage:
-                raise _damaged(self.path, damage)
+                raise damaged(self.path, damage)
         try:
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
             os.chmod(self.path, 0o600)
         except OSError as error:
-            raise _not_writable(self.path, error.strerror or str(error)) from error
+            raise not_writable(self.path, error.strerror or str(error)) from error
         db = self._connect(self.path)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -347,12 +257,12 @@ class HistoryStore:
         return db
 
     def _open_error(self, error: sqlite3.Error) -> HistoryUnavailable:
-        if _is_damage(error):
-            return _damaged(self.path, str(error))
-        if _primary_code(error) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            return HistoryUnavailable(f"{self.path} is locked by another program ({_one_line(error)}): "
+        if is_damage(error):
+            return damaged(self.path, str(error))
+        if primary_code(error) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return HistoryUnavailable(f"{self.path} is locked by another program ({one_line(error)}): "
                                       "close it and start again", self.path, can_move_aside=False)
-        return _not_writable(self.path, str(error))
+        return not_writable(self.path, str(error))
 
     @property
     def schema_version(self) -> int:
@@ -455,16 +365,16 @@ class HistoryStore:
             try:
                 yield self._db
             except sqlite3.Error as error:
-                if _is_damage(error):
-                    raise _damaged(self.path, str(error)) from error
-                raise HistoryError(f"reading {self.path} failed ({_one_line(error)})", self.path) from error
+                if is_damage(error):
+                    raise damaged(self.path, str(error)) from error
+                raise HistoryError(f"reading {self.path} failed ({one_line(error)})", self.path) from error
 
     def _write_error(self, error: sqlite3.Error) -> HistoryError:
-        if _is_full(error):
+        if is_full(error):
             return HistoryFull(f"the disk is full ({self.path.parent}): free some space and it is saved again", self.path)
-        if _is_damage(error):
-            return _damaged(self.path, str(error))
-        return HistoryWriteError(f"saving to {self.path} failed ({_one_line(error)})", self.path)
+        if is_damage(error):
+            return damaged(self.path, str(error))
+        return HistoryWriteError(f"saving to {self.path} failed ({one_line(error)})", self.path)
 
     # --- conversations ---
 
