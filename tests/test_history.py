@@ -6,10 +6,14 @@ import sqlite3
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from chatapp.history import DEFAULT_TITLE, MIGRATIONS, SCHEMA_VERSION, HistoryStore, SchemaTooNew, history_path, title_from
+from chatapp.history import (
+    DEFAULT_TITLE, MIGRATIONS, SCHEMA_VERSION, HistoryError, HistoryFull, HistoryStore, HistoryUnavailable,
+    HistoryWriteError, SchemaTooNew, history_path, move_aside, title_from,
+)
 
 
 def test_the_file_lives_under_chatapp_home_is_private_and_in_wal_mode(tmp_path):
@@ -113,3 +117,45 @@ def test_a_newer_schema_is_refused(tmp_path):
 def test_title_from_skips_blank_lines():
     assert title_from("\n\n  hello  \nworld") == "hello"
     assert title_from("   ") == DEFAULT_TITLE
+
+
+def test_move_aside_renames_the_file_and_its_wal_keeping_every_byte(tmp_path):
+    path = tmp_path / "history.sqlite3"
+    path.write_bytes(b"not really a database")
+    (tmp_path / "history.sqlite3-wal").write_bytes(b"wal bytes")
+    aside = move_aside(path)
+    assert not path.exists() and not (tmp_path / "history.sqlite3-wal").exists()
+    assert aside.parent == tmp_path and aside.name.startswith("history.sqlite3.corrupt-")
+    assert aside.read_bytes() == b"not really a database"
+    assert Path(f"{aside}-wal").read_bytes() == b"wal bytes"
+    path.write_bytes(b"second")
+    assert move_aside(path) != aside  # the same second: a new name, the first one kept
+    assert aside.read_bytes() == b"not really a database"
+
+
+def test_an_in_memory_store_works_and_writes_no_file(tmp_path):
+    for store in (HistoryStore(":memory:"), HistoryStore.in_memory()):
+        conversation = store.create_conversation()
+        store.add_message(conversation.id, "user", "hello there")
+        assert [m.content for m in store.messages(conversation.id)] == ["hello there"]
+        assert [c.id for c in store.conversations("hel")] == [conversation.id]
+    assert not history_path().exists()
+
+
+def test_the_open_conversation_is_remembered_until_it_is_deleted(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(path)
+    assert store.last_open() is None
+    first, second = store.create_conversation(), store.create_conversation()
+    store.remember_open(first.id)
+    store.remember_open(second.id)
+    assert HistoryStore(path).last_open() == second.id
+    store.delete(second.id)
+    assert store.last_open() is None
+
+
+def test_errors_say_what_happened_in_one_line():
+    error = HistoryFull("the disk is full: free some space", "/x/h.sqlite3")
+    assert isinstance(error, HistoryError) and str(error) == error.reason and error.path == Path("/x/h.sqlite3")
+    assert issubclass(SchemaTooNew, HistoryUnavailable) and issubclass(HistoryWriteError, HistoryError)
+    assert error.can_move_aside is False

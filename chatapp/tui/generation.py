@@ -5,21 +5,28 @@ the store as it grows (at least every SAVE_INTERVAL_S), finishes the row with
 its status and numbers, and reports each step through `report` (the chat
 screen's thread-safe post_message). It knows its message id, so switching
 conversations mid-reply can neither lose it nor mix it into another one.
+
+A save that fails (disk full) never stops the reply: the job reports
+ReplySaveFailed once and streams on; when the final save fails too it is
+marked `unsaved` and the chat screen calls save() until it returns True.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
 from textual.message import Message as TextualMessage
 
-from chatapp.history import HistoryStore, Status
+from chatapp.history import HistoryError, HistoryFull, HistoryStore, Status
 from model.inference.backend import Finished, TextPiece
 from model.text.chat_format import Message
 from model.inference.sampling import SamplingParams
 
 SAVE_INTERVAL_S = 0.5
+HEARTBEAT_S = 10.0  # tells other instances the reply's writer is alive, also before the first token
+DISK_FULL_REASON = "the disk is full: the reply is kept on screen and saved when space returns"
 STATUS_FOR_REASON = {"stop": Status.COMPLETE, "length": Status.LENGTH, "cancelled": Status.STOPPED}
 
 
@@ -29,6 +36,14 @@ class ReplyPiece(TextualMessage):
     def __init__(self, message_id: int, text: str, end: int):
         super().__init__()
         self.message_id, self.text, self.end = message_id, text, end
+
+
+class ReplySaveFailed(TextualMessage):
+    """Saving the reply failed (once per job); the reply goes on, on screen."""
+
+    def __init__(self, message_id: int, reason: str):
+        super().__init__()
+        self.message_id, self.reason = message_id, reason
 
 
 class ReplyDone(TextualMessage):
@@ -52,7 +67,10 @@ class ReplyJob:
     stats: dict | None = None
     error: str | None = None
     inspection: list = field(default_factory=list)
+    unsaved: bool = False  # the final save failed: save() retries it
     _last_save: float = 0.0
+    _save_failure_reported: bool = False
+    _report: object = None
 
     def start_events(self):
         inspect = self.inspection.append if self.backend.supports_inspection else None
@@ -60,6 +78,18 @@ class ReplyJob:
 
     def run(self, report) -> None:
         """In the worker thread: generate, save, report; never raises."""
+        self._report = report
+        done = threading.Event()
+        threading.Thread(target=self._heartbeat_until, args=(done,), daemon=True, name="reply-heartbeat").start()
+        try:
+            self._generate(report)
+        finally:
+            done.set()
+        if not self.save():
+            self.unsaved = True
+        report(ReplyDone(self))
+
+    def _generate(self, report) -> None:
         try:
             for event in self.start_events():
                 if isinstance(event, TextPiece) and event.text:
@@ -78,11 +108,34 @@ class ReplyJob:
                 self.status, self.error = Status.ERROR, "the engine ended without finishing the reply"
         except Exception as error:  # an engine error must not take the app down
             self.status, self.error = Status.ERROR, f"{type(error).__name__}: {error}"
-        self.store.finish_message(self.message_id, self.text, self.status, self.stats, self.error, self.inspection)
-        report(ReplyDone(self))
+
+    def save(self) -> bool:
+        """Save the finished reply (again, after a failure); True once it is saved."""
+        try:
+            self.store.finish_message(self.message_id, self.text, self.status, self.stats, self.error, self.inspection)
+        except HistoryError as error:
+            self._report_save_failure(error)
+            return False
+        self.unsaved = False
+        return True
 
     def _save_now_and_then(self) -> None:
         now = time.monotonic()
         if now - self._last_save >= SAVE_INTERVAL_S:
-            self.store.update_content(self.message_id, self.text)
             self._last_save = now
+            try:
+                self.store.update_content(self.message_id, self.text)
+            except HistoryError as error:
+                self._report_save_failure(error)
+
+    def _report_save_failure(self, error: HistoryError) -> None:
+        if not self._save_failure_reported and self._report is not None:
+            self._save_failure_reported = True
+            self._report(ReplySaveFailed(self.message_id, DISK_FULL_REASON if isinstance(error, HistoryFull) else error.reason))
+
+    def _heartbeat_until(self, done: threading.Event) -> None:
+        while not done.wait(HEARTBEAT_S):
+            try:
+                self.store.heartbeat(self.message_id)
+            except HistoryError:
+                pass  # the next save reports it
