@@ -1,8 +1,9 @@
-"""A conversation as Markdown or JSON."""
+"""A conversation as Markdown or JSON, in files only their owner can read (mode 0600, like the history)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,6 +43,14 @@ def export_files(folder: Path, conversation: StoredConversation, messages: list[
     slug = re.sub(r"[^a-z0-9]+", "-", conversation.title.lower()).strip("-")[:40] or "conversation"
     stem = folder / f"{conversation.id}-{slug}"
     markdown, data = stem.with_suffix(".md"), stem.with_suffix(".json")
-    markdown.write_text(to_markdown(conversation, messages), encoding="utf-8")
-    data.write_text(to_json(conversation, messages), encoding="utf-8")
+    write_private(markdown, to_markdown(conversation, messages))
+    write_private(data, to_json(conversation, messages))
     return [markdown, data]
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, as the history is: created 0600, never readable by others meanwhile."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # an earlier export may have left it readable by others
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
