@@ -1,7 +1,9 @@
 """Per-conversation settings: model, backend, system prompt and sampling.
 
-A bad value is refused where it is typed, with the allowed range (from
-SamplingParams.validate), and Save stays disabled until every value is good.
+A bad value is refused where it is typed: the reason shows under the field, in
+the words settings.toml's notices use (chatapp.settings.check_field, from
+SamplingParams.validate), and Save names every field still wrong. "Use for new
+chats" saves and also asks the caller to make these the defaults.
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ from dataclasses import dataclass
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, TextArea
+from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
 from chatapp.settings import SAMPLING_FIELDS, ChatDefaults, check_field
 
+# What each value does; the allowed range is check_field's to say, when a value is outside it.
 FIELD_HELP = {
     "temperature": "0 is greedy; higher is more random",
-    "top_p": "nucleus sampling, in (0, 1]; 1 is off",
+    "top_p": "nucleus sampling; 1 is off",
     "top_k": "keep the k most likely tokens; 0 is off",
     "min_p": "drop tokens below min_p x the top probability; 0 is off",
-    "repetition_penalty": "penalise recent tokens, > 0; 1 is off",
+    "repetition_penalty": "penalise recent tokens; 1 is off",
     "max_tokens": "the longest reply, in tokens",
     "seed": "empty: a fresh seed per reply; a number reproduces a reply",
 }
@@ -32,10 +35,15 @@ class ConversationSettings:
     chat: ChatDefaults
     model: str  # a model spec; "" is the default model
     backend: str = "auto"
+    as_default: bool = False  # the user asked for these chat settings in new conversations too
 
 
 class SettingsScreen(ModalScreen[ConversationSettings | None]):
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("ctrl+s", "save", "Save")]
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Cancel"),
+        Binding("ctrl+s", "save", "Save"),
+        Binding("ctrl+n", "save_as_default", "Save, and use for new chats"),
+    ]
 
     def __init__(self, current: ConversationSettings, models: list[tuple[str, str]]):
         """models: (label, spec) pairs for the model choice."""
@@ -60,36 +68,54 @@ class SettingsScreen(ModalScreen[ConversationSettings | None]):
                 value = getattr(chat, name)
                 yield Label(f"{name.replace('_', ' ')}  ({FIELD_HELP[name]})")
                 yield Input("" if value is None else str(value), id=name, classes="sampling")
-                yield Label("", id=f"{name}-error", classes="field-error")
+                yield Static("", id=f"{name}-error", classes="field-error", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Save", variant="primary", id="save")
+                yield Button("Use for new chats too", id="save-as-default")
                 yield Button("Cancel", id="cancel")
+            yield Label("Ctrl+S saves for this chat · Ctrl+N saves and uses these for new chats too · Esc cancels",
+                        classes="hint")
+
+    def on_mount(self) -> None:
+        for name in SAMPLING_FIELDS:  # a value stored before a rule changed is refused at once, not on Save
+            self.check(name, self.query_one(f"#{name}", Input).value)
+        self.query_one("#model", Select).focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        name = event.input.id
-        if name not in SAMPLING_FIELDS:
-            return
-        _, error = check_field(name, event.value.strip())
+        if event.input.id in SAMPLING_FIELDS:
+            self.check(event.input.id, event.value)
+
+    def check(self, name: str, text: str) -> None:
+        _, error = check_field(name, text.strip())
         if error:
             self.errors[name] = error
         else:
             self.errors.pop(name, None)
-        self.query_one(f"#{name}-error", Label).update(error or "")
-        event.input.set_class(bool(error), "invalid")
-        self.query_one("#save", Button).disabled = bool(self.errors)
+        message = self.query_one(f"#{name}-error", Static)
+        message.update(error or "")
+        message.display = bool(error)
+        self.query_one(f"#{name}", Input).set_class(bool(error), "invalid")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save":
             self.action_save()
+        elif event.button.id == "save-as-default":
+            self.action_save_as_default()
         else:
             self.dismiss(None)
 
-    def action_save(self) -> None:
+    def action_save(self, as_default: bool = False) -> None:
         if self.errors:
-            self.notify("Fix the values marked in red first", severity="warning")
+            wrong = [name for name in SAMPLING_FIELDS if name in self.errors]
+            self.notify("\n".join(self.errors[name] for name in wrong),
+                        title=f"Not saved: fix {', '.join(wrong)}", severity="warning", timeout=8)
+            self.query_one(f"#{wrong[0]}", Input).focus()
             return
         values = {name: check_field(name, self.query_one(f"#{name}", Input).value.strip())[0] for name in SAMPLING_FIELDS}
         chat = ChatDefaults(system_prompt=self.query_one("#system_prompt", TextArea).text, **values)
         model = self.query_one("#model", Select).value
         self.dismiss(ConversationSettings(
-            chat, "" if model is Select.NULL else str(model), str(self.query_one("#backend", Select).value)))
+            chat, "" if model is Select.NULL else str(model), str(self.query_one("#backend", Select).value), as_default))
+
+    def action_save_as_default(self) -> None:
+        self.action_save(as_default=True)
