@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from model.inference.sampling import SamplingError, SamplingParams, filtered_logits, inspection_step, sample_next, top_p_kept
+from model.inference.sampling import (SamplingError, SamplingParams, apply_repetition_penalty, filtered_logits,
+                                     inspection_step, sample_next, top_p_kept)
 
 LOGITS = np.log(np.array([0.35, 0.25, 0.15, 0.10, 0.08, 0.04, 0.02, 0.01], dtype=np.float32))
 NONE: list[int] = []
@@ -108,3 +109,66 @@ def test_the_inspector_shows_raw_and_final_probabilities_and_the_drawn_token():
     assert by_text["t0"]["final_prob"] == pytest.approx(0.35 / 0.60, rel=1e-5)
     assert by_text["t2"]["final_prob"] == 0.0  # cut by top-k
     assert [c["text"] for c in step["candidates"]][:3] == ["t0", "t1", "t2"]
+
+
+def test_the_inspector_names_the_drawn_token_its_rank_and_each_candidates_id():
+    params = SamplingParams(temperature=1.0, top_k=2, top_p=1.0)
+    step = inspection_step(LOGITS, params, [], 1, lambda i: f"t{i}")
+    assert (step["token_id"], step["rank"]) == (1, 2)
+    assert [c["id"] for c in step["candidates"]] == list(range(8))  # most likely first
+    assert [c["cut_by"] for c in step["candidates"]] == [None, None] + ["top-k"] * 6
+
+
+def cut_by_the_filters_alone(logits, params, token) -> str | None:
+    """What cut a token, found with the sampler's own filtered_logits and the filters switched on one by one
+    in its order: top-k, then top-p, then min-p."""
+    filters_on_so_far = [("top-k", dict(top_p=1.0, min_p=0.0)), ("top-p", dict(min_p=0.0)), ("min-p", {})]
+    for name, later_ones_off in filters_on_so_far:
+        if filtered_logits(logits, SamplingParams(**{**params.to_dict(), **later_ones_off}))[token] == -np.inf:
+            return name
+    return None
+
+
+def test_cut_by_and_rank_match_the_samplers_real_behaviour():
+    rng = np.random.default_rng(7)
+    draws = np.random.default_rng(8)
+    seen = set()
+    for case in range(300):
+        vocabulary = int(rng.integers(12, 80))
+        logits = (rng.standard_normal(vocabulary) * rng.uniform(0.5, 4)).astype(np.float32)
+        params = SamplingParams(temperature=float(rng.choice([0.3, 0.7, 1.0, 1.5])),
+                                top_k=int(rng.choice([0, 3, 8, 20])), top_p=float(rng.choice([1.0, 0.5, 0.9])),
+                                min_p=float(rng.choice([0.0, 0.05, 0.2])),
+                                repetition_penalty=float(rng.choice([1.0, 1.3])))
+        previous = rng.integers(0, vocabulary, 5).tolist()
+        drawn = sample_next(logits, params, previous, draws)
+        step = inspection_step(logits, params, previous, drawn, str)
+        raw = np.exp(logits.astype(np.float64) - logits.max())
+        assert step["token_id"] == drawn
+        assert step["rank"] == np.argsort(-(raw / raw.sum()), kind="stable").tolist().index(drawn) + 1
+        penalized = apply_repetition_penalty(logits, previous, params.repetition_penalty)
+        for candidate in step["candidates"]:
+            assert (candidate["final_prob"] == 0.0) == (candidate["cut_by"] is not None), (case, candidate)
+            if candidate["drawn"]:
+                assert candidate["cut_by"] is None and candidate["id"] == drawn
+            on_their_own = cut_by_the_filters_alone(penalized, params, candidate["id"])
+            assert candidate["cut_by"] == on_their_own, (case, candidate, params)
+            seen.add(candidate["cut_by"])
+    assert seen == {None, "top-k", "top-p", "min-p"}  # every filter was seen cutting
+
+
+def test_a_drawn_token_outside_the_top_candidates_is_shown_with_its_rank():
+    logits = np.linspace(5, -5, 40).astype(np.float32)
+    step = inspection_step(logits, SamplingParams(temperature=1.0, top_p=1.0), [], 39, str)
+    assert step["rank"] == 40 and step["candidates"][-1]["id"] == 39 and step["candidates"][-1]["drawn"]
+    assert len(step["candidates"]) == 11 and step["candidates"][-1]["cut_by"] is None
+
+
+def test_greedy_and_a_very_low_temperature_say_what_left_a_token_at_zero():
+    logits = np.array([0.0, 2.0, -60.0], dtype=np.float32)
+    greedy = inspection_step(logits, SamplingParams(temperature=0.0), [], 1, str)
+    assert {c["id"]: c["cut_by"] for c in greedy["candidates"]} == {1: None, 0: "greedy", 2: "greedy"}
+    cold = inspection_step(logits, SamplingParams(temperature=0.01, top_p=1.0), [], 1, str)
+    by_id = {c["id"]: c for c in cold["candidates"]}
+    assert by_id[2]["final_prob"] == 0.0 and by_id[2]["cut_by"] == "temperature"
+    assert by_id[1]["cut_by"] is None

@@ -97,21 +97,31 @@ def top_p_kept(logits: np.ndarray, top_p: float) -> np.ndarray:
         m = min(2 * m, probs.size)
 
 
-def filtered_logits(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
-    """Temperature-scaled logits with tokens outside top-k / top-p / min-p at -inf."""
+def filter_stages(logits: np.ndarray, params: SamplingParams):
+    """The temperature-scaled logits, then the logits after each filter that is on, in the order the sampler
+    applies them: ("temperature", ...), ("top-k", ...), ("top-p", ...), ("min-p", ...). A cut token is at -inf."""
     logits = np.asarray(logits, dtype=np.float64) / max(params.temperature, 1e-8)
+    yield "temperature", logits
     if 0 < params.top_k < logits.size:
         kth = np.partition(logits, -params.top_k)[-params.top_k]
         logits = np.where(logits < kth, -np.inf, logits)
+        yield "top-k", logits
     if params.top_p < 1.0:
         kept = np.full(logits.shape, -np.inf)
         ids = top_p_kept(logits, params.top_p)
         kept[ids] = logits[ids]
         logits = kept
+        yield "top-p", logits
     if params.min_p > 0.0:
         probs = softmax(logits)
         logits = np.where(probs < params.min_p * probs.max(), -np.inf, logits)
-    return logits
+        yield "min-p", logits
+
+
+def filtered_logits(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
+    """Temperature-scaled logits with tokens outside top-k / top-p / min-p at -inf."""
+    *_, (_, last) = filter_stages(logits, params)
+    return last
 
 
 def final_probabilities(penalized: np.ndarray, params: SamplingParams) -> np.ndarray:
@@ -133,21 +143,53 @@ def sample_next(logits, params: SamplingParams, previous_ids, rng: np.random.Gen
 
 
 def inspection_step(logits, params: SamplingParams, previous_ids, drawn: int, token_text) -> dict:
-    """What the sampling inspector shows for one generated token: its top
-    candidates with their probability under the raw logits and after the
-    penalty, temperature, top-k, top-p and min-p (0: a step cut it)."""
+    """What the sampling inspector shows for one generated token:
+
+        {"token_id": the drawn id, "text", "rank": the drawn token's 1-based rank under the raw logits,
+         "candidates": [{"id", "text", "raw_prob", "final_prob", "drawn", "cut_by"}, ...]}
+
+    The candidates are the most likely tokens under the raw logits (and the drawn one, wherever it ranks);
+    final_prob is after the penalty, temperature, top-k, top-p and min-p. cut_by names what left a
+    candidate at probability 0: the first filter that removed it, in the sampler's own order
+    (filter_stages), "greedy" at temperature 0, "temperature" when no filter did but a low temperature
+    left it too little to be drawn, None when it could have been drawn."""
     logits = np.asarray(logits, dtype=np.float32)
     raw = softmax(logits.astype(np.float64))
-    final = final_probabilities(apply_repetition_penalty(logits, previous_ids, params.repetition_penalty), params)
+    penalized = apply_repetition_penalty(logits, previous_ids, params.repetition_penalty)
+    final = final_probabilities(penalized, params)
     count = min(TOP_CANDIDATES, raw.size)
     top = np.argpartition(-raw, count - 1)[:count]
     candidates = [int(i) for i in top[np.argsort(-raw[top], kind="stable")]]
     if drawn not in candidates:
         candidates.append(drawn)
+    cut_by = _cut_by(penalized, params, final, candidates)
     return {
+        "token_id": int(drawn),
         "text": token_text(drawn),
+        "rank": raw_rank(raw, drawn),
         "candidates": [
-            {"text": token_text(i), "raw_prob": float(raw[i]), "final_prob": float(final[i]), "drawn": i == drawn}
+            {"id": i, "text": token_text(i), "raw_prob": float(raw[i]), "final_prob": float(final[i]),
+             "drawn": i == drawn, "cut_by": cut_by[i]}
             for i in candidates
         ],
     }
+
+
+def raw_rank(probs: np.ndarray, token: int) -> int:
+    """The token's 1-based place in a stable descending sort of probs, without sorting the vocabulary."""
+    value = probs[token]
+    return int(np.count_nonzero(probs > value) + np.count_nonzero(probs[:token] == value) + 1)
+
+
+def _cut_by(penalized: np.ndarray, params: SamplingParams, final: np.ndarray, ids: list[int]) -> dict:
+    if params.temperature == 0:
+        return {i: None if final[i] > 0 else "greedy" for i in ids}
+    reasons = dict.fromkeys(ids)
+    for name, stage in filter_stages(penalized, params):
+        for i in ids:
+            if reasons[i] is None and stage[i] == -np.inf:
+                reasons[i] = name  # "temperature" here: the logit was -inf before any filter
+    for i in ids:
+        if reasons[i] is None and final[i] == 0.0:
+            reasons[i] = "temperature"  # kept by every filter, but exp() of its scaled logit is 0
+    return reasons
