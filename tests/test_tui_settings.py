@@ -38,7 +38,7 @@ def error_text(screen, field: str) -> str:
     message = screen.query_one(f"#{field}-error", Static)
     if not message.display:
         return ""
-    lines = message.render_lines(Region(0, 0, message.size.width, message.size.height))
+    lines = message.render_lines(Region(0, 0, *message.outer_size))
     return " ".join(line.text.strip() for line in lines).strip()
 
 

@@ -1,10 +1,13 @@
-"""The sampling inspector: for each generated token, its top candidates with
-their probabilities from the raw logits and after temperature, top-k, top-p
-and min-p; the cut ones and the drawn one marked.
+"""The sampling inspector: for each generated token, its rank under the raw
+logits and its top candidates with their probabilities from the raw logits and
+after the penalty, temperature, top-k, top-p and min-p; the drawn one marked,
+and for each cut one the filter that cut it.
 
-A step is a dict from the engine's `inspect` callback:
-    {"text": str, "candidates": [{"text", "raw_prob", "final_prob", "drawn"}, ...]}
-(final_prob 0 means the filters cut the token.)
+A step is a dict from the engine's `inspect` callback (inspection_step in
+model/inference/sampling.py):
+    {"token_id", "text", "rank", "candidates": [{"id", "text", "raw_prob", "final_prob", "drawn", "cut_by"}, ...]}
+Steps stored before rank and cut_by existed lack them (or hold -1 / None): they
+show without them.
 """
 
 from __future__ import annotations
@@ -18,13 +21,37 @@ from textual.widgets.option_list import Option
 
 
 def candidate_verdict(candidate: dict) -> str:
+    """"drawn", "kept", "cut by top-k" (or another filter), or "cut" when the step does not say which."""
     if candidate.get("drawn"):
         return "drawn"
-    return "cut" if candidate.get("final_prob", 0.0) <= 0.0 else "kept"
+    if candidate.get("final_prob", 0.0) > 0.0:
+        return "kept"
+    cut_by = candidate.get("cut_by")
+    return f"cut by {cut_by}" if cut_by else "cut"
 
 
-def token_label(index: int, text: str) -> str:
-    return f"{index + 1:>4}  {text!r}"
+def step_rank(step: dict) -> int | None:
+    rank = step.get("rank")
+    return rank if isinstance(rank, int) and rank > 0 else None
+
+
+def token_label(index: int, step: dict) -> str:
+    label = f"{index + 1:>4}  {step.get('text', '')!r}"
+    rank = step_rank(step)
+    return f"{label}  #{rank}" if rank and rank > 1 else label  # a draw that was not the likeliest stands out
+
+
+def step_summary(step: dict) -> str:
+    rank = step_rank(step)
+    drawn = f"drawn: {step.get('text', '')!r}"
+    if rank is None:
+        return drawn
+    return f"{drawn} · the {'likeliest' if rank == 1 else ordinal(rank) + ' likeliest'} token under the raw logits"
+
+
+def ordinal(number: int) -> str:
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number:,}{suffix}"
 
 
 class InspectorScreen(ModalScreen[None]):
@@ -38,11 +65,13 @@ class InspectorScreen(ModalScreen[None]):
         with Vertical(classes="dialog wide", id="inspector"):
             yield Label(f"Sampling inspector · {len(self.steps)} tokens · {self.params_text}", classes="title")
             with Horizontal():
-                yield OptionList(*[Option(token_label(i, s.get("text", "")), id=str(i)) for i, s in enumerate(self.steps)],
-                                 id="tokens")
-                yield DataTable(id="candidates", cursor_type="row", zebra_stripes=True)
-            yield Label("raw: softmax of the logits · after filters: after temperature, top-k, top-p and min-p "
-                        "(0 = cut) · Esc closes", classes="hint")
+                yield OptionList(*[Option(token_label(i, s), id=str(i)) for i, s in enumerate(self.steps)], id="tokens")
+                with Vertical(id="step"):
+                    yield Label("", id="step-summary")
+                    yield DataTable(id="candidates", cursor_type="row", zebra_stripes=True)
+            yield Label("raw: softmax of the logits · after filters: after the penalty, temperature, top-k, top-p "
+                        "and min-p, in that order (0 = cut; the last column says by which) · #n: drawn though "
+                        "n-th likeliest · Esc closes", classes="hint")
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -56,13 +85,16 @@ class InspectorScreen(ModalScreen[None]):
         self.show_step(int(event.option.id))
 
     def show_step(self, index: int) -> None:
+        step = self.steps[index]
+        self.query_one("#step-summary", Label).update(step_summary(step))
         table = self.query_one(DataTable)
         table.clear()
-        for candidate in self.steps[index].get("candidates", []):
+        for candidate in step.get("candidates", []):
             verdict = candidate_verdict(candidate)
-            style = {"drawn": "bold green", "cut": "dim strike", "kept": ""}[verdict]
+            cut = verdict.startswith("cut")
+            style = "bold green" if verdict == "drawn" else "dim" if cut else ""
             table.add_row(
-                Text(repr(candidate.get("text", "")), style=style),
+                Text(repr(candidate.get("text", "")), style=style + " strike" if cut else style),
                 f"{candidate.get('raw_prob', 0.0):.3f}",
                 f"{candidate.get('final_prob', 0.0):.3f}",
                 Text(verdict, style=style),

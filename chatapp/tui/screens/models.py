@@ -14,7 +14,7 @@ from textual.widgets.option_list import Option
 
 from chatapp.model_discovery import model_spec
 from chatapp.model_listing import model_label
-from chatapp.model_registry import ModelRef
+from chatapp.model_registry import DEFAULT_MODEL, ModelNotFound, ModelRef, default_model
 
 
 def model_option_text(ref: ModelRef) -> Text:
@@ -22,23 +22,54 @@ def model_option_text(ref: ModelRef) -> Text:
     return Text.assemble((ref.name, "bold"), "  ", model_label(ref), "  ", (ref.source, "dim"))
 
 
+def current_index(models: list[ModelRef], current: str) -> int | None:
+    """Which of the models is the one in use: current is a spec, or "" for the built-in default model."""
+    if not current:
+        try:
+            default = default_model()
+        except ModelNotFound:
+            return None
+        matches = [i for i, ref in enumerate(models) if ref.path == default.path]
+    else:
+        matches = [i for i, ref in enumerate(models) if current in (model_spec(ref), str(ref.path))]
+        matches = matches or [i for i, ref in enumerate(models) if ref.name == current]
+    return matches[0] if matches else None
+
+
+def current_name(models: list[ModelRef], current: str, index: int | None) -> str:
+    if index is not None:
+        return models[index].name
+    if not current:
+        return DEFAULT_MODEL
+    return Path(current).name if ("/" in current or current.endswith(".gguf")) else current
+
+
 class ModelPickerScreen(ModalScreen[str | None]):
-    """Dismisses with a model spec (a name or a path) or None."""
+    """Dismisses with a model spec (a name or a path) or None. Opens on the model in use."""
 
     BINDINGS = [Binding("escape,f4", "dismiss(None)", "Cancel")]
 
     def __init__(self, models: list[ModelRef], current: str):
+        """current: the spec of the model in use, "" for the built-in default."""
         super().__init__()
         self.models, self.current = models, current
+        self.current_index = current_index(models, current)
 
     def compose(self):
         with Vertical(classes="dialog wide", id="model-picker"):
-            yield Label(f"Models · now: {self.current or 'default'}", classes="title")
+            yield Label(f"Models · now: {current_name(self.models, self.current, self.current_index)}",
+                        classes="title")
             yield OptionList(*[Option(model_option_text(ref), id=model_spec(ref)) for ref in self.models], id="models")
             if not self.models:
                 yield Label("No models found. Add a GGUF file below, or train one with `chatapp train`.")
             yield Input(placeholder="Add a GGUF file by path and press Enter", id="add-path")
             yield Label("", id="add-error", classes="field-error")
+
+    def on_mount(self) -> None:
+        options = self.query_one("#models", OptionList)
+        if self.current_index is not None:
+            options.highlighted = self.current_index
+        options.focus()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)

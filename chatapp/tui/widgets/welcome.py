@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from rich.text import Text
+from textual.content import Content
 from textual.widgets import Static
 
 from chatapp.tui.keys import NEWLINE_KEY, key_for
 
 START_KEYS = [  # (action in keys.APP_KEYS, what it does here)
     ("settings", "settings: system prompt, temperature"),
-    ("models", "pick another model"),
-    ("inspect", "see how each token was drawn"),
+    ("models", "another model"),
+    ("inspect", "how each token was drawn"),
     ("help", "every key"),
 ]
+DESCRIPTION_WIDTH = 72  # one line at 80 columns, inside the chat's padding
 
 
 class Welcome(Static):
@@ -23,16 +24,16 @@ class Welcome(Static):
     """
 
     def show(self, model_name: str, description: str = "") -> None:
-        text = Text()
-        text.append("Chatting with ")
-        text.append(model_name or "no model yet", style="bold")
-        text.append("\n")
-        if description:
-            text.append(_one_line(description, 72) + "\n", style="italic")
-        text.append(f"\nType a message: Enter sends, {NEWLINE_KEY} adds a line.\n")
         keys = [f"{key_for(action)} {what}" for action, what in START_KEYS]
-        text.append(" · ".join(keys[:2]) + "\n" + " · ".join(keys[2:]))
-        self.update(text)
+        lines = [
+            Content.assemble("Chatting with ", (model_name or "no model yet", "bold")),
+            *([Content.styled(_one_line(description, DESCRIPTION_WIDTH), "italic")] if description else []),
+            Content(""),
+            Content(f"Type a message: Enter sends, {NEWLINE_KEY} adds a line."),
+            Content(" · ".join(keys[:2])),
+            Content(" · ".join(keys[2:])),
+        ]
+        self.update(Content("\n").join(lines))
 
 
 def _one_line(text: str, width: int) -> str:
