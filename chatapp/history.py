@@ -261,6 +261,9 @@ class HistoryStore:
     def _open_error(self, error: sqlite3.Error) -> HistoryUnavailable:
         if is_damage(error):
             return damaged(self.path, str(error))
+        if is_full(error):
+            return HistoryUnavailable(f"the disk is full ({self.path.parent}): free some space and start again",
+                                      self.path, can_move_aside=False)
         if primary_code(error) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             return HistoryUnavailable(f"{self.path} is locked by another program ({one_line(error)}): "
                                       "close it and start again", self.path, can_move_aside=False)
@@ -312,7 +315,10 @@ class HistoryStore:
         free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
         total = self._db.execute("PRAGMA page_count").fetchone()[0]
         if free > 256 and free * 4 > total:
-            self._db.execute("VACUUM")
+            try:
+                self._db.execute("VACUUM")
+            except sqlite3.Error:
+                pass  # it needs room for a copy; the free pages are reused as the history grows
 
     def _writer_alive(self, row: sqlite3.Row, now: float) -> bool:
         if row["heartbeat_at"] is None or now - row["heartbeat_at"] > STALE_AFTER_S:
@@ -388,7 +394,8 @@ class HistoryStore:
         return StoredConversation(cursor.lastrowid, title, now, now, dict(settings or {}))
 
     def conversations(self, text_filter: str = "") -> list[StoredConversation]:
-        """Newest first; a filter keeps those whose title or messages have every word (as a word prefix, any case)."""
+        """Newest first; a filter keeps those whose title, or one of whose messages, has every word
+        (as a word prefix, in any case)."""
         text = text_filter.strip()
         with self._reading() as db:
             if not text:
@@ -421,18 +428,17 @@ class HistoryStore:
         if not text:
             return []
 
-        def run(fts: str | None) -> list:
+        def run(fts: str | None) -> list[SearchHit]:
             found = []
             for sql, args in search_sql(fts, text, limit):
-                found += self._db.execute(sql, args).fetchall()
+                for conversation_id, title, message_id, snippet in self._db.execute(sql, args):
+                    if fts is None and message_id is not None:  # LIKE gives the whole message: cut it around the match
+                        snippet = snippet_around(snippet, text)
+                    found.append(SearchHit(conversation_id, title, message_id, snippet))
             return found
 
         with self._reading():
-            rows = self._with_like_fallback(text, run)
-        hits = [SearchHit(row[0], row[1], row[2], row[3]) for row in rows[:limit]]
-        if fts_query(text) is None:  # LIKE hits carry the whole message: cut it around the match
-            hits = [SearchHit(h.conversation_id, h.conversation_title, h.message_id, snippet_around(h.snippet, text)) for h in hits]
-        return hits
+            return self._with_like_fallback(text, run)[:limit]
 
     def conversation(self, conversation_id: int) -> StoredConversation | None:
         with self._reading() as db:
@@ -526,9 +532,11 @@ class HistoryStore:
             raise ValueError(f"status must be one of {', '.join(FINAL_STATUSES)}, not {status!r}")
         packed = history_inspection.encode(inspection) if inspection else None
         with self._writing() as db:
-            db.execute("UPDATE messages SET content = ?, status = ?, stats = ?, error = ?, owner_pid = NULL, "
-                       "owner_host = NULL, heartbeat_at = NULL WHERE id = ?",
-                       (content, status, json.dumps(stats) if stats else None, error, message_id))
+            finished = db.execute("UPDATE messages SET content = ?, status = ?, stats = ?, error = ?, owner_pid = NULL, "
+                                  "owner_host = NULL, heartbeat_at = NULL WHERE id = ?",
+                                  (content, status, json.dumps(stats) if stats else None, error, message_id)).rowcount
+            if not finished:
+                return  # deleted while it streamed: nothing to save
             if packed is None:
                 db.execute("DELETE FROM inspections WHERE message_id = ?", (message_id,))
             else:

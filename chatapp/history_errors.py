@@ -62,9 +62,9 @@ def header_damage(path: Path) -> str | None:
     with open(path, "rb") as file:
         header = file.read(100)
     if not header.startswith(b"SQLite format 3\x00"):
-        return "it is not an SQLite database"
+        return "not an SQLite database"
     if len(header) < 100:
-        return "it is truncated"
+        return "truncated"
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     page_count = int.from_bytes(header[28:32], "big")
@@ -72,7 +72,7 @@ def header_damage(path: Path) -> str | None:
     wal = Path(f"{path}-wal")
     wal_holds_pages = wal.exists() and wal.stat().st_size > 0  # a checkpoint cut short: the WAL completes the file
     if count_is_valid and not wal_holds_pages and size < page_count * page_size:
-        return f"it is truncated ({size} of {page_count * page_size} bytes)"
+        return f"truncated: {size} of {page_count * page_size} bytes"
     return None
 
 

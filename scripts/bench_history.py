@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chatapp.history import HistoryStore, Status  # noqa: E402
+from chatapp.history import MIGRATIONS, HistoryStore, Status  # noqa: E402
 
 INSPECTED_REPLIES = 150  # replies given inspection data; the store keeps the newest 100
 SEED = 15
@@ -100,6 +100,43 @@ def generate(path: Path, conversations: int, per_conversation: int, big: int) ->
     store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()
     return big_id, text_bytes
+
+
+def v2_history_with_json_inspection(path: Path, turns: int) -> None:
+    """The issue's case: a 200-turn conversation written by schema v2, about 1 KB of JSON per generated token."""
+    import json
+
+    rng = random.Random(SEED)
+    corpus = corpus_text()
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0] + MIGRATIONS[1] + "; PRAGMA user_version = 2;")
+    db.execute("INSERT INTO conversations (title, created_at, updated_at) VALUES ('Old', 0, 0)")
+    for _ in range(turns):
+        db.execute("INSERT INTO messages (conversation_id, role, content, created_at) VALUES (1, 'user', ?, 0)",
+                   (message_text(rng, corpus, "user"),))
+        reply = message_text(rng, corpus, "assistant")
+        steps = [{key: value for key, value in step.items() if key not in ("token_id", "rank")}
+                 for step in inspection_steps(rng, len(reply) // 4)]
+        db.execute("INSERT INTO messages (conversation_id, role, content, created_at, inspection) VALUES (1, 'assistant', ?, 0, ?)",
+                   (reply, json.dumps(steps)))
+    db.commit()
+    db.close()
+
+
+def migration_rows(folder: Path) -> list[tuple[str, str]]:
+    path = folder / "v2.sqlite3"
+    v2_history_with_json_inspection(path, 200)
+    before = path.stat().st_size
+    started = time.perf_counter()
+    store = HistoryStore(path)
+    took = (time.perf_counter() - started) * 1000
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    after = path.stat().st_size
+    count = store.message_count(1)
+    messages = timed(lambda: store.messages(1))
+    store.close()
+    return [("v2 history, 200 turns with JSON inspection: migrate at first open",
+             f"{took:.0f} ms, {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB; messages() of its {count}: {messages:.1f} ms")]
 
 
 def timed(action, repeat: int = 5) -> float:
@@ -202,7 +239,7 @@ def main() -> None:
         big_id, text_bytes = generate(path, conversations, 100, 1000)
         print(f"generated {conversations} conversations x 100 messages + one of 1,000 "
               f"in {time.perf_counter() - started:.0f} s\n")
-        rows = store_rows(path, fresh_path, big_id, text_bytes)
+        rows = store_rows(path, fresh_path, big_id, text_bytes) + migration_rows(Path(folder))
         if not args.no_app:
             try:
                 rows += asyncio.run(app_rows(path, Path(folder) / "fresh-app.sqlite3", big_id))

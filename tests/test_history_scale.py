@@ -408,3 +408,12 @@ def test_a_heartbeat_keeps_a_quiet_reply_alive(tmp_path):
     store._db.execute("UPDATE messages SET heartbeat_at = ? WHERE id = ?", (time.time() - STALE_AFTER_S - 1, reply.id))
     store.heartbeat(reply.id)
     assert HistoryStore(path).recovered == 0
+
+
+def test_a_reply_whose_conversation_was_deleted_while_it_streamed_finishes_quietly(tmp_path):
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    conversation = store.create_conversation()
+    reply = store.add_message(conversation.id, "assistant", "", status=Status.STREAMING)
+    store.delete(conversation.id)
+    store.finish_message(reply.id, "too late", Status.COMPLETE, inspection=[new_step(1, "late")])  # no error: nothing to save
+    assert store.message(reply.id) is None and store.inspection(reply.id) is None
