@@ -222,8 +222,8 @@ async def app_rows(path: Path, fresh_path: Path, big_id: int) -> list[tuple[str,
     fresh_paint, fresh_send = await open_and_send(fresh_path, None)
     return [
         ("app start to first paint of the big conversation", f"{big_paint:.0f} ms (fresh history: {fresh_paint:.0f} ms)"),
-        ("send a message and get the reply (median of 3): big conversation", f"{big_send:.0f} ms"),
-        ("  the same in a fresh history", f"{fresh_send:.0f} ms (goal: at most 20 ms less)"),
+        ("send a message, reply done (median of 3): big conversation", f"{big_send:.0f} ms"),
+        ("  the same in a fresh history", f"{fresh_send:.0f} ms: {big_send - fresh_send:+.0f} ms in the big one (goal <= +20 ms)"),
     ]
 
 
