@@ -69,9 +69,8 @@ class InspectorScreen(ModalScreen[None]):
                 with Vertical(id="step"):
                     yield Label("", id="step-summary")
                     yield DataTable(id="candidates", cursor_type="row", zebra_stripes=True)
-            yield Label("raw: softmax of the logits · after filters: after the penalty, temperature, top-k, top-p "
-                        "and min-p, in that order (0 = cut; the last column says by which) · #n: drawn though "
-                        "n-th likeliest · Esc closes", classes="hint")
+            yield Label("raw p: from the logits · after filters: penalty, temperature, top-k, top-p, min-p, "
+                        "in that order · #n: drawn as the n-th likeliest · Esc closes", classes="hint")
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
