@@ -423,7 +423,8 @@ class HistoryStore:
             return run(None)
 
     def search(self, query: str, limit: int = 50) -> list[SearchHit]:
-        """Conversations whose title matches, then messages newest first, at most `limit` in all."""
+        """Conversations whose title matches (message_id None, the title as snippet), then messages
+        newest first, each with a one-line snippet around the match; at most `limit` in all."""
         text = query.strip()
         if not text:
             return []
@@ -434,7 +435,7 @@ class HistoryStore:
                 for conversation_id, title, message_id, snippet in self._db.execute(sql, args):
                     if fts is None and message_id is not None:  # LIKE gives the whole message: cut it around the match
                         snippet = snippet_around(snippet, text)
-                    found.append(SearchHit(conversation_id, title, message_id, snippet))
+                    found.append(SearchHit(conversation_id, title, message_id, one_line(snippet)))
             return found
 
         with self._reading():

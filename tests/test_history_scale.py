@@ -348,6 +348,8 @@ def test_search_finds_messages_with_a_snippet_and_forgets_deleted_ones(tmp_path)
     hits = store.search("rotten")
     assert [(h.conversation_id, h.conversation_title) for h in hits] == [(ids["hamlet"], "Hamlet")]
     assert "rotten" in hits[0].snippet and hits[0].message_id is not None
+    store.add_message(ids["hamlet"], "assistant", "Words\n\nwords,\n   words about rotten things")
+    assert store.search("rotten")[0].snippet == "Words words, words about rotten things"  # one line
     assert store.search("这是")[0].snippet.startswith("生存")
     title_hit = store.search("russ")[0]
     assert (title_hit.conversation_id, title_hit.message_id) == (ids["russian"], None)
@@ -355,6 +357,7 @@ def test_search_finds_messages_with_a_snippet_and_forgets_deleted_ones(tmp_path)
     assert store.search("russ") == [] and store.search("translat")[0].conversation_id == ids["russian"]
     store.delete(ids["hamlet"])
     assert store.search("rotten") == [] and store.conversations("yorick") == []
+    assert store.search("thing") == []
     assert store.search("") == [] and len(store.search("s", limit=2)) == 2
     index_hits = "SELECT COUNT(*) FROM message_search WHERE message_search MATCH ?"  # the index alone, no join
     assert store._db.execute(index_hits, ("rotten",)).fetchone()[0] == 0
