@@ -49,9 +49,11 @@ STALE_AFTER_S = 60.0  # a streaming row not heartbeated for this long has lost i
 OPEN_CONVERSATION_KEY = "open_conversation"
 NEW_FILE_PAGE_SIZE = 8192  # messages of a few KB waste less of a page than with SQLite's 4096
 
-__all__ = [
+__all__ = [  # the public names, with those re-exported from history_errors and history_search
     "HistoryStore", "HistoryError", "HistoryUnavailable", "HistoryFull", "HistoryWriteError", "SchemaTooNew",
     "Status", "StoredMessage", "StoredConversation", "SearchHit", "move_aside", "history_path", "title_from",
+    "MIGRATIONS", "SCHEMA_VERSION", "FINAL_STATUSES", "CONTINUABLE", "NOT_SENT_TO_MODEL", "DEFAULT_TITLE",
+    "INSPECTION_KEPT", "STALE_AFTER_S",
 ]
 
 V3_SCHEMA = """
