@@ -143,6 +143,9 @@ def test_the_context_line_keeps_every_number_and_shortens_the_model_name():
         assert "1,234" in plain and "256" in plain and "2,048" in plain and "3 " in plain, plain
         assert "73%" in plain
     assert "a-very-long-model-name-that-never-ends-q4_K_M.gguf" in context_line(use, 200).plain
+    # the chat's bar is 52 wide in an 80-column terminal with the sidebar: it still says what it is
+    assert context_line(ContextUse(37, 256, 512, 0, "fake-model"), 52).plain.startswith("context ")
+    assert "3 dropped" in context_line(use, 40).plain  # narrower: the bar stays, the name goes
     assert "…" in context_line(use, 80).plain
 
 

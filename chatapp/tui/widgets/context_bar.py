@@ -93,7 +93,8 @@ def _tiers(use: ContextUse) -> list[list]:
          (dropped_long, *dropped)],
         ["context ", context_bar(use, BAR_WIDTH), f" {p} prompt + {r} reply/{c} tokens ({_share(use)})",
          (dropped_short, *dropped)],
-        [context_bar(use, NARROW_BAR_WIDTH), f" {p}+{r}/{c} tokens {_share(use)}", (dropped_short, *dropped)],
+        ["context ", context_bar(use, NARROW_BAR_WIDTH), f" {p}+{r}/{c} tokens {_share(use)}", (dropped_short, *dropped)],
+        ["context ", context_bar(use, NARROW_BAR_WIDTH), f" {p}+{r}/{c} {_share(use)}", (dropped_short, *dropped)],
         [context_bar(use, NARROW_BAR_WIDTH), f" {p}+{r}/{c} {_share(use)}", (dropped_short, *dropped)],
         [f"{p}+{r}/{c}", (dropped_short, *dropped)],
     ]
@@ -106,7 +107,7 @@ def _length(parts: list) -> int:
 
 def context_line(use: ContextUse, width: int) -> Content:
     tiers = _tiers(use)
-    for parts in tiers if use.model else ():
+    for parts in tiers[:-1] if use.model else ():  # the bar matters more than the name: the last tier has none
         room = width - _length(parts) - len(SEPARATOR)
         if room >= min(MIN_MODEL_WIDTH, len(use.model)):
             return Content.assemble(*parts, SEPARATOR, (_shortened(use.model, room), "bold"))
