@@ -166,8 +166,8 @@ def _number_from_toml(name: str, value):
 
 
 def check_field(name: str, raw) -> tuple[object, str | None]:
-    """A sampling value checked alone: text typed in the settings panel, or a value read from the TOML file
-    (which must be a TOML number: "0.5" is a string there). (value, None), or (None, what the field accepts)."""
+    """A sampling value checked alone: text typed in the settings panel (a str), or a TOML number read from the
+    file (parse_settings refuses a str there). (value, None), or (None, what the field accepts)."""
     try:
         value = _number_from_text(name, raw) if isinstance(raw, str) else _number_from_toml(name, raw)
         SamplingParams(**{name: value}).validate()
