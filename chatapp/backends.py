@@ -11,10 +11,11 @@ if TYPE_CHECKING:
     from chatapp.model_registry import ModelRef
 
 BACKEND_CHOICES = ("auto", "torch", "llama.cpp")  # --backend, and [model] backend in the settings file
+COMPILE_CHOICES = ("auto", "on", "off")  # --compile: the torch engine's decode step (model/inference/compiled_step.py)
 
 
 def open_backend(ref: ModelRef, backend: str = "auto", device: str = "auto", in_process: bool = False,
-                 context: int | None = None):
+                 context: int | None = None, compile: str = "off"):
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, not {backend!r}")
     if backend == "auto":
@@ -26,7 +27,11 @@ def open_backend(ref: ModelRef, backend: str = "auto", device: str = "auto", in_
             from model.inference.torch_engine import TorchEngine
         except ImportError as error:
             raise ValueError(f"the torch backend needs PyTorch, which this install lacks ({error}); use a GGUF model") from None
-        return TorchEngine.load(ref.path, device=device)
+        if compile not in COMPILE_CHOICES:
+            raise ValueError(f"--compile must be one of {', '.join(COMPILE_CHOICES)}, not {compile!r}")
+        from chatapp.paths import compile_cache_dir
+
+        return TorchEngine.load(ref.path, device=device, compile=compile, compile_cache=compile_cache_dir())
     if ref.kind != "gguf":
         raise ValueError(f"{ref.path}: llama.cpp needs a GGUF file; make one with `chatapp export {ref.name}`")
     if context is not None and context < 16:

@@ -2,7 +2,8 @@
 
 Each measurement runs a fixed prompt (validation text of the built-in corpus)
 and greedy generation that ignores end tokens, several times; the median is
-reported.
+reported. A torch engine that compiles its decode step is measured once the
+compile is done (its time is reported), so the figures are the compiled step's.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def run_bench(backend, prompt_tokens: int = 128, gen_tokens: int = 128, runs: in
             f"--prompt-tokens + --gen-tokens ({prompt_tokens + gen_tokens}) exceed the context length ({backend.context_length})"
         )
     prompt = bench_prompt(backend, prompt_tokens)
+    wait_for_compile = getattr(backend, "wait_for_compile", None)
+    compile_status = wait_for_compile() if wait_for_compile else None
     modes = [True, False] if compare_no_cache else [True]
     result = {
         "backend": backend.name + (f" ({where})" if where else ""),
@@ -46,6 +49,8 @@ def run_bench(backend, prompt_tokens: int = 128, gen_tokens: int = 128, runs: in
         "gen_tokens": gen_tokens,
         "runs": runs,
     }
+    if compile_status is not None:
+        result["compile"] = {"status": compile_status, "seconds": backend.compile_seconds}
     measure(backend, prompt, 8, True)  # warm-up
     for use_cache in modes:
         finished = [measure(backend, prompt, gen_tokens, use_cache) for _ in range(runs)]
@@ -65,6 +70,9 @@ def run_bench(backend, prompt_tokens: int = 128, gen_tokens: int = 128, runs: in
 def format_bench(result: dict) -> str:
     lines = [f"{result['backend']} on {result['model']}: prompt {result['prompt_tokens']} tokens, "
              f"generate {result['gen_tokens']}, median of {result['runs']} runs"]
+    if "compile" in result:
+        seconds = result["compile"]["seconds"]
+        lines.append(f"  compiled decode step: {result['compile']['status']}" + (f" (compiled in {seconds:.1f} s)" if seconds else ""))
     for key, label in (("kv_cache", "with KV cache"), ("no_cache", "without cache (full recompute)")):
         if key in result:
             r = result[key]

@@ -14,10 +14,11 @@ import sys
 
 from model.errors import one_line
 from chatapp import __version__
-from chatapp.backends import BACKEND_CHOICES
+from chatapp.backends import BACKEND_CHOICES, COMPILE_CHOICES
 from quant.gguf_layout import DEFAULT_TYPE, EXPORT_TYPES
 
 EXPORT_FORMATS = ("gguf", "ollama", "hf")
+LONG_RUNNING_AUTO = "on for a model folder (the torch engine) on CUDA and on the CPU"
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
@@ -127,6 +128,12 @@ def add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=None, help="the endpoint's API key (default: $CHATAPP_API_KEY, else none)")
 
 
+def add_compile_argument(parser: argparse.ArgumentParser, auto: str) -> None:
+    parser.add_argument("--compile", default="auto", choices=COMPILE_CHOICES,
+                        help="compile the torch engine's decode step with torch.compile, in the background: replies "
+                             f"start at once, eagerly, and speed up when it is ready (auto: {auto})")
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="torch device (default auto: CUDA, MPS, then CPU)")
 
@@ -142,6 +149,7 @@ def build_parser() -> Parser:
     add_endpoint_arguments(chat)
     add_context_argument(chat)
     add_device_argument(chat)
+    add_compile_argument(chat, LONG_RUNNING_AUTO)
 
     run = commands.add_parser("run", help="one reply to a prompt, streamed to stdout")
     run.add_argument("prompt", nargs="?", help="the message (read from stdin when omitted)")
@@ -154,6 +162,7 @@ def build_parser() -> Parser:
     add_endpoint_arguments(run)
     add_context_argument(run)
     add_device_argument(run)
+    add_compile_argument(run, "off, as one reply ends before a compile would")
 
     train = commands.add_parser("train", help="train a GPT from scratch")
     train.add_argument("--data", default=None, help="a .txt file or a folder of them (default: the built-in Shakespeare corpus)")
@@ -206,6 +215,7 @@ def build_parser() -> Parser:
                        help="run llama.cpp in this process instead of a worker process (to measure what the worker costs)")
     add_context_argument(bench)
     add_device_argument(bench)
+    add_compile_argument(bench, LONG_RUNNING_AUTO + "; the bench waits for it and reports its time")
 
     export = commands.add_parser("export", help="export a model folder to GGUF (llama.cpp, LM Studio), Ollama or Hugging Face")
     add_model_argument(export, positional=True)
@@ -231,6 +241,7 @@ def build_parser() -> Parser:
     serve.add_argument("--queue", type=int, default=16, help="requests that may wait for the engine; past it, 503 (default 16)")
     add_context_argument(serve)
     add_device_argument(serve)
+    add_compile_argument(serve, LONG_RUNNING_AUTO)
 
     models = commands.add_parser("models", help="list the models chatapp knows")
     models.add_argument("--json", action="store_true")

@@ -51,7 +51,8 @@ def command_run(args) -> int:
         model_name = backend.model_name
     else:
         ref = resolve_model(args.model)
-        backend = open_backend(ref, args.backend, args.device, context=args.context)
+        compile = "off" if args.compile == "auto" else args.compile  # one reply ends before a compile would
+        backend = open_backend(ref, args.backend, args.device, context=args.context, compile=compile)
         model_name = ref.name
     if args.raw:
         events = backend.complete(prompt, params)
@@ -77,7 +78,7 @@ def command_run(args) -> int:
 def command_chat(args) -> int:
     from chatapp.tui.app import run_app
 
-    return run_app(args.model, args.backend, args.device, args.context, args.endpoint, api_key_from(args))
+    return run_app(args.model, args.backend, args.device, args.context, args.endpoint, api_key_from(args), args.compile)
 
 
 def api_key_from(args) -> str | None:
@@ -94,7 +95,7 @@ def command_serve(args) -> int:
     if args.queue < 0:
         raise ValueError(f"--queue must be >= 0, got {args.queue}")
     ref = resolve_model(args.model)
-    backend = open_backend(ref, args.backend, args.device, context=args.context)
+    backend = open_backend(ref, args.backend, args.device, context=args.context, compile=args.compile)
     try:
         options = ServerOptions(model_id=ref.name, api_key=api_key_from(args), cors_origins=args.cors_origin,
                                 max_waiting=args.queue)
@@ -272,7 +273,8 @@ def command_bench(args) -> int:
     from chatapp.bench import format_bench, run_bench
 
     ref = resolve_model(args.model)
-    backend = open_backend(ref, args.backend, args.device, in_process=args.in_process, context=args.context)
+    backend = open_backend(ref, args.backend, args.device, in_process=args.in_process, context=args.context,
+                           compile=args.compile)
     where = "" if backend.name != "llama.cpp" else ("in process" if args.in_process else "worker process")
     result = run_bench(backend, args.prompt_tokens, args.gen_tokens, args.runs, not args.no_compare, where)
     print_json(result) if args.json else print(format_bench(result))

@@ -25,6 +25,16 @@ def config_dir() -> Path:
     return home / "config" if home else Path(platformdirs.user_config_dir(APP_NAME))
 
 
+def cache_dir() -> Path:
+    home = _home()
+    return home / "cache" if home else Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def compile_cache_dir() -> Path:
+    """torch.compile's kernels, kept so that a second start loads instead of compiling."""
+    return cache_dir() / "torch-compile"
+
+
 def user_models_dir() -> Path:
     return data_dir() / "models"
 

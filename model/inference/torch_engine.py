@@ -1,9 +1,10 @@
 """The torch engine: the engine core (model/inference/engine_core.py) running our GPT.
 
-Prefill the prompt in one forward pass, then decode one token at a time into a
-static KV cache; the core reuses the cached prefix of the previous prompt, so
-in a chat only the new turn is prefilled. This file only says how ids become
-logits.
+Prefill the prompt in one forward pass (the LM head on its last position only),
+then decode one token at a time into a static KV cache with a step whose shapes
+never change, eager or compiled (model/inference/compiled_step.py); the core
+reuses the cached prefix of the previous prompt, so in a chat only the new turn
+is prefilled. This file only says how ids become logits.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from model.text.chat_format import ChatappFormat
 from model.network.device import inference_dtype, resolve_device
+from model.inference.compiled_step import CompiledStep, compile_by_default, use_compile_cache
 from model.inference.engine_core import EngineCore
 from model.network.model_folder import load_model
 from model.inference.threads import default_threads
@@ -32,40 +34,79 @@ def cpu_threads(model) -> tuple[int, int] | None:
 class TorchEngine(EngineCore):
     name = "torch"
 
-    def __init__(self, model, tokenizer, config: dict, device: str = "cpu"):
+    def __init__(self, model, tokenizer, config: dict, device: str = "cpu", compile: bool = False):
+        """compile: compile the decode step in the background and switch to it when ready."""
         super().__init__(ChatappFormat(tokenizer), model.config.context_length, config.get("name", "model"))
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
         self.device = device
         self.threads = cpu_threads(model) if device == "cpu" else None  # (decode, prompt); None: leave torch's
-        model.setup_cache(batch=1)
+        self.cache = model.new_cache(batch=1)
+        self.decode_step = model.decode_step  # eager until a compiled step is adopted
+        self.compiling = CompiledStep(model, device) if compile else None
+        self.compile_status = "compiling" if compile else "off"  # then "on" or "failed: ..."
+        self.compile_seconds: float | None = None
+        self.pending_notices: list[str] = []
         self._use_threads(for_prompt=False)
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "auto") -> "TorchEngine":
+    def load(cls, folder: str | Path, device: str = "auto", compile: str = "off",
+             compile_cache: str | Path | None = None) -> "TorchEngine":
+        """compile: on, off, or auto (compile_by_default); compile_cache: where compiled kernels persist."""
         device = resolve_device(device)
+        wanted = compile == "on" or (compile == "auto" and compile_by_default(device))
+        if wanted:
+            use_compile_cache(compile_cache)  # before torch reads where its cache is
         model, tokenizer, config = load_model(folder, device=device, dtype=inference_dtype(device))
-        return cls(model, tokenizer, config, device)
+        return cls(model, tokenizer, config, device, wanted)
+
+    def wait_for_compile(self, timeout: float | None = None) -> str:
+        """Block until a compile under way is done (for benchmarks); returns compile_status."""
+        if self.compiling is not None:
+            self.compiling.wait(timeout)
+            self._adopt_compiled_step()
+        return self.compile_status
+
+    def _adopt_compiled_step(self) -> None:
+        compiling = self.compiling
+        if compiling is None or not compiling.ready.is_set():
+            return
+        self.compiling = None
+        if compiling.step is None:
+            self.compile_status = f"failed: {compiling.error}"
+            self.pending_notices.append(f"torch.compile failed, decoding without it ({compiling.error})")
+            return
+        self.decode_step, self.cache = compiling.adopt(self.cache)
+        self.compile_status = "on"
+        self.compile_seconds = compiling.seconds
+
+    def generate_ids(self, prompt, params, stop_ids, notices=None, **options):
+        notices, self.pending_notices = list(notices or []) + self.pending_notices, []
+        return super().generate_ids(prompt, params, stop_ids, notices, **options)
 
     def _use_threads(self, for_prompt: bool) -> None:
         if self.threads is not None:
             torch.set_num_threads(self.threads[1] if for_prompt else self.threads[0])
 
-    def _logits(self, ids: list[int], start_pos: int | None) -> np.ndarray:
-        x = torch.tensor([ids], dtype=torch.long, device=self.device)
-        with torch.inference_mode():
-            logits, _ = self.model(x, start_pos=start_pos)
-        return logits[0, -1].float().cpu().numpy()
+    def _ids(self, ids: list[int]) -> torch.Tensor:
+        return torch.tensor([ids], dtype=torch.long, device=self.device)
 
     def evaluate(self, start: int, ids: list[int]) -> np.ndarray:
         if len(ids) == 1:
-            return self._logits(ids, start)
+            self._adopt_compiled_step()
+            position = torch.tensor([start], dtype=torch.long, device=self.device)
+            with torch.inference_mode():
+                logits = self.decode_step(self._ids(ids), position, self.cache.keys, self.cache.values)
+            return logits[0].float().cpu().numpy()
         self._use_threads(for_prompt=True)
         try:
-            return self._logits(ids, start)
+            with torch.inference_mode():
+                return self.model.prefill(self._ids(ids), self.cache, start)[0].float().cpu().numpy()
         finally:
             self._use_threads(for_prompt=False)
 
     def evaluate_uncached(self, ids: list[int]) -> np.ndarray:
-        return self._logits(ids, None)
+        with torch.inference_mode():
+            logits, _ = self.model(self._ids(ids))
+        return logits[0, -1].float().cpu().numpy()

@@ -1,0 +1,131 @@
+"""The torch engine's decode step compiled with torch.compile, in a background thread.
+
+The step (GPT.decode_step) has the same shapes at every position, so it compiles
+once. Compiling takes tens of seconds on a CPU the first time (seconds once the
+compile cache is warm), so it runs in a thread on a scratch KV cache of its own
+while the engine decodes eagerly; between two tokens the engine then copies its
+live cache into the scratch one and decodes with the compiled step on it from
+then on (`CompiledStep.adopt`). On the CPU the step runs on a copy of the
+model whose matrices are float16 when that loses nothing (a model folder's
+weights are float16 on disk): with the step written as products and sums
+(gpt.py, `matvec`), inductor reads them at half the bytes with float32
+arithmetic, so the logits stay float32's. On CUDA the step runs in bfloat16 (the engine's
+inference dtype) and is replayed as a CUDA graph (mode "reduce-overhead").
+
+A compile that fails (no C compiler, an unsupported platform) leaves the engine
+eager and says so in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+COMPILE_CHOICES = ("auto", "on", "off")
+INDUCTOR_CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
+BACKGROUND_NICENESS = 10  # the compiler's threads and gcc yield the CPU to decoding
+
+
+def use_compile_cache(folder: str | Path | None) -> None:
+    """Keep inductor's compiled kernels in `folder` (made if absent), so a later start
+    loads them instead of compiling; a folder the user chose with the variable wins."""
+    if folder is not None and not os.environ.get(INDUCTOR_CACHE_VARIABLE):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        os.environ[INDUCTOR_CACHE_VARIABLE] = str(folder)
+
+
+def compile_by_default(device: str) -> bool:
+    """What --compile auto means: where the compiled step measured faster (README, Speed)."""
+    return device in ("cuda", "cpu")
+
+
+def compile_mode(device: str) -> str | None:
+    """torch.compile's mode: CUDA graphs on CUDA (one launch per token), the default elsewhere."""
+    return "reduce-overhead" if device == "cuda" else None
+
+
+def half_weight_copy(model):
+    """A copy of the model for the compiled step whose matrices (every Linear and the token
+    embedding) are float16, if each is exactly float16 already; else an unchanged copy."""
+    import copy
+
+    import torch
+
+    twin = copy.deepcopy(model)
+    matrices = [m for m in twin.modules() if isinstance(m, torch.nn.Linear)] + [twin.token_embedding]
+    if any(m.weight.dtype != torch.float32 or not torch.equal(m.weight.half().float(), m.weight) for m in matrices):
+        return twin
+    halves: dict[int, torch.nn.Parameter] = {}  # by the original's id: the tied LM head stays tied
+    for module in matrices:
+        weight = module.weight
+        if id(weight) not in halves:
+            halves[id(weight)] = torch.nn.Parameter(weight.detach().half(), requires_grad=False)
+        module.weight = halves[id(weight)]
+    return twin
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+class CompiledStep:
+    """A decode step being compiled in the background; `ready` once it is usable or has failed."""
+
+    def __init__(self, model, device: str, warm_up_calls: int | None = None):
+        self.model = model
+        self.device = device
+        self.cache = model.new_cache()  # the scratch cache it compiles on; the live one after adopt()
+        self.step = None
+        self.error: str | None = None
+        self.seconds: float | None = None
+        self.warm_up_calls = warm_up_calls or (3 if device == "cuda" else 1)  # CUDA graphs record on a later call
+        self.ready = threading.Event()
+        # not a daemon: Python waits for it at exit, as torch aborts the process ("terminate called
+        # without an active exception") when it exits with a compile under way (seconds once cached)
+        self.thread = threading.Thread(target=self._compile, name="chatapp-compile")
+        self.thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.ready.wait(timeout)
+
+    def adopt(self, live_cache):
+        """Switch over between two tokens: the scratch cache takes the live cache's contents
+        and becomes the cache to decode on. Returns (step, cache)."""
+        self.cache.copy_from(live_cache)
+        return self.step, self.cache
+
+    def _compile(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._lower_priority()
+            import torch
+            import torch._inductor.config
+
+            torch._inductor.config.compile_threads = 1  # no worker pool: a process may exit mid-compile, and decoding keeps a core
+            if self.device == "cuda":  # CUDA graphs need the cache at a fixed address
+                for tensor in self.cache.keys + self.cache.values:
+                    torch._dynamo.mark_static_address(tensor)
+            model = half_weight_copy(self.model) if self.device == "cpu" else self.model
+            model.eval()
+            step = torch.compile(model.decode_step, fullgraph=True, dynamic=False, mode=compile_mode(self.device))
+            ids = torch.zeros((1, 1), dtype=torch.long, device=self.cache.keys[0].device)
+            position = torch.zeros(1, dtype=torch.long, device=self.cache.keys[0].device)
+            with torch.inference_mode():
+                for _ in range(self.warm_up_calls):
+                    step(ids, position, self.cache.keys, self.cache.values)
+            self.step = step
+        except Exception as error:  # a compiler missing or failing: stay eager
+            self.error = one_line(error)
+        finally:
+            self.seconds = time.perf_counter() - started
+            self.ready.set()
+
+    @staticmethod
+    def _lower_priority() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)  # this thread only, on Linux
+        except (AttributeError, OSError):
+            pass
