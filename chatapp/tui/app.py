@@ -21,7 +21,8 @@ from chatapp.tui.screens.chat import APP_ACTIONS, ChatScreen
 from chatapp.tui.screens.help import HelpScreen
 
 
-def open_model(spec: str, backend: str, device: str, context: int | None = None, api_key: str | None = None):
+def open_model(spec: str, backend: str, device: str, context: int | None = None, api_key: str | None = None,
+               compile: str = "auto"):
     """The real opener: a model on a server (an endpoint spec), or a spec resolved to a local model
     and its backend (lazy imports: GGUF never imports torch)."""
     from chatapp.endpoint import parse_endpoint_spec
@@ -37,7 +38,7 @@ def open_model(spec: str, backend: str, device: str, context: int | None = None,
     from chatapp.backends import open_backend
     from chatapp.model_registry import resolve_model
 
-    return open_backend(resolve_model(spec or None), backend, device, context=context)
+    return open_backend(resolve_model(spec or None), backend, device, context=context, compile=compile)
 
 
 class ChatApp(App):
@@ -165,9 +166,9 @@ class ChatApp(App):
 
 
 def run_app(model_spec: str | None = None, backend: str = "auto", device: str = "auto", context: int | None = None,
-            endpoint: str | None = None, api_key: str | None = None) -> int:
+            endpoint: str | None = None, api_key: str | None = None, compile: str = "auto") -> int:
     """`chatapp` and `chatapp chat`: open the app; returns the exit code."""
-    app = ChatApp(model_spec, backend, device, opener=partial(open_model, context=context, api_key=api_key))
+    app = ChatApp(model_spec, backend, device, opener=partial(open_model, context=context, api_key=api_key, compile=compile))
     if endpoint:
         from chatapp.endpoint import api_base, endpoint_spec
 
