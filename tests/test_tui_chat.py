@@ -134,18 +134,6 @@ async def test_regenerate_replaces_the_last_reply():
         assert [m.content for m in engine.calls[1]["messages"]] == ["hi"]
 
 
-async def test_edit_last_message_puts_it_back_in_the_input():
-    app = make_app(FakeBackend())
-    async with app.run_test() as pilot:
-        await send(pilot, "a typo")
-        await wait_idle(pilot)
-        await pilot.press("ctrl+l")
-        await pilot.pause()
-        assert app.chat.prompt.text == "a typo"
-        assert app.store.messages(app.chat.conversation.id) == []
-        assert not app.query(UserMessage) and not app.query(AssistantMessage)
-
-
 async def test_continue_a_reply_that_hit_its_length_limit():
     engine = FakeBackend(replies=[["To", " be", " or", " not"], [" to", " be"]])
     app = make_app(engine)
@@ -255,24 +243,6 @@ async def test_quitting_mid_reply_cancels_generation_cleanly(save_every_piece):
     assert [(m.content, m.status) for m in store.messages(conversation)][-1] == ("a", "stopped")
 
 
-async def test_five_hundred_messages_open_with_the_newest_first():
-    store = HistoryStore()
-    conversation = store.create_conversation({})
-    for index in range(250):
-        store.add_message(conversation.id, "user", f"question {index}")
-        store.add_message(conversation.id, "assistant", f"answer **{index}**")
-    app = make_app(FakeBackend(), store=store)
-    async with app.run_test() as pilot:
-        await pilot.pause()
-        widgets = app.chat.log_view.message_widgets()
-        assert len(widgets) == 40 and widgets[-1].content == "answer **249**"
-        app.query_one("#show-earlier").press()
-        await wait_until(pilot, lambda: len(app.chat.log_view.message_widgets()) == 80)
-        await pilot.pause()
-        assert app.chat.log_view.message_widgets()[0].content == "question 210"
-        assert "420 more" in str(app.query_one("#show-earlier").label)
-
-
 async def test_the_context_bar_shows_use_and_the_turns_that_no_longer_fit():
     engine = FakeBackend(context_length=120, replies=[["x" * 30]] * 4)
     app = make_app(engine)
@@ -286,7 +256,7 @@ async def test_the_context_bar_shows_use_and_the_turns_that_no_longer_fit():
             await wait_idle(pilot)
         bar = app.query_one(ContextBar)
         text = str(bar.render())
-        assert "/120 tokens" in text and "no longer fit" in text
+        assert "/120" in text and "3 dropped" in text
         assert bar.has_class("overflowing")
         widgets = app.chat.log_view.message_widgets()
         assert widgets[0].has_class("out-of-context")

@@ -13,12 +13,15 @@ from typing import Callable, Iterable
 from textual import work
 from textual.app import App, SystemCommand
 from textual.screen import Screen
+from textual.widgets import TextArea
 
-from chatapp.history import HistoryStore
-from chatapp.settings import Settings, load_settings, save_value
+from chatapp.history import HistoryError, HistoryStore, HistoryUnavailable, move_aside
+from chatapp.settings import Settings, SettingsError, load_settings, save_value
+from chatapp.tui.history_search import HistorySearch
 from chatapp.tui.keys import APP_KEYS
 from chatapp.tui.screens.chat import APP_ACTIONS, ChatScreen
 from chatapp.tui.screens.help import HelpScreen
+from chatapp.tui.screens.history_problem import HistoryProblemScreen
 
 
 def open_model(spec: str, backend: str, device: str, context: int | None = None, api_key: str | None = None,
@@ -44,6 +47,7 @@ def open_model(spec: str, backend: str, device: str, context: int | None = None,
 class ChatApp(App):
     CSS_PATH = "chatapp.tcss"
     TITLE = "chatapp"
+    COMMANDS = App.COMMANDS | {HistorySearch}
 
     def __init__(self, model_spec: str | None = None, backend: str = "auto", device: str = "auto", *,
                  engine=None, store: HistoryStore | None = None, settings: Settings | None = None,
@@ -58,7 +62,10 @@ class ChatApp(App):
         self.engine = engine
         self.loaded_spec: str | None = self.default_spec if engine is not None else None
         self.load_error: str | None = None
+        self.model_description = ""
         self._store = store
+        self.history_problem: HistoryUnavailable | None = None
+        self.history_notice: str | None = None  # shown in the banner while the history is not saved
         self.chat = ChatScreen()
 
     def get_default_screen(self) -> ChatScreen:
@@ -66,11 +73,19 @@ class ChatApp(App):
 
     @property
     def store(self) -> HistoryStore:
+        """The history; a file that cannot be used leaves an in-memory one until the user decides."""
         if self._store is None:
-            self._store = HistoryStore()
+            try:
+                self._store = HistoryStore()
+            except HistoryUnavailable as problem:
+                self.history_problem = problem
+                self.history_notice = f"Not saving this session: {problem.reason}"
+                self._store = HistoryStore(":memory:")
         return self._store
 
     def on_mount(self) -> None:
+        if self.store is not None and self.history_problem is not None:
+            self.push_screen(HistoryProblemScreen(self.history_problem), self.history_problem_answered)
         if self.settings.theme in self.available_themes:
             self.theme = self.settings.theme
         self.theme_changed_signal.subscribe(self, self.remember_theme)
@@ -79,6 +94,31 @@ class ChatApp(App):
         if self.store.recovered:
             self.notify(f"{self.store.recovered} reply(s) were interrupted when the app last closed; "
                         "they are kept, marked as interrupted", timeout=8)
+
+    async def history_problem_answered(self, answer: str | None) -> None:
+        problem = self.history_problem
+        if answer == "quit":
+            self.exit(return_code=1, message=f"chatapp: {problem.reason}")
+            return
+        if answer == "move-aside":
+            try:
+                moved_to = move_aside(problem.path)
+                fresh = HistoryStore(problem.path)
+            except (OSError, HistoryError) as error:
+                self.notify(f"Could not start a fresh history: {getattr(error, 'reason', error)}", severity="error")
+            else:
+                self._store, self.history_problem, self.history_notice = fresh, None, None
+                await self.chat.history_replaced()
+                self.notify(f"The old history is kept as {moved_to}; this is a fresh one", timeout=10)
+        self.chat.model_changed()
+
+    def _handle_exception(self, error: Exception) -> None:
+        # A history or settings write that fails (disk full, file gone) in any handler is a notice,
+        # not the end of the app: what the user was doing is still on screen.
+        if isinstance(error, (HistoryError, SettingsError)):
+            self.notify(getattr(error, "reason", None) or str(error), severity="error", timeout=15)
+            return
+        super()._handle_exception(error)
 
     def remember_theme(self, theme) -> None:
         if self.settings.path is not None:
@@ -98,12 +138,12 @@ class ChatApp(App):
         except Exception as error:  # noqa: BLE001 - shown in the app, which keeps running
             self.call_from_thread(self.model_failed, spec, f"{error}")
             return
-        self.call_from_thread(self.model_ready, spec, engine)
+        self.call_from_thread(self.model_ready, spec, engine, describe_model(spec))
 
-    def model_ready(self, spec: str, engine) -> None:
+    def model_ready(self, spec: str, engine, description: str = "") -> None:
         if spec != self.loaded_spec:
             return  # a later choice replaced this one
-        self.engine = engine
+        self.engine, self.model_description = engine, description
         self.sub_title = f"{engine.model_name} · {engine.name}"
         self.chat.model_changed()
 
@@ -111,6 +151,13 @@ class ChatApp(App):
         self.load_error = f"The model {spec or 'built-in'} could not be loaded: {error}"
         self.chat.model_changed()
         self.notify(self.load_error, severity="error", timeout=10)
+
+    def model_title(self) -> str:
+        """The model's name and where it runs, for the welcome text."""
+        if self.engine is None:
+            return f"{self.loaded_spec or 'the built-in model'} (loading…)"
+        return (f"{self.engine.model_name} · {self.engine.name} · "
+                f"context {self.engine.context_length:,} tokens")
 
     def model_choices(self):
         """Local models, then what each known server offers (a server that does not answer is left out)."""
@@ -152,7 +199,18 @@ class ChatApp(App):
 
     async def action_quit(self) -> None:
         await self.chat.stop_and_wait()
+        self.chat.save_unsaved()
         self.exit()
+
+    async def action_stop_or_quit(self) -> None:
+        """Ctrl+C: copies a selection in the input, stops a streaming reply, and quits only when nothing streams."""
+        focused = self.focused
+        if isinstance(focused, TextArea) and focused.selected_text:
+            focused.action_copy()
+        elif self.chat.action_stop():
+            self.notify("Stopped the reply (Ctrl+C again quits)")
+        else:
+            await self.action_quit()
 
     def check_action(self, action: str, parameters) -> bool | None:
         # help is one of the chat screen's keys: like them, it does nothing behind a dialog
@@ -163,6 +221,25 @@ class ChatApp(App):
         for key, action, description, _ in APP_KEYS:
             target = self if action in APP_ACTIONS else self.chat
             yield SystemCommand(description, f"{description} ({key})", partial(target.run_action, action))
+
+
+def describe_model(spec: str) -> str:
+    """One line on what the model is (its config's description, or its GGUF label); "" if unknown."""
+    from chatapp.endpoint import parse_endpoint_spec
+
+    if parse_endpoint_spec(spec):
+        return "a model on a server: chatapp sends it your messages"
+    try:
+        from chatapp.model_listing import model_label
+        from chatapp.model_registry import resolve_model
+        from model.network.model_folder import read_config
+
+        ref = resolve_model(spec or None)
+        if ref.kind == "folder":
+            return str(read_config(ref.path).get("description", ""))
+        return model_label(ref)
+    except Exception:  # noqa: BLE001 - a description is a nicety; the model itself loaded
+        return ""
 
 
 def run_app(model_spec: str | None = None, backend: str = "auto", device: str = "auto", context: int | None = None,

@@ -5,6 +5,9 @@ them. The App (chatapp/tui/app.py) loads the engine and holds the history store
 and the settings; this screen asks it for them. A reply is generated in a
 worker thread (generation.ReplyJob) that saves it as it grows; the screen only
 shows what it is sent.
+
+A conversation opens with its newest PAGE_SIZE messages; earlier ones load as
+the user scrolls up, so a conversation of any length opens at once.
 """
 
 from __future__ import annotations
@@ -14,15 +17,19 @@ from dataclasses import replace
 
 from textual import work
 from textual.binding import Binding
+from textual.command import CommandPalette
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Static
+from textual.widgets import Footer, Header, Static, TextArea
 
-from chatapp.history import CONTINUABLE, NOT_SENT_TO_MODEL, HistoryStore, Status, StoredConversation, StoredMessage
+from chatapp.history import (CONTINUABLE, NOT_SENT_TO_MODEL, HistoryError, HistoryStore, Status,
+                             StoredConversation, StoredMessage)
 from chatapp.paths import data_dir
-from chatapp.settings import ChatDefaults
+from chatapp.settings import ChatDefaults, SettingsError, save_chat_defaults
+from chatapp.tui.clipboard import copy_text
 from chatapp.tui.export import export_files
-from chatapp.tui.generation import ReplyDone, ReplyJob, ReplyPiece
+from chatapp.tui.generation import ReplyDone, ReplyJob, ReplyPiece, ReplySaveFailed
+from chatapp.tui.history_search import HistorySearch
 from chatapp.tui.keys import APP_KEYS, app_bindings
 from chatapp.tui.screens.dialogs import ConfirmScreen, TextPromptScreen
 from chatapp.tui.screens.inspector import InspectorScreen
@@ -32,11 +39,14 @@ from chatapp.tui.widgets.context_bar import ContextBar
 from chatapp.tui.widgets.messages import AssistantMessage, ChatLog, ChatMessage, UserMessage
 from chatapp.tui.widgets.prompt import PromptInput
 from chatapp.tui.widgets.sidebar import ConversationSidebar
+from chatapp.tui.widgets.welcome import Welcome
 from model.inference.backend import EngineBusy
 from model.text.chat_format import Message
 
-RENDER_FIRST = 40  # messages mounted when a conversation opens; earlier ones on request
-APP_ACTIONS = {"help"}  # the App's own among keys.APP_KEYS; every other one is this screen's
+PAGE_SIZE = 40  # messages mounted when a conversation opens, and each time the user scrolls to the top
+SIDEBAR_ROWS = 200  # the newest conversations listed; the filter finds every one
+SAVE_RETRY_S = 2.0  # how often a reply the disk had no room for is saved again
+APP_ACTIONS = {"help", "stop_or_quit"}  # the App's own among keys.APP_KEYS; every other one is this screen's
 CHAT_ACTIONS = {action for _, action, _, _ in APP_KEYS} - APP_ACTIONS
 
 
@@ -52,7 +62,10 @@ class ChatScreen(Screen):
         super().__init__()
         self.conversation: StoredConversation | None = None
         self.job: ReplyJob | None = None
-        self.hidden_messages: list[StoredMessage] = []  # the earliest ones, not mounted yet
+        self.editing: StoredMessage | None = None  # the user message Ctrl+L put back in the input
+        self.unsaved: list[ReplyJob] = []  # finished replies the disk had no room for yet
+        self.has_earlier = False  # messages above the first one mounted
+        self.loading_earlier = False
 
     # --- layout and start ---
 
@@ -85,11 +98,24 @@ class ChatScreen(Screen):
 
     async def on_mount(self) -> None:
         self.prompt.earlier_prompts = self.store.user_prompts()
-        latest = self.store.conversations()
-        await self.open_conversation(latest[0].id if latest else self.new_conversation().id)
+        await self.open_conversation(self.first_conversation_id())
         self.prompt.focus()
         if self.engine is None:
             self.load_wanted_model()
+        self.set_interval(SAVE_RETRY_S, self.save_unsaved)
+
+    def first_conversation_id(self) -> int:
+        """The conversation open when the app last closed, else the newest, else a new one."""
+        last = self.store.last_open()
+        if last is not None and self.store.conversation(last) is not None:
+            return last
+        latest = self.store.conversations()
+        return latest[0].id if latest else self.new_conversation().id
+
+    async def history_replaced(self) -> None:
+        """The App opened another history file (the old one was moved aside)."""
+        self.prompt.earlier_prompts = self.store.user_prompts()
+        await self.open_conversation(self.first_conversation_id())
 
     # --- the model: the App loads the one this conversation wants ---
 
@@ -111,8 +137,10 @@ class ChatScreen(Screen):
         elif self.engine is None:
             self.show_banner(f"Loading model {self.app.loaded_spec or 'built-in'}…")
         else:
-            self.show_banner("")
+            self.show_banner(self.app.history_notice or "")
             self.update_context()
+        for welcome in self.query(Welcome):
+            welcome.show(self.app.model_title(), self.app.model_description)
 
     def show_banner(self, text: str, error: bool = False) -> None:
         banner = self.query_one("#banner", Static)
@@ -126,55 +154,72 @@ class ChatScreen(Screen):
         defaults = {"chat": self.app.settings.chat.to_dict(), "model": "", "backend": ""}
         return self.store.create_conversation(defaults)
 
+    def sidebar_conversations(self) -> list[StoredConversation]:
+        return self.store.conversations(self.query_one("#filter").value)
+
     def refresh_sidebar(self) -> None:
-        text_filter = self.query_one("#filter").value
         current = self.conversation.id if self.conversation else None
-        self.query_one(ConversationSidebar).show(self.store.conversations(text_filter), current)
+        conversations = self.sidebar_conversations()
+        listed = conversations[:SIDEBAR_ROWS]
+        if current is not None and current not in {c.id for c in listed}:
+            listed += [c for c in conversations if c.id == current]
+        self.query_one(ConversationSidebar).show(listed, current, more=len(conversations) - len(listed))
 
     async def open_conversation(self, conversation_id: int) -> None:
-        """Show a conversation, newest messages first: earlier ones mount in chunks on request."""
+        """Show a conversation's newest messages; earlier ones load as the user scrolls up."""
+        self.cancel_edit()
         self.conversation = self.store.conversation(conversation_id)
-        messages = self.store.messages(conversation_id)
-        await self.log_view.remove_children()
-        self.hidden_messages = messages
-        await self.show_earlier_messages()
-        self.log_view.scroll_end(animate=False)
-        self.log_view.anchor()
+        self.store.remember_open(conversation_id)
+        page = self.store.messages(conversation_id, limit=PAGE_SIZE)
+        self.has_earlier = len(page) == PAGE_SIZE and self.store.message_count(conversation_id) > PAGE_SIZE
+        log = self.log_view
+        await log.remove_children()
+        await log.mount_all([self.widget_for(m) for m in page] or [self.welcome()])
+        log.scroll_end(animate=False)
+        log.anchor()
         self.refresh_sidebar()
         self.update_context()
+        self.call_after_refresh(self.fill_the_view)
         if self.engine is not None or self.app.load_error:
             if self.wanted_spec() != self.app.loaded_spec and self.job is None:
                 self.load_wanted_model()
 
-    async def show_earlier_messages(self) -> None:
-        log = self.log_view
-        for button in log.query("#show-earlier"):
-            await button.remove()
-        chunk = self.hidden_messages[-RENDER_FIRST:]
-        self.hidden_messages = self.hidden_messages[:-RENDER_FIRST]
-        widgets = [self.widget_for(m) for m in chunk]
-        if self.hidden_messages:
-            widgets.insert(0, Button(f"Show earlier messages ({len(self.hidden_messages)} more)", id="show-earlier"))
-        if log.children:
-            await log.mount_all(widgets, before=log.children[0])
-        else:
-            await log.mount_all(widgets)
+    def welcome(self) -> Welcome:
+        welcome = Welcome(id="welcome")
+        welcome.show(self.app.model_title(), self.app.model_description)
+        return welcome
+
+    async def fill_the_view(self) -> None:
+        """Short messages may not fill the screen, and a log that cannot scroll never reaches its top."""
+        while self.has_earlier and self.log_view.max_scroll_y == 0 and self.is_mounted:
+            await self.load_earlier_messages()
+
+    async def on_chat_log_near_top(self, event: ChatLog.NearTop) -> None:
+        await self.load_earlier_messages()
+
+    async def load_earlier_messages(self) -> None:
+        if not self.has_earlier or self.loading_earlier or self.conversation is None:
+            return
+        self.loading_earlier = True
+        try:
+            shown = self.log_view.message_widgets()
+            before = shown[0].message_id if shown else None
+            page = self.store.messages(self.conversation.id, before=before, limit=PAGE_SIZE)
+            self.has_earlier = len(page) == PAGE_SIZE
+            if page:
+                await self.log_view.prepend([self.widget_for(m) for m in page])
+                self.update_context()
+        finally:
+            self.loading_earlier = False
 
     def widget_for(self, message: StoredMessage) -> ChatMessage:
         if message.role == "assistant":
             live = self.job is not None and self.job.message_id == message.id
             content = self.job.text if live else message.content
             status = Status.STREAMING if live else message.status
-            return AssistantMessage(message.id, content, status, message.stats, message.error, self.model_label())
+            return AssistantMessage(message.id, content, status, message.stats, message.error,
+                                    message.model or "Assistant", message.version, message.version_count)
         return UserMessage(message.id, message.role, message.content)
-
-    def model_label(self) -> str:
-        return self.engine.model_name if self.engine is not None else "Assistant"
-
-    async def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "show-earlier":
-            await self.show_earlier_messages()
-            self.update_context()
 
     async def on_conversation_sidebar_selected(self, event: ConversationSidebar.Selected) -> None:
         if self.conversation is None or event.conversation_id != self.conversation.id:
@@ -186,13 +231,17 @@ class ChatScreen(Screen):
 
     # --- chatting ---
 
-    def engine_messages(self) -> list[Message]:
+    def engine_messages(self) -> tuple[list[Message], int]:
+        """What the model is sent (its system prompt and the newest messages that could fit), and how
+        many earlier messages were not even read: each message takes at least one token."""
         system = self.chat_settings().system_prompt.strip()
         messages = [Message("system", system)] if system else []
-        for stored in self.store.messages(self.conversation.id):
-            if stored.content and stored.status not in NOT_SENT_TO_MODEL:
-                messages.append(Message(stored.role, stored.content))
-        return messages
+        stored = self.store.messages(self.conversation.id, limit=self.engine.context_length)
+        not_read = self.store.message_count(self.conversation.id) - len(stored)
+        for message in stored:
+            if message.content and message.status not in NOT_SENT_TO_MODEL:
+                messages.append(Message(message.role, message.content))
+        return messages, not_read
 
     def chat_settings(self) -> ChatDefaults:
         if self.conversation is None:
@@ -201,7 +250,7 @@ class ChatScreen(Screen):
 
     def can_generate(self) -> bool:
         if self.job is not None:
-            self.notify("A reply is still streaming: Esc stops it", severity="warning")
+            self.notify("A reply is still streaming: Esc or Ctrl+C stops it", severity="warning")
             return False
         if self.engine is None:
             self.notify(self.app.load_error or "The model is still loading; your message is kept", severity="error")
@@ -212,25 +261,36 @@ class ChatScreen(Screen):
         if not self.can_generate():
             return
         text = event.text.strip("\n")
-        message = self.store.add_message(self.conversation.id, "user", text)
+        try:
+            if self.editing is not None:
+                await self.remove_from(self.editing)  # the edited message takes its place, and its reply goes
+                self.editing = None
+            message = self.store.add_message(self.conversation.id, "user", text)
+        except HistoryError as error:
+            self.notify(f"Not sent: {error.reason} (your message is kept in the input)", severity="error", timeout=15)
+            return
         self.prompt.remember(text)
         self.prompt.text = ""
+        for welcome in self.query(Welcome):
+            await welcome.remove()
         await self.log_view.mount(UserMessage(message.id, "user", text))
         self.conversation = self.store.conversation(self.conversation.id)
         await self.start_reply()
         self.refresh_sidebar()
 
-    async def start_reply(self, continuing: StoredMessage | None = None) -> None:
-        messages = self.engine_messages()
-        if continuing is None:
-            stored = self.store.add_message(self.conversation.id, "assistant", "", status=Status.STREAMING)
-        else:
+    async def start_reply(self, continuing: StoredMessage | None = None, version_of: int | None = None) -> None:
+        if continuing is None:  # a new reply (or version) is added first: the version it replaces is not sent
+            stored = self.store.add_message(self.conversation.id, "assistant", "", status=Status.STREAMING,
+                                            model=self.engine.model_name, version_of=version_of)
+            messages, _ = self.engine_messages()
+        else:  # the reply to continue is sent as it is, then reopened
+            messages, _ = self.engine_messages()
             stored = continuing
             self.store.reopen_message(stored.id)
         params = self.chat_settings().sampling_params()
         self.job = ReplyJob(self.engine, self.store, self.conversation.id, stored.id, messages, params,
                             continue_last=continuing is not None, text=stored.content)
-        await self.log_view.mount(AssistantMessage(stored.id, stored.content, Status.STREAMING, model_name=self.model_label()))
+        await self.log_view.mount(self.widget_for(stored))  # the job is set: it shows as streaming
         self.log_view.scroll_end(animate=False)
         self.log_view.anchor()
         self.update_context()
@@ -245,10 +305,15 @@ class ChatScreen(Screen):
         if isinstance(widget, AssistantMessage):
             await widget.append(event.text, event.end)
 
+    def on_reply_save_failed(self, event: ReplySaveFailed) -> None:
+        self.notify(f"{event.reason}. The reply goes on and stays on screen.", severity="error", timeout=15)
+
     async def on_reply_done(self, event: ReplyDone) -> None:
         job = event.job
         if self.job is job:
             self.job = None
+        if job.unsaved:
+            self.unsaved.append(job)
         widget = self.log_view.widget_for(job.message_id)
         if isinstance(widget, AssistantMessage):
             await widget.finish(job.text, job.status, job.stats, job.error)
@@ -259,6 +324,13 @@ class ChatScreen(Screen):
         self.update_context()
         if self.wanted_spec() != self.app.loaded_spec:
             self.load_wanted_model()
+
+    def save_unsaved(self) -> None:
+        """Replies that finished while the disk was full: saved as soon as it has room."""
+        for job in list(self.unsaved):
+            if job.save():
+                self.unsaved.remove(job)
+                self.notify("The disk has room again: the reply is saved")
 
     async def stop_and_wait(self, timeout: float = 5.0) -> None:
         if self.job is None:
@@ -283,19 +355,27 @@ class ChatScreen(Screen):
         if self.engine is None or self.conversation is None:
             bar.show_text(self.app.load_error and "no model loaded" or ("loading model…" if self.engine is None else ""))
             return
+        reserve = self.engine.default_reserve(self.chat_settings().sampling_params())
         try:
-            fitted = self.engine.fit(self.engine_messages(), self.engine.default_reserve(self.chat_settings().sampling_params()))
+            messages, not_read = self.engine_messages()
+            fitted = self.engine.fit(messages, reserve)
         except EngineBusy:
             return  # a reply is streaming; the bar is updated when it ends
         except Exception as error:  # noqa: BLE001 - e.g. a template that refuses this conversation
             bar.show_text(f"context: {error}")
             return
-        bar.show(fitted.size, self.engine.context_length, fitted.dropped_messages, self.engine.model_name,
+        dropped = fitted.dropped_messages + not_read
+        bar.show(fitted.size, reserve, self.engine.context_length, dropped, self.engine.model_name,
                  self.engine.trained_context_length)
+        self.mark_dropped_messages(dropped)
+
+    def mark_dropped_messages(self, dropped: int) -> None:
+        """Dim the mounted messages that no longer fit in the context."""
         sent = [w for w in self.log_view.message_widgets() if w.content and w.status not in NOT_SENT_TO_MODEL]
-        hidden = len([m for m in self.hidden_messages if m.content and m.status not in NOT_SENT_TO_MODEL])
+        count = self.store.message_count(self.conversation.id)
+        above = count - len(self.log_view.message_widgets())  # not mounted; each of them was dropped first
         for index, widget in enumerate(sent):
-            widget.set_out_of_context(index + hidden < fitted.dropped_messages)
+            widget.set_out_of_context(index + above < dropped)
 
     # --- actions (each one has a key and a command palette entry) ---
 
@@ -304,16 +384,38 @@ class ChatScreen(Screen):
         # (not self.is_current: that holds for a screen seen behind a dialog)
         return action not in CHAT_ACTIONS or self.app.screen is self
 
-    def action_stop(self) -> None:
-        if self.job is not None and self.engine is not None:
-            self.job.backend.cancel()
+    def action_stop(self) -> bool:
+        """Stop the streaming reply; False when nothing streams."""
+        if self.job is None or self.engine is None:
+            return False
+        self.job.backend.cancel()
+        return True
 
     async def action_new_conversation(self) -> None:
-        if self.conversation is not None and not self.store.messages(self.conversation.id):
+        if self.conversation is not None and not self.store.message_count(self.conversation.id):
             self.prompt.focus()
             return  # the current one is still empty
         await self.open_conversation(self.new_conversation().id)
         self.prompt.focus()
+
+    async def action_next_conversation(self) -> None:
+        await self.step_conversation(+1)
+
+    async def action_previous_conversation(self) -> None:
+        await self.step_conversation(-1)
+
+    async def step_conversation(self, step: int) -> None:
+        """The next or previous conversation in the sidebar's order (newest first)."""
+        ids = [c.id for c in self.sidebar_conversations()]
+        if not ids:
+            return
+        current = ids.index(self.conversation.id) if self.conversation.id in ids else -step
+        target = ids[max(0, min(len(ids) - 1, current + step))]
+        if target != self.conversation.id:
+            await self.open_conversation(target)
+
+    def action_search(self) -> None:
+        self.app.push_screen(CommandPalette(providers=[HistorySearch], placeholder="Search every conversation…"))
 
     def action_rename(self) -> None:
         async def rename(title: str | None) -> None:
@@ -342,8 +444,10 @@ class ChatScreen(Screen):
         sidebar = self.query_one(ConversationSidebar)
         sidebar.display = not sidebar.display
 
-    def last_message(self, role: str) -> StoredMessage | None:
-        return next((m for m in reversed(self.store.messages(self.conversation.id)) if m.role == role), None)
+    def last_message(self, role: str | None = None) -> StoredMessage | None:
+        """The newest message (of that role): found among the newest ones, without reading the whole conversation."""
+        recent = self.store.messages(self.conversation.id, limit=PAGE_SIZE)
+        return next((m for m in reversed(recent) if role is None or m.role == role), None)
 
     async def remove_from(self, message: StoredMessage) -> None:
         self.store.delete_messages_from(self.conversation.id, message.id)
@@ -352,25 +456,45 @@ class ChatScreen(Screen):
                 await widget.remove()
 
     async def action_regenerate(self) -> None:
-        last = self.last_message("assistant")
-        if last is None or not self.can_generate():
+        """A new version of the last reply; the earlier ones are kept (Alt+Left/Right step between them)."""
+        last = self.last_message()
+        if last is None or last.role == "system" or not self.can_generate():
             return
-        await self.remove_from(last)
-        await self.start_reply()
+        if last.role == "assistant":
+            widget = self.log_view.widget_for(last.id)
+            if widget is not None:
+                await widget.remove()
+            await self.start_reply(version_of=last.id)
+        else:
+            await self.start_reply()
 
     async def action_edit_last(self) -> None:
+        """Put the last message back in the input; it (and its reply) is replaced only when the edit is sent."""
         last = self.last_message("user")
         if last is None or self.job is not None:
             return
-        await self.remove_from(last)
+        self.editing = last
+        for widget in self.log_view.message_widgets():
+            widget.set_class(widget.message_id >= last.id, "being-edited")
         self.prompt.text = last.content
         self.prompt.move_cursor(self.prompt.document.end)
         self.prompt.focus()
-        self.update_context()
+        self.notify("Editing your last message: Enter sends it in place of the old one and its reply; "
+                    "clearing the input cancels", timeout=6)
+
+    def cancel_edit(self) -> None:
+        if self.editing is None:
+            return
+        self.editing = None
+        for widget in self.query(".being-edited"):
+            widget.remove_class("being-edited")
+
+    def on_text_area_changed(self, event: TextArea.Changed) -> None:
+        if event.text_area is self.query_one(PromptInput) and not event.text_area.text.strip():
+            self.cancel_edit()
 
     async def action_continue_reply(self) -> None:
-        messages = self.store.messages(self.conversation.id)
-        last = messages[-1] if messages else None
+        last = self.last_message()
         if last is None or last.role != "assistant" or last.status not in CONTINUABLE:
             self.notify("Only a reply that stopped before its end can be continued")
             return
@@ -384,6 +508,34 @@ class ChatScreen(Screen):
             await widget.remove()
         await self.start_reply(continuing=last)
 
+    async def action_previous_version(self) -> None:
+        await self.step_version(-1)
+
+    async def action_next_version(self) -> None:
+        await self.step_version(+1)
+
+    async def step_version(self, step: int) -> None:
+        """Show an earlier or later version of the selected reply; the one shown is what the model is sent."""
+        widget = self.selected_message("assistant")
+        if widget is None:
+            return
+        if self.job is not None and self.job.message_id == widget.message_id:
+            self.notify("That reply is still streaming")
+            return
+        ids = [version.id for version in self.store.versions(widget.message_id)]
+        index = ids.index(widget.message_id) + step if widget.message_id in ids else -1
+        if not 0 <= index < len(ids):
+            self.notify("This reply has only one version (Ctrl+R makes another)" if len(ids) < 2
+                        else f"No {'earlier' if step < 0 else 'later'} version")
+            return
+        shown = self.widget_for(self.store.show_version(ids[index]))
+        had_focus = widget.has_focus
+        await self.log_view.mount(shown, after=widget)
+        await widget.remove()
+        if had_focus:
+            shown.focus()
+        self.update_context()
+
     def selected_message(self, role: str | None = None) -> ChatMessage | None:
         focused = self.focused
         if isinstance(focused, ChatMessage) and (role is None or focused.role == role):
@@ -393,10 +545,8 @@ class ChatScreen(Screen):
 
     def action_copy_message(self) -> None:
         message = self.selected_message()
-        if message is None:
-            return
-        self.app.copy_to_clipboard(message.content)
-        self.notify("Copied the message")
+        if message is not None:
+            self.notify(copy_text(self.app, message.content))
 
     def action_copy_code(self) -> None:
         message = self.selected_message("assistant")
@@ -404,11 +554,14 @@ class ChatScreen(Screen):
         if not blocks:
             self.notify("No code block in that reply")
             return
-        self.app.copy_to_clipboard(blocks[-1])
-        self.notify("Copied the code block")
+        self.notify(copy_text(self.app, blocks[-1]))
 
     def action_export(self) -> None:
-        paths = export_files(data_dir() / "exports", self.conversation, self.store.messages(self.conversation.id))
+        try:
+            paths = export_files(data_dir() / "exports", self.conversation, self.store.messages(self.conversation.id))
+        except OSError as error:
+            self.notify(f"Not exported: {error.strerror or error}", severity="error", timeout=10)
+            return
         self.notify("Exported to " + " and ".join(str(p) for p in paths), timeout=10)
 
     def action_inspect(self) -> None:
@@ -417,9 +570,10 @@ class ChatScreen(Screen):
             self.notify("No reply to inspect yet")
             return
         live = self.job is not None and self.job.message_id == message.message_id
-        steps = self.job.inspection if live else (self.store.message(message.message_id).inspection or [])
+        steps = self.job.inspection if live else (self.store.inspection(message.message_id) or [])
         if not steps:
-            self.notify("No token data for this reply: the backend did not report candidates", severity="warning")
+            self.notify("No token data for this reply: the backend did not report candidates, "
+                        "or the reply is older than the inspector keeps", severity="warning")
             return
         params = self.chat_settings()
         text = f"temperature {params.temperature}, top-k {params.top_k}, top-p {params.top_p}, min-p {params.min_p}"
@@ -437,7 +591,16 @@ class ChatScreen(Screen):
                 return
             self.store.save_settings(self.conversation.id, {"chat": result.chat.to_dict(), "model": result.model, "backend": result.backend})
             self.conversation = self.store.conversation(self.conversation.id)
-            self.notify("Settings saved for this conversation")
+            if result.as_default:
+                self.app.settings.chat = result.chat
+                try:
+                    if self.app.settings.path is not None:
+                        save_chat_defaults(self.app.settings.path, result.chat)
+                    self.notify("Settings saved for this conversation and for new chats")
+                except SettingsError as error:
+                    self.notify(f"Saved for this conversation only: {error}", severity="error", timeout=10)
+            else:
+                self.notify("Settings saved for this conversation")
             self.update_context()
             if self.job is None and (self.wanted_spec() != self.app.loaded_spec or result.backend != current.backend):
                 self.load_wanted_model()
@@ -453,3 +616,4 @@ class ChatScreen(Screen):
             if self.job is None:
                 self.load_wanted_model()
         self.app.push_screen(ModelPickerScreen(self.app.model_choices(), self.app.loaded_spec or ""), chosen)
+

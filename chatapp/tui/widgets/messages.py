@@ -5,6 +5,8 @@ from __future__ import annotations
 from markdown_it import MarkdownIt
 from rich.text import Text
 from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import Label, Markdown, Static
 
 from chatapp.history import Status
@@ -59,7 +61,8 @@ class ChatMessage(Vertical):
         self.status = status
 
     def set_out_of_context(self, out: bool) -> None:
-        self.set_class(out, "out-of-context")
+        if self.has_class("out-of-context") != out:  # a class change restyles the widget: costly in a long log
+            self.set_class(out, "out-of-context")
 
 
 class UserMessage(ChatMessage):
@@ -72,9 +75,11 @@ class AssistantMessage(ChatMessage):
     """A reply: a MarkdownStream while it streams, one full render at the end."""
 
     def __init__(self, message_id: int, content: str, status: str = Status.COMPLETE, stats: dict | None = None,
-                 error: str | None = None, model_name: str = "Assistant", **kwargs):
+                 error: str | None = None, model_name: str = "Assistant", version: int = 1, version_count: int = 1,
+                 **kwargs):
         super().__init__(message_id, "assistant", content, status, **kwargs)
         self.stats, self.error, self.model_name = stats, error, model_name
+        self.version, self.version_count = version, version_count
         self._stream = None
 
     def compose(self):
@@ -84,6 +89,8 @@ class AssistantMessage(ChatMessage):
 
     def footer_text(self) -> str:
         parts = [format_stats(self.stats), STATUS_NOTES.get(self.status, self.status)]
+        if self.version_count > 1:
+            parts.insert(0, f"version {self.version}/{self.version_count}")
         if self.error:
             parts.append(f"error: {self.error}")
         return "  ".join(p for p in parts if p)
@@ -126,10 +133,30 @@ class AssistantMessage(ChatMessage):
 
 
 class ChatLog(VerticalScroll):
-    """The messages; follows a streaming reply unless the user scrolls up."""
+    """The messages; follows a streaming reply unless the user scrolls up, and asks
+    for earlier messages when the user reaches the top."""
+
+    class NearTop(Message):
+        """The user scrolled to the top: time to load earlier messages."""
+
+    NEAR_TOP_ROWS = 2
 
     def on_mount(self) -> None:
         self.anchor()
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if new_value < old_value and new_value <= self.NEAR_TOP_ROWS:
+            self.post_message(self.NearTop())
+
+    async def prepend(self, widgets: list[Widget]) -> None:
+        """Mount widgets above the others without moving what the user is looking at."""
+        height_before = self.virtual_size.height
+        await self.mount_all(widgets, before=0)
+
+        def keep_place() -> None:
+            self.scroll_to(y=self.scroll_y + self.virtual_size.height - height_before, animate=False)
+        self.call_after_refresh(keep_place)
 
     def message_widgets(self) -> list[ChatMessage]:
         return list(self.query(ChatMessage))

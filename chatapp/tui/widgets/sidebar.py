@@ -21,15 +21,24 @@ class ConversationSidebar(Vertical):
             super().__init__()
             self.text = text
 
+    _shown: tuple | None = None  # what the list shows now: ([(id, title)], more)
+
     def compose(self):
         yield Label("Conversations", classes="title")
         yield Input(placeholder="Filter (Ctrl+F)", id="filter")
         yield OptionList(id="conversations")
 
-    def show(self, conversations: list[StoredConversation], current_id: int | None) -> None:
+    def show(self, conversations: list[StoredConversation], current_id: int | None, more: int = 0) -> None:
+        """The list, rebuilt only when it changed (a long one takes a while); `more`: conversations
+        left out of it, which the filter still finds."""
+        shown = ([(c.id, c.title) for c in conversations], more)
         options = self.query_one(OptionList)
-        options.clear_options()
-        options.add_options([Option(c.title, id=str(c.id)) for c in conversations])
+        if shown != self._shown:
+            self._shown = shown
+            options.clear_options()
+            options.add_options([Option(c.title, id=str(c.id)) for c in conversations])
+            if more:
+                options.add_option(Option(f"… {more:,} older: type in the filter to find them", disabled=True))
         ids = [c.id for c in conversations]
         if current_id in ids:
             options.highlighted = ids.index(current_id)
