@@ -9,6 +9,7 @@ import pytest
 
 from chatapp.history import HistoryStore, history_path
 from chatapp.tui.app import ChatApp
+from chatapp.tui.screens.chat import PAGE_SIZE
 from chatapp.tui.screens.history_problem import HistoryProblemScreen
 from chatapp.tui.widgets.messages import AssistantMessage, UserMessage
 from chatapp.tui.widgets.welcome import Welcome
@@ -99,14 +100,27 @@ async def test_a_long_conversation_loads_earlier_messages_as_the_user_scrolls_up
     async with app.run_test() as pilot:
         await pilot.pause()
         log = app.chat.log_view
-        assert len(log.message_widgets()) == 40 and log.message_widgets()[-1].content == "answer **499**"
-        assert not app.query("#show-earlier")
+        assert len(log.message_widgets()) == PAGE_SIZE and log.message_widgets()[-1].content == "answer **499**"
         looking_at = log.message_widgets()[0]
         log.scroll_home(animate=False)
-        await wait_until(pilot, lambda: len(log.message_widgets()) == 80, what="earlier messages")
+        await wait_until(pilot, lambda: len(log.message_widgets()) == 2 * PAGE_SIZE, what="earlier messages")
         await pilot.pause()
-        assert log.message_widgets()[0].content == "question 460"
+        assert log.message_widgets()[0].content == f"question {500 - PAGE_SIZE}"
         assert looking_at.region.y >= 0 and log.scroll_y > 0  # the view stayed where the user was
+
+
+async def test_a_long_session_keeps_a_bounded_number_of_messages_mounted(tmp_path, monkeypatch):
+    monkeypatch.setattr("chatapp.tui.screens.chat.MOST_MOUNTED", 6)
+    app = make_app(FakeBackend(), store=HistoryStore(tmp_path / "h.sqlite3"))
+    async with app.run_test() as pilot:
+        for index in range(5):
+            await send(pilot, f"message {index}")
+            await wait_idle(pilot)
+        log = app.chat.log_view
+        assert [w.content for w in log.message_widgets()][0] == "message 2"
+        assert len(log.message_widgets()) == 6 and app.chat.has_earlier
+        log.scroll_home(animate=False)
+        await wait_until(pilot, lambda: log.message_widgets()[0].content == "message 0", what="the trimmed ones back")
 
 
 async def test_the_app_reopens_the_conversation_that_was_open(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from textual.command import Hit, Hits, Provider
+from textual.content import Content
 
 
 class HistorySearch(Provider):
@@ -13,11 +14,12 @@ class HistorySearch(Provider):
             return
         app = self.app
         for rank, hit in enumerate(app.store.search(query, limit=30)):
+            shown = hit.conversation_title if hit.message_id is None else f"{hit.conversation_title}: {hit.snippet}"
             yield Hit(
                 1.0 - rank / 100,  # the store's order (best match first)
-                f"{hit.conversation_title}: {hit.snippet}",
+                Content(shown),  # plain text: a "[" in a message is not markup
                 partial(self.open, hit.conversation_id),
-                text=f"{hit.conversation_title} {hit.snippet}",
+                text=shown,
                 help="Open this conversation",
             )
 

@@ -41,9 +41,11 @@ from chatapp.tui.widgets.prompt import PromptInput
 from chatapp.tui.widgets.sidebar import ConversationSidebar
 from chatapp.tui.widgets.welcome import Welcome
 from model.inference.backend import EngineBusy
-from model.text.chat_format import Message
+from model.text.chat_format import FittedPrompt, Message
 
-PAGE_SIZE = 40  # messages mounted when a conversation opens, and each time the user scrolls to the top
+PAGE_SIZE = 20  # messages mounted when a conversation opens, and each time the user scrolls to the top
+MOST_MOUNTED = 3 * PAGE_SIZE
+FIRST_BATCH = 32  # messages read to fit the context; more (x4 each time) while all of them fit
 SIDEBAR_ROWS = 200  # the newest conversations listed; the filter finds every one
 SAVE_RETRY_S = 2.0  # how often a reply the disk had no room for is saved again
 APP_ACTIONS = {"help", "stop_or_quit"}  # the App's own among keys.APP_KEYS; every other one is this screen's
@@ -231,17 +233,22 @@ class ChatScreen(Screen):
 
     # --- chatting ---
 
-    def engine_messages(self) -> tuple[list[Message], int]:
-        """What the model is sent (its system prompt and the newest messages that could fit), and how
-        many earlier messages were not even read: each message takes at least one token."""
+    def model_view(self, continue_last: bool = False) -> tuple[list[Message], FittedPrompt, int]:
+        """What the model is sent: its system prompt and the newest messages that fit, how they fit,
+        and how many earlier messages were not even read. Messages are read newest first, in growing
+        batches, until some no longer fit: a long conversation costs no more than a short one."""
         system = self.chat_settings().system_prompt.strip()
-        messages = [Message("system", system)] if system else []
-        stored = self.store.messages(self.conversation.id, limit=self.engine.context_length)
-        not_read = self.store.message_count(self.conversation.id) - len(stored)
-        for message in stored:
-            if message.content and message.status not in NOT_SENT_TO_MODEL:
-                messages.append(Message(message.role, message.content))
-        return messages, not_read
+        reserve = self.engine.default_reserve(self.chat_settings().sampling_params())
+        total = self.store.message_count(self.conversation.id)
+        batch = FIRST_BATCH
+        while True:
+            stored = self.store.messages(self.conversation.id, limit=batch)
+            messages = [Message("system", system)] if system else []
+            messages += [Message(m.role, m.content) for m in stored if m.content and m.status not in NOT_SENT_TO_MODEL]
+            fitted = self.engine.fit(messages, reserve, continue_last)
+            if fitted.dropped_messages or len(stored) >= total:
+                return messages, fitted, total - len(stored)
+            batch *= 4
 
     def chat_settings(self) -> ChatDefaults:
         if self.conversation is None:
@@ -282,9 +289,9 @@ class ChatScreen(Screen):
         if continuing is None:  # a new reply (or version) is added first: the version it replaces is not sent
             stored = self.store.add_message(self.conversation.id, "assistant", "", status=Status.STREAMING,
                                             model=self.engine.model_name, version_of=version_of)
-            messages, _ = self.engine_messages()
+            messages, _, _ = self.model_view()
         else:  # the reply to continue is sent as it is, then reopened
-            messages, _ = self.engine_messages()
+            messages, _, _ = self.model_view(continue_last=True)
             stored = continuing
             self.store.reopen_message(stored.id)
         params = self.chat_settings().sampling_params()
@@ -322,8 +329,18 @@ class ChatScreen(Screen):
         for notice in (job.stats or {}).get("notices", []):
             self.notify(notice, severity="information")
         self.update_context()
+        await self.trim_log()
         if self.wanted_spec() != self.app.loaded_spec:
             self.load_wanted_model()
+
+    async def trim_log(self) -> None:
+        """Keep at most MOST_MOUNTED messages mounted while the user reads the end: the oldest go
+        (they load again on scrolling up), so a long session lays out as fast as a short one."""
+        log = self.log_view
+        mounted = log.message_widgets()
+        if len(mounted) > MOST_MOUNTED and log.is_vertical_scroll_end:
+            await log.remove_children(mounted[:len(mounted) - MOST_MOUNTED])
+            self.has_earlier = True
 
     def save_unsaved(self) -> None:
         """Replies that finished while the disk was full: saved as soon as it has room."""
@@ -357,8 +374,7 @@ class ChatScreen(Screen):
             return
         reserve = self.engine.default_reserve(self.chat_settings().sampling_params())
         try:
-            messages, not_read = self.engine_messages()
-            fitted = self.engine.fit(messages, reserve)
+            _, fitted, not_read = self.model_view()
         except EngineBusy:
             return  # a reply is streaming; the bar is updated when it ends
         except Exception as error:  # noqa: BLE001 - e.g. a template that refuses this conversation

@@ -1,8 +1,14 @@
-"""The conversation: user messages as typed, replies as Markdown streamed in, with their numbers."""
+"""The conversation: user messages as typed, replies as Markdown streamed in, with their numbers.
+
+A reply streams into Textual's Markdown widget (one widget per block, which it can
+grow piece by piece) and, once finished, becomes one Static rendering Rich's
+Markdown: a long log of block widgets makes every layout slow.
+"""
 
 from __future__ import annotations
 
 from markdown_it import MarkdownIt
+from rich.markdown import Markdown as RichMarkdown
 from rich.text import Text
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
@@ -42,10 +48,28 @@ def reply_markdown_parser() -> MarkdownIt:
 
 
 def _soft_breaks_to_hard(state) -> None:
-    for token in state.tokens:
+    soft_breaks_to_hard(state.tokens)
+
+
+def soft_breaks_to_hard(tokens) -> None:
+    for token in tokens:
         for child in token.children or ():
             if child.type == "softbreak":
                 child.type = "hardbreak"
+
+
+def finished_reply(content: str) -> RichMarkdown:
+    markdown = RichMarkdown(content, code_theme="monokai")
+    soft_breaks_to_hard(markdown.parsed)  # verse keeps its lines, as in the streaming view
+    return markdown
+
+
+class FinishedReply(Static):
+    """A finished reply: one widget, whatever its length."""
+
+    def __init__(self, content: str):
+        self.markdown = finished_reply(content)
+        super().__init__(self.markdown, classes="body")
 
 
 class ChatMessage(Vertical):
@@ -84,13 +108,16 @@ class AssistantMessage(ChatMessage):
 
     def compose(self):
         yield Label(self.model_name, classes="role")
-        yield Markdown(self.content, classes="body", parser_factory=reply_markdown_parser)
+        if self.status == Status.STREAMING:
+            yield Markdown(self.content, classes="body", parser_factory=reply_markdown_parser)
+        else:
+            yield FinishedReply(self.content)
         yield Label(self.footer_text(), classes="stats")
 
     def footer_text(self) -> str:
         parts = [format_stats(self.stats), STATUS_NOTES.get(self.status, self.status)]
         if self.version_count > 1:
-            parts.insert(0, f"version {self.version}/{self.version_count}")
+            parts.insert(0, f"version {self.version}/{self.version_count} (alt+left/right)")
         if self.error:
             parts.append(f"error: {self.error}")
         return "  ".join(p for p in parts if p)
@@ -115,7 +142,11 @@ class AssistantMessage(ChatMessage):
             await self._stream.stop()
             self._stream = None
         self.content, self.status, self.stats, self.error = content, status, stats, error
-        await self.query_one(Markdown).update(content)  # the one full render
+        for body in [*self.query(Markdown), *self.query(FinishedReply)]:
+            await body.remove()
+        if not self.is_attached:
+            return  # removed meanwhile (the app is closing, or another version is shown)
+        await self.mount(FinishedReply(content), before=self.query_one(".stats", Label))
         self.query_one(".stats", Label).update(self.footer_text())
         self.set_class(status in UNFINISHED_LOOK, "unfinished")
 
@@ -159,7 +190,7 @@ class ChatLog(VerticalScroll):
         self.call_after_refresh(keep_place)
 
     def message_widgets(self) -> list[ChatMessage]:
-        return list(self.query(ChatMessage))
+        return [child for child in self.children if isinstance(child, ChatMessage)]
 
     def widget_for(self, message_id: int) -> ChatMessage | None:
-        return next((w for w in self.query(ChatMessage) if w.message_id == message_id), None)
+        return next((w for w in self.message_widgets() if w.message_id == message_id), None)
