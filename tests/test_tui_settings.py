@@ -194,3 +194,23 @@ async def test_save_alone_is_for_this_conversation_only():
         await pilot.pause()
         [result] = app.results
         assert not result.as_default and result.chat == ChatDefaults() and result.backend == "auto"
+
+
+async def test_use_for_new_chats_reaches_the_settings_file_and_the_next_new_chat():
+    path = settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# my settings\n[app]\ntheme = \"textual-dark\"\n", encoding="utf-8")
+    app = make_app(FakeBackend(), settings=load_settings())
+    async with app.run_test(size=(120, 60)) as pilot:
+        screen = await open_settings(pilot)
+        await type_into(pilot, screen, "temperature", "0.3")
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: app.screen is app.chat, what="the panel to close")
+        assert app.chat.chat_settings().temperature == 0.3
+        await send(pilot, "hi")
+        await wait_idle(pilot)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.chat.chat_settings().temperature == 0.3  # a new chat starts with the new defaults
+    assert load_settings().chat.temperature == 0.3
+    assert path.read_text(encoding="utf-8").startswith("# my settings")
