@@ -84,15 +84,16 @@ class ChatApp(App):
         return self._store
 
     def on_mount(self) -> None:
-        if self.store is not None and self.history_problem is not None:
+        store = self.store  # opened first: a history file that cannot be used is asked about before anything else
+        if self.history_problem is not None:
             self.push_screen(HistoryProblemScreen(self.history_problem), self.history_problem_answered)
         if self.settings.theme in self.available_themes:
             self.theme = self.settings.theme
         self.theme_changed_signal.subscribe(self, self.remember_theme)
         for notice in self.settings.notices:
             self.notify(notice, severity="warning", timeout=10)
-        if self.store.recovered:
-            self.notify(f"{self.store.recovered} reply(s) were interrupted when the app last closed; "
+        if store.recovered:
+            self.notify(f"{store.recovered} reply(s) were interrupted when the app last closed; "
                         "they are kept, marked as interrupted", timeout=8)
 
     async def history_problem_answered(self, answer: str | None) -> None:
