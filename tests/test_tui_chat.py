@@ -6,7 +6,6 @@ import io
 
 import pytest
 from rich.console import Console
-from textual.widgets import Markdown
 from textual.widgets._markdown import MarkdownParagraph
 
 from chatapp.history import HistoryStore

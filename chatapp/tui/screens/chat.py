@@ -1,7 +1,7 @@
 """The chat screen: a sidebar of conversations, the open conversation, the input, the context bar.
 
 It owns the open conversation, its reply job, its messages and every action on
-them. The App (chatapp/tui/app.py) loads the engine and holds the history store
+them (those on single messages are in screens/message_actions.py). The App (chatapp/tui/app.py) loads the engine and holds the history store
 and the settings; this screen asks it for them. A reply is generated in a
 worker thread (generation.ReplyJob) that saves it as it grows; the screen only
 shows what it is sent.
@@ -20,19 +20,16 @@ from textual.binding import Binding
 from textual.command import CommandPalette
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static, TextArea
+from textual.widgets import Footer, Header, Static
 
-from chatapp.history import (CONTINUABLE, NOT_SENT_TO_MODEL, HistoryError, HistoryStore, Status,
+from chatapp.history import (NOT_SENT_TO_MODEL, HistoryError, HistoryStore, Status,
                              StoredConversation, StoredMessage)
-from chatapp.paths import data_dir
 from chatapp.settings import ChatDefaults, SettingsError, save_chat_defaults
-from chatapp.tui.clipboard import copy_text
-from chatapp.tui.export import export_files
 from chatapp.tui.generation import ReplyDone, ReplyJob, ReplyPiece, ReplySaveFailed
 from chatapp.tui.history_search import HistorySearch
 from chatapp.tui.keys import APP_KEYS, app_bindings
 from chatapp.tui.screens.dialogs import ConfirmScreen, TextPromptScreen
-from chatapp.tui.screens.inspector import InspectorScreen
+from chatapp.tui.screens.message_actions import MessageActions
 from chatapp.tui.screens.models import ModelPickerScreen
 from chatapp.tui.screens.settings import ConversationSettings, SettingsScreen
 from chatapp.tui.widgets.context_bar import ContextBar
@@ -57,7 +54,7 @@ def screen_bindings() -> list[Binding]:
     return [replace(b, action=f"app.{b.action}") if b.action in APP_ACTIONS else b for b in app_bindings()]
 
 
-class ChatScreen(Screen):
+class ChatScreen(MessageActions, Screen):
     BINDINGS = screen_bindings()
 
     def __init__(self):
@@ -459,141 +456,6 @@ class ChatScreen(Screen):
     def action_toggle_sidebar(self) -> None:
         sidebar = self.query_one(ConversationSidebar)
         sidebar.display = not sidebar.display
-
-    def last_message(self, role: str | None = None) -> StoredMessage | None:
-        """The newest message (of that role): found among the newest ones, without reading the whole conversation."""
-        recent = self.store.messages(self.conversation.id, limit=PAGE_SIZE)
-        return next((m for m in reversed(recent) if role is None or m.role == role), None)
-
-    async def remove_from(self, message: StoredMessage) -> None:
-        self.store.delete_messages_from(self.conversation.id, message.id)
-        for widget in self.log_view.message_widgets():
-            if widget.message_id >= message.id:
-                await widget.remove()
-
-    async def action_regenerate(self) -> None:
-        """A new version of the last reply; the earlier ones are kept (Alt+Left/Right step between them)."""
-        last = self.last_message()
-        if last is None or last.role == "system" or not self.can_generate():
-            return
-        if last.role == "assistant":
-            widget = self.log_view.widget_for(last.id)
-            if widget is not None:
-                await widget.remove()
-            await self.start_reply(version_of=last.id)
-        else:
-            await self.start_reply()
-
-    async def action_edit_last(self) -> None:
-        """Put the last message back in the input; it (and its reply) is replaced only when the edit is sent."""
-        last = self.last_message("user")
-        if last is None or self.job is not None:
-            return
-        self.editing = last
-        for widget in self.log_view.message_widgets():
-            widget.set_class(widget.message_id >= last.id, "being-edited")
-        self.prompt.text = last.content
-        self.prompt.move_cursor(self.prompt.document.end)
-        self.prompt.focus()
-        self.notify("Editing your last message: Enter sends it in place of the old one and its reply; "
-                    "clearing the input cancels", timeout=6)
-
-    def cancel_edit(self) -> None:
-        if self.editing is None:
-            return
-        self.editing = None
-        for widget in self.query(".being-edited"):
-            widget.remove_class("being-edited")
-
-    def on_text_area_changed(self, event: TextArea.Changed) -> None:
-        if event.text_area is self.query_one(PromptInput) and not event.text_area.text.strip():
-            self.cancel_edit()
-
-    async def action_continue_reply(self) -> None:
-        last = self.last_message()
-        if last is None or last.role != "assistant" or last.status not in CONTINUABLE:
-            self.notify("Only a reply that stopped before its end can be continued")
-            return
-        if not self.can_generate():
-            return
-        if not self.engine.supports_continue:
-            self.notify(f"The {self.engine.name} backend cannot continue a reply yet", severity="warning")
-            return
-        widget = self.log_view.widget_for(last.id)
-        if widget is not None:
-            await widget.remove()
-        await self.start_reply(continuing=last)
-
-    async def action_previous_version(self) -> None:
-        await self.step_version(-1)
-
-    async def action_next_version(self) -> None:
-        await self.step_version(+1)
-
-    async def step_version(self, step: int) -> None:
-        """Show an earlier or later version of the selected reply; the one shown is what the model is sent."""
-        widget = self.selected_message("assistant")
-        if widget is None:
-            return
-        if self.job is not None and self.job.message_id == widget.message_id:
-            self.notify("That reply is still streaming")
-            return
-        ids = [version.id for version in self.store.versions(widget.message_id)]
-        index = ids.index(widget.message_id) + step if widget.message_id in ids else -1
-        if not 0 <= index < len(ids):
-            self.notify("This reply has only one version (Ctrl+R makes another)" if len(ids) < 2
-                        else f"No {'earlier' if step < 0 else 'later'} version")
-            return
-        shown = self.widget_for(self.store.show_version(ids[index]))
-        had_focus = widget.has_focus
-        await self.log_view.mount(shown, after=widget)
-        await widget.remove()
-        if had_focus:
-            shown.focus()
-        self.update_context()
-
-    def selected_message(self, role: str | None = None) -> ChatMessage | None:
-        focused = self.focused
-        if isinstance(focused, ChatMessage) and (role is None or focused.role == role):
-            return focused
-        widgets = [w for w in self.log_view.message_widgets() if role is None or w.role == role]
-        return widgets[-1] if widgets else None
-
-    def action_copy_message(self) -> None:
-        message = self.selected_message()
-        if message is not None:
-            self.notify(copy_text(self.app, message.content))
-
-    def action_copy_code(self) -> None:
-        message = self.selected_message("assistant")
-        blocks = message.code_blocks() if isinstance(message, AssistantMessage) else []
-        if not blocks:
-            self.notify("No code block in that reply")
-            return
-        self.notify(copy_text(self.app, blocks[-1]))
-
-    def action_export(self) -> None:
-        try:
-            paths = export_files(data_dir() / "exports", self.conversation, self.store.messages(self.conversation.id))
-        except OSError as error:
-            self.notify(f"Not exported: {error.strerror or error}", severity="error", timeout=10)
-            return
-        self.notify("Exported to " + " and ".join(str(p) for p in paths), timeout=10)
-
-    def action_inspect(self) -> None:
-        message = self.selected_message("assistant")
-        if message is None:
-            self.notify("No reply to inspect yet")
-            return
-        live = self.job is not None and self.job.message_id == message.message_id
-        steps = self.job.inspection if live else (self.store.inspection(message.message_id) or [])
-        if not steps:
-            self.notify("No token data for this reply: the backend did not report candidates, "
-                        "or the reply is older than the inspector keeps", severity="warning")
-            return
-        params = self.chat_settings()
-        text = f"temperature {params.temperature}, top-k {params.top_k}, top-p {params.top_p}, min-p {params.min_p}"
-        self.app.push_screen(InspectorScreen(list(steps), text))
 
     def action_settings(self) -> None:
         from chatapp.model_discovery import model_spec
