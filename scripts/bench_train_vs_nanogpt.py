@@ -1,9 +1,11 @@
 """Training speed of chatapp's loop (model/training/loop.py, what `chatapp train` runs)
 against karpathy/nanoGPT's train.py on the same shape: 6 layers, 6 heads, width 384,
 block 256, batch 16, dropout 0.2, no torch.compile, CPU, no gradient accumulation.
-Both run in fresh processes with the same thread count, alternating, several rounds;
-the first steps of each run are warm-up and not counted. Prints tokens/s (median of
-the per-step rates) and the ratio.
+Two measurements: nanoGPT's train.py itself and our loop, in fresh processes taking
+turns round by round; and, steadier on a busy machine, both models in one process
+taking turns step by step (nanoGPT's model.py with its train.py's step, and our
+loop's train_step). Same thread count; the first steps are warm-up and not counted.
+Prints tokens/s (median of the per-step rates) and the ratios.
 
     python scripts/bench_train_vs_nanogpt.py --nanogpt /tmp/nanogpt [--threads 2] [--steps 12] [--rounds 3]
 
@@ -65,6 +67,55 @@ def ours_worker(steps: int) -> None:
     print(json.dumps([b - a for a, b in zip(starts, starts[1:])]))
 
 
+def alternating_in_process(folder: Path, steps: int) -> tuple[list[float], list[float]]:
+    """Per-step seconds of (ours, nanoGPT's), the two stepping in turn in this process."""
+    import torch
+
+    from model.network.gpt import GPT, GPTConfig
+    from model.training.loop import Batch, train_step
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nanogpt_model", folder / "model.py")  # ours is `model` too
+    nanogpt_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nanogpt_model)
+
+    shape = SHAPE
+    torch.manual_seed(0)
+    ours = GPT(GPTConfig(vocab_size=4096, context_length=shape["block_size"], n_layer=shape["n_layer"],
+                         n_head=shape["n_head"], n_embd=shape["n_embd"], dropout=shape["dropout"]))
+    ours_optimizer = torch.optim.AdamW(ours.optimizer_groups(0.1), lr=1e-3, betas=(0.9, 0.95))
+    theirs = nanogpt_model.GPT(nanogpt_model.GPTConfig(block_size=shape["block_size"], vocab_size=84, n_layer=shape["n_layer"],
+                                                       n_head=shape["n_head"], n_embd=shape["n_embd"], dropout=shape["dropout"],
+                                                       bias=False))
+    their_optimizer = theirs.configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")
+    ours.train(), theirs.train()
+
+    def batch(vocab: int):
+        x = torch.randint(0, vocab, (shape["batch_size"], shape["block_size"]))
+        return x, torch.roll(x, -1, dims=1)
+
+    def our_step() -> None:
+        train_step(ours, ours_optimizer, Batch(*batch(4096)), list(ours.parameters()), 1.0, "cpu")
+
+    def their_step() -> None:  # nanoGPT train.py's step on the CPU: no autocast, no accumulation
+        x, y = batch(84)
+        _, loss = theirs(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
+        their_optimizer.step()
+        their_optimizer.zero_grad(set_to_none=True)
+        loss.item()
+
+    timings: tuple[list[float], list[float]] = ([], [])
+    for _ in range(steps):
+        for step, seconds in ((our_step, timings[0]), (their_step, timings[1])):
+            start = time.perf_counter()
+            step()
+            seconds.append(time.perf_counter() - start)
+    return timings
+
+
 def run_ours(steps: int, env: dict) -> list[float]:
     out = subprocess.run([sys.executable, __file__, "--ours-worker", "--steps", str(steps)], env=env,
                          capture_output=True, text=True, check=True).stdout
@@ -92,6 +143,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--in-process-steps", type=int, default=20, help="steps each in the one-process comparison (0: skip)")
     parser.add_argument("--ours-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ours_worker:
@@ -105,11 +157,22 @@ def main() -> None:
         theirs.append(tokens_per_second(run_nanogpt(args.nanogpt, args.steps, env)))
         print(f"round {round_number + 1}: chatapp {ours[-1]:,.0f} tok/s, nanoGPT {theirs[-1]:,.0f} tok/s, "
               f"load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
+    in_process = {}
+    if args.in_process_steps:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        mine, nanogpt = alternating_in_process(args.nanogpt, args.in_process_steps)
+        in_process = {"chatapp_tokens_per_s": tokens_per_second(mine), "nanogpt_tokens_per_s": tokens_per_second(nanogpt)}
+        in_process["ratio"] = in_process["chatapp_tokens_per_s"] / in_process["nanogpt_tokens_per_s"]
+        print(f"one process, step by step: chatapp {in_process['chatapp_tokens_per_s']:,.0f} tok/s, "
+              f"nanoGPT {in_process['nanogpt_tokens_per_s']:,.0f} tok/s", file=sys.stderr, flush=True)
     result = {
         "shape": SHAPE, "threads": args.threads, "steps_per_run": args.steps, "warm_up_steps": WARM_UP_STEPS,
-        "chatapp_tokens_per_s": statistics.median(ours), "chatapp_runs": ours,
-        "nanogpt_tokens_per_s": statistics.median(theirs), "nanogpt_runs": theirs,
-        "ratio": statistics.median(ours) / statistics.median(theirs), "load_average": os.getloadavg(),
+        "chatapp_tokens_per_s": statistics.median(ours) if ours else None, "chatapp_runs": ours,
+        "nanogpt_tokens_per_s": statistics.median(theirs) if theirs else None, "nanogpt_runs": theirs,
+        "ratio": statistics.median(ours) / statistics.median(theirs) if ours else None, "one_process_step_by_step": in_process,
+        "load_average": os.getloadavg(),
     }
     print(json.dumps(result, indent=2))
 

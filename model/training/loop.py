@@ -180,6 +180,19 @@ class Run:
     compile: bool = False
 
 
+def train_step(step_model, optimizer: torch.optim.Optimizer, batch: Batch, trained: list, grad_clip: float,
+               device: str) -> float:
+    """One optimizer step on one batch; returns its loss."""
+    with autocast(device):
+        _, loss = step_model(batch.inputs.to(device), batch.targets.to(device),
+                             loss_mask=None if batch.loss_mask is None else batch.loss_mask.to(device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trained, grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
 def run_steps(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ranks: Distributed, state: dict) -> dict:
     """Step the optimizer from state["step"] to run.steps, evaluating and
     checkpointing every run.eval_every steps and at the last; returns the counters."""
@@ -200,21 +213,15 @@ def run_steps(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer
         batch = run.draw_batch(step_seed(run.seed, step, ranks.rank))
         torch.manual_seed(step_seed(run.seed + 1, step, ranks.rank))  # dropout
         step_start = time.monotonic()
-        with autocast(ranks.device):
-            _, loss = step_model(batch.inputs.to(ranks.device), batch.targets.to(ranks.device),
-                                 loss_mask=None if batch.loss_mask is None else batch.loss_mask.to(ranks.device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, run.grad_clip)
-        optimizer.step()
-        recent_losses.append(loss.item())
+        loss = train_step(step_model, optimizer, batch, trained, run.grad_clip, ranks.device)
+        recent_losses.append(loss)
         tokens = batch.inputs.numel() * ranks.world_size
         state["step"] = step + 1
         state["tokens_seen"] += tokens
         state["elapsed_s"] = time.monotonic() - run_start
         if progress:
             rate = tokens / max(time.monotonic() - step_start, 1e-9)
-            progress.update(state["step"], f"loss {loss.item():.3f} {rate:,.0f} tok/s")
+            progress.update(state["step"], f"loss {loss:.3f} {rate:,.0f} tok/s")
         if state["step"] % run.eval_every == 0 or state["step"] == run.steps:
             if ranks.is_main:
                 evaluate_and_save(run, model, optimizer, state, float(np.mean(recent_losses)), lr, history, progress)
