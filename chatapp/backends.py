@@ -11,7 +11,16 @@ if TYPE_CHECKING:
     from chatapp.model_registry import ModelRef
 
 BACKEND_CHOICES = ("auto", "torch", "llama.cpp")  # --backend, and [model] backend in the settings file
+import os
+
 COMPILE_CHOICES = ("auto", "on", "off")  # --compile: the torch engine's decode step (model/inference/compiled_step.py)
+
+COMPILE_VARIABLE = "CHATAPP_COMPILE"
+
+
+def default_compile() -> str:
+    """--compile's default: $CHATAPP_COMPILE (auto, on or off) when set, else auto."""
+    return os.environ.get(COMPILE_VARIABLE) or "auto"
 
 
 def open_backend(ref: ModelRef, backend: str = "auto", device: str = "auto", in_process: bool = False,

@@ -10,11 +10,12 @@ parameters; help that quotes them is written only when help is shown.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from model.errors import one_line
 from chatapp import __version__
-from chatapp.backends import BACKEND_CHOICES, COMPILE_CHOICES
+from chatapp.backends import BACKEND_CHOICES, COMPILE_CHOICES, COMPILE_VARIABLE, default_compile
 from quant.gguf_layout import DEFAULT_TYPE, EXPORT_TYPES
 
 EXPORT_FORMATS = ("gguf", "ollama", "hf")
@@ -129,9 +130,10 @@ def add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_compile_argument(parser: argparse.ArgumentParser, auto: str) -> None:
-    parser.add_argument("--compile", default="auto", choices=COMPILE_CHOICES,
+    parser.add_argument("--compile", default=default_compile(), choices=COMPILE_CHOICES,
                         help="compile the torch engine's decode step with torch.compile, in the background: replies "
-                             f"start at once, eagerly, and speed up when it is ready (auto: {auto})")
+                             f"start at once, eagerly, and speed up when it is ready (auto: {auto}; "
+                             f"default: ${COMPILE_VARIABLE}, else auto)")
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
@@ -259,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     handler = getattr(commands, f"command_{args.command or 'chat'}")
     if args.command is None:
         args = parser.parse_args(["chat"])
+    code = run_command(handler, args)
+    leave_now_if_compiling(code)
+    return code
+
+
+def run_command(handler, args: argparse.Namespace) -> int:
     try:
         return handler(args) or 0
     except KeyboardInterrupt:
@@ -274,6 +282,17 @@ def main(argv: list[str] | None = None) -> int:
         log_path = write_crash_log()
         sys.stderr.write(f"chatapp: internal error: {type(error).__name__}: {error} (details in {log_path})\n")
         return EXIT_ERROR
+
+
+def leave_now_if_compiling(code: int) -> None:
+    """A torch.compile still under way in the background would hold the exit for up to tens of
+    seconds, and torch aborts a process that exits normally mid-compile: leave at once instead.
+    By now every file chatapp writes is closed or committed (SQLite commits each write)."""
+    compiled_step = sys.modules.get("model.inference.compiled_step")  # loaded only where a compile can run
+    if compiled_step is not None and compiled_step.compile_under_way():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def write_crash_log() -> str:

@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# No background torch.compile in the tests (each test has its own cache: every one would compile
+# from scratch, tens of CPU seconds); the tests of the compiled step ask for it with compile="on".
+os.environ["CHATAPP_COMPILE"] = "off"
 BUILTIN_MODEL = ROOT / "chatapp" / "builtin" / "shakespeare-base"
 
 

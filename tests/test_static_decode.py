@@ -83,10 +83,13 @@ def test_a_failing_compile_leaves_the_engine_eager_with_a_one_line_notice(tiny_m
 
 
 def test_compile_option_and_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("CHATAPP_COMPILE")
     parser = build_parser()
     for command in (["run", "hi"], ["chat"], ["bench"], ["serve"]):
         assert parser.parse_args(command).compile == "auto"
         assert parser.parse_args(command + ["--compile", "off"]).compile == "off"
+    monkeypatch.setenv("CHATAPP_COMPILE", "on")
+    assert build_parser().parse_args(["chat"]).compile == "on"
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "--compile", "maybe"])
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
@@ -122,3 +125,21 @@ def test_compiled_step_equals_full_recomputation_and_the_engine_switches_mid_rep
                 switching.wait_for_compile()  # the compiled step takes over from the 11th token, on the same cache
     assert switching.compile_status == "on"
     assert got == expected
+
+
+@pytest.mark.slow
+def test_the_command_exits_cleanly_while_a_compile_is_still_under_way(tiny_model_dir, tmp_path):
+    """torch can abort a process that exits mid-compile ("terminate called ..."), and waiting for the
+    compile can take tens of seconds: the command leaves at once (os._exit), with its own exit code
+    and its output complete."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cold-cache")}  # a cold compile: it outlasts the reply
+    result = subprocess.run([sys.executable, "-m", "chatapp", "run", "--model", str(tiny_model_dir), "--compile", "on",
+                             "--max-tokens", "3", "--seed", "1", "--json", "Hello"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "terminate called" not in result.stderr and "Abort" not in result.stderr
+    assert '"completion_tokens"' in result.stdout

@@ -25,7 +25,7 @@ from chatapp.tui.screens.history_problem import HistoryProblemScreen
 
 
 def open_model(spec: str, backend: str, device: str, context: int | None = None, api_key: str | None = None,
-               compile: str = "auto"):
+               compile: str | None = None):
     """The real opener: a model on a server (an endpoint spec), or a spec resolved to a local model
     and its backend (lazy imports: GGUF never imports torch)."""
     from chatapp.endpoint import parse_endpoint_spec
@@ -38,10 +38,11 @@ def open_model(spec: str, backend: str, device: str, context: int | None = None,
 
         url, model = endpoint
         return EndpointBackend(url, api_key=api_key or os.environ.get("CHATAPP_API_KEY"), model=model, context_length=context)
-    from chatapp.backends import open_backend
+    from chatapp.backends import default_compile, open_backend
     from chatapp.model_registry import resolve_model
 
-    return open_backend(resolve_model(spec or None), backend, device, context=context, compile=compile)
+    return open_backend(resolve_model(spec or None), backend, device, context=context,
+                        compile=compile or default_compile())
 
 
 class ChatApp(App):

@@ -23,8 +23,10 @@ import threading
 import time
 from pathlib import Path
 
-COMPILE_CHOICES = ("auto", "on", "off")
+from model.errors import one_line
+
 INDUCTOR_CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
+COMPILE_THREAD = "chatapp-compile"
 BACKGROUND_NICENESS = 10  # the compiler's threads and gcc yield the CPU to decoding
 
 
@@ -66,9 +68,9 @@ def half_weight_copy(model):
     return twin
 
 
-def one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+def compile_under_way() -> bool:
+    """Whether a decode step is still being compiled in this process."""
+    return any(thread.name == COMPILE_THREAD and thread.is_alive() for thread in threading.enumerate())
 
 
 class CompiledStep:
@@ -84,8 +86,9 @@ class CompiledStep:
         self.warm_up_calls = warm_up_calls or (3 if device == "cuda" else 1)  # CUDA graphs record on a later call
         self.ready = threading.Event()
         # not a daemon: Python waits for it at exit, as torch aborts the process ("terminate called
-        # without an active exception") when it exits with a compile under way (seconds once cached)
-        self.thread = threading.Thread(target=self._compile, name="chatapp-compile")
+        # without an active exception") when it exits normally with a compile under way; the
+        # chatapp command does not wait: it leaves with os._exit (chatapp/cli.py)
+        self.thread = threading.Thread(target=self._compile, name=COMPILE_THREAD)
         self.thread.start()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -118,7 +121,7 @@ class CompiledStep:
                     step(ids, position, self.cache.keys, self.cache.values)
             self.step = step
         except Exception as error:  # a compiler missing or failing: stay eager
-            self.error = one_line(error)
+            self.error = f"{type(error).__name__}: {one_line(error, 300)}"
         finally:
             self.seconds = time.perf_counter() - started
             self.ready.set()
