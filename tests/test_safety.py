@@ -183,12 +183,18 @@ def test_ctrl_c_while_quantizing_stops_the_export_and_removes_its_temporaries(fo
 
     import llama_cpp
 
-    monkeypatch.setattr(llama_cpp, "llama_model_quantize", slow_c_quantize)
+    quantizing_since = []
+
+    def quantize_then_ctrl_c(source, target, params):
+        """Ctrl+C half a second into quantizing, however long the export took to get there."""
+        quantizing_since.append(time.monotonic())
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        return slow_c_quantize(source, target, params)
+
+    monkeypatch.setattr(llama_cpp, "llama_model_quantize", quantize_then_ctrl_c)
     out = tmp_path / "out" / "m.gguf"
-    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
-    started = time.monotonic()
     assert main(["export", str(folder), "--type", "q8_0", "-o", str(out)]) == 130
-    assert time.monotonic() - started < 2.5  # the fake quantizer alone runs about 4 s
+    assert time.monotonic() - quantizing_since[0] < 2.5  # the fake quantizer alone runs about 4 s
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err and "Exception ignored" not in err
     assert list(out.parent.iterdir()) == []

@@ -340,3 +340,18 @@ async def test_the_welcome_is_short_at_80_columns():
         assert "shakespeare-chat" in text and "A 5.85M-parameter GPT" in text
         for key in ("f1", "f2", "f4", NEWLINE_KEY):
             assert key in text
+
+
+@pytest.mark.parametrize("current", ["", "endpoint:http://127.0.0.1:9/v1#remote-model"])
+def test_the_picker_finds_the_current_model_among_servers_models_too(current):
+    from chatapp.endpoint import EndpointModel
+    from chatapp.model_registry import list_models
+    from chatapp.tui.screens.models import current_index
+
+    local = list_models()
+    models = [EndpointModel("remote-model", "http://127.0.0.1:9/v1")] + local
+    index = current_index(models, current)
+    if current:
+        assert index == 0
+    else:
+        assert index is not None and models[index].name == "shakespeare-chat"

@@ -29,9 +29,9 @@ def current_index(models: list[ModelRef], current: str) -> int | None:
             default = default_model()
         except ModelNotFound:
             return None
-        matches = [i for i, ref in enumerate(models) if ref.path == default.path]
+        matches = [i for i, ref in enumerate(models) if getattr(ref, "path", None) == default.path]
     else:
-        matches = [i for i, ref in enumerate(models) if current in (model_spec(ref), str(ref.path))]
+        matches = [i for i, ref in enumerate(models) if current in (model_spec(ref), str(getattr(ref, "path", "")))]
         matches = matches or [i for i, ref in enumerate(models) if ref.name == current]
     return matches[0] if matches else None
 
