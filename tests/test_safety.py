@@ -176,7 +176,19 @@ def slow_c_quantize(source, target, params):
     return 0
 
 
-def test_ctrl_c_while_quantizing_stops_the_export_and_removes_its_temporaries(folder, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT as a terminal's Ctrl+C delivers it to Python: a test run started in the background
+    (`cmd &` in a script) inherits SIGINT ignored, and Python then leaves it ignored."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_while_quantizing_stops_the_export_and_removes_its_temporaries(folder, tmp_path, monkeypatch, capsys,
+                                                                              ctrl_c_raises):
     import os
     import signal
     import threading
