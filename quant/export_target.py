@@ -13,6 +13,7 @@ than STALE_SECONDS.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -64,7 +65,10 @@ def sweep_stale_temporaries(out: Path) -> list[Path]:
         if not pid.isdigit() or not _stale(path, int(pid)):
             continue
         try:
-            path.unlink()
+            if path.is_dir():  # an HF export's staging folder
+                shutil.rmtree(path)
+            else:
+                path.unlink()
             removed.append(path)
         except OSError:
             pass

@@ -35,7 +35,7 @@ from model.network.model_folder import CONFIG_FILE, WEIGHTS_FILE, load_tokenizer
 from model.text.chat_format import jinja_chat_template
 from model.text.tokenizer import END_OF_TEXT, END_OF_TURN, SPECIAL_TOKENS
 from model.text.byte_level import token_string
-from quant.export_target import check_target
+from quant.export_target import check_target, sweep_stale_temporaries, temporary_prefix
 from quant.gguf_layout import ExportError
 from quant.gguf_vocab import merges_from_ranks
 from quant.weights import SafetensorsFile
@@ -188,7 +188,8 @@ def export_hf(model_folder: str | Path, out_dir: str | Path, force: bool = False
     tokenizer = load_tokenizer(folder)
     arch = config["architecture"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    sweep_stale_temporaries(out)  # staging folders of exports killed before they could clean up
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(out), suffix=".tmp", dir=out.parent))
     try:
         save_file(_weights(folder, arch), str(staging / "model.safetensors"), metadata={"format": "pt"})
         files = {"config.json": json.dumps(hf_config(config, tokenizer.special_ids), indent=2),

@@ -158,6 +158,25 @@ def test_a_new_export_sweeps_the_temporaries_of_dead_or_stale_runs(folder, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == sorted([running.name, other.name])
 
 
+def test_an_hf_export_sweeps_the_staging_folders_of_dead_runs(folder, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from quant.hf_export import export_hf
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "hf"
+    of_dead = tmp_path / f".hf.{int(dead.stdout)}.abc123.tmp"
+    running = tmp_path / f".hf.{os.getppid()}.def456.tmp"
+    for staging in (of_dead, running):
+        staging.mkdir()
+        (staging / "model.safetensors").write_bytes(b"partial")
+    export_hf(folder, out)
+    assert (out / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [running.name]
+
+
 def slow_c_quantize(source, target, params):
     """Stands in for llama_model_quantize: C code (libc's qsort) that calls back into Python, as llama.cpp
     calls its log callback; a KeyboardInterrupt raised in a callback is printed and dropped by ctypes."""
