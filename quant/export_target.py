@@ -23,14 +23,29 @@ STALE_SECONDS = 3600
 
 
 def check_target(source: str | Path, out: str | Path, force: bool, earlier_export) -> None:
-    """Refuse `out` if it is or lies in the source folder, or holds something that
-    earlier_export(out) says chatapp did not write (unless force)."""
-    source, target = Path(source).resolve(), Path(out).expanduser().resolve()
-    if target == source or source in target.parents:
-        raise ExportError(f"{out}: is inside the model folder it is made from ({source}); write the export elsewhere")
+    """Refuse `out` if it is or lies in a folder the export reads (the source, and an adapters
+    folder's base), or holds something that earlier_export(out) says chatapp did not write (unless force)."""
+    target = Path(out).expanduser().resolve()
+    for folder in folders_read(Path(source).resolve()):
+        if target == folder or folder in target.parents:
+            raise ExportError(f"{out}: is inside the model folder it is made from ({folder}); write the export elsewhere")
     if target.exists() and not force and not earlier_export(target):
         what = "folder" if target.is_dir() else "file"
         raise ExportError(f"{out}: a {what} that is not an earlier chatapp export; --force replaces it")
+
+
+def folders_read(source: Path) -> list[Path]:
+    """The model folder an export reads and, for an adapters folder, the base model it names."""
+    from model.network.model_folder import ADAPTERS_KEY, find_base_model, read_config
+
+    folders = [source]
+    try:
+        adapters = read_config(source).get(ADAPTERS_KEY)
+        if isinstance(adapters, dict) and "base" in adapters:
+            folders.append(find_base_model(source, str(adapters["base"])).resolve())
+    except Exception:  # noqa: BLE001 - an unreadable folder: the export itself says why, in its words
+        pass
+    return folders
 
 
 def is_chatapp_gguf(path: Path) -> bool:

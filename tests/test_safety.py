@@ -177,6 +177,19 @@ def test_an_hf_export_sweeps_the_staging_folders_of_dead_runs(folder, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [running.name]
 
 
+@pytest.mark.parametrize("fmt", ["gguf", "hf"])
+def test_an_adapters_folder_is_never_exported_into_its_base_model(folder, tmp_path, fmt):
+    from tests.test_model_folder import make_adapters_folder
+
+    base = tmp_path / "base"
+    shutil.copytree(folder, base)
+    make_adapters_folder(base, tmp_path / "chat")
+    before = sorted(p.name for p in base.iterdir())
+    out = base / ("m.gguf" if fmt == "gguf" else "hf")
+    assert main(["export", str(tmp_path / "chat"), "--format", fmt, "-o", str(out)]) == 1
+    assert sorted(p.name for p in base.iterdir()) == before
+
+
 def slow_c_quantize(source, target, params):
     """Stands in for llama_model_quantize: C code (libc's qsort) that calls back into Python, as llama.cpp
     calls its log callback; a KeyboardInterrupt raised in a callback is printed and dropped by ctypes."""
