@@ -143,3 +143,26 @@ def test_the_command_exits_cleanly_while_a_compile_is_still_under_way(tiny_model
     assert result.returncode == 0, result.stderr
     assert "terminate called" not in result.stderr and "Abort" not in result.stderr
     assert '"completion_tokens"' in result.stdout
+
+
+def test_the_compile_pauses_while_the_engine_decodes_but_not_forever(monkeypatch):
+    """The compile thread's profile hook: no pause when nothing decodes; a pause while tokens are
+    decoded; after MOST_PAUSED_S a run window, so a compile under constant decoding still ends."""
+    import time
+
+    from model.inference import compiled_step
+
+    monkeypatch.setattr(compiled_step, "MOST_PAUSED_S", 0.3)
+    monkeypatch.setattr(compiled_step, "LEAST_RUN_S", 5.0)
+    step = object.__new__(CompiledStep)  # the hook alone, without starting a compile
+    step.decoding_until, step._running_until = 0.0, 0.0
+
+    def hook_seconds() -> float:
+        started = time.monotonic()
+        step._yield_to_decoding(None, "call", None)
+        return time.monotonic() - started
+
+    assert hook_seconds() < 0.1  # nothing decodes
+    step.decoding_until = time.monotonic() + 60  # the engine decodes on and on
+    assert hook_seconds() >= 0.3  # paused...
+    assert hook_seconds() < 0.1  # ...then runs for its window

@@ -19,6 +19,7 @@ eager and says so in one line.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,7 +28,15 @@ from model.errors import one_line
 
 INDUCTOR_CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
 COMPILE_THREAD = "chatapp-compile"
-BACKGROUND_NICENESS = 10  # the compiler's threads and gcc yield the CPU to decoding
+BACKGROUND_NICENESS = 10
+# Compiling is Python holding the GIL most of the time, and a decode step needs the GIL back after
+# each of its small torch calls: replies decoded during a compile ran up to 30x slower. So the
+# compile pauses while the engine decodes (a profile hook on its thread, at each function call),
+# and, for when it runs anyway, a short switch interval hands the GIL back quickly.
+YIELD_S = 0.25  # the compile pauses until this long after the last decoded token,
+MOST_PAUSED_S = 1.0  # for at most this long at a time,
+LEAST_RUN_S = 0.25  # then runs for at least this long: under constant decoding it still ends
+SWITCH_INTERVAL_S = 0.0002  # the compiler's threads and gcc yield the CPU to decoding
 
 
 def use_compile_cache(folder: str | Path | None) -> None:
@@ -85,6 +94,8 @@ class CompiledStep:
         self.seconds: float | None = None
         self.warm_up_calls = warm_up_calls or (3 if device == "cuda" else 1)  # CUDA graphs record on a later call
         self.ready = threading.Event()
+        self.decoding_until = 0.0  # see decoding()
+        self._running_until = 0.0
         # not a daemon: Python waits for it at exit, as torch aborts the process ("terminate called
         # without an active exception") when it exits normally with a compile under way; the
         # chatapp command does not wait: it leaves with os._exit (chatapp/cli.py)
@@ -100,8 +111,27 @@ class CompiledStep:
         self.cache.copy_from(live_cache)
         return self.step, self.cache
 
+    def decoding(self) -> None:
+        """Called by the engine at each decoded token: the compile pauses meanwhile."""
+        self.decoding_until = time.monotonic() + YIELD_S
+
+    def _yield_to_decoding(self, frame, event, arg) -> None:
+        now = time.monotonic()
+        if now >= self.decoding_until or now < self._running_until:
+            return
+        paused_since = now
+        while now < self.decoding_until:
+            if now - paused_since > MOST_PAUSED_S:
+                self._running_until = now + LEAST_RUN_S
+                return
+            time.sleep(0.02)
+            now = time.monotonic()
+
     def _compile(self) -> None:
         started = time.perf_counter()
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        sys.setprofile(self._yield_to_decoding)  # this thread only
         try:
             self._lower_priority()
             import torch
@@ -123,6 +153,8 @@ class CompiledStep:
         except Exception as error:  # a compiler missing or failing: stay eager
             self.error = f"{type(error).__name__}: {one_line(error, 300)}"
         finally:
+            sys.setprofile(None)
+            sys.setswitchinterval(switch_interval)
             self.seconds = time.perf_counter() - started
             self.ready.set()
 

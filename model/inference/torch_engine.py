@@ -95,6 +95,8 @@ class TorchEngine(EngineCore):
     def evaluate(self, start: int, ids: list[int]) -> np.ndarray:
         if len(ids) == 1:
             self._adopt_compiled_step()
+            if self.compiling is not None:
+                self.compiling.decoding()
             position = torch.tensor([start], dtype=torch.long, device=self.device)
             with torch.inference_mode():
                 logits = self.decode_step(self._ids(ids), position, self.cache.keys, self.cache.values)
