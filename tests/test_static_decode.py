@@ -75,6 +75,8 @@ def test_a_failing_compile_leaves_the_engine_eager_with_a_one_line_notice(tiny_m
 
     monkeypatch.setattr(torch, "compile", no_compiler)
     engine = TorchEngine.load(tiny_model_dir, device="cpu", compile="on")
+    engine.compiling.wait()
+    assert engine.compile_state == "failed: RuntimeError: no C compiler found"  # before the next token takes it up
     assert engine.wait_for_compile() == "failed: RuntimeError: no C compiler found"
     events = list(engine.generate_ids([1, 2, 3], SamplingParams(temperature=0, max_tokens=5), stop_ids=set()))
     finished = events[-1]

@@ -239,3 +239,16 @@ async def test_a_full_disk_mid_reply_keeps_the_reply_and_saves_it_when_there_is_
         await wait_until(pilot, lambda: not app.chat.unsaved, timeout=10, what="the retried save")
     row = sqlite3.connect(path).execute("SELECT content, status FROM messages WHERE role = 'assistant'").fetchone()
     assert row == ("x" * 3000 * 40, "complete")
+
+
+async def test_the_header_says_while_the_decode_step_compiles():
+    engine = FakeBackend(model_name="fake-model")
+    engine.compile_state = "compiling"
+    app = make_app(engine=None, model_spec="fake", opener=lambda spec, backend, device: engine)
+    app.engine = None
+    async with app.run_test() as pilot:
+        await wait_until(pilot, lambda: app.engine is engine, what="the model to load")
+        assert "compiling its decode step" in app.sub_title
+        engine.compile_state = "on"
+        await wait_until(pilot, lambda: app.sub_title.endswith("· compiled"), what="the header to follow")
+        assert app.compile_watch is None

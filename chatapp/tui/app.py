@@ -64,6 +64,7 @@ class ChatApp(App):
         self.loaded_spec: str | None = self.default_spec if engine is not None else None
         self.load_error: str | None = None
         self.model_description = ""
+        self.compile_watch = None  # a timer that shows the torch engine's compile in the header while it runs
         self._store = store
         self.history_problem: HistoryUnavailable | None = None
         self.history_notice: str | None = None  # shown in the banner while the history is not saved
@@ -146,8 +147,22 @@ class ChatApp(App):
         if spec != self.loaded_spec:
             return  # a later choice replaced this one
         self.engine, self.model_description = engine, description
-        self.sub_title = f"{engine.model_name} · {engine.name}"
+        self.show_engine_title()
+        if getattr(engine, "compile_state", "off") == "compiling":
+            self.compile_watch = self.set_interval(1.0, self.show_engine_title)
         self.chat.model_changed()
+
+    def show_engine_title(self) -> None:
+        """The model and its engine in the header, with the torch engine's compile while it runs."""
+        engine = self.engine
+        if engine is None:
+            return
+        state = getattr(engine, "compile_state", "off")
+        notes = {"compiling": " · compiling its decode step (replies run meanwhile)", "on": " · compiled"}
+        self.sub_title = f"{engine.model_name} · {engine.name}" + notes.get(state, "")
+        if state != "compiling" and self.compile_watch is not None:
+            self.compile_watch.stop()
+            self.compile_watch = None
 
     def model_failed(self, spec: str, error: str) -> None:
         self.load_error = f"The model {spec or 'built-in'} could not be loaded: {error}"

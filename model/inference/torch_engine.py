@@ -61,6 +61,15 @@ class TorchEngine(EngineCore):
         model, tokenizer, config = load_model(folder, device=device, dtype=inference_dtype(device))
         return cls(model, tokenizer, config, device, wanted)
 
+    @property
+    def compile_state(self) -> str:
+        """What the app shows: "compiling", "on" (also when the compiled step is ready and taken up at
+        the next token), "off", or "failed: ..."; read from any thread."""
+        compiling = self.compiling
+        if compiling is not None and compiling.ready.is_set():
+            return "on" if compiling.step is not None else f"failed: {compiling.error}"
+        return self.compile_status
+
     def wait_for_compile(self, timeout: float | None = None) -> str:
         """Block until a compile under way is done (for benchmarks); returns compile_status."""
         if self.compiling is not None:
