@@ -148,7 +148,7 @@ class ChatApp(App):
             return  # a later choice replaced this one
         self.engine, self.model_description = engine, description
         self.show_engine_title()
-        if getattr(engine, "compile_state", "off") == "compiling":
+        if getattr(engine, "compile_state", "off") == "compiling" and self.compile_watch is None:
             self.compile_watch = self.set_interval(1.0, self.show_engine_title)
         self.chat.model_changed()
 
