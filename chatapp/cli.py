@@ -14,6 +14,7 @@ import os
 import sys
 
 from model.errors import one_line
+from model.network.device import DEVICE_CHOICES
 from chatapp import __version__
 from chatapp.backends import BACKEND_CHOICES, COMPILE_CHOICES, COMPILE_VARIABLE, default_compile
 from quant.gguf_layout import DEFAULT_TYPE, EXPORT_TYPES
@@ -137,7 +138,7 @@ def add_compile_argument(parser: argparse.ArgumentParser, auto: str) -> None:
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="torch device (default auto: CUDA, MPS, then CPU)")
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="torch device (default auto: CUDA, MPS, then CPU)")
 
 
 def build_parser() -> Parser:
