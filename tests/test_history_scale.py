@@ -85,13 +85,18 @@ def test_a_v2_history_migrates_with_its_messages_inspection_and_search(tmp_path,
 
 # --- files that cannot be used ---
 
-def damaged_files(tmp_path):
-    good = tmp_path / "good.sqlite3"
-    store = HistoryStore(good)
+def history_of_many_messages(path, count: int, template: str):
+    """A closed history file with one conversation of `count` user messages: template.format(index), "{0}" for the index."""
+    store = HistoryStore(path)
     conversation = store.create_conversation()
-    for index in range(200):
-        store.add_message(conversation.id, "user", f"line {index} " * 40)
+    for index in range(count):
+        store.add_message(conversation.id, "user", template.format(index))
     store.close()
+    return path
+
+
+def damaged_files(tmp_path):
+    good = history_of_many_messages(tmp_path / "good.sqlite3", 200, "line {0} " * 40)
     data = good.read_bytes()
     assert len(data) > 16 * 4096
     future = tmp_path / "future.sqlite3"
@@ -183,12 +188,7 @@ def test_a_history_that_cannot_be_written_is_refused_and_not_offered_to_move_asi
 
 
 def test_the_open_check_reads_no_more_than_the_header_and_schema(tmp_path):
-    path = tmp_path / "history.sqlite3"
-    store = HistoryStore(path)
-    conversation = store.create_conversation()
-    for index in range(300):
-        store.add_message(conversation.id, "user", f"message {index} " * 30)
-    store.close()
+    path = history_of_many_messages(tmp_path / "history.sqlite3", 300, "message {0} " * 30)
     data = bytearray(path.read_bytes())
     page_size = int.from_bytes(data[16:18], "big")
     data[-3 * page_size:] = b"\xff" * (3 * page_size)  # damage where an open never looks

@@ -23,6 +23,24 @@ def shown(store: HistoryStore, conversation_id: int) -> list[str]:
     return [m.content for m in store.messages(conversation_id)]
 
 
+def conversations_of(store: HistoryStore, *title_and_text: tuple[str, str]) -> list[int]:
+    """One conversation per (title, first message), oldest first; their ids."""
+    ids = []
+    for title, text in title_and_text:
+        conversation = store.create_conversation({}, title=title)
+        store.add_message(conversation.id, "user", text)
+        ids.append(conversation.id)
+    return ids
+
+
+def unusable_history(content: bytes):
+    """A history file of these bytes where the app looks for it, and the app that opens it."""
+    path = history_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path, ChatApp(engine=FakeBackend())
+
+
 async def test_regenerate_keeps_every_version_and_steps_between_them(tmp_path):
     engine = FakeBackend(replies=[["first"], ["second"], ["after"]])
     store = HistoryStore(tmp_path / "h.sqlite3")
@@ -127,22 +145,19 @@ async def test_a_long_session_keeps_a_bounded_number_of_messages_mounted(tmp_pat
 async def test_the_app_reopens_the_conversation_that_was_open(tmp_path):
     path = tmp_path / "h.sqlite3"
     store = HistoryStore(path)
-    older = store.create_conversation({}, title="older")
-    store.add_message(older.id, "user", "in the older one")
-    newer = store.create_conversation({}, title="newer")
-    store.add_message(newer.id, "user", "in the newer one")
+    older, newer = conversations_of(store, ("older", "in the older one"), ("newer", "in the newer one"))
     app = make_app(FakeBackend(), store=store)
     async with app.run_test() as pilot:
-        assert app.chat.conversation.id == newer.id
+        assert app.chat.conversation.id == newer
         await pilot.press("alt+down")
         await pilot.pause()
-        assert app.chat.conversation.id == older.id
+        assert app.chat.conversation.id == older
     app = make_app(FakeBackend(), store=HistoryStore(path))
     async with app.run_test() as pilot:
-        assert app.chat.conversation.id == older.id
+        assert app.chat.conversation.id == older
         await pilot.press("alt+up")
         await pilot.pause()
-        assert app.chat.conversation.id == newer.id
+        assert app.chat.conversation.id == newer
 
 
 async def test_ctrl_c_stops_a_streaming_reply_and_quits_only_when_nothing_streams():
@@ -172,27 +187,21 @@ async def test_the_first_screen_says_which_model_and_how_to_start():
 
 async def test_search_finds_text_in_another_conversation_and_opens_it(tmp_path):
     store = HistoryStore(tmp_path / "h.sqlite3")
-    target = store.create_conversation({}, title="ships")
-    store.add_message(target.id, "user", "tell me about the Armada of 1588")
-    other = store.create_conversation({}, title="other")
-    store.add_message(other.id, "user", "nothing to see")
+    target, other = conversations_of(store, ("ships", "tell me about the Armada of 1588"), ("other", "nothing to see"))
     app = make_app(FakeBackend(), store=store)
     async with app.run_test() as pilot:
-        assert app.chat.conversation.id == other.id
+        assert app.chat.conversation.id == other
         await pilot.press("ctrl+o")
         await pilot.pause()
         await pilot.press(*"armada")
         await wait_until(pilot, lambda: app.screen.query("CommandList")
                          and app.screen.query("CommandList").first().option_count > 0, what="a search hit")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: app.chat.conversation.id == target.id, what="the conversation to open")
+        await wait_until(pilot, lambda: app.chat.conversation.id == target, what="the conversation to open")
 
 
 async def test_a_corrupt_history_file_is_kept_aside_and_a_fresh_one_started():
-    path = history_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"this is not a database, it is a shopping list\n" * 100)
-    app = ChatApp(engine=FakeBackend())
+    path, app = unusable_history(b"this is not a database, it is a shopping list\n" * 100)
     async with app.run_test() as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, HistoryProblemScreen), what="the problem dialog")
         reason = str(app.screen.query_one("#reason").render())
@@ -207,10 +216,7 @@ async def test_a_corrupt_history_file_is_kept_aside_and_a_fresh_one_started():
 
 
 async def test_chatting_without_saving_when_the_history_cannot_be_opened():
-    path = history_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x00" * 4096)
-    app = ChatApp(engine=FakeBackend())
+    path, app = unusable_history(b"\x00" * 4096)
     async with app.run_test() as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, HistoryProblemScreen), what="the problem dialog")
         await pilot.click("#continue")

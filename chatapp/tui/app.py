@@ -17,7 +17,7 @@ from textual.widgets import TextArea
 
 from chatapp.history import HistoryError, HistoryStore, HistoryUnavailable, move_aside
 from chatapp.settings import Settings, SettingsError, load_settings, save_value
-from chatapp.tui.history_search import HistorySearch
+from chatapp.tui.search_palette import HistorySearch
 from chatapp.tui.keys import APP_KEYS
 from chatapp.tui.screens.chat import APP_ACTIONS, ChatScreen
 from chatapp.tui.screens.help import HelpScreen

@@ -26,7 +26,7 @@ from chatapp.history import (NOT_SENT_TO_MODEL, HistoryError, HistoryStore, Stat
                              StoredConversation, StoredMessage)
 from chatapp.settings import ChatDefaults, SettingsError, save_chat_defaults
 from chatapp.tui.generation import ReplyDone, ReplyJob, ReplyPiece, ReplySaveFailed
-from chatapp.tui.history_search import HistorySearch
+from chatapp.tui.search_palette import HistorySearch
 from chatapp.tui.keys import APP_KEYS, app_bindings
 from chatapp.tui.screens.dialogs import ConfirmScreen, TextPromptScreen
 from chatapp.tui.screens.message_actions import MessageActions
