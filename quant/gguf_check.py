@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model.errors import one_line
+from quant.gguf_header import GGUF_MAGIC, SUPPORTED_VERSIONS, GGUFHeaderError, read_gguf_metadata
 from quant.gguf_layout import CHATAPP_KEY, tensor_names
 
-GGUF_MAGIC = b"GGUF"
-SUPPORTED_VERSIONS = (2, 3)
 SUPPORTED_CHAT_FORMAT = 1
 
 
@@ -74,6 +73,10 @@ def read_gguf(path: str | Path):
     (version,) = struct.unpack("<I", head[4:8])
     if version not in SUPPORTED_VERSIONS:
         raise GGUFFileError(f"{path}: GGUF version {version} is not supported (only {', '.join(map(str, SUPPORTED_VERSIONS))})")
+    try:
+        read_gguf_metadata(path)  # every count and length checked first: the reader trusts them
+    except (GGUFHeaderError, struct.error, OSError) as error:
+        raise GGUFFileError(f"{path}: damaged or truncated GGUF file ({one_line(error, 200)})") from None
     try:
         reader = GGUFReader(path, "r")
     except Exception as error:  # the reader raises many kinds on damaged files

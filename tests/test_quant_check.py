@@ -104,3 +104,42 @@ def test_a_newer_chat_format_is_refused(tmp_path, tiny_model_dir):
     assert gguf.GGUFReader(newer).fields["chatapp.chat_format_version"].contents() == 2
     with pytest.raises(GGUFFileError, match="chat format version 2 is newer"):
         check_gguf(newer)
+
+
+FORGED_COUNT_CHILD = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # without the header walk, the reader took 16 GB
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from chatapp.model_listing import gguf_label
+from quant.gguf_check import GGUFFileError, check_gguf
+try:
+    check_gguf({path!r})
+except GGUFFileError as error:
+    print("check:", error)
+print("label:", gguf_label(Path({path!r})))
+"""
+
+
+@pytest.mark.parametrize("forge", ["array count", "string length"])
+def test_a_forged_count_or_length_is_refused_before_anything_is_allocated(tmp_path, good_file, forge):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = bytearray(Path(good_file).read_bytes())
+    key = b"tokenizer.ggml.tokens"
+    at = data.index(key) + len(key)  # then: value type (array), item type (string), count, then the strings
+    if forge == "array count":
+        struct.pack_into("<Q", data, at + 8, 2**64 - 1)
+    else:
+        struct.pack_into("<Q", data, at + 16, 2**62)  # the first string's length
+    path = tmp_path / "forged.gguf"
+    path.write_bytes(bytes(data))
+    root = str(Path(__file__).resolve().parent.parent)
+    result = subprocess.run([sys.executable, "-c", FORGED_COUNT_CHILD.format(root=root, path=str(path))],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    check, label = result.stdout.splitlines()
+    assert check == f"check: {path}: damaged or truncated GGUF file (truncated header)"
+    assert label.startswith("label: unreadable")
