@@ -17,6 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
+from quant.gguf_header import read_gguf_metadata
 from quant.gguf_layout import CHATAPP_KEY, ExportError
 
 STALE_SECONDS = 3600
@@ -53,12 +54,7 @@ def is_chatapp_gguf(path: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        with open(path, "rb") as f:
-            if f.read(4) != b"GGUF":
-                return False
-        from gguf import GGUFReader
-
-        return CHATAPP_KEY in GGUFReader(str(path)).fields
+        return CHATAPP_KEY in read_gguf_metadata(path, (CHATAPP_KEY,))  # the bounded walk: any file may sit there
     except Exception:  # a damaged or foreign file: not ours
         return False
 
