@@ -31,8 +31,8 @@ test: setup
 # Python 3.10, the oldest chatapp supports, on the torch-free modules (settings with tomli, chat
 # formats and templates, sampling, the tokenizer): no torch for 3.10 lies on this machine.
 PYTHON_OLDEST ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python /usr/bin/python3.10))
-OLDEST_TESTS := tests/test_chat_template.py tests/test_sampling.py tests/test_chat_format.py tests/test_streaming.py \
-	tests/test_settings.py tests/test_tokenizer.py
+OLDEST_TESTS := tests/model/test_chat_template_sandbox.py tests/model/test_sampling.py tests/model/test_chat_format.py tests/model/test_streaming.py \
+	tests/chatapp/test_settings_file.py tests/model/test_tokenizer.py
 test-oldest-python:
 	@if [ -z "$(PYTHON_OLDEST)" ]; then echo "no Python 3.10 here: the oldest-Python check did not run"; exit 0; fi; \
 	test -x .venv310/bin/pytest || ($(PYTHON_OLDEST) -m venv .venv310 && .venv310/bin/pip install --quiet \

@@ -16,7 +16,7 @@ import sys
 from model.errors import one_line
 from model.network.device import DEVICE_CHOICES
 from chatapp import __version__
-from chatapp.backends import BACKEND_CHOICES, COMPILE_CHOICES, COMPILE_VARIABLE, default_compile
+from chatapp.models.opening import BACKEND_CHOICES, COMPILE_CHOICES, COMPILE_VARIABLE, default_compile
 from quant.gguf_layout import DEFAULT_TYPE, EXPORT_TYPES
 
 EXPORT_FORMATS = ("gguf", "ollama", "hf")

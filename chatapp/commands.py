@@ -8,9 +8,10 @@ import sys
 import tempfile
 from dataclasses import fields
 
-from chatapp.backends import open_backend
-from chatapp.model_registry import ModelNotFound, default_model, resolve_model, torch_available
-from model.inference.backend import Finished, TextPiece
+from chatapp.models.opening import open_model
+from chatapp.models.registry import ModelNotFound, default_model, torch_available
+from chatapp.models.resolve import resolve_model
+from model.inference.backend import collect_reply
 from model.text.chat_format import Message
 from model.inference.sampling import SamplingParams
 
@@ -26,17 +27,9 @@ def print_json(data) -> None:
     print(json.dumps(data, indent=2))
 
 
-def stream_reply(events, out=sys.stdout, echo: bool = True) -> tuple[str, Finished]:
-    text, finished = [], None
-    for event in events:
-        if isinstance(event, TextPiece):
-            text.append(event.text)
-            if echo:
-                out.write(event.text)
-                out.flush()
-        elif isinstance(event, Finished):
-            finished = event
-    return "".join(text), finished
+def print_piece(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def command_run(args) -> int:
@@ -44,32 +37,27 @@ def command_run(args) -> int:
     prompt = args.prompt if args.prompt is not None else sys.stdin.read()
     if not prompt.strip():
         raise ValueError("no prompt: give one as an argument or on stdin")
-    if args.endpoint:
-        from chatapp.endpoint import EndpointBackend
-
-        backend = EndpointBackend(args.endpoint, api_key_from(args), model=args.model, context_length=args.context)
-        model_name = backend.model_name
-    else:
-        ref = resolve_model(args.model)
-        compile = "off" if args.compile == "auto" else args.compile  # one reply ends before a compile would
-        backend = open_backend(ref, args.backend, args.device, context=args.context, compile=compile)
-        model_name = ref.name
+    compile = "off" if args.compile == "auto" else args.compile  # one reply ends before a compile would
+    opened = open_model(args.model, args.backend, args.device, context=args.context, compile=compile,
+                        api_key=args.api_key, endpoint=args.endpoint)
+    backend = opened.backend
     if args.raw:
         events = backend.complete(prompt, params)
     else:
         messages = ([Message("system", args.system)] if args.system else []) + [Message("user", prompt.strip())]
         events = backend.chat(messages, params)
     try:
-        text, finished = stream_reply(events, echo=not args.json)
+        reply = collect_reply(events, on_text=None if args.json else print_piece)
     except KeyboardInterrupt:
         backend.cancel()
         sys.stdout.write("\n")
         raise
+    finished = reply.finished
     for notice in finished.notices:
         sys.stderr.write(f"note: {notice}\n")
     if args.json:
-        print_json({"model": model_name, "backend": backend.name, "context_length": backend.context_length,
-                    "trained_context_length": backend.trained_context_length, "text": text, **finished.__dict__})
+        print_json({"model": opened.name, "backend": backend.name, "context_length": backend.context_length,
+                    "trained_context_length": backend.trained_context_length, "text": reply.text, **finished.__dict__})
     else:
         sys.stdout.write("\n")
     return 0
@@ -78,26 +66,21 @@ def command_run(args) -> int:
 def command_chat(args) -> int:
     from chatapp.tui.app import run_app
 
-    return run_app(args.model, args.backend, args.device, args.context, args.endpoint, api_key_from(args), args.compile)
-
-
-def api_key_from(args) -> str | None:
-    import os
-
-    return args.api_key or os.environ.get("CHATAPP_API_KEY") or None
+    return run_app(args.model, args.backend, args.device, args.context, args.endpoint, args.api_key, args.compile)
 
 
 def command_serve(args) -> int:
-    from chatapp.server import ServerOptions, serve
+    from chatapp.serving.api_key import api_key
+    from chatapp.serving.server import ServerOptions, serve
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
     if args.queue < 0:
         raise ValueError(f"--queue must be >= 0, got {args.queue}")
-    ref = resolve_model(args.model)
-    backend = open_backend(ref, args.backend, args.device, context=args.context, compile=args.compile)
+    opened = open_model(args.model, args.backend, args.device, context=args.context, compile=args.compile)
+    backend = opened.backend
     try:
-        options = ServerOptions(model_id=ref.name, api_key=api_key_from(args), cors_origins=args.cors_origin,
+        options = ServerOptions(model_id=opened.name, api_key=api_key(args.api_key), cors_origins=args.cors_origin,
                                 max_waiting=args.queue)
         return serve(backend, options, args.host, args.port, log=lambda line: print(line, file=sys.stderr))
     finally:
@@ -272,9 +255,8 @@ def command_eval(args) -> int:
 def command_bench(args) -> int:
     from chatapp.bench import format_bench, run_bench
 
-    ref = resolve_model(args.model)
-    backend = open_backend(ref, args.backend, args.device, in_process=args.in_process, context=args.context,
-                           compile=args.compile)
+    backend = open_model(args.model, args.backend, args.device, in_process=args.in_process, context=args.context,
+                         compile=args.compile).backend
     where = "" if backend.name != "llama.cpp" else ("in process" if args.in_process else "worker process")
     result = run_bench(backend, args.prompt_tokens, args.gen_tokens, args.runs, not args.no_compare, where)
     print_json(result) if args.json else print(format_bench(result))
@@ -282,8 +264,8 @@ def command_bench(args) -> int:
 
 
 def command_models(args) -> int:
-    from chatapp.model_discovery import discover_models
-    from chatapp.model_listing import model_lines, model_records
+    from chatapp.models.discovery import discover_models
+    from chatapp.models.listing import model_lines, model_records
 
     models = discover_models()
     try:

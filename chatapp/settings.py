@@ -19,7 +19,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
     import tomli as tomllib
 
-from chatapp.backends import BACKEND_CHOICES
+from chatapp.models.opening import BACKEND_CHOICES
 from chatapp.paths import config_dir
 from model.inference.sampling import SamplingError, SamplingParams
 

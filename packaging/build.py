@@ -119,7 +119,7 @@ def check_no_torch(py: Path) -> None:
 def model_gguf(py: Path, work: Path, model: str | None, name: str | None) -> tuple[Path, str]:
     """(the GGUF to ship, the model's name). Exports a model folder to Q8_0 (cached in build/gguf)."""
     code = ("import json, sys\n"
-            "from chatapp.model_registry import DEFAULT_MODEL, default_model, resolve_model\n"
+            "from chatapp.models.registry import DEFAULT_MODEL, default_model\nfrom chatapp.models.resolve import resolve_model\n"
             "ref = resolve_model(sys.argv[1]) if len(sys.argv) > 1 else default_model()\n"
             "print(json.dumps([ref.name, str(ref.path), ref.kind, DEFAULT_MODEL]))")
     args = [str(py), "-c", code] + ([str(Path(model).resolve())] if model else [])

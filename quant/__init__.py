@@ -16,5 +16,5 @@
 
 Nothing here imports torch (the desktop bundle has none) and nothing imports
 chatapp: the arrows go chatapp -> quant -> model (the contracts in pyproject.toml,
-checked by tests/test_layering.py).
+checked by tests/structure/test_layering.py).
 """

@@ -69,7 +69,7 @@ def _serve(conn, cancelled_request, path: str, options: dict, log_dir: str) -> N
         _redirect_output(Path(log_dir) / WORKER_LOG)
     except OSError:
         pass
-    from quant.llama_backend import LlamaEngine
+    from quant.llama_engine import LlamaEngine
 
     try:
         engine = LlamaEngine.load(path, log_dir=log_dir, bounded_template_memory=True, **options)

@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="chatapp-cold-compile-")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chatapp.model_registry import resolve_model  # noqa: E402
+from chatapp.models.resolve import resolve_model  # noqa: E402
 from model.inference.sampling import SamplingParams  # noqa: E402
 from model.inference.torch_engine import TorchEngine  # noqa: E402
 from model.text.chat_format import Message  # noqa: E402

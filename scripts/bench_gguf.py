@@ -6,7 +6,7 @@ threads, same run, alternating, so the machine's load hits all three alike.
 
 llama-bench is built from the llama.cpp that llama-cpp-python vendors (README,
 "Bring your own GGUF"). Without files: the built-in chat model's Q8_0 and a
-foreign Qwen2-architecture file of ~30M random weights (tests/foreign_gguf.py).
+foreign Qwen2-architecture file of ~30M random weights (tests/helpers/foreign_gguf.py).
 llama-bench's "tg128 @ d128" decodes 128 tokens after 128 in the cache, as
 `chatapp bench` does after its 128-token prompt. Prints a Markdown table and
 writes docs/measurements/gguf_bench.json.
@@ -42,7 +42,7 @@ def chatapp_bench(path: Path, in_process: bool) -> dict:
 
 
 def foreign_file(folder: Path) -> Path:
-    from foreign_gguf import write_foreign_gguf
+    from tests.helpers.foreign_gguf import write_foreign_gguf
 
     return write_foreign_gguf(folder / "qwen2-30m-f16.gguf", "qwen2", embedding_length=512, head_count=8,
                               block_count=8, feed_forward_length=1536, name="qwen2-30m-random")

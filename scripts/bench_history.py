@@ -199,7 +199,7 @@ async def app_rows(path: Path, fresh_path: Path, big_id: int) -> list[tuple[str,
     """The app on the big history: first paint of the big conversation, and sending a message."""
     from chatapp.tui.app import ChatApp
     from chatapp.tui.screens.chat import PAGE_SIZE
-    from tests.fake_backend import FakeBackend
+    from tests.helpers.fake_backend import FakeBackend
 
     async def open_and_send(history: Path, expected_id: int | None) -> tuple[float, float]:
         started = time.perf_counter()

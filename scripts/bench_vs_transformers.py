@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from chatapp.bench import bench_prompt, measure  # noqa: E402
-from chatapp.model_registry import resolve_model  # noqa: E402
+from chatapp.models.resolve import resolve_model  # noqa: E402
 from chatapp.paths import compile_cache_dir  # noqa: E402
 from model.inference.torch_engine import TorchEngine  # noqa: E402
 from model.network.hf_convert import to_hf_gpt2  # noqa: E402
@@ -92,7 +92,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as folder:
         if not args.no_llama:
-            from quant.llama_backend import LlamaEngine
+            from quant.llama_engine import LlamaEngine
 
             gguf = export_f32(ref.path, Path(folder))
             llama = LlamaEngine.load(gguf, n_threads=threads)

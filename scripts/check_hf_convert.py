@@ -34,7 +34,7 @@ def main() -> None:
     from model.inference.sampling import SamplingParams
     from model.network.model_folder import load_tokenizer
     from model.text.chat_format import Message, render_ids
-    from quant.llama_backend import LlamaEngine
+    from quant.llama_engine import LlamaEngine
     from test_quant_tokenizer import sample_strings
 
     with tempfile.TemporaryDirectory() as folder:

@@ -1,5 +1,7 @@
-"""Shared fixtures: a tiny model trained on the real corpus, once per session,
-and the shipped model when it is present."""
+"""Shared by every test: each its own CHATAPP_HOME, a tiny model trained on the
+real corpus once per session, and the shipped model when it is present. The
+tests in tests/system/ are marked `system`; `pytest -m "not system and not slow"`
+is the fast loop."""
 
 from __future__ import annotations
 
@@ -8,12 +10,21 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 
 # No background torch.compile in the tests (each test has its own cache: every one would compile
 # from scratch, tens of CPU seconds); the tests of the compiled step ask for it with compile="on".
 os.environ["CHATAPP_COMPILE"] = "off"
 BUILTIN_MODEL = ROOT / "chatapp" / "builtin" / "shakespeare-base"
+
+
+SYSTEM_TESTS = ROOT / "tests" / "system"
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if SYSTEM_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.system)
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import TextArea
 
 from chatapp.history import HistoryError, HistoryStore, HistoryUnavailable, move_aside
+from model.inference.backend import Backend
 from chatapp.settings import Settings, SettingsError, load_settings, save_value
 from chatapp.tui.search_palette import HistorySearch
 from chatapp.tui.keys import APP_KEYS
@@ -24,25 +25,17 @@ from chatapp.tui.screens.help import HelpScreen
 from chatapp.tui.screens.history_problem import HistoryProblemScreen
 
 
-def open_model(spec: str, backend: str, device: str, context: int | None = None, api_key: str | None = None,
-               compile: str | None = None):
-    """The real opener: a model on a server (an endpoint spec), or a spec resolved to a local model
-    and its backend (lazy imports: GGUF never imports torch)."""
-    from chatapp.endpoint import parse_endpoint_spec
+Opener = Callable[[str, str, str], "Backend"]  # (spec, backend kind, device) -> an open backend
 
-    endpoint = parse_endpoint_spec(spec)
-    if endpoint is not None:
-        import os
 
-        from chatapp.endpoint import EndpointBackend
+def model_opener(context: int | None = None, api_key: str | None = None, compile: str | None = None) -> Opener:
+    """The real opener (chatapp.models.opening.open_model), with the command line's options."""
+    def open_engine(spec: str, backend: str, device: str) -> Backend:
+        from chatapp.models.opening import open_model
 
-        url, model = endpoint
-        return EndpointBackend(url, api_key=api_key or os.environ.get("CHATAPP_API_KEY"), model=model, context_length=context)
-    from chatapp.backends import default_compile, open_backend
-    from chatapp.model_registry import resolve_model
+        return open_model(spec, backend, device, context=context, compile=compile, api_key=api_key).backend
 
-    return open_backend(resolve_model(spec or None), backend, device, context=context,
-                        compile=compile or default_compile())
+    return open_engine
 
 
 class ChatApp(App):
@@ -52,13 +45,13 @@ class ChatApp(App):
 
     def __init__(self, model_spec: str | None = None, backend: str = "auto", device: str = "auto", *,
                  engine=None, store: HistoryStore | None = None, settings: Settings | None = None,
-                 opener: Callable = open_model):
+                 opener: Opener | None = None):
         """engine: an already open backend (tests); otherwise the chat screen's model is opened in a worker thread."""
         super().__init__()
         self.settings = settings or load_settings()
         self.default_spec = model_spec or self.settings.model
         self.backend_kind = backend if backend != "auto" else self.settings.backend
-        self.device, self.opener = device, opener
+        self.device, self.opener = device, opener or model_opener()
         self.api_key_for_endpoints: str | None = None  # the --api-key given with --endpoint, for listing servers' models
         self.engine = engine
         self.loaded_spec: str | None = self.default_spec if engine is not None else None
@@ -178,8 +171,8 @@ class ChatApp(App):
 
     def model_choices(self):
         """Local models, then what each known server offers (a server that does not answer is left out)."""
-        from chatapp.endpoint import EndpointError, endpoint_models, parse_endpoint_spec
-        from chatapp.model_discovery import discover_models
+        from chatapp.serving.endpoint import EndpointError, endpoint_models, parse_endpoint_spec
+        from chatapp.models.discovery import discover_models
 
         servers = list(self.settings.endpoints)
         current = parse_endpoint_spec(self.default_spec)
@@ -242,13 +235,13 @@ class ChatApp(App):
 
 def describe_model(spec: str) -> str:
     """One line on what the model is (its config's description, or its GGUF label); "" if unknown."""
-    from chatapp.endpoint import parse_endpoint_spec
+    from chatapp.serving.endpoint import parse_endpoint_spec
 
     if parse_endpoint_spec(spec):
         return "a model on a server: chatapp sends it your messages"
     try:
-        from chatapp.model_listing import model_label
-        from chatapp.model_registry import resolve_model
+        from chatapp.models.listing import model_label
+        from chatapp.models.resolve import resolve_model
         from model.network.model_folder import read_config
 
         ref = resolve_model(spec or None)
@@ -262,9 +255,9 @@ def describe_model(spec: str) -> str:
 def run_app(model_spec: str | None = None, backend: str = "auto", device: str = "auto", context: int | None = None,
             endpoint: str | None = None, api_key: str | None = None, compile: str = "auto") -> int:
     """`chatapp` and `chatapp chat`: open the app; returns the exit code."""
-    app = ChatApp(model_spec, backend, device, opener=partial(open_model, context=context, api_key=api_key, compile=compile))
+    app = ChatApp(model_spec, backend, device, opener=model_opener(context, api_key, compile))
     if endpoint:
-        from chatapp.endpoint import api_base, endpoint_spec
+        from chatapp.serving.endpoint import api_base, endpoint_spec
 
         app.default_spec = endpoint_spec(endpoint, model_spec)
         app.api_key_for_endpoints = api_key

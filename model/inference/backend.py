@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol, Union
+from typing import Callable, Iterable, Iterator, Protocol, Union
 
 from model.text.chat_format import FittedPrompt, Message
 from model.inference.sampling import SamplingParams
@@ -39,6 +39,36 @@ class Finished:
 
 
 Event = Union[TextPiece, Finished]
+
+
+@dataclass
+class CollectedReply:
+    """A reply's events gathered: its text pieces, their token ids, and how it finished."""
+
+    pieces: list[str] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+    finished: Finished | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    def add(self, event: Event) -> None:
+        if isinstance(event, TextPiece):
+            self.pieces.append(event.text)
+            self.token_ids += event.token_ids
+        else:
+            self.finished = event
+
+
+def collect_reply(events: Iterable[Event], on_text: Callable[[str], None] | None = None) -> CollectedReply:
+    """Read a reply to its end; `on_text` sees each piece of text as it comes (to print it, say)."""
+    reply = CollectedReply()
+    for event in events:
+        reply.add(event)
+        if on_text is not None and isinstance(event, TextPiece):
+            on_text(event.text)
+    return reply
 
 
 class EngineBusy(RuntimeError):

@@ -458,7 +458,7 @@ class ChatScreen(MessageActions, Screen):
         sidebar.display = not sidebar.display
 
     def action_settings(self) -> None:
-        from chatapp.model_discovery import model_spec
+        from chatapp.models.resolve import model_spec
 
         settings = self.conversation.settings
         current = ConversationSettings(self.chat_settings(), settings.get("model", ""), settings.get("backend") or "auto")

@@ -12,9 +12,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
-from chatapp.model_discovery import model_spec
-from chatapp.model_listing import model_label
-from chatapp.model_registry import DEFAULT_MODEL, ModelNotFound, ModelRef, default_model
+from chatapp.models.resolve import model_spec
+from chatapp.models.listing import model_label
+from chatapp.models.registry import DEFAULT_MODEL, ModelNotFound, ModelRef, default_model
 
 
 def model_option_text(ref: ModelRef) -> Text:

@@ -1,0 +1,90 @@
+"""From a model the user named to a running backend, the one way the TUI, run,
+serve and bench open one: open_model takes a spec (a path, a name, nothing for
+the default, or a model on an OpenAI-compatible server); open_backend a
+ModelRef. Model folders run on the torch engine, GGUF files on llama.cpp (in a
+worker process, so a native abort cannot take the app down; `in_process=True`
+for measuring what that costs). Imports are lazy so a GGUF model never imports
+torch, and so the command line reads BACKEND_CHOICES at start for the price of
+this file alone."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+TYPE_CHECKING = False  # typing's flag without importing typing at start; type checkers take it as True
+if TYPE_CHECKING:
+    from chatapp.models.registry import ModelRef
+    from model.inference.backend import Backend
+
+BACKEND_CHOICES = ("auto", "torch", "llama.cpp")  # --backend, and [model] backend in the settings file
+
+COMPILE_CHOICES = ("auto", "on", "off")  # --compile: the torch engine's decode step (model/inference/compiled_step.py)
+
+COMPILE_VARIABLE = "CHATAPP_COMPILE"
+
+
+def default_compile() -> str:
+    """--compile's default: $CHATAPP_COMPILE (auto, on or off) when set, else auto."""
+    return os.environ.get(COMPILE_VARIABLE) or "auto"
+
+
+@dataclass(frozen=True)
+class OpenedModel:
+    backend: Backend
+    name: str  # what to call it: its name in `chatapp models`, or the server's model id
+
+
+def open_model(spec: str | None, backend: str = "auto", device: str = "auto", *, context: int | None = None,
+               compile: str | None = None, api_key: str | None = None, endpoint: str | None = None,
+               in_process: bool = False) -> OpenedModel:
+    """The model `spec` names, running. With `endpoint` (a server's URL), or for a spec made by
+    chatapp.serving.endpoint.endpoint_spec, the model is the server's (spec is its model id)."""
+    from chatapp.serving.endpoint import parse_endpoint_spec
+
+    on_server = (endpoint, spec) if endpoint else parse_endpoint_spec(spec)
+    if on_server is not None:
+        from chatapp.serving.api_key import api_key as key_or_environment
+        from chatapp.serving.endpoint import EndpointBackend
+
+        url, model = on_server
+        remote = EndpointBackend(url, api_key=key_or_environment(api_key), model=model, context_length=context)
+        return OpenedModel(remote, remote.model_name)
+    from chatapp.models.resolve import resolve_model
+
+    ref = resolve_model(spec or None)
+    opened = open_backend(ref, backend, device, in_process=in_process, context=context,
+                          compile=compile or default_compile())
+    return OpenedModel(opened, ref.name)
+
+
+def open_backend(ref: ModelRef, backend: str = "auto", device: str = "auto", in_process: bool = False,
+                 context: int | None = None, compile: str = "off") -> Backend:
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, not {backend!r}")
+    if backend == "auto":
+        backend = "torch" if ref.kind == "folder" else "llama.cpp"
+    if backend == "torch":
+        if ref.kind != "folder":
+            raise ValueError(f"{ref.path}: the torch backend needs a model folder; GGUF files run with --backend llama.cpp")
+        try:
+            from model.inference.torch_engine import TorchEngine
+        except ImportError as error:
+            raise ValueError(f"the torch backend needs PyTorch, which this install lacks ({error}); use a GGUF model") from None
+        if compile not in COMPILE_CHOICES:
+            raise ValueError(f"--compile must be one of {', '.join(COMPILE_CHOICES)}, not {compile!r}")
+        from chatapp.paths import compile_cache_dir
+
+        return TorchEngine.load(ref.path, device=device, compile=compile, compile_cache=compile_cache_dir())
+    if ref.kind != "gguf":
+        raise ValueError(f"{ref.path}: llama.cpp needs a GGUF file; make one with `chatapp export {ref.name}`")
+    if context is not None and context < 16:
+        raise ValueError(f"--context must be at least 16 tokens, got {context}")
+    options = {"max_context": context} if context else {}
+    if in_process:
+        from quant.llama_engine import LlamaEngine
+
+        return LlamaEngine.load(ref.path, **options)
+    from quant.llama_worker import WorkerBackend
+
+    return WorkerBackend.load(ref.path, **options)

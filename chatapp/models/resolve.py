@@ -1,0 +1,31 @@
+"""From what a user typed (a path, a name from `chatapp models`, or nothing) to a
+ModelRef, and back: model_spec is what finds the same model again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chatapp.models.discovery import discover_models
+from chatapp.models.registry import ModelNotFound, ModelRef, default_model, ref_for_path
+
+
+def resolve_model(spec: str | None = None) -> ModelRef:
+    """A model by path or by name; None gives the default built-in model (see default_model)."""
+    if not spec:
+        return default_model()
+    path = Path(spec).expanduser()
+    if path.exists():
+        return ref_for_path(path)
+    models = discover_models()  # ours first, then LM Studio's, Ollama's and the Hugging Face cache's
+    for ref in models:
+        if ref.name == spec:
+            return ref
+    names = ", ".join(sorted({m.name for m in models})) or "none"
+    raise ModelNotFound(f"no model named {spec!r} and no such file (models: {names}; `chatapp models` lists them)")
+
+
+def model_spec(ref: ModelRef) -> str:
+    """What resolve_model needs to find this model again: its name for our own, else its path."""
+    if ref.kind == "endpoint":
+        return ref.spec
+    return ref.name if ref.source in ("built-in", "user") else str(ref.path)
