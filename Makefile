@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # A portable llama.cpp build (runs on any x86-64 with AVX2), without the multimodal library.
 export CMAKE_ARGS ?= -DGGML_NATIVE=off -DLLAVA_BUILD=off
 
-.PHONY: setup chat test test-oldest-python bundle clean
+.PHONY: setup chat test lint test-oldest-python bundle clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,12 @@ test: setup
 	# the packaging tests validate the desktop entry with desktop-file-validate
 	command -v desktop-file-validate >/dev/null || (apt-get update -qq && apt-get install -y -qq desktop-file-utils)
 	$(BIN)/python -m pytest -q
+
+# the formatter, the linter and the type checker, configured in pyproject.toml
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Python 3.10, the oldest chatapp supports, on the torch-free modules (settings with tomli, chat
 # formats and templates, sampling, the tokenizer): no torch for 3.10 lies on this machine.

@@ -1,3 +1,3 @@
-from chatapp.cli import main
+from chatapp.launch import main
 
 raise SystemExit(main())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 
-from model.inference.backend import Finished
+from model.inference.backend import Finished, collect_reply
 from model.training.corpus import builtin_split
 from model.inference.sampling import SamplingParams
 
@@ -22,12 +22,10 @@ def bench_prompt(backend, length: int) -> list[int]:
 
 def measure(backend, prompt: list[int], gen_tokens: int, use_cache: bool) -> Finished:
     params = SamplingParams(temperature=0.0, max_tokens=gen_tokens, seed=0)
-    finished = None
     backend.reset_cache()  # every run starts cold: no prefix reuse between runs
-    for event in backend.generate_ids(prompt, params, stop_ids=set(), use_cache=use_cache):
-        if isinstance(event, Finished):
-            finished = event
-    return finished
+    reply = collect_reply(backend.generate_ids(prompt, params, stop_ids=set(), use_cache=use_cache))
+    assert reply.finished is not None, "a reply always ends with Finished"
+    return reply.finished
 
 
 def run_bench(backend, prompt_tokens: int = 128, gen_tokens: int = 128, runs: int = 5, compare_no_cache: bool = True,

@@ -15,14 +15,13 @@ import sys
 
 from model.errors import one_line
 from model.network.device import DEVICE_CHOICES
-from chatapp import __version__
+from chatapp import EXIT_ERROR, EXIT_INTERRUPTED, __version__
+from chatapp.training_flags import FINETUNE_OPTIONS, TRAIN_OPTIONS
 from chatapp.models.opening import BACKEND_CHOICES, COMPILE_CHOICES, COMPILE_VARIABLE, default_compile
 from quant.gguf_layout import DEFAULT_TYPE, EXPORT_TYPES
 
 EXPORT_FORMATS = ("gguf", "ollama", "hf")
 LONG_RUNNING_AUTO = "on for a model folder (the torch engine) on CUDA and on the CPU"
-EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
 
 # `chatapp run`'s sampling options: (flag, its SamplingParams field, type, what it does). Each is
 # stored under the field's name, None when not given; commands.sampling_from_args then takes
@@ -96,7 +95,38 @@ def preset_help() -> str:
 
     sizes = "; ".join(f"{name}: {p.n_layer} layers x {p.n_embd} wide, context {p.context_length}, {p.steps} steps"
                       for name, p in PRESETS.items())
-    return f"model size and schedule ({sizes}; default %(default)s)"
+    from model.training.options import TrainOptions
+
+    return f"model size and schedule ({sizes}; default {TrainOptions.preset})"
+
+
+def option_help(options_class: str, field: str, text: str):
+    def write() -> str:
+        from dataclasses import MISSING, fields
+
+        from model.training import options
+
+        default = next(f.default for f in fields(getattr(options, options_class)) if f.name == field)
+        if field == "preset":
+            return preset_help()
+        text_with_constants = text.replace("DEFAULT_FINETUNE_STEPS", str(options.DEFAULT_FINETUNE_STEPS))
+        if default in (None, False, MISSING) or "(default" in text:
+            return text_with_constants
+        return f"{text_with_constants} (default {default})"
+
+    return write
+
+
+def add_option_arguments(parser: Parser, options_class: str, table) -> None:
+    """Flags made from TRAIN_OPTIONS or FINETUNE_OPTIONS; --out is required (its field has no default)."""
+    types = {"preset": preset_name, "at_least_one": at_least_one}
+    for flag, field, kind, text in table:
+        write_help = option_help(options_class, field, text)
+        if kind is bool:
+            parser.add_argument(flag, dest=field, action="store_true", default=None, help=write_help)
+        else:
+            parser.add_argument(flag, dest=field, type=types.get(kind, kind), default=None, required=field == "out",
+                                metavar=flag.removeprefix("--").replace("-", "_").upper(), help=write_help)
 
 
 def add_model_argument(parser: argparse.ArgumentParser, positional: bool = False) -> None:
@@ -168,36 +198,14 @@ def build_parser() -> Parser:
     add_compile_argument(run, "off, as one reply ends before a compile would")
 
     train = commands.add_parser("train", help="train a GPT from scratch")
-    train.add_argument("--data", default=None, help="a .txt file or a folder of them (default: the built-in Shakespeare corpus)")
-    train.add_argument("--preset", default="cpu", type=preset_name, help=preset_help)
-    train.add_argument("--out", required=True, help="the model folder to write")
-    train.add_argument("--steps", type=at_least_one, default=None, help="optimizer steps (default: the preset's)")
-    train.add_argument("--batch-size", type=at_least_one, default=None, help="sequences per step (default: the preset's)")
-    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    add_option_arguments(train, "TrainOptions", TRAIN_OPTIONS)
     train.add_argument("--force", action="store_true", help="overwrite --out when it is not empty (without --resume)")
-    train.add_argument("--seed", type=int, default=1337)
-    train.add_argument("--vocab-size", type=int, default=4096, help="tokenizer size when training on --data (default 4096)")
-    train.add_argument("--compile", action="store_true", help="use torch.compile")
-    train.add_argument("--name", default=None, help="the model's name (default: the folder's name)")
     add_device_argument(train)
 
     finetune = commands.add_parser("finetune", help="fine-tune a model for chat, with LoRA adapters or fully")
     finetune.add_argument("base", help="the base model: a model folder or a name from `chatapp models`")
-    finetune.add_argument("--out", required=True, help="the folder to write (a model folder, or adapters with --save-adapters-only)")
-    finetune.add_argument("--data", default=None, help='a JSONL file of {"messages": [{"role", "content"}]} (default: dialogue from the built-in plays)')
-    finetune.add_argument("--lora-rank", type=int, default=16, help="rank r of the adapters (default 16)")
-    finetune.add_argument("--lora-alpha", type=float, default=32.0, help="adapter scaling alpha; the update is scaled by alpha/r (default 32)")
-    finetune.add_argument("--lora-dropout", type=float, default=0.05, help="dropout on the adapters' input (default 0.05)")
-    finetune.add_argument("--lora-targets", default="qkv,proj,up,down", help="layers to adapt, some of qkv,proj,up,down or all (default all four)")
-    finetune.add_argument("--full", action="store_true", help="update every weight instead of training adapters")
-    finetune.add_argument("--steps", type=at_least_one, default=None, help="optimizer steps (default 600)")
-    finetune.add_argument("--batch-size", type=at_least_one, default=16, help="conversations per step (default 16)")
-    finetune.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3 with LoRA, 1e-4 with --full)")
-    finetune.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out, with its settings")
+    add_option_arguments(finetune, "FinetuneOptions", FINETUNE_OPTIONS)
     finetune.add_argument("--force", action="store_true", help="overwrite --out when it is not empty (without --resume)")
-    finetune.add_argument("--seed", type=int, default=1337)
-    finetune.add_argument("--save-adapters-only", action="store_true", help="write only the adapters, not the merged model")
-    finetune.add_argument("--name", default=None, help="the model's name (default: the folder's name)")
     add_device_argument(finetune)
 
     evaluate = commands.add_parser("eval", help="validation loss: nats per token, nats per character, perplexity")

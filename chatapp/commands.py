@@ -53,6 +53,7 @@ def command_run(args) -> int:
         sys.stdout.write("\n")
         raise
     finished = reply.finished
+    assert finished is not None, "a reply always ends with Finished"
     for notice in finished.notices:
         sys.stderr.write(f"note: {notice}\n")
     if args.json:
@@ -111,13 +112,10 @@ def check_export_target(source, out, format: str, force: bool) -> None:
     """One rule for every format (quant/export_target.py): never into the model folder, never
     over what an earlier export did not write unless --force."""
     from quant.export_target import check_target, is_chatapp_gguf
+    from quant.hf_export import is_hf_export
+    from quant.ollama_export import is_ollama_export
 
-    if format == "hf":
-        from quant.hf_export import is_hf_export as earlier_export
-    elif format == "ollama":
-        from quant.ollama_export import is_ollama_export as earlier_export
-    else:
-        earlier_export = is_chatapp_gguf
+    earlier_export = {"hf": is_hf_export, "ollama": is_ollama_export}.get(format, is_chatapp_gguf)
     check_target(source, out, force, earlier_export)
 
 
@@ -192,30 +190,24 @@ def refuse_to_overwrite(out: str, resume: bool, force: bool) -> None:
 def command_train(args) -> int:
     require_torch("`chatapp train`")
     refuse_to_overwrite(args.out, args.resume, args.force)
+    from chatapp.training_flags import TRAIN_OPTIONS, option_values
     from model.training.train import TrainOptions, train
 
-    train(TrainOptions(
-        out=args.out, preset=args.preset, data=args.data, steps=args.steps, device=args.device,
-        resume=args.resume, seed=args.seed, compile=args.compile, vocab_size=args.vocab_size,
-        batch_size=args.batch_size, name=args.name,
-    ), log=lambda line: print(line, file=sys.stderr))
+    train(TrainOptions(**option_values(args, TRAIN_OPTIONS), device=args.device), log=lambda line: print(line, file=sys.stderr))
     return 0
 
 
 def command_finetune(args) -> int:
     require_torch("`chatapp finetune`")
+    from chatapp.training_flags import FINETUNE_OPTIONS, option_values
     from model.training.finetune import FinetuneOptions, finetune
 
     ref = resolve_model(args.base)
     if ref.kind != "folder":
         raise ValueError(f"{ref.path}: fine-tuning needs a model folder, not a GGUF file")
     refuse_to_overwrite(args.out, args.resume, args.force)
-    finetune(FinetuneOptions(
-        base=str(ref.path), out=args.out, data=args.data, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout, lora_targets=args.lora_targets, full=args.full, steps=args.steps,
-        batch_size=args.batch_size, learning_rate=args.lr, device=args.device, resume=args.resume, seed=args.seed,
-        save_adapters_only=args.save_adapters_only, name=args.name,
-    ), log=lambda line: print(line, file=sys.stderr))
+    options = FinetuneOptions(base=str(ref.path), **option_values(args, FINETUNE_OPTIONS), device=args.device)
+    finetune(options, log=lambda line: print(line, file=sys.stderr))
     return 0
 
 

@@ -136,7 +136,7 @@ def allowed_values(name: str) -> str:
     """What a sampling field accepts, in SamplingParams.validate's own words ("top_p must be in (0, 1] (1 is off)"):
     the file, the settings panel and the engines refuse a value for the same reason, said the same way."""
     try:
-        SamplingParams(**{name: "?"}).validate()  # a string is wrong for every field: validate names the rule
+        SamplingParams(**{name: "?"}).validate()  # type: ignore[arg-type]  # a string is wrong for every field: validate names the rule
     except SamplingError as error:
         text = str(error)
         rule = text[:text.rindex(", got ")]

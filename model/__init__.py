@@ -5,9 +5,11 @@
     training/   the corpus, datasets, play dialogue, training, fine-tuning, validation loss, presets
     inference/  the backend protocol, the engine core, the torch engine, sampling, threads
 
-Torch-free: text/, inference/ (but torch_engine.py), training/corpus.py and
-dialogue.py; the llama.cpp path (quant/) and the TUI use only those. The
-network, training and the torch engine import torch when used.
+Torch-free: text/, inference/ (but torch_engine.py and compiled_step.py),
+training/corpus.py and dialogue.py, and network/safetensors_header.py (the
+weights file's header, the GPT's tensor shapes); the llama.cpp path (quant/)
+and the TUI use only those. The network, training, the torch engine and its
+compiled decode step (inference/compiled_step.py) import torch when used.
 """
 
 from pathlib import Path

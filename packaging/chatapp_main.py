@@ -5,6 +5,6 @@ import sys
 
 if __name__ == "__main__":
     multiprocessing.freeze_support()  # the llama.cpp worker process starts this program again
-    from chatapp.cli import main
+    from chatapp.launch import main
 
     sys.exit(main())

@@ -66,7 +66,7 @@ def temporary_prefix(out: Path) -> str:
 
 def sweep_stale_temporaries(out: Path) -> list[Path]:
     """Remove the temporaries of earlier exports to `out` whose process is gone or that are stale."""
-    removed = []
+    removed: list[Path] = []
     try:
         candidates = list(out.parent.glob(f".{out.name}.*.tmp"))
     except OSError:

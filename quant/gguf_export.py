@@ -26,21 +26,25 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
 from model.network.files import publish_file
-from model.network.safetensors_header import HeaderError, checked_architecture
 from model.network.model_folder import CHAT_FORMAT_VERSION, WEIGHTS_FILE, load_tokenizer, read_config
+from model.network.safetensors_header import HeaderError, check_tensors, checked_architecture, gpt_shapes
 from model.text.chat_format import jinja_chat_template
 from model.text.tokenizer import SPECIAL_TOKENS
 from quant.export_target import check_target, is_chatapp_gguf, sweep_stale_temporaries, temporary_prefix
 from quant.gguf_check import check_gguf, read_gguf
 from quant.gguf_layout import (CHATAPP_KEY, DEFAULT_TYPE, DIRECT_TYPES, EXPORT_TYPES, ExportError, ProgressFn,
-                               expected_shapes, tensor_names)
+                               tensor_names)
 from quant.gguf_vocab import vocab_for_gguf
 from quant.quantize import TensorNote, classify, quantize_file
 from quant.weights import SafetensorsFile
+
+if TYPE_CHECKING:
+    from model.training.progress import Progress
 
 
 @dataclass
@@ -85,7 +89,7 @@ def _general_metadata(writer, config: dict, arch: dict) -> None:
 
     training = config.get("training") or {}
     parameters = training.get("parameters") or sum(
-        int(np.prod(shape)) for shape in expected_shapes(arch).values())
+        int(np.prod(shape)) for shape in gpt_shapes(arch).values())
     writer.add_type("model")
     writer.add_basename(str(config.get("name") or "model"))
     writer.add_size_label(gguf.utility.size_label(int(parameters), 0, 0, 0))
@@ -98,15 +102,11 @@ def _general_metadata(writer, config: dict, arch: dict) -> None:
 
 
 def _check_weights(weights: SafetensorsFile, arch: dict) -> None:
-    expected = expected_shapes(arch)
-    present = {name: entry.shape for name, entry in weights.entries.items() if name != "lm_head.weight"}  # tied
-    missing = sorted(set(expected) - set(present))
-    unexpected = sorted(set(present) - set(expected))
-    if missing or unexpected:
-        raise ExportError(f"{weights.path}: tensors do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    for name, shape in present.items():
-        if tuple(shape) != expected[name]:
-            raise ExportError(f"{weights.path}: {name} has shape {tuple(shape)}, config.json implies {expected[name]}")
+    """The loader's own check (model.network.safetensors_header): the tensors our GPT needs, each of its shape."""
+    try:
+        check_tensors(weights.path, weights.entries, arch, gpt_shapes)
+    except HeaderError as error:
+        raise ExportError(str(error)) from None
 
 
 def write_gguf(
@@ -290,10 +290,10 @@ def _export(model_folder, out: Path, kind: str, progress, threads, log_dir) -> E
 class StageProgress:
     """A ProgressFn for the command line: a model.training.progress.Progress bar per stage."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
         self.stage: str | None = None
-        self.bar = None
+        self.bar: Progress | None = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         from model.training.progress import Progress
@@ -301,6 +301,7 @@ class StageProgress:
         if stage != self.stage:
             self.close()
             self.stage, self.bar = stage, Progress(total, stage, stream=self.stream, file_interval=5.0)
+        assert self.bar is not None  # made for the stage
         self.bar.update(done)
 
     def close(self) -> None:

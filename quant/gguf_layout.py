@@ -1,10 +1,10 @@
 """Our GGUF file, as the exporter, the quantizer and the checker all see it.
 
-The types a model folder can be exported to, the name and shape of every
-tensor of our "gpt2" layout, the key that marks a file chatapp wrote, and what
-the export steps share: ExportError and the progress callback. Plain data that
-imports nothing, so any module (the command line at start, too) can use it
-without pulling in the others.
+The types a model folder can be exported to, the GGUF name of every tensor of
+our "gpt2" layout (their shapes are model.network.safetensors_header.gpt_shapes),
+the key that marks a file chatapp wrote, and what the export steps share:
+ExportError and the progress callback. Plain data that imports nothing, so any
+module (the command line at start, too) can use it without pulling in the others.
 """
 
 from __future__ import annotations
@@ -56,18 +56,3 @@ def tensor_names(n_layer: int) -> list[tuple[str, str]]:
     names += [("output_norm.weight", "ln_f.weight"), ("output_norm.bias", "ln_f.bias")]
     return names
 
-
-def expected_shapes(arch: dict) -> dict[str, tuple[int, ...]]:
-    """model.safetensors name -> shape, for a config.json's architecture (the head is tied: no lm_head)."""
-    c, v, t = arch["n_embd"], arch["vocab_size"], arch["context_length"]
-    shapes = {"token_embedding.weight": (v, c), "position_embedding.weight": (t, c), "ln_f.weight": (c,), "ln_f.bias": (c,)}
-    for i in range(arch["n_layer"]):
-        p = f"blocks.{i}."
-        shapes.update({
-            p + "ln_1.weight": (c,), p + "ln_1.bias": (c,), p + "ln_2.weight": (c,), p + "ln_2.bias": (c,),
-            p + "attn.qkv.weight": (3 * c, c), p + "attn.qkv.bias": (3 * c,),
-            p + "attn.proj.weight": (c, c), p + "attn.proj.bias": (c,),
-            p + "mlp.up.weight": (4 * c, c), p + "mlp.up.bias": (4 * c,),
-            p + "mlp.down.weight": (c, 4 * c), p + "mlp.down.bias": (c,),
-        })
-    return shapes

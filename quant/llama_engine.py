@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,13 +29,16 @@ from model.inference.engine_core import EngineCore
 from quant.gguf_check import GGUFInfo, chatapp_tokenizer, check_gguf, read_gguf
 from quant.llama_load import FOREIGN_MAX_CONTEXT, context_for, load_llama
 
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
 SPECIAL_ATTRIBUTES = ("LLAMA_TOKEN_ATTR_CONTROL", "LLAMA_TOKEN_ATTR_USER_DEFINED", "LLAMA_TOKEN_ATTR_UNKNOWN")
 
 
 class LlamaVocab:
     """A foreign GGUF's tokenizer, through llama.cpp (what model.text.chat_template needs)."""
 
-    def __init__(self, llm):
+    def __init__(self, llm: Llama) -> None:
         import llama_cpp
 
         self.llm = llm
@@ -132,6 +136,7 @@ class LlamaEngine(EngineCore):
         context = context_for(info, max_context)
         llm, log_path = load_llama(info, context, purpose="the llama.cpp backend", n_threads=n_threads,
                                    n_gpu_layers=n_gpu_layers, log_dir=log_dir)
+        prompt_format: ChatappFormat | TemplateFormat
         if tokenizer is not None:
             prompt_format = ChatappFormat(tokenizer)
         else:

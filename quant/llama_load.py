@@ -44,7 +44,10 @@ def _without_chat_handlers():
 def context_for(info: GGUFInfo, foreign_cap: int) -> int:
     """The KV cache's size in tokens: our own files get the context they were trained on; a
     foreign file its own, at most foreign_cap (a cache for 128k tokens would not fit in memory)."""
-    return info.context_length if info.chatapp else min(info.context_length or foreign_cap, foreign_cap)
+    if info.chatapp:
+        assert info.context_length is not None  # check_gguf: a chatapp file is gpt2, its context_length checked
+        return info.context_length
+    return min(info.context_length or foreign_cap, foreign_cap)
 
 
 def load_llama(info: GGUFInfo, context: int, *, purpose: str, logits_all: bool = False, n_threads: int | None = None,

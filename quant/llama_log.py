@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import os
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 LOG_FILE_NAME = "llama.log"
@@ -94,7 +95,7 @@ def route_logs(log_dir: str | Path | None = None) -> Path | None:
 
 
 @contextlib.contextmanager
-def capture(on_line=None):
+def capture(on_line: Callable[[str], None] | None = None) -> Iterator[list[str]]:
     """Collect the log lines written while the block runs (route_logs first);
     on_line(line), if given, is called with each (it must not raise)."""
     lines: list[str] = []

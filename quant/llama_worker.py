@@ -23,11 +23,13 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from model.errors import one_line
-from model.inference.backend import EngineBusy, EngineCrashed, Event, Finished
+from model.inference.backend import Backend, EngineBusy, EngineCrashed, Event, Finished
 from model.text.chat_format import FittedPrompt, Message
 from model.inference.sampling import SamplingParams
 from quant.gguf_check import GGUFFileError, check_gguf
@@ -94,7 +96,7 @@ def _serve(conn, cancelled_request, path: str, options: dict, log_dir: str) -> N
             conn.send(("error", (type(error).__name__, one_line(error, 300))))
 
 
-def _answer(conn, engine, operation: str, arguments: dict) -> None:
+def _answer(conn: Connection, engine: Backend, operation: str, arguments: dict) -> None:
     if operation == "fit":
         conn.send(("result", engine.fit(**arguments)))
     elif operation == "prompt_ids":
@@ -161,6 +163,9 @@ class WorkerBackend:
     name = "llama.cpp"
     supports_inspection = True
     supports_continue = True
+    model_name: str  # these three are the worker's answer once it has loaded the model (_start)
+    context_length: int
+    trained_context_length: int
 
     def __init__(self, path: str | Path, log_dir: str | Path | None = None, **options):
         self.path = Path(path).expanduser()
@@ -173,8 +178,8 @@ class WorkerBackend:
         self._lock = threading.Lock()
         self._cancelled_request = self._context.Value("q", 0, lock=False)
         self._request_id = 0
-        self._process = None
-        self._conn = None
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
         self._log_offset = 0
         self._start()
 
@@ -206,13 +211,15 @@ class WorkerBackend:
         self.context_length = ready["context_length"]
         self.trained_context_length = ready["trained_context_length"] or self.context_length
 
-    def _receive(self):
+    def _receive(self) -> Any:
+        assert self._conn is not None  # a worker runs: _start made it
         try:
             return self._conn.recv()
         except (EOFError, OSError):
             raise self._crashed() from None
 
     def _send(self, message) -> None:
+        assert self._conn is not None  # a worker runs: _request started one
         try:
             self._conn.send(message)
         except (OSError, ValueError):
@@ -220,6 +227,7 @@ class WorkerBackend:
 
     def _crashed(self) -> EngineCrashed:
         """The worker died: what it said last, and a clean slate for the next request."""
+        assert self._process is not None  # it ran until now
         self._process.join(timeout=5)
         exitcode = self._process.exitcode
         why = last_message(self.log_path, self._log_offset)

@@ -14,8 +14,10 @@ from __future__ import annotations
 import ctypes
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from model.inference.threads import available_cores
 from quant.gguf_layout import QUANT_TYPES, ExportError, ProgressFn
@@ -93,7 +95,10 @@ def classify(
     return fallbacks, kept
 
 
-def interruptible(function, *args):
+T = TypeVar("T")
+
+
+def interruptible(function: Callable[..., T], *args: object) -> T:
     """function(*args) in a worker thread, the main thread waiting in short steps: a C call
     never returns to Python until it ends, so Ctrl+C (KeyboardInterrupt) or SIGTERM would
     wait for it, or land in a log callback where ctypes prints and drops it. Interrupted,

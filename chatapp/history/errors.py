@@ -76,16 +76,18 @@ def header_damage(path: Path) -> str | None:
     return None
 
 
-DAMAGED_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+# SQLite's primary result codes (sqlite3 names them only from Python 3.11 on)
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 5, 6, 11, 13, 26
+DAMAGED_CODES = (SQLITE_CORRUPT, SQLITE_NOTADB)
 
 
 def primary_code(error: sqlite3.Error) -> int | None:
-    code = getattr(error, "sqlite_errorcode", None)
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+; the message is checked as well
     return code & 0xFF if code is not None else None
 
 
 def is_full(error: sqlite3.Error) -> bool:
-    return primary_code(error) == sqlite3.SQLITE_FULL or "database or disk is full" in str(error)
+    return primary_code(error) == SQLITE_FULL or "database or disk is full" in str(error)
 
 
 def is_damage(error: sqlite3.Error) -> bool:
@@ -93,7 +95,8 @@ def is_damage(error: sqlite3.Error) -> bool:
     return primary_code(error) in DAMAGED_CODES or "malformed" in text or "not a database" in text
 
 
-def one_line(text: str) -> str:
+def one_line(text: object) -> str:
+    """Any text (or an exception) on one line, its whitespace runs made single spaces."""
     return " ".join(str(text).split())
 
 

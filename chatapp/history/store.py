@@ -31,11 +31,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Union
 
 from chatapp.history import inspection as packed_inspection
 from chatapp.history.errors import (
-    HistoryError, HistoryFull, HistoryUnavailable, HistoryWriteError, SchemaTooNew, damaged, header_damage, is_damage,
-    is_full, move_aside, not_writable, one_line, primary_code,
+    SQLITE_BUSY, SQLITE_LOCKED, HistoryError, HistoryFull, HistoryUnavailable, HistoryWriteError, SchemaTooNew, damaged,
+    header_damage, is_damage, is_full, move_aside, not_writable, one_line, primary_code,
 )
 from chatapp.history.search import SEARCH_SCHEMA, SearchHit, conversation_ids_sql, fts_query, search_sql, snippet_around
 from chatapp.paths import data_dir
@@ -97,7 +98,9 @@ def _migrate_to_v3(db: sqlite3.Connection) -> None:
 
 # Each entry moves the schema one version up: SQL, or a function of the connection
 # for what SQL cannot do. Never edit one that has shipped.
-MIGRATIONS = [
+Migration = Union[str, Callable[[sqlite3.Connection], None]]  # SQL, or Python for what SQL cannot do
+
+MIGRATIONS: list[Migration] = [
     """
     CREATE TABLE conversations (
         id INTEGER PRIMARY KEY,
@@ -266,7 +269,7 @@ class HistoryStore:
         if is_full(error):
             return HistoryUnavailable(f"the disk is full ({self.path.parent}): free some space and start again",
                                       self.path, can_move_aside=False)
-        if primary_code(error) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        if primary_code(error) in (SQLITE_BUSY, SQLITE_LOCKED):
             return HistoryUnavailable(f"{self.path} is locked by another program ({one_line(error)}): "
                                       "close it and start again", self.path, can_move_aside=False)
         return not_writable(self.path, str(error))
@@ -300,7 +303,7 @@ class HistoryStore:
                 self._db.execute("COMMIT")
                 return False
             step = MIGRATIONS[version]
-            if callable(step):
+            if not isinstance(step, str):
                 step(self._db)
             else:
                 for statement in _statements(step):

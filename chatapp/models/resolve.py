@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from chatapp.serving.endpoint import EndpointModel
+
 from chatapp.models.discovery import discover_models
 from chatapp.models.registry import ModelNotFound, ModelRef, default_model, ref_for_path
 
@@ -24,8 +28,9 @@ def resolve_model(spec: str | None = None) -> ModelRef:
     raise ModelNotFound(f"no model named {spec!r} and no such file (models: {names}; `chatapp models` lists them)")
 
 
-def model_spec(ref: ModelRef) -> str:
-    """What resolve_model needs to find this model again: its name for our own, else its path."""
-    if ref.kind == "endpoint":
+def model_spec(ref: ModelRef | EndpointModel) -> str:
+    """What finds this model again: its name for our own, its path for other programs' models, and for a
+    model on a server the spec open_model takes."""
+    if isinstance(ref, EndpointModel):
         return ref.spec
     return ref.name if ref.source in ("built-in", "user") else str(ref.path)

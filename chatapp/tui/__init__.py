@@ -1,1 +1,2 @@
-"""The Textual chat app. The only package, with chatapp/cli.py, that imports textual."""
+"""The Textual chat app: the only package that imports textual (pyproject.toml's import-linter
+contracts check it). chatapp/cli.py starts it through commands.command_chat."""

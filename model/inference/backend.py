@@ -108,6 +108,17 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+class CancelSignal(Protocol):
+    """What the engine core checks before each token: a CancelFlag, or the llama.cpp
+    worker's flag in shared memory (quant/llama_worker.py)."""
+
+    def set(self) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+
 class CancelFlag:
     """Set from any thread; checked by the engine before each token."""
 

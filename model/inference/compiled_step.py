@@ -22,9 +22,14 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from model.errors import one_line
+
+if TYPE_CHECKING:
+    from model.network.gpt import GPT
 
 INDUCTOR_CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
 COMPILE_THREAD = "chatapp-compile"
@@ -57,7 +62,7 @@ def compile_mode(device: str) -> str | None:
     return "reduce-overhead" if device == "cuda" else None
 
 
-def half_weight_copy(model):
+def half_weight_copy(model: GPT) -> GPT:
     """A copy of the model for the compiled step whose matrices (every Linear and the token
     embedding) are float16, if each is exactly float16 already; else an unchanged copy."""
     import copy
@@ -89,7 +94,7 @@ class CompiledStep:
         self.model = model
         self.device = device
         self.cache = model.new_cache()  # the scratch cache it compiles on; the live one after adopt()
-        self.step = None
+        self.step: Callable[..., Any] | None = None  # the compiled GPT.decode_step, once ready
         self.error: str | None = None
         self.seconds: float | None = None
         self.warm_up_calls = warm_up_calls or (3 if device == "cuda" else 1)  # CUDA graphs record on a later call

@@ -14,11 +14,11 @@ at positions start.. (its cache keeps positions < start), as a numpy array.
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from model.inference.backend import CancelFlag, Event
+from model.inference.backend import CancelFlag, CancelSignal, Event
 from model.text.chat_format import FittedPrompt, Message
 from model.inference.reply_stream import ReplyStream, common_prefix_length
 from model.inference.sampling import SamplingParams, inspection_step, sample_next
@@ -36,7 +36,7 @@ class EngineCore:
         self.context_length = context_length
         self.trained_context_length = trained_context_length or context_length
         self.model_name = model_name
-        self.cancel_flag = CancelFlag()
+        self.cancel_flag: CancelSignal = CancelFlag()
         self.cached_ids: list[int] = []  # the tokens whose keys/values are in the engine's cache
         self.prefilled_tokens = 0
         self.known_replies: dict[str, list[int]] = {}  # the last reply's text -> the ids sampled for it
@@ -96,7 +96,7 @@ class EngineCore:
 
     def generate_ids(self, prompt: list[int], params: SamplingParams, stop_ids: set[int], notices: list[str] | None = None,
                      use_cache: bool = True, inspect: Callable[[dict], None] | None = None,
-                     stop_strings: list[str] = (), earlier_reply: list[int] = ()) -> Iterator[Event]:
+                     stop_strings: Sequence[str] = (), earlier_reply: Sequence[int] = ()) -> Iterator[Event]:
         """Generate after prompt ids. The cancel flag is cleared now, not at the first token,
         so a cancel() sent before the first token is honoured."""
         if not prompt or len(prompt) >= self.context_length:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -87,7 +88,8 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.proj = nn.Linear(config.n_embd, config.n_embd)
-        self.proj.is_residual_projection = True
+        # nn.Module.__setattr__ takes any value; torch annotates it Tensor | Module
+        self.proj.is_residual_projection = True  # type: ignore[assignment]
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
@@ -108,6 +110,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self._heads(x)
         mask, causal = None, True
         if keys is not None:
+            assert start_pos is not None and values is not None, "a cache comes with its values and a position"
             end = start_pos + length
             keys[:, :, start_pos:end] = k
             values[:, :, start_pos:end] = v
@@ -146,7 +149,8 @@ class FeedForward(nn.Module):
         super().__init__()
         self.up = nn.Linear(config.n_embd, 4 * config.n_embd)
         self.down = nn.Linear(4 * config.n_embd, config.n_embd)
-        self.down.is_residual_projection = True
+        # nn.Module.__setattr__ takes any value; torch annotates it Tensor | Module
+        self.down.is_residual_projection = True  # type: ignore[assignment]
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,6 +178,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    trained_token_ids: tuple[int, ...]  # set by lora.train_embedding_rows: the embedding rows that learn
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
@@ -252,7 +258,7 @@ class GPT(nn.Module):
         visible = torch.arange(keys[0].size(2), device=ids.device) <= position
         x = self.position_embedding(position)
         x = x + self.token_embedding(ids).to(x.dtype)  # float16 in a compiled step's copy (compiled_step.py)
-        for layer, block in enumerate(self.blocks):
+        for layer, block in enumerate(cast("list[Block]", self.blocks)):
             x = block.decode(x, position, visible, keys[layer], values[layer])
         return matvec(self.ln_f(x[:, -1]), self.lm_head)
 

@@ -24,4 +24,5 @@ def to_hf_gpt2(model: GPT):
     if missing or unexpected:
         raise ValueError(f"conversion mismatch: missing {missing}, unexpected {unexpected}")
     hf.tie_weights()
-    return hf.to(dtype=next(model.parameters()).dtype).eval()
+    # transformers wraps PreTrainedModel.to in functools.wraps(nn.Module.to), whose typing loses the bound self
+    return hf.to(dtype=next(model.parameters()).dtype).eval()  # type: ignore[call-arg]

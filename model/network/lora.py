@@ -25,11 +25,15 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
 from model.network.files import publish_file
+
+if TYPE_CHECKING:
+    from model.network.gpt import GPT
 
 TARGETS = {"qkv": "attn.qkv", "proj": "attn.proj", "up": "mlp.up", "down": "mlp.down"}
 ADAPTERS_FILE = "adapters.safetensors"
@@ -104,7 +108,7 @@ def adapted_layers(model: nn.Module) -> dict[str, LoRALinear]:
     return {name: module for name, module in model.named_modules() if isinstance(module, LoRALinear)}
 
 
-def add_lora(model: nn.Module, config: LoRAConfig) -> nn.Module:
+def add_lora(model: GPT, config: LoRAConfig) -> GPT:
     """Freeze every weight of the GPT and wrap the target linears in adapters (in place)."""
     if adapted_layers(model):
         raise ValueError("this model already has LoRA adapters")
@@ -120,7 +124,7 @@ def add_lora(model: nn.Module, config: LoRAConfig) -> nn.Module:
     return model
 
 
-def train_embedding_rows(model: nn.Module, token_ids: tuple[int, ...]) -> None:
+def train_embedding_rows(model: GPT, token_ids: tuple[int, ...]) -> None:
     """Let only these rows of the (tied) token embedding learn: the others get a
     zero gradient, which leaves them exactly as they were under AdamW without
     weight decay."""
@@ -146,7 +150,7 @@ def merged_copy(model: nn.Module) -> nn.Module:
     return merge_lora(copy.deepcopy(model))
 
 
-def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def adapter_state(model: GPT) -> dict[str, torch.Tensor]:
     state = {
         f"{name}.{part}": getattr(layer, part).detach().cpu().contiguous()
         for name, layer in adapted_layers(model).items()
@@ -158,7 +162,7 @@ def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_adapters(model: nn.Module, config: LoRAConfig, path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
+def save_adapters(model: GPT, config: LoRAConfig, path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -177,7 +181,7 @@ def read_adapter_config(path: str | Path) -> LoRAConfig:
     return LoRAConfig.from_metadata(metadata)
 
 
-def load_adapters(model: nn.Module, path: str | Path) -> LoRAConfig:
+def load_adapters(model: GPT, path: str | Path) -> LoRAConfig:
     """Add the saved adapters to a base GPT (in place); shapes must match the base."""
     from safetensors.torch import load_file
 
@@ -202,7 +206,7 @@ def load_adapters(model: nn.Module, path: str | Path) -> LoRAConfig:
     return config
 
 
-def trainable_parameters(model: nn.Module) -> tuple[int, int]:
+def trainable_parameters(model: GPT) -> tuple[int, int]:
     """(trainable, total) parameter counts; the tied LM head counts once, and of
     the embedding only the rows that learn."""
     parameters = list(model.parameters())  # each once, tied weights included

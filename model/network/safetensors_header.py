@@ -1,6 +1,8 @@
-"""What a safetensors file holds (names, dtypes, shapes), read from its header
-alone, and the tensors our GPT needs for a config: so a model folder is checked
-before anything big is allocated. Torch-free, numpy-free.
+"""What a safetensors file holds (names, dtypes, shapes, where each tensor's bytes
+lie), read from its header alone, and the tensors our GPT needs for a config: so
+a model folder is checked before anything big is allocated. Torch-free,
+numpy-free: the loader uses it, and so does the exporter (quant/weights.py reads
+the data through a memory map, quant/gguf_export.py checks the tensors here).
 
 A safetensors file: 8 bytes (little-endian header length), a JSON header
 {name: {"dtype", "shape", "data_offsets"}, "__metadata__": {...}}, then the data.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +33,8 @@ class HeaderError(ValueError):
 class TensorEntry:
     dtype: str
     shape: tuple[int, ...]
+    start: int  # absolute byte offsets of the tensor's data in the file
+    end: int
 
 
 def read_header(path: str | Path) -> dict[str, TensorEntry]:
@@ -51,10 +56,11 @@ def read_header(path: str | Path) -> dict[str, TensorEntry]:
     if not isinstance(header, dict):
         raise HeaderError(f"{path}: not a safetensors file (its header is not an object)")
     data_size = size - 8 - length
-    return {name: _entry(path, name, value, data_size) for name, value in header.items() if name != "__metadata__"}
+    return {name: _entry(path, name, value, 8 + length, data_size) for name, value in header.items()
+            if name != "__metadata__"}
 
 
-def _entry(path: Path, name: str, value, data_size: int) -> TensorEntry:
+def _entry(path: Path, name: str, value, base: int, data_size: int) -> TensorEntry:
     try:
         dtype, shape, (begin, end) = value["dtype"], tuple(value["shape"]), value["data_offsets"]
         ok = (dtype in ITEM_SIZES and all(type(n) is int and n >= 0 for n in (*shape, begin, end))
@@ -64,7 +70,7 @@ def _entry(path: Path, name: str, value, data_size: int) -> TensorEntry:
     if not ok:
         raise HeaderError(f"{path}: unreadable or truncated (the header's entry for {name} is damaged or points "
                           f"past the end of the file)")
-    return TensorEntry(dtype, shape)
+    return TensorEntry(dtype, shape, base + begin, base + end)
 
 
 def checked_architecture(values, config_path: str | Path) -> dict:
@@ -88,11 +94,13 @@ def checked_architecture(values, config_path: str | Path) -> dict:
 def gpt_shapes(architecture: dict) -> dict[str, tuple[int, ...]]:
     """Every tensor of model.network.gpt.GPT's state dict but the tied lm_head, by arithmetic (nothing built)."""
     width, vocab, context = architecture["n_embd"], architecture["vocab_size"], architecture["context_length"]
-    shapes = {"token_embedding.weight": (vocab, width), "position_embedding.weight": (context, width)}
-    block = {"ln_1.weight": (width,), "ln_1.bias": (width,), "attn.qkv.weight": (3 * width, width),
-             "attn.qkv.bias": (3 * width,), "attn.proj.weight": (width, width), "attn.proj.bias": (width,),
-             "ln_2.weight": (width,), "ln_2.bias": (width,), "mlp.up.weight": (4 * width, width),
-             "mlp.up.bias": (4 * width,), "mlp.down.weight": (width, 4 * width), "mlp.down.bias": (width,)}
+    shapes: dict[str, tuple[int, ...]] = {"token_embedding.weight": (vocab, width),
+                                          "position_embedding.weight": (context, width)}
+    block: dict[str, tuple[int, ...]] = {
+        "ln_1.weight": (width,), "ln_1.bias": (width,), "attn.qkv.weight": (3 * width, width),
+        "attn.qkv.bias": (3 * width,), "attn.proj.weight": (width, width), "attn.proj.bias": (width,),
+        "ln_2.weight": (width,), "ln_2.bias": (width,), "mlp.up.weight": (4 * width, width),
+        "mlp.up.bias": (4 * width,), "mlp.down.weight": (width, 4 * width), "mlp.down.bias": (width,)}
     for i in range(architecture["n_layer"]):
         shapes.update({f"blocks.{i}.{name}": shape for name, shape in block.items()})
     shapes.update({"ln_f.weight": (width,), "ln_f.bias": (width,)})
@@ -103,8 +111,8 @@ def tensor_count(architecture: dict) -> int:
     return 4 + 12 * architecture["n_layer"]
 
 
-def check_tensors(path: str | Path, entries: dict[str, TensorEntry], architecture: dict, expected_shapes,
-                  extra_allowed: bool = False) -> None:
+def check_tensors(path: str | Path, entries: dict[str, TensorEntry], architecture: dict,
+                  expected_shapes: Callable[[dict], dict[str, tuple[int, ...]]], extra_allowed: bool = False) -> None:
     """The file holds exactly the tensors expected_shapes(architecture) names (an extra tied
     lm_head.weight aside; any extra with extra_allowed), each of its shape and of a float type.
     Counted first: a config that claims a million layers is refused before a million names are made."""

@@ -60,9 +60,13 @@ class TemplateVocab(Protocol):
     """What rendering needs from a foreign model's tokenizer."""
 
     control_tokens: dict[str, int]  # text -> id of every token that special-token parsing recognises
-    bos_id: int | None
-    eos_id: int | None
     add_bos: bool
+
+    @property
+    def bos_id(self) -> int | None: ...  # read only: a vocabulary whose ids are plain ints fits too
+
+    @property
+    def eos_id(self) -> int | None: ...
 
     def encode(self, text: str) -> list[int]: ...  # plain text: no special tokens, no BOS
 

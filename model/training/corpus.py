@@ -38,14 +38,20 @@ def builtin_works() -> tuple[Work, ...]:
     with tarfile.open(CORPUS_ARCHIVE, "r:xz") as archive:
         for member in sorted(archive.getmembers(), key=lambda m: m.name):
             if member.isfile() and member.name.endswith(".txt"):
-                raw = archive.extractfile(member).read()
-                works.append(Work(Path(member.name).stem, raw.decode("utf-8")))
+                works.append(Work(Path(member.name).stem, _file_bytes(archive, member).decode("utf-8")))
     return tuple(works)
 
 
 def builtin_source_note() -> str:
     with tarfile.open(CORPUS_ARCHIVE, "r:xz") as archive:
-        return archive.extractfile("shakespeare/SOURCE.md").read().decode("utf-8")
+        return _file_bytes(archive, "shakespeare/SOURCE.md").decode("utf-8")
+
+
+def _file_bytes(archive: tarfile.TarFile, member: str | tarfile.TarInfo) -> bytes:
+    """A regular file of the archive (extractfile gives None for anything else)."""
+    file = archive.extractfile(member)
+    assert file is not None, f"{CORPUS_ARCHIVE}: {member} is not a file"
+    return file.read()
 
 
 def read_works(path: str | Path) -> tuple[Work, ...]:

@@ -113,7 +113,8 @@ def scenes(text: str, people: list[tuple[str, str]] | None = None) -> list[list[
     groups = paragraphs(text)
     speakers = known_speakers(groups, persons(text) if people is None else people)
     result: list[list[Speech]] = [[]]
-    speaker, lines = None, []
+    speaker: str | None = None
+    lines: list[str] = []
 
     def close_speech():
         if speaker and clean_speech(lines):
@@ -295,7 +296,7 @@ def conversation(work: str, index: int, speeches: list[Speech], people) -> Scene
 def work_conversations(work: Work, people: list[tuple[str, str]] | None = None) -> list[SceneConversation]:
     """One-turn pairs, then multi-turn windows, from one work (or part of one)."""
     people = persons(work.text) if people is None else people
-    results = []
+    results: list[SceneConversation] = []
     for scene in scenes(work.text, people):
         for previous, reply in zip(scene, scene[1:]):
             if previous.speaker != reply.speaker:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from model.training.options import DEFAULT_FINETUNE_STEPS as DEFAULT_STEPS, FinetuneOptions
 from model.training.finetune_data import Example, encode_all, make_batch, read_jsonl, hold_out_last
 from model.training.loop import CHECKPOINT_DIR, Batch, Distributed, Run, cosine_schedule, require_checkpoint, run_steps, start_state
 from model.network.lora import ADAPTERS_FILE, LoRAConfig, add_lora, merged_copy, parse_targets, save_adapters, trainable_parameters
@@ -31,45 +32,17 @@ from model.network.model_folder import (ADAPTERS_KEY, CONFIG_FILE, base_referenc
                                         weights_fingerprint, write_json_atomic)
 from model.text.tokenizer import ASSISTANT, END_OF_TURN, SYSTEM, USER
 
-DEFAULT_STEPS = 600
 LENGTH_GROUPING = 8
 # what shapes the model and the data: taken from the checkpoint on --resume
 RUN_DEFINING = ("base", "data", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "full", "batch_size",
                 "learning_rate", "max_reply_tokens", "seed", "save_adapters_only")
 
 
-@dataclass
-class FinetuneOptions:
-    base: str  # a model folder
-    out: str
-    data: str | None = None  # a JSONL file; None: dialogue from the built-in plays
-    lora_rank: int = 16
-    lora_alpha: float = 32.0
-    lora_dropout: float = 0.05
-    lora_targets: str = "qkv,proj,up,down"
-    full: bool = False  # update every weight instead of training adapters
-    steps: int | None = None  # None: DEFAULT_STEPS (on --resume: the checkpoint's)
-    batch_size: int = 16
-    learning_rate: float | None = None  # None: 1e-3 with LoRA, 1e-4 for full fine-tuning
-    warmup_steps: int = 30
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    eval_examples: int = 256  # validation examples scored at each evaluation (all at the end)
-    max_reply_tokens: int = 192  # longer replies are left out of the data
-    device: str = "auto"
-    resume: bool = False
-    seed: int = 1337
-    save_adapters_only: bool = False
-    name: str | None = None
-
-    @property
-    def peak_learning_rate(self) -> float:
-        return self.learning_rate or (1e-4 if self.full else 1e-3)
-
-    def lora_config(self) -> LoRAConfig | None:
-        if self.full:
-            return None
-        return LoRAConfig(self.lora_rank, self.lora_alpha, self.lora_dropout, parse_targets(self.lora_targets))
+def lora_config(options: FinetuneOptions) -> LoRAConfig | None:
+    """The adapters' shape; None for full fine-tuning."""
+    if options.full:
+        return None
+    return LoRAConfig(options.lora_rank, options.lora_alpha, options.lora_dropout, parse_targets(options.lora_targets))
 
 
 # --- data ---
@@ -161,7 +134,7 @@ def chat_token_ids(tokenizer) -> tuple[int, ...]:
 
 
 def describe_method(options: FinetuneOptions) -> str:
-    lora = options.lora_config()
+    lora = lora_config(options)
     if lora is None:
         return "full fine-tuning"
     return (f"LoRA (rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g}, targets {','.join(lora.targets)}; "
@@ -187,7 +160,7 @@ def finetune(options: FinetuneOptions, log=print) -> dict:
     ranks = Distributed(options.device)
     device = ranks.device
 
-    lora = options.lora_config()  # bad LoRA settings fail before anything loads
+    lora = lora_config(options)  # bad LoRA settings fail before anything loads
     model, tokenizer, base_config = load_model(options.base, device=device)
     base_entry = adapters_entry(options.base, out, model) if options.save_adapters_only else None
     if lora:

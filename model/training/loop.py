@@ -193,10 +193,17 @@ def train_step(step_model, optimizer: torch.optim.Optimizer, batch: Batch, train
     return loss.item()
 
 
+def compiled_module(model: torch.nn.Module) -> torch.nn.Module:
+    """torch.compile(model): an OptimizedModule, itself a module (torch types the result a plain callable)."""
+    optimized = torch.compile(model)
+    assert isinstance(optimized, torch.nn.Module)
+    return optimized
+
+
 def run_steps(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ranks: Distributed, state: dict) -> dict:
     """Step the optimizer from state["step"] to run.steps, evaluating and
     checkpointing every run.eval_every steps and at the last; returns the counters."""
-    step_model = ranks.wrap(torch.compile(model) if run.compile else model)
+    step_model = ranks.wrap(compiled_module(model) if run.compile else model)
     trained = [p for p in model.parameters() if p.requires_grad]
     history = History(run.out) if ranks.is_main else None
     if history and not run.resume:
@@ -224,6 +231,7 @@ def run_steps(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer
             progress.update(state["step"], f"loss {loss:.3f} {rate:,.0f} tok/s")
         if state["step"] % run.eval_every == 0 or state["step"] == run.steps:
             if ranks.is_main:
+                assert history is not None and progress is not None  # made on the main process
                 evaluate_and_save(run, model, optimizer, state, float(np.mean(recent_losses)), lr, history, progress)
             recent_losses.clear()
             ranks.barrier()

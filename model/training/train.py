@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.training.options import TrainOptions
 from model.training.dataset import BUILTIN_TOKENIZER, encode_works, load_split
 from model.training.loop import Batch, Distributed, Run, autocast, cosine_schedule, require_checkpoint, run_steps, start_state
 from model.training.validation_loss import evaluate_model
@@ -19,21 +20,6 @@ from model.network.gpt import GPT, GPTConfig
 from model.network.model_folder import make_config, save_model
 from model.training.presets import PRESETS, Preset
 from model.text.tokenizer import SPECIAL_TOKENS, Tokenizer
-
-
-@dataclass
-class TrainOptions:
-    out: str
-    preset: str = "cpu"
-    data: str | None = None  # None: the built-in Shakespeare corpus
-    steps: int | None = None  # None: the preset's
-    device: str = "auto"
-    resume: bool = False
-    seed: int = 1337
-    compile: bool = False
-    vocab_size: int = 4096  # only used when training a tokenizer for --data
-    batch_size: int | None = None
-    name: str | None = None
 
 
 def learning_rate(step: int, preset: Preset, total_steps: int) -> float:

@@ -45,7 +45,17 @@ def test_options_and_their_help_come_from_where_the_facts_live():
         assert f"{{{','.join(BACKEND_CHOICES)}}}" in commands[name].format_help()
     train_help = " ".join(commands["train"].format_help().split())
     assert all(f"{name}: {preset.n_layer} layers x {preset.n_embd} wide" in train_help for name, preset in PRESETS.items())
-    assert parser.parse_args(["train", "--out", "x"]).preset == "cpu"
+    from chatapp.training_flags import FINETUNE_OPTIONS, TRAIN_OPTIONS, option_values
+    from model.training.options import FinetuneOptions, TrainOptions
+
+    assert TrainOptions(**option_values(parser.parse_args(["train", "--out", "x"]), TRAIN_OPTIONS)) == TrainOptions("x")
+    given = parser.parse_args(["finetune", "base", "--out", "x", "--lr", "0.01", "--full", "--lora-rank", "4"])
+    assert FinetuneOptions("base", **option_values(given, FINETUNE_OPTIONS)) == FinetuneOptions(
+        "base", "x", learning_rate=0.01, full=True, lora_rank=4)
+    assert f"; default {TrainOptions.preset})" in train_help
+    finetune_help = " ".join(commands["finetune"].format_help().split())
+    assert f"rank r of the adapters (default {FinetuneOptions.lora_rank})" in finetune_help
+    assert f"conversations per step (default {FinetuneOptions.batch_size})" in finetune_help
     export_help = " ".join(commands["export"].format_help().split())
     assert f"{', '.join(EXPORT_TYPES)} (default {DEFAULT_TYPE})" in export_help
 

@@ -74,14 +74,14 @@ def widened_model(tiny_model_dir: Path, out: Path, width: int) -> Path:
     """A copy of the tiny model's folder with random weights of another width (numpy only)."""
     from safetensors.numpy import save_file
 
-    from quant.gguf_layout import expected_shapes
+    from model.network.safetensors_header import gpt_shapes
 
     config = json.loads((tiny_model_dir / "config.json").read_text())
     config["architecture"]["n_embd"] = width
     out.mkdir(parents=True)
     rng = np.random.default_rng(0)
     weights = {name: (rng.standard_normal(shape) * 0.02).astype(np.float16)
-               for name, shape in expected_shapes(config["architecture"]).items()}
+               for name, shape in gpt_shapes(config["architecture"]).items()}
     save_file(weights, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(config))
     (out / "tokenizer.tiktoken").write_bytes((tiny_model_dir / "tokenizer.tiktoken").read_bytes())

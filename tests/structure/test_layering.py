@@ -1,4 +1,4 @@
-"""The arrows of ARCHITECTURE.md, as import-linter contracts (pyproject.toml's
+"""The arrows of docs/ARCHITECTURE.md, as import-linter contracts (pyproject.toml's
 [tool.importlinter]): chatapp -> quant -> model and never back, textual only in
 chatapp.tui, llama_cpp only in quant, no torch in the torch-free modules, no
 import cycles in chatapp or quant. Kept here, and shown to break when a
