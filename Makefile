@@ -38,7 +38,7 @@ lint: setup
 # formats and templates, sampling, the tokenizer): no torch for 3.10 lies on this machine.
 PYTHON_OLDEST ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python /usr/bin/python3.10))
 OLDEST_TESTS := tests/model/test_chat_template_sandbox.py tests/model/test_sampling.py tests/model/test_chat_format.py tests/model/test_streaming.py \
-	tests/chatapp/test_settings_file.py tests/model/test_tokenizer.py
+	tests/chatapp/test_settings_file.py tests/model/test_tokenizer.py tests/chatapp/history/test_store.py
 test-oldest-python:
 	@if [ -z "$(PYTHON_OLDEST)" ]; then echo "no Python 3.10 here: the oldest-Python check did not run"; exit 0; fi; \
 	test -x .venv310/bin/pytest || ($(PYTHON_OLDEST) -m venv .venv310 && .venv310/bin/pip install --quiet \

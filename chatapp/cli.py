@@ -250,6 +250,12 @@ def build_parser() -> Parser:
     serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                        help="allow browser pages from this origin (repeatable; default: none)")
     serve.add_argument("--queue", type=int, default=16, help="requests that may wait for the engine; past it, 503 (default 16)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="also answer requests whose Host header is NAME (any port) or NAME:PORT, e.g. a DNS name "
+                            "or a reverse proxy's (repeatable); by default only localhost, 127.0.0.1, [::1], --host "
+                            "and the IP address a request comes in on, with this port: a guard against DNS rebinding")
+    serve.add_argument("--allow-any-host", action="store_true",
+                       help="answer whatever Host a request names (turns off the DNS-rebinding guard)")
     add_context_argument(serve)
     add_device_argument(serve)
     add_compile_argument(serve, LONG_RUNNING_AUTO)

@@ -72,17 +72,20 @@ def command_chat(args) -> int:
 
 def command_serve(args) -> int:
     from chatapp.serving.api_key import api_key
-    from chatapp.serving.server import ServerOptions, serve
+    from chatapp.serving.server import ServerOptions, serve, split_host
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
     if args.queue < 0:
         raise ValueError(f"--queue must be >= 0, got {args.queue}")
+    for name in args.allow_host:
+        if split_host(name) is None:
+            raise ValueError(f"--allow-host takes a host name or NAME:PORT, got {name!r}")
     opened = open_model(args.model, args.backend, args.device, context=args.context, compile=args.compile)
     backend = opened.backend
     try:
         options = ServerOptions(model_id=opened.name, api_key=api_key(args.api_key), cors_origins=args.cors_origin,
-                                max_waiting=args.queue)
+                                max_waiting=args.queue, allowed_hosts=args.allow_host, any_host=args.allow_any_host)
         return serve(backend, options, args.host, args.port, log=lambda line: print(line, file=sys.stderr))
     finally:
         backend.close()

@@ -65,6 +65,17 @@ def _write_line(text: bytes) -> None:
                 pass
 
 
+def _open_private(path: Path):
+    """The log opened for appending, readable by its owner only (mode 0600, as llama-worker.log is
+    made); an older file made with looser rights is tightened."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        pass  # not ours to change (another user's file): still written, as before
+    return open(fd, "a", encoding="utf-8")
+
+
 def route_logs(log_dir: str | Path | None = None) -> Path | None:
     """Send llama.cpp's logs to LOG_DIR/llama.log; returns the file's path.
 
@@ -83,7 +94,7 @@ def route_logs(log_dir: str | Path | None = None) -> Path | None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if path.exists() and path.stat().st_size > MAX_LOG_BYTES:
                     os.replace(path, path.with_name(LOG_FILE_NAME + ".1"))
-                _state["file"] = open(path, "a", encoding="utf-8")
+                _state["file"] = _open_private(path)
                 _state["path"] = path
             except OSError:
                 pass

@@ -24,7 +24,7 @@ DRAWN_FLAG = 1  # bit 0 of a candidate's flag byte; the bits above hold its cut_
 class _Table:
     """Distinct values in first-seen order, each with its index."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.values: list = []
         self._index: dict = {}
 

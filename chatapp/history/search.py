@@ -91,6 +91,8 @@ def conversation_ids_sql(query: str | None, text: str) -> tuple[str, tuple]:
 
 def search_sql(query: str | None, text: str, limit: int) -> list[tuple[str, tuple]]:
     """Title hits first, then message hits newest first; each row: conversation id, title, message id, snippet."""
+    titles: tuple[str, tuple]
+    messages: tuple[str, tuple]
     if query is not None:
         titles = ("SELECT c.id, c.title, NULL, c.title FROM conversation_search s JOIN conversations c ON c.id = s.rowid "
                   "WHERE conversation_search MATCH ? ORDER BY s.rowid DESC LIMIT ?", (query, limit))

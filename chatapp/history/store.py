@@ -31,7 +31,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Union
+from collections.abc import Callable
 
 from chatapp.history import inspection as packed_inspection
 from chatapp.history.errors import (
@@ -98,7 +98,7 @@ def _migrate_to_v3(db: sqlite3.Connection) -> None:
 
 # Each entry moves the schema one version up: SQL, or a function of the connection
 # for what SQL cannot do. Never edit one that has shipped.
-Migration = Union[str, Callable[[sqlite3.Connection], None]]  # SQL, or Python for what SQL cannot do
+Migration = str | Callable[[sqlite3.Connection], None]  # SQL, or Python for what SQL cannot do
 
 MIGRATIONS: list[Migration] = [
     """

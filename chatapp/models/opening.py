@@ -80,11 +80,11 @@ def open_backend(ref: ModelRef, backend: str = "auto", device: str = "auto", in_
         raise ValueError(f"{ref.path}: llama.cpp needs a GGUF file; make one with `chatapp export {ref.name}`")
     if context is not None and context < 16:
         raise ValueError(f"--context must be at least 16 tokens, got {context}")
-    options = {"max_context": context} if context else {}
+    options: dict[str, int] = {"max_context": context} if context else {}
     if in_process:
         from quant.llama_engine import LlamaEngine
 
-        return LlamaEngine.load(ref.path, **options)
+        return LlamaEngine.load(ref.path, max_context=context) if context else LlamaEngine.load(ref.path)
     from quant.llama_worker import WorkerBackend
 
     return WorkerBackend.load(ref.path, **options)

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from chatapp.serving.endpoint import EndpointModel
-
 from chatapp.models.discovery import discover_models
 from chatapp.models.registry import ModelNotFound, ModelRef, default_model, ref_for_path
+from chatapp.serving.endpoint import EndpointModel
 
 
 def resolve_model(spec: str | None = None) -> ModelRef:

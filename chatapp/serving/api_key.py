@@ -15,4 +15,5 @@ def api_key(given: str | None) -> str | None:
 
 def authorization_matches(header: str, key: str) -> bool:
     """Whether an Authorization header carries `key`, compared in constant time."""
-    return hmac.compare_digest(header.encode("utf-8", "surrogateescape"), f"Bearer {key}".encode("utf-8", "surrogateescape"))
+    expected = f"Bearer {key}"
+    return hmac.compare_digest(header.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape"))

@@ -112,7 +112,7 @@ class EndpointBackend:
             raise EndpointError(f"{self.url} has no model {model!r} (it has {', '.join(map(str, ids[:8]))})")
         if not model and not ids:
             raise EndpointError(f"{self.url} lists no models: name one with --model")
-        self.model_name = model or ids[0]
+        self.model_name: str = model or str(ids[0])
         entry = next((e for e in served if isinstance(e, dict) and e.get("id") == self.model_name), {})
         self.context_length = context_length or self._server_context(entry) or ENDPOINT_CONTEXT
         self.trained_context_length = self.context_length
@@ -206,8 +206,9 @@ class EndpointBackend:
         if continue_last:
             raise ValueError("continuing a reply is not offered for a remote model")
         fitted = self.fit(messages, reserve or self.default_reserve(params))
-        body = {"messages": [{"role": m.role, "content": m.content} for m in fitted.messages]}
-        return self._stream("/chat/completions", body, params, fitted.token_count, fitted.notices, chat=True)
+        kept = fitted.messages or []  # fit() always fills both for a remote model
+        body = {"messages": [{"role": m.role, "content": m.content} for m in kept]}
+        return self._stream("/chat/completions", body, params, fitted.size, fitted.notices, chat=True)
 
     def complete(self, text: str, params: SamplingParams) -> Iterator[Event]:
         params.validate()
@@ -244,7 +245,8 @@ class EndpointBackend:
     def _events(self, response, started: float, prompt_estimate: int, notices: list[str], chat: bool) -> Iterator[Event]:
         import httpx
 
-        pieces, first_at, reason, usage = 0, None, "length", {}
+        pieces, first_at, reason = 0, None, "length"
+        usage: dict = {}
         try:
             for line in response.iter_lines():
                 if self._cancel.is_set():

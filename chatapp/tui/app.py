@@ -7,25 +7,37 @@ Models load in a worker thread, so the first frame never waits for torch.
 
 from __future__ import annotations
 
+import time
 from functools import partial
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from textual import work
 from textual.app import App, SystemCommand
+from textual.dom import DOMNode
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import TextArea
 
 from chatapp.history import HistoryError, HistoryStore, HistoryUnavailable, move_aside
-from model.inference.backend import Backend
+from chatapp.models.registry import ModelRef
 from chatapp.settings import Settings, SettingsError, load_settings, save_value
-from chatapp.tui.search_palette import HistorySearch
+from chatapp.tui.failures import failures_as_notices, notifies_failures
 from chatapp.tui.keys import APP_KEYS
 from chatapp.tui.screens.chat import APP_ACTIONS, ChatScreen
 from chatapp.tui.screens.help import HelpScreen
 from chatapp.tui.screens.history_problem import HistoryProblemScreen
+from chatapp.tui.screens.models import choice_spec, model_phrase
+from chatapp.tui.search_palette import HistorySearch
+from model.inference.backend import Backend
 
+if TYPE_CHECKING:
+    from textual.actions import ActionParseResult
+    from textual.theme import Theme
 
-Opener = Callable[[str, str, str], "Backend"]  # (spec, backend kind, device) -> an open backend
+    from chatapp.tui.host import ChatHost, ModelChoice
+
+Opener = Callable[[str, str, str], Backend]  # (spec, backend kind, device) -> an open backend
+JUST_ENDED_S = 1.0  # Ctrl+C this soon after a reply ended (or was stopped) asks again before quitting
 
 
 def model_opener(context: int | None = None, api_key: str | None = None, compile: str | None = None) -> Opener:
@@ -38,26 +50,26 @@ def model_opener(context: int | None = None, api_key: str | None = None, compile
     return open_engine
 
 
-class ChatApp(App):
+class ChatApp(App[None]):
     CSS_PATH = "chatapp.tcss"
     TITLE = "chatapp"
     COMMANDS = App.COMMANDS | {HistorySearch}
 
     def __init__(self, model_spec: str | None = None, backend: str = "auto", device: str = "auto", *,
-                 engine=None, store: HistoryStore | None = None, settings: Settings | None = None,
+                 engine: Backend | None = None, store: HistoryStore | None = None, settings: Settings | None = None,
                  opener: Opener | None = None):
         """engine: an already open backend (tests); otherwise the chat screen's model is opened in a worker thread."""
         super().__init__()
         self.settings = settings or load_settings()
-        self.default_spec = model_spec or self.settings.model
-        self.backend_kind = backend if backend != "auto" else self.settings.backend
+        self.default_spec: str = model_spec or self.settings.model
+        self.backend_kind: str = backend if backend != "auto" else self.settings.backend
         self.device, self.opener = device, opener or model_opener()
         self.api_key_for_endpoints: str | None = None  # the --api-key given with --endpoint, for listing servers' models
-        self.engine = engine
+        self.engine: Backend | None = engine
         self.loaded_spec: str | None = self.default_spec if engine is not None else None
         self.load_error: str | None = None
         self.model_description = ""
-        self.compile_watch = None  # a timer that shows the torch engine's compile in the header while it runs
+        self.compile_watch: Timer | None = None  # shows the torch engine's compile in the header while it runs
         self._store = store
         self.history_problem: HistoryUnavailable | None = None
         self.history_notice: str | None = None  # shown in the banner while the history is not saved
@@ -91,12 +103,15 @@ class ChatApp(App):
             self.notify(f"{store.recovered} reply(s) were interrupted when the app last closed; "
                         "they are kept, marked as interrupted", timeout=8)
 
+    @notifies_failures
     async def history_problem_answered(self, answer: str | None) -> None:
         problem = self.history_problem
+        if problem is None:
+            return
         if answer == "quit":
             self.exit(return_code=1, message=f"chatapp: {problem.reason}")
             return
-        if answer == "move-aside":
+        if answer == "move-aside" and problem.path is not None:
             try:
                 moved_to = move_aside(problem.path)
                 fresh = HistoryStore(problem.path)
@@ -108,17 +123,24 @@ class ChatApp(App):
                 self.notify(f"The old history is kept as {moved_to}; this is a fresh one", timeout=10)
         self.chat.model_changed()
 
-    def _handle_exception(self, error: Exception) -> None:
-        # A history or settings write that fails (disk full, file gone) in any handler is a notice,
-        # not the end of the app: what the user was doing is still on screen.
-        if isinstance(error, (HistoryError, SettingsError)):
-            self.notify(getattr(error, "reason", None) or str(error), severity="error", timeout=15)
-            return
-        super()._handle_exception(error)
+    async def run_action(self, action: str | ActionParseResult, default_namespace: DOMNode | None = None,
+                         namespaces: Mapping[str, DOMNode] | None = None) -> bool:
+        """Every action (a key, the command palette): a history or settings write that fails in it is a
+        notice, not the end of the app (failures.py)."""
+        with failures_as_notices(self):
+            return await super().run_action(action, default_namespace, namespaces)
+        return True
 
-    def remember_theme(self, theme) -> None:
+    @notifies_failures
+    def remember_theme(self, theme: Theme) -> None:
         if self.settings.path is not None:
             save_value(self.settings.path, "app", "theme", theme.name)
+
+    async def open_conversation(self, conversation_id: int) -> None:
+        """Show a conversation (the history search opens its hits with this)."""
+        with failures_as_notices(self):
+            await self.chat.open_conversation(conversation_id)
+        self.chat.prompt.focus()
 
     # --- models ---
 
@@ -136,7 +158,7 @@ class ChatApp(App):
             return
         self.call_from_thread(self.model_ready, spec, engine, describe_model(spec))
 
-    def model_ready(self, spec: str, engine, description: str = "") -> None:
+    def model_ready(self, spec: str, engine: Backend, description: str = "") -> None:
         if spec != self.loaded_spec:
             return  # a later choice replaced this one
         self.engine, self.model_description = engine, description
@@ -158,33 +180,34 @@ class ChatApp(App):
             self.compile_watch = None
 
     def model_failed(self, spec: str, error: str) -> None:
-        self.load_error = f"The model {spec or 'built-in'} could not be loaded: {error}"
+        phrase = model_phrase(spec)
+        self.load_error = f"{phrase[:1].upper()}{phrase[1:]} could not be loaded: {error}"
         self.chat.model_changed()
         self.notify(self.load_error, severity="error", timeout=10)
 
     def model_title(self) -> str:
         """The model's name and where it runs, for the welcome text."""
         if self.engine is None:
-            return f"{self.loaded_spec or 'the built-in model'} (loading…)"
+            return f"{model_phrase(self.loaded_spec)} (loading…)"
         return (f"{self.engine.model_name} · {self.engine.name} · "
                 f"context {self.engine.context_length:,} tokens")
 
-    def model_choices(self):
+    def model_choices(self) -> list[ModelChoice]:
         """Local models, then what each known server offers (a server that does not answer is left out)."""
-        from chatapp.serving.endpoint import EndpointError, endpoint_models, parse_endpoint_spec
         from chatapp.models.discovery import discover_models
+        from chatapp.serving.endpoint import EndpointError, endpoint_models, parse_endpoint_spec
 
         servers = list(self.settings.endpoints)
         current = parse_endpoint_spec(self.default_spec)
         if current and current[0] not in servers:
             servers.append(current[0])
-        remote = []
+        choices: list[ModelChoice] = list(discover_models(self.settings.extra_paths))
         for url in servers:
             try:
-                remote += endpoint_models(url, self.api_key_for_endpoints)
+                choices += endpoint_models(url, self.api_key_for_endpoints)
             except EndpointError:
                 pass
-        return discover_models(self.settings.extra_paths) + remote
+        return choices
 
     def remember_endpoint(self, url: str) -> None:
         """A server chatted with is listed in the model picker from then on."""
@@ -193,10 +216,18 @@ class ChatApp(App):
             if self.settings.path is not None:
                 save_value(self.settings.path, "model", "endpoints", self.settings.endpoints)
 
-    def remember_model_path(self, spec: str) -> None:
-        """A model the picker was given by path is listed from then on."""
-        choices = self.model_choices()
-        known = {str(ref.path) for ref in choices} | {ref.name for ref in choices}
+    def remember_model_path(self, spec: str, choices: list[ModelChoice] | None = None) -> None:
+        """A model the picker was given by path is listed from then on (a server's model is listed by its
+        server, a listed model already is). choices: the models the picker showed, if at hand."""
+        from chatapp.serving.endpoint import parse_endpoint_spec
+
+        endpoint = parse_endpoint_spec(spec)
+        if endpoint is not None:
+            self.remember_endpoint(endpoint[0])
+            return
+        choices = self.model_choices() if choices is None else choices
+        known = {choice_spec(ref) for ref in choices} | {ref.name for ref in choices}
+        known |= {str(ref.path) for ref in choices if isinstance(ref, ModelRef)}
         if spec not in known and spec not in self.settings.extra_paths:
             self.settings.extra_paths.append(spec)
             if self.settings.path is not None:
@@ -210,19 +241,29 @@ class ChatApp(App):
     async def action_quit(self) -> None:
         await self.chat.stop_and_wait()
         self.chat.save_unsaved()
+        self.chat.claims.release_all()
         self.exit()
 
     async def action_stop_or_quit(self) -> None:
-        """Ctrl+C: copies a selection in the input, stops a streaming reply, and quits only when nothing streams."""
+        """Ctrl+C: copies a selection in the input, stops a streaming reply, and quits only when nothing streams.
+
+        Keys are handled in order, so a message sent with Enter just before is saved and its reply started
+        before this runs: Ctrl+C then stops that reply. A Ctrl+C that comes right after a reply ended (by
+        itself, or stopped with Esc) asks again rather than quit: it was meant for the reply."""
         focused = self.focused
+        chat = self.chat
         if isinstance(focused, TextArea) and focused.selected_text:
             focused.action_copy()
-        elif self.chat.action_stop():
+        elif chat.action_stop():
+            chat.quit_armed = True
             self.notify("Stopped the reply (Ctrl+C again quits)")
+        elif not chat.quit_armed and time.monotonic() - chat.reply_ended_at < JUST_ENDED_S:
+            chat.quit_armed = True
+            self.notify("The reply had just ended (Ctrl+C again quits)")
         else:
             await self.action_quit()
 
-    def check_action(self, action: str, parameters) -> bool | None:
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # help is one of the chat screen's keys: like them, it does nothing behind a dialog
         return action not in APP_ACTIONS or self.screen is self.chat
 
@@ -231,6 +272,10 @@ class ChatApp(App):
         for key, action, description, _ in APP_KEYS:
             target = self if action in APP_ACTIONS else self.chat
             yield SystemCommand(description, f"{description} ({key})", partial(target.run_action, action))
+
+
+if TYPE_CHECKING:
+    _a_chat_host: type[ChatHost] = ChatApp  # mypy checks here that the app gives the screens what they read
 
 
 def describe_model(spec: str) -> str:
@@ -261,7 +306,10 @@ def run_app(model_spec: str | None = None, backend: str = "auto", device: str = 
 
         app.default_spec = endpoint_spec(endpoint, model_spec)
         app.api_key_for_endpoints = api_key
-        app.remember_endpoint(api_base(endpoint))
+        try:
+            app.remember_endpoint(api_base(endpoint))
+        except SettingsError as error:  # the app still runs; it says so once it is up
+            app.settings.notices.append(str(error))
     app.run()
     return app.return_code or 0
 

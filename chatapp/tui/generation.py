@@ -9,6 +9,9 @@ conversations mid-reply can neither lose it nor mix it into another one.
 A save that fails (disk full) never stops the reply: the job reports
 ReplySaveFailed once and streams on; when the final save fails too it is
 marked `unsaved` and the chat screen calls save() until it returns True.
+Any exception from the engine (a template, a prompt that does not fit, a
+crashed worker) ends the reply as `error`, said in one line; cancel() stops a
+reply also before the engine has started it.
 """
 
 from __future__ import annotations
@@ -16,18 +19,22 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 from textual.message import Message as TextualMessage
 
 from chatapp.history import HistoryError, HistoryFull, HistoryStore, Status
-from model.inference.backend import Finished, TextPiece
-from model.text.chat_format import Message
+from model.errors import one_line
+from model.inference.backend import Backend, Event, Finished, TextPiece
 from model.inference.sampling import SamplingParams
+from model.text.chat_format import Message
 
 SAVE_INTERVAL_S = 0.5
 HEARTBEAT_S = 10.0  # tells other instances the reply's writer is alive, also before the first token
 DISK_FULL_REASON = "the disk is full: the reply is kept on screen and saved when space returns"
 STATUS_FOR_REASON = {"stop": Status.COMPLETE, "length": Status.LENGTH, "cancelled": Status.STOPPED}
+
+Report = Callable[[TextualMessage], object]  # the chat screen's post_message, callable from any thread
 
 
 class ReplyPiece(TextualMessage):
@@ -52,9 +59,14 @@ class ReplyDone(TextualMessage):
         self.job = job
 
 
+def engine_error_text(error: BaseException) -> str:
+    """An engine's exception in one line, for the reply's footer and a notice."""
+    return f"{type(error).__name__}: {one_line(error, 300)}"
+
+
 @dataclass
 class ReplyJob:
-    backend: object
+    backend: Backend
     store: HistoryStore
     conversation_id: int
     message_id: int
@@ -68,16 +80,22 @@ class ReplyJob:
     error: str | None = None
     inspection: list = field(default_factory=list)
     unsaved: bool = False  # the final save failed: save() retries it
+    cancelled: threading.Event = field(default_factory=threading.Event)
     _last_save: float = 0.0
     _save_failure_reported: bool = False
-    _report: object = None
+    _report: Report | None = None
 
-    def start_events(self):
+    def cancel(self) -> None:
+        """Stop the reply, from any thread: also one not started yet, whose engine would clear a cancel."""
+        self.cancelled.set()
+        self.backend.cancel()
+
+    def start_events(self) -> Iterator[Event]:
         inspect = self.inspection.append if self.backend.supports_inspection else None
         return self.backend.chat(self.messages, self.params, self.reserve, inspect=inspect, continue_last=self.continue_last)
 
-    def run(self, report) -> None:
-        """In the worker thread: generate, save, report; never raises."""
+    def run(self, report: Report) -> None:
+        """In the worker thread: generate, save, report; never raises, and always reports ReplyDone."""
         self._report = report
         done = threading.Event()
         threading.Thread(target=self._heartbeat_until, args=(done,), daemon=True, name="reply-heartbeat").start()
@@ -85,13 +103,17 @@ class ReplyJob:
             self._generate(report)
         finally:
             done.set()
-        if not self.save():
-            self.unsaved = True
-        report(ReplyDone(self))
+            if not self.save():
+                self.unsaved = True
+            report(ReplyDone(self))
 
-    def _generate(self, report) -> None:
+    def _generate(self, report: Report) -> None:
+        if self.cancelled.is_set():  # stopped before it started: the engine is not asked
+            self.status = Status.STOPPED
+            return
         try:
-            for event in self.start_events():
+            events = self.start_events()
+            for event in self._cancel_again_if_stopped(events):
                 if isinstance(event, TextPiece) and event.text:
                     self.text += event.text
                     self._save_now_and_then()
@@ -106,8 +128,19 @@ class ReplyJob:
                     }
             if self.status == Status.STREAMING:
                 self.status, self.error = Status.ERROR, "the engine ended without finishing the reply"
-        except Exception as error:  # an engine error must not take the app down
-            self.status, self.error = Status.ERROR, f"{type(error).__name__}: {error}"
+        except Exception as error:  # noqa: BLE001 - any engine error (a template, a crash) fails this reply only
+            self.status, self.error = Status.ERROR, engine_error_text(error)
+
+    def _cancel_again_if_stopped(self, events: Iterator[Event]) -> Iterator[Event]:
+        """An engine clears its cancel flag when it starts (in chat(), or at its first step): a stop sent
+        before that is sent again, once."""
+        resent = self.cancelled.is_set()
+        if resent:
+            self.backend.cancel()
+        for index, event in enumerate(events):
+            if index == 0 and not resent and self.cancelled.is_set():
+                self.backend.cancel()
+            yield event
 
     def save(self) -> bool:
         """Save the finished reply (again, after a failure); True once it is saved."""

@@ -10,11 +10,14 @@ is prefilled. This file only says how ids become logits.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from model.inference.backend import Event
+from model.inference.sampling import SamplingParams
 from model.text.chat_format import ChatappFormat
 from model.network.device import inference_dtype, resolve_device
 from model.inference.compiled_step import CompiledStep, compile_by_default, use_compile_cache
@@ -90,9 +93,12 @@ class TorchEngine(EngineCore):
         self.compile_status = "on"
         self.compile_seconds = compiling.seconds
 
-    def generate_ids(self, prompt, params, stop_ids, notices=None, **options):
+    def generate_ids(self, prompt: list[int], params: SamplingParams, stop_ids: set[int], notices: list[str] | None = None,
+                     use_cache: bool = True, inspect: Callable[[dict], None] | None = None,
+                     stop_strings: Sequence[str] = (), earlier_reply: Sequence[int] = ()) -> Iterator[Event]:
+        """The core's, with the notices the compile left (a failed compile) added to this reply's."""
         notices, self.pending_notices = list(notices or []) + self.pending_notices, []
-        return super().generate_ids(prompt, params, stop_ids, notices, **options)
+        return super().generate_ids(prompt, params, stop_ids, notices, use_cache, inspect, stop_strings, earlier_reply)
 
     def _use_threads(self, for_prompt: bool) -> None:
         if self.threads is not None:

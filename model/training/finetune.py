@@ -152,7 +152,8 @@ def finetune(options: FinetuneOptions, log=print) -> dict:
     out = Path(options.out)
     if options.resume:
         options = resumed_options(options, out)
-    options = replace(options, steps=options.steps or DEFAULT_STEPS)
+    steps = options.steps or DEFAULT_STEPS
+    options = replace(options, steps=steps)
     if Path(options.base).resolve() == out.resolve():
         raise ValueError("--out must be a new folder, not the base model's")
     if options.full and options.save_adapters_only:
@@ -202,7 +203,7 @@ def finetune(options: FinetuneOptions, log=print) -> dict:
 
     def learning_rate(step: int) -> float:
         peak = options.peak_learning_rate
-        return cosine_schedule(step, options.warmup_steps, peak, peak / 10, options.steps)
+        return cosine_schedule(step, options.warmup_steps, peak, peak / 10, steps)
 
     def draw_batch(seed: int) -> Batch:
         return Batch(*make_batch(sample_examples(data.train, options.batch_size, seed), pad_id))
@@ -221,7 +222,7 @@ def finetune(options: FinetuneOptions, log=print) -> dict:
             save_model(out, merged_copy(model) if lora else model, tokenizer, config)
 
     run = Run(
-        out=out, label="finetune", steps=options.steps, eval_every=options.eval_every, grad_clip=options.grad_clip,
+        out=out, label="finetune", steps=steps, eval_every=options.eval_every, grad_clip=options.grad_clip,
         seed=options.seed, learning_rate=learning_rate, draw_batch=draw_batch, validation_loss=validation_loss,
         validation_name="validation loss on replies", write_outputs=write_outputs, options=asdict(options),
         resume=options.resume,

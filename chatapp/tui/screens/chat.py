@@ -8,37 +8,48 @@ shows what it is sent.
 
 A conversation opens with its newest PAGE_SIZE messages; earlier ones load as
 the user scrolls up, so a conversation of any length opens at once.
+
+Each window owns the conversations it writes into (claims.py): one that another
+window has open is not opened here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
+from typing import TYPE_CHECKING, cast
 
 from textual import work
-from textual.binding import Binding
+from textual.actions import SkipAction
+from textual.binding import Binding, BindingType
 from textual.command import CommandPalette
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Header, Input, Static
 
 from chatapp.history import (NOT_SENT_TO_MODEL, HistoryError, HistoryStore, Status,
                              StoredConversation, StoredMessage)
 from chatapp.settings import ChatDefaults, SettingsError, save_chat_defaults
-from chatapp.tui.generation import ReplyDone, ReplyJob, ReplyPiece, ReplySaveFailed
-from chatapp.tui.search_palette import HistorySearch
+from chatapp.tui.claims import ConversationClaims
+from chatapp.tui.failures import failure_text, failures_as_notices, notifies_failures
+from chatapp.tui.generation import ReplyDone, ReplyJob, ReplyPiece, ReplySaveFailed, engine_error_text
 from chatapp.tui.keys import APP_KEYS, app_bindings
 from chatapp.tui.screens.dialogs import ConfirmScreen, TextPromptScreen
 from chatapp.tui.screens.message_actions import MessageActions
-from chatapp.tui.screens.models import ModelPickerScreen
+from chatapp.tui.screens.models import ModelPickerScreen, choice_spec, model_phrase
 from chatapp.tui.screens.settings import ConversationSettings, SettingsScreen
+from chatapp.tui.search_palette import HistorySearch
 from chatapp.tui.widgets.context_bar import ContextBar
 from chatapp.tui.widgets.messages import AssistantMessage, ChatLog, ChatMessage, UserMessage
 from chatapp.tui.widgets.prompt import PromptInput
 from chatapp.tui.widgets.sidebar import ConversationSidebar
 from chatapp.tui.widgets.welcome import Welcome
-from model.inference.backend import EngineBusy
+from model.inference.backend import Backend, EngineBusy
 from model.text.chat_format import FittedPrompt, Message
+
+if TYPE_CHECKING:
+    from chatapp.tui.host import ChatHost
 
 PAGE_SIZE = 20  # messages mounted when a conversation opens, and each time the user scrolls to the top
 MOST_MOUNTED = 3 * PAGE_SIZE
@@ -49,15 +60,19 @@ APP_ACTIONS = {"help", "stop_or_quit"}  # the App's own among keys.APP_KEYS; eve
 CHAT_ACTIONS = {action for _, action, _, _ in APP_KEYS} - APP_ACTIONS
 
 
-def screen_bindings() -> list[Binding]:
-    """Every key of keys.APP_KEYS in its order, which is the footer's; the App's own ones go to the App."""
-    return [replace(b, action=f"app.{b.action}") if b.action in APP_ACTIONS else b for b in app_bindings()]
+def screen_bindings() -> list[BindingType]:
+    """Every key of keys.APP_KEYS in its order, which is the footer's; the App's own ones go to the App.
+    Enter in the input sends through a priority binding too, so that the App handles it in order with
+    Ctrl+C: a Ctrl+C pressed right after Enter finds the message saved and its reply started."""
+    keys: list[BindingType] = [replace(b, action=f"app.{b.action}") if b.action in APP_ACTIONS else b
+                               for b in app_bindings()]
+    return keys + [Binding("enter", "send", "Send", show=False, priority=True)]
 
 
-class ChatScreen(MessageActions, Screen):
+class ChatScreen(MessageActions):
     BINDINGS = screen_bindings()
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.conversation: StoredConversation | None = None
         self.job: ReplyJob | None = None
@@ -65,6 +80,9 @@ class ChatScreen(MessageActions, Screen):
         self.unsaved: list[ReplyJob] = []  # finished replies the disk had no room for yet
         self.has_earlier = False  # messages above the first one mounted
         self.loading_earlier = False
+        self.reply_ended_at = float("-inf")  # time.monotonic() when the last reply ended
+        self.quit_armed = False  # Ctrl+C stopped a reply, or asked again: the next one quits
+        self.claims = ConversationClaims(None)  # the history's, once mounted
 
     # --- layout and start ---
 
@@ -80,12 +98,23 @@ class ChatScreen(MessageActions, Screen):
         yield Footer()
 
     @property
-    def store(self) -> HistoryStore:
-        return self.app.store
+    def chat_app(self) -> ChatHost:
+        """The app, typed: ChatApp, which imports this screen (host.py)."""
+        return cast("ChatHost", self.app)
 
     @property
-    def engine(self):
-        return self.app.engine
+    def store(self) -> HistoryStore:
+        return self.chat_app.store
+
+    @property
+    def engine(self) -> Backend | None:
+        return self.chat_app.engine
+
+    @property
+    def current(self) -> StoredConversation:
+        """The open conversation: there is one from the first frame on."""
+        assert self.conversation is not None, "the chat screen opens a conversation when it mounts"
+        return self.conversation
 
     @property
     def log_view(self) -> ChatLog:
@@ -96,23 +125,42 @@ class ChatScreen(MessageActions, Screen):
         return self.query_one(PromptInput)
 
     async def on_mount(self) -> None:
-        self.prompt.earlier_prompts = self.store.user_prompts()
-        await self.open_conversation(self.first_conversation_id())
+        with failures_as_notices(self):
+            self.claims = ConversationClaims(self.store.path)
+            self.prompt.earlier_prompts = self.store.user_prompts()
+            await self.open_conversation(self.first_conversation_id())
         self.prompt.focus()
         if self.engine is None:
             self.load_wanted_model()
         self.set_interval(SAVE_RETRY_S, self.save_unsaved)
 
     def first_conversation_id(self) -> int:
-        """The conversation open when the app last closed, else the newest, else a new one."""
+        """The conversation open when the app last closed, else the newest, else a new one; a new one too
+        when another window has that one open (or is writing a reply into it)."""
         last = self.store.last_open()
-        if last is not None and self.store.conversation(last) is not None:
+        if last is None or self.store.conversation(last) is None:
+            latest = self.store.conversations()
+            last = latest[0].id if latest else None
+        if last is None:
+            return self.new_conversation().id
+        if self.claims.claim(last) and not self.streaming_elsewhere(last):
             return last
-        latest = self.store.conversations()
-        return latest[0].id if latest else self.new_conversation().id
+        self.notify("Your last conversation is open in another chatapp window: this one starts a new conversation",
+                    timeout=8)
+        return self.new_conversation().id
+
+    def streaming_elsewhere(self, conversation_id: int) -> bool:
+        """A reply another running instance is writing into it (the store, when it opened, marked those of
+        instances gone as interrupted: a row still streaming has a live writer)."""
+        ours = self.job.message_id if self.job is not None else None
+        recent = self.store.messages(conversation_id, limit=PAGE_SIZE)
+        return any(m.status == Status.STREAMING and m.id != ours for m in recent)
 
     async def history_replaced(self) -> None:
         """The App opened another history file (the old one was moved aside)."""
+        self.claims.release_all()
+        self.claims = ConversationClaims(self.store.path)
+        self.conversation = None
         self.prompt.earlier_prompts = self.store.user_prompts()
         await self.open_conversation(self.first_conversation_id())
 
@@ -120,26 +168,27 @@ class ChatScreen(MessageActions, Screen):
 
     def wanted_spec(self) -> str:
         settings = self.conversation.settings if self.conversation else {}
-        return settings.get("model") or self.app.default_spec
+        return str(settings.get("model") or self.chat_app.default_spec)
 
     def wanted_backend(self) -> str:
         settings = self.conversation.settings if self.conversation else {}
-        return settings.get("backend") or self.app.backend_kind
+        return str(settings.get("backend") or self.chat_app.backend_kind)
 
     def load_wanted_model(self) -> None:
-        self.app.start_loading(self.wanted_spec(), self.wanted_backend())
+        self.chat_app.start_loading(self.wanted_spec(), self.wanted_backend())
 
     def model_changed(self) -> None:
         """Called by the App when a model starts loading, is ready or failed."""
-        if self.app.load_error:
-            self.show_banner(self.app.load_error + "  (F4 picks another model)", error=True)
+        app = self.chat_app
+        if app.load_error:
+            self.show_banner(app.load_error + "  (Enter tries again · F4 picks another model)", error=True)
         elif self.engine is None:
-            self.show_banner(f"Loading model {self.app.loaded_spec or 'built-in'}…")
+            self.show_banner(f"Loading {model_phrase(app.loaded_spec)}…")
         else:
-            self.show_banner(self.app.history_notice or "")
+            self.show_banner(app.history_notice or "")
             self.update_context()
         for welcome in self.query(Welcome):
-            welcome.show(self.app.model_title(), self.app.model_description)
+            welcome.show(app.model_title(), app.model_description)
 
     def show_banner(self, text: str, error: bool = False) -> None:
         banner = self.query_one("#banner", Static)
@@ -150,11 +199,11 @@ class ChatScreen(MessageActions, Screen):
     # --- conversations ---
 
     def new_conversation(self) -> StoredConversation:
-        defaults = {"chat": self.app.settings.chat.to_dict(), "model": "", "backend": ""}
+        defaults = {"chat": self.chat_app.settings.chat.to_dict(), "model": "", "backend": ""}
         return self.store.create_conversation(defaults)
 
     def sidebar_conversations(self) -> list[StoredConversation]:
-        return self.store.conversations(self.query_one("#filter").value)
+        return self.store.conversations(self.query_one("#filter", Input).value)
 
     def refresh_sidebar(self) -> None:
         current = self.conversation.id if self.conversation else None
@@ -164,10 +213,20 @@ class ChatScreen(MessageActions, Screen):
             listed += [c for c in conversations if c.id == current]
         self.query_one(ConversationSidebar).show(listed, current, more=len(conversations) - len(listed))
 
-    async def open_conversation(self, conversation_id: int) -> None:
-        """Show a conversation's newest messages; earlier ones load as the user scrolls up."""
+    async def open_conversation(self, conversation_id: int) -> bool:
+        """Show a conversation's newest messages; earlier ones load as the user scrolls up.
+        False, with a notice, when another window has it open: this one stays where it is."""
+        if not self.claims.claim(conversation_id):
+            self.notify("That conversation is open in another chatapp window", severity="warning")
+            return False
+        conversation = self.store.conversation(conversation_id)
+        if conversation is None:
+            self.claims.keep_only(self.conversations_written())
+            self.notify("That conversation was deleted (in another window)", severity="warning")
+            return False
         self.cancel_edit()
-        self.conversation = self.store.conversation(conversation_id)
+        self.conversation = conversation
+        self.claims.keep_only(self.conversations_written())
         self.store.remember_open(conversation_id)
         page = self.store.messages(conversation_id, limit=PAGE_SIZE)
         self.has_earlier = len(page) == PAGE_SIZE and self.store.message_count(conversation_id) > PAGE_SIZE
@@ -179,20 +238,28 @@ class ChatScreen(MessageActions, Screen):
         self.refresh_sidebar()
         self.update_context()
         self.call_after_refresh(self.fill_the_view)
-        if self.engine is not None or self.app.load_error:
-            if self.wanted_spec() != self.app.loaded_spec and self.job is None:
+        if self.engine is not None or self.chat_app.load_error:
+            if self.wanted_spec() != self.chat_app.loaded_spec and self.job is None:
                 self.load_wanted_model()
+        return True
+
+    def conversations_written(self) -> set[int]:
+        """What this window holds: the open conversation, and the one its reply streams into."""
+        held = {self.conversation.id} if self.conversation is not None else set()
+        return held | ({self.job.conversation_id} if self.job is not None else set())
 
     def welcome(self) -> Welcome:
         welcome = Welcome(id="welcome")
-        welcome.show(self.app.model_title(), self.app.model_description)
+        welcome.show(self.chat_app.model_title(), self.chat_app.model_description)
         return welcome
 
+    @notifies_failures
     async def fill_the_view(self) -> None:
         """Short messages may not fill the screen, and a log that cannot scroll never reaches its top."""
         while self.has_earlier and self.log_view.max_scroll_y == 0 and self.is_mounted:
             await self.load_earlier_messages()
 
+    @notifies_failures
     async def on_chat_log_near_top(self, event: ChatLog.NearTop) -> None:
         await self.load_earlier_messages()
 
@@ -213,18 +280,21 @@ class ChatScreen(MessageActions, Screen):
 
     def widget_for(self, message: StoredMessage) -> ChatMessage:
         if message.role == "assistant":
-            live = self.job is not None and self.job.message_id == message.id
-            content = self.job.text if live else message.content
-            status = Status.STREAMING if live else message.status
+            job = self.job if self.job is not None and self.job.message_id == message.id else None
+            content = job.text if job is not None else message.content
+            status = Status.STREAMING if job is not None else message.status
             return AssistantMessage(message.id, content, status, message.stats, message.error,
                                     message.model or "Assistant", message.version, message.version_count)
         return UserMessage(message.id, message.role, message.content)
 
+    @notifies_failures
     async def on_conversation_sidebar_selected(self, event: ConversationSidebar.Selected) -> None:
         if self.conversation is None or event.conversation_id != self.conversation.id:
-            await self.open_conversation(event.conversation_id)
+            if not await self.open_conversation(event.conversation_id):
+                self.refresh_sidebar()  # the list's highlight goes back to the open one
         self.prompt.focus()
 
+    @notifies_failures
     def on_conversation_sidebar_filter_changed(self, event: ConversationSidebar.FilterChanged) -> None:
         self.refresh_sidebar()
 
@@ -234,22 +304,24 @@ class ChatScreen(MessageActions, Screen):
         """What the model is sent: its system prompt and the newest messages that fit, how they fit,
         and how many earlier messages were not even read. Messages are read newest first, in growing
         batches, until some no longer fit: a long conversation costs no more than a short one."""
+        engine, conversation = self.engine, self.current
+        assert engine is not None, "only asked with a model loaded"
         system = self.chat_settings().system_prompt.strip()
-        reserve = self.engine.default_reserve(self.chat_settings().sampling_params())
-        total = self.store.message_count(self.conversation.id)
+        reserve = engine.default_reserve(self.chat_settings().sampling_params())
+        total = self.store.message_count(conversation.id)
         batch = FIRST_BATCH
         while True:
-            stored = self.store.messages(self.conversation.id, limit=batch)
+            stored = self.store.messages(conversation.id, limit=batch)
             messages = [Message("system", system)] if system else []
             messages += [Message(m.role, m.content) for m in stored if m.content and m.status not in NOT_SENT_TO_MODEL]
-            fitted = self.engine.fit(messages, reserve, continue_last)
+            fitted = engine.fit(messages, reserve, continue_last)
             if fitted.dropped_messages or len(stored) >= total:
                 return messages, fitted, total - len(stored)
             batch *= 4
 
     def chat_settings(self) -> ChatDefaults:
         if self.conversation is None:
-            return self.app.settings.chat
+            return self.chat_app.settings.chat
         return ChatDefaults.from_dict(self.conversation.settings.get("chat", {}))
 
     def can_generate(self) -> bool:
@@ -257,19 +329,37 @@ class ChatScreen(MessageActions, Screen):
             self.notify("A reply is still streaming: Esc or Ctrl+C stops it", severity="warning")
             return False
         if self.engine is None:
-            self.notify(self.app.load_error or "The model is still loading; your message is kept", severity="error")
+            if self.chat_app.load_error:  # the last try failed (a server that was down may be back): try again
+                self.notify(f"Opening {model_phrase(self.wanted_spec())} again; your message is kept: "
+                            "Enter sends it once the model is ready", timeout=8)
+                self.load_wanted_model()
+            else:
+                self.notify("The model is still loading; your message is kept", severity="warning")
             return False
         return True
 
+    async def action_send(self) -> None:
+        """Enter in the input (a priority binding: see screen_bindings); anywhere else Enter is the widget's."""
+        if self.focused is not self.prompt:
+            raise SkipAction()
+        if self.prompt.text.strip():
+            await self.send(self.prompt.text)
+
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
+        await self.send(event.text)
+
+    @notifies_failures
+    async def send(self, text: str) -> None:
+        """Save the user's message and start the reply; when it cannot be saved it stays in the input."""
         if not self.can_generate():
             return
-        text = event.text.strip("\n")
+        text = text.strip("\n")
+        conversation = self.current
         try:
             if self.editing is not None:
                 await self.remove_from(self.editing)  # the edited message takes its place, and its reply goes
                 self.editing = None
-            message = self.store.add_message(self.conversation.id, "user", text)
+            message = self.store.add_message(conversation.id, "user", text)
         except HistoryError as error:
             self.notify(f"Not sent: {error.reason} (your message is kept in the input)", severity="error", timeout=15)
             return
@@ -278,27 +368,54 @@ class ChatScreen(MessageActions, Screen):
         for welcome in self.query(Welcome):
             await welcome.remove()
         await self.log_view.mount(UserMessage(message.id, "user", text))
-        self.conversation = self.store.conversation(self.conversation.id)
-        await self.start_reply()
+        self.conversation = self.store.conversation(conversation.id) or conversation
+        try:
+            await self.start_reply()
+        except HistoryError as error:  # the reply's row could not be added: the message is saved, the reply is not
+            self.notify(f"No reply: {failure_text(error)}. Your message is saved: Ctrl+R asks for the reply again.",
+                        severity="error", timeout=15)
         self.refresh_sidebar()
 
     async def start_reply(self, continuing: StoredMessage | None = None, version_of: int | None = None) -> None:
+        """Add the reply's row (or reopen the one to continue) and generate it in a worker thread. What the
+        engine refuses before it starts (a prompt that cannot be fitted, a template that does not compile)
+        fails this reply in one line, as an error in the engine's thread does."""
+        engine, conversation = self.engine, self.current
+        assert engine is not None, "can_generate() said yes"
+        self.quit_armed = False
         if continuing is None:  # a new reply (or version) is added first: the version it replaces is not sent
-            stored = self.store.add_message(self.conversation.id, "assistant", "", status=Status.STREAMING,
-                                            model=self.engine.model_name, version_of=version_of)
-            messages, _, _ = self.model_view()
-        else:  # the reply to continue is sent as it is, then reopened
-            messages, _, _ = self.model_view(continue_last=True)
+            stored = self.store.add_message(conversation.id, "assistant", "", status=Status.STREAMING,
+                                            model=engine.model_name, version_of=version_of)
+        else:
             stored = continuing
+        try:
+            messages, _, _ = self.model_view(continue_last=continuing is not None)
+        except Exception as error:  # noqa: BLE001 - the engine's own words, in one line; the app goes on
+            await self.reply_refused(stored, continuing is None, engine_error_text(error))
+            return
+        if continuing is not None:  # the reply to continue is sent as it is, then reopened
             self.store.reopen_message(stored.id)
         params = self.chat_settings().sampling_params()
-        self.job = ReplyJob(self.engine, self.store, self.conversation.id, stored.id, messages, params,
+        self.job = ReplyJob(engine, self.store, conversation.id, stored.id, messages, params,
                             continue_last=continuing is not None, text=stored.content)
+        self.claims.claim(conversation.id)
         await self.log_view.mount(self.widget_for(stored))  # the job is set: it shows as streaming
         self.log_view.scroll_end(animate=False)
         self.log_view.anchor()
         self.update_context()
         self.generate(self.job)
+
+    async def reply_refused(self, stored: StoredMessage, added: bool, error: str) -> None:
+        """The engine refused the conversation before the reply started: a new reply's row is finished as an
+        error (not left streaming), a reply to continue stays as it was."""
+        if added:
+            self.store.finish_message(stored.id, "", Status.ERROR, None, error)
+            stored = self.store.message(stored.id) or stored
+        await self.log_view.mount(self.widget_for(stored))
+        self.log_view.scroll_end(animate=False)
+        self.reply_ended_at = time.monotonic()
+        self.notify(f"The reply failed: {error}", severity="error", timeout=10)
+        self.update_context()
 
     @work(thread=True, group="reply")
     def generate(self, job: ReplyJob) -> None:
@@ -312,10 +429,13 @@ class ChatScreen(MessageActions, Screen):
     def on_reply_save_failed(self, event: ReplySaveFailed) -> None:
         self.notify(f"{event.reason}. The reply goes on and stays on screen.", severity="error", timeout=15)
 
+    @notifies_failures
     async def on_reply_done(self, event: ReplyDone) -> None:
         job = event.job
         if self.job is job:
             self.job = None
+        self.reply_ended_at = time.monotonic()
+        self.claims.keep_only(self.conversations_written())
         if job.unsaved:
             self.unsaved.append(job)
         widget = self.log_view.widget_for(job.message_id)
@@ -327,7 +447,7 @@ class ChatScreen(MessageActions, Screen):
             self.notify(notice, severity="information")
         self.update_context()
         await self.trim_log()
-        if self.wanted_spec() != self.app.loaded_spec:
+        if self.wanted_spec() != self.chat_app.loaded_spec:
             self.load_wanted_model()
 
     async def trim_log(self) -> None:
@@ -349,7 +469,7 @@ class ChatScreen(MessageActions, Screen):
     async def stop_and_wait(self, timeout: float = 5.0) -> None:
         if self.job is None:
             return
-        self.job.backend.cancel()
+        self.job.cancel()
         workers = [w for w in self.workers if w.group == "reply"]
         for worker in workers:
             try:
@@ -359,17 +479,20 @@ class ChatScreen(MessageActions, Screen):
 
     def on_unmount(self) -> None:
         if self.job is not None:
-            self.job.backend.cancel()
+            self.job.cancel()
+        self.claims.release_all()
 
     def update_context(self) -> None:
         bars = self.query(ContextBar)
         if not bars:
             return  # the app is closing
         bar = bars.first()
-        if self.engine is None or self.conversation is None:
-            bar.show_text(self.app.load_error and "no model loaded" or ("loading model…" if self.engine is None else ""))
+        engine = self.engine
+        if engine is None or self.conversation is None:
+            loading = "loading model…" if engine is None else ""
+            bar.show_text("no model loaded" if self.chat_app.load_error else loading)
             return
-        reserve = self.engine.default_reserve(self.chat_settings().sampling_params())
+        reserve = engine.default_reserve(self.chat_settings().sampling_params())
         try:
             _, fitted, not_read = self.model_view()
         except EngineBusy:
@@ -378,30 +501,29 @@ class ChatScreen(MessageActions, Screen):
             bar.show_text(f"context: {error}")
             return
         dropped = fitted.dropped_messages + not_read
-        bar.show(fitted.size, reserve, self.engine.context_length, dropped, self.engine.model_name,
-                 self.engine.trained_context_length)
+        bar.show(fitted.size, reserve, engine.context_length, dropped, engine.model_name, engine.trained_context_length)
         self.mark_dropped_messages(dropped)
 
     def mark_dropped_messages(self, dropped: int) -> None:
         """Dim the mounted messages that no longer fit in the context."""
         sent = [w for w in self.log_view.message_widgets() if w.content and w.status not in NOT_SENT_TO_MODEL]
-        count = self.store.message_count(self.conversation.id)
+        count = self.store.message_count(self.current.id)
         above = count - len(self.log_view.message_widgets())  # not mounted; each of them was dropped first
         for index, widget in enumerate(sent):
             widget.set_out_of_context(index + above < dropped)
 
     # --- actions (each one has a key and a command palette entry) ---
 
-    def check_action(self, action: str, parameters) -> bool | None:
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # the command palette lists these over a dialog too; there they do nothing
         # (not self.is_current: that holds for a screen seen behind a dialog)
         return action not in CHAT_ACTIONS or self.app.screen is self
 
     def action_stop(self) -> bool:
-        """Stop the streaming reply; False when nothing streams."""
-        if self.job is None or self.engine is None:
+        """Stop the streaming reply (also one whose engine has not started yet); False when nothing streams."""
+        if self.job is None:
             return False
-        self.job.backend.cancel()
+        self.job.cancel()
         return True
 
     async def action_new_conversation(self) -> None:
@@ -418,36 +540,46 @@ class ChatScreen(MessageActions, Screen):
         await self.step_conversation(-1)
 
     async def step_conversation(self, step: int) -> None:
-        """The next or previous conversation in the sidebar's order (newest first)."""
+        """The next or previous conversation in the sidebar's order (newest first), passing over those
+        another window has open."""
         ids = [c.id for c in self.sidebar_conversations()]
-        if not ids:
-            return
-        current = ids.index(self.conversation.id) if self.conversation.id in ids else -step
-        target = ids[max(0, min(len(ids) - 1, current + step))]
-        if target != self.conversation.id:
-            await self.open_conversation(target)
+        open_id = self.current.id
+        index = ids.index(open_id) if open_id in ids else -step
+        while 0 <= index + step < len(ids):
+            index += step
+            if not self.claims.held_elsewhere(ids[index]):
+                await self.open_conversation(ids[index])
+                return
 
     def action_search(self) -> None:
         self.app.push_screen(CommandPalette(providers=[HistorySearch], placeholder="Search every conversation…"))
 
     def action_rename(self) -> None:
+        conversation = self.current
+
         async def rename(title: str | None) -> None:
-            if title is not None:
-                self.store.rename(self.conversation.id, title)
-                self.conversation = self.store.conversation(self.conversation.id)
+            if title is None:
+                return
+            with failures_as_notices(self):
+                self.store.rename(conversation.id, title)
+                if self.current.id == conversation.id:
+                    self.conversation = self.store.conversation(conversation.id)
                 self.refresh_sidebar()
-        self.app.push_screen(TextPromptScreen("Rename this conversation", self.conversation.title), rename)
+        self.app.push_screen(TextPromptScreen("Rename this conversation", conversation.title), rename)
 
     def action_delete_conversation(self) -> None:
+        conversation = self.current
+
         async def delete(confirmed: bool | None) -> None:
             if not confirmed:
                 return
-            if self.job is not None and self.job.conversation_id == self.conversation.id:
-                await self.stop_and_wait()
-            self.store.delete(self.conversation.id)
-            remaining = self.store.conversations()
-            await self.open_conversation(remaining[0].id if remaining else self.new_conversation().id)
-        self.app.push_screen(ConfirmScreen(f"Delete “{self.conversation.title}” and all its messages?"), delete)
+            with failures_as_notices(self):
+                if self.job is not None and self.job.conversation_id == conversation.id:
+                    await self.stop_and_wait()
+                self.store.delete(conversation.id)
+                remaining = [c.id for c in self.store.conversations() if not self.claims.held_elsewhere(c.id)]
+                await self.open_conversation(remaining[0] if remaining else self.new_conversation().id)
+        self.app.push_screen(ConfirmScreen(f"Delete “{conversation.title}” and all its messages?"), delete)
 
     def action_filter(self) -> None:
         self.query_one(ConversationSidebar).display = True
@@ -458,40 +590,46 @@ class ChatScreen(MessageActions, Screen):
         sidebar.display = not sidebar.display
 
     def action_settings(self) -> None:
-        from chatapp.models.resolve import model_spec
-
-        settings = self.conversation.settings
+        app, conversation = self.chat_app, self.current
+        settings = conversation.settings
         current = ConversationSettings(self.chat_settings(), settings.get("model", ""), settings.get("backend") or "auto")
-        models = [(f"{ref.name} ({ref.source})", model_spec(ref)) for ref in self.app.model_choices()]
+        models = [(f"{ref.name} ({ref.source})", choice_spec(ref)) for ref in app.model_choices()]
 
         def save(result: ConversationSettings | None) -> None:
             if result is None:
                 return
-            self.store.save_settings(self.conversation.id, {"chat": result.chat.to_dict(), "model": result.model, "backend": result.backend})
-            self.conversation = self.store.conversation(self.conversation.id)
-            if result.as_default:
-                self.app.settings.chat = result.chat
-                try:
-                    if self.app.settings.path is not None:
-                        save_chat_defaults(self.app.settings.path, result.chat)
-                    self.notify("Settings saved for this conversation and for new chats")
-                except SettingsError as error:
-                    self.notify(f"Saved for this conversation only: {error}", severity="error", timeout=10)
-            else:
-                self.notify("Settings saved for this conversation")
-            self.update_context()
-            if self.job is None and (self.wanted_spec() != self.app.loaded_spec or result.backend != current.backend):
-                self.load_wanted_model()
+            with failures_as_notices(self):
+                chosen = {"chat": result.chat.to_dict(), "model": result.model, "backend": result.backend}
+                self.store.save_settings(conversation.id, chosen)
+                if self.current.id == conversation.id:
+                    self.conversation = self.store.conversation(conversation.id)
+                if result.as_default:
+                    app.settings.chat = result.chat
+                    try:
+                        if app.settings.path is not None:
+                            save_chat_defaults(app.settings.path, result.chat)
+                        self.notify("Settings saved for this conversation and for new chats")
+                    except SettingsError as error:
+                        self.notify(f"Saved for this conversation only: {error}", severity="error", timeout=10)
+                else:
+                    self.notify("Settings saved for this conversation")
+                self.update_context()
+                if self.job is None and (self.wanted_spec() != app.loaded_spec or result.backend != current.backend):
+                    self.load_wanted_model()
         self.app.push_screen(SettingsScreen(current, models), save)
 
     def action_models(self) -> None:
+        app, conversation = self.chat_app, self.current
+        choices = app.model_choices()
+
         def chosen(spec: str | None) -> None:
             if not spec:
                 return
-            self.app.remember_model_path(spec)
-            self.store.save_settings(self.conversation.id, {**self.conversation.settings, "model": spec})
-            self.conversation = self.store.conversation(self.conversation.id)
-            if self.job is None:
-                self.load_wanted_model()
-        self.app.push_screen(ModelPickerScreen(self.app.model_choices(), self.app.loaded_spec or ""), chosen)
-
+            with failures_as_notices(self):
+                self.store.save_settings(conversation.id, {**conversation.settings, "model": spec})
+                if self.current.id == conversation.id:
+                    self.conversation = self.store.conversation(conversation.id)
+                if self.job is None:
+                    self.load_wanted_model()
+                app.remember_model_path(spec, choices)  # last: a settings file that cannot be written changes nothing else
+        self.app.push_screen(ModelPickerScreen(choices, app.loaded_spec or ""), chosen)

@@ -81,7 +81,8 @@ class InspectorScreen(ModalScreen[None]):
         self.query_one(OptionList).focus()
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        self.show_step(int(event.option.id))
+        if event.option.id is not None:
+            self.show_step(int(event.option.id))
 
     def show_step(self, index: int) -> None:
         step = self.steps[index]

@@ -1,33 +1,65 @@
 """What the chat screen does to its messages: regenerate (a new version), step between
 versions, edit the last message, continue a reply, copy, export, inspect.
 
-A mixin of ChatScreen (screens/chat.py), which supplies the store, the engine, the
-log and the open conversation; kept apart so that each file reads in one sitting.
+The base of ChatScreen (screens/chat.py), which supplies the store, the engine, the
+log and the open conversation (what it supplies is declared below, for the type
+checker); kept apart so that each file reads in one sitting.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from textual.screen import Screen
 from textual.widgets import TextArea
 
-from chatapp.history import CONTINUABLE, StoredMessage
+from chatapp.history import CONTINUABLE, HistoryError, StoredMessage
 from chatapp.paths import data_dir
 from chatapp.tui.clipboard import copy_text
 from chatapp.tui.export import export_files
+from chatapp.tui.failures import failure_text
 from chatapp.tui.screens.inspector import InspectorScreen
 from chatapp.tui.widgets.messages import AssistantMessage, ChatMessage
 from chatapp.tui.widgets.prompt import PromptInput
 
+if TYPE_CHECKING:
+    from chatapp.history import HistoryStore, StoredConversation
+    from chatapp.settings import ChatDefaults
+    from chatapp.tui.generation import ReplyJob
+    from chatapp.tui.widgets.messages import ChatLog
+    from model.inference.backend import Backend
+
 RECENT = 20  # the newest messages, where the last message of a role is looked for
 
 
-class MessageActions:
+class MessageActions(Screen[None]):
+    if TYPE_CHECKING:  # what ChatScreen supplies
+        job: ReplyJob | None
+        editing: StoredMessage | None
+
+        @property
+        def store(self) -> HistoryStore: ...
+        @property
+        def engine(self) -> Backend | None: ...
+        @property
+        def current(self) -> StoredConversation: ...
+        @property
+        def log_view(self) -> ChatLog: ...
+        @property
+        def prompt(self) -> PromptInput: ...
+        def can_generate(self) -> bool: ...
+        async def start_reply(self, continuing: StoredMessage | None = None, version_of: int | None = None) -> None: ...
+        def widget_for(self, message: StoredMessage) -> ChatMessage: ...
+        def update_context(self) -> None: ...
+        def chat_settings(self) -> ChatDefaults: ...
+
     def last_message(self, role: str | None = None) -> StoredMessage | None:
         """The newest message (of that role): found among the newest ones, without reading the whole conversation."""
-        recent = self.store.messages(self.conversation.id, limit=RECENT)
+        recent = self.store.messages(self.current.id, limit=RECENT)
         return next((m for m in reversed(recent) if role is None or m.role == role), None)
 
     async def remove_from(self, message: StoredMessage) -> None:
-        self.store.delete_messages_from(self.conversation.id, message.id)
+        self.store.delete_messages_from(self.current.id, message.id)
         for widget in self.log_view.message_widgets():
             if widget.message_id >= message.id:
                 await widget.remove()
@@ -37,13 +69,17 @@ class MessageActions:
         last = self.last_message()
         if last is None or last.role == "system" or not self.can_generate():
             return
-        if last.role == "assistant":
-            widget = self.log_view.widget_for(last.id)
-            if widget is not None:
-                await widget.remove()
-            await self.start_reply(version_of=last.id)
-        else:
+        if last.role != "assistant":
             await self.start_reply()
+            return
+        widget = self.log_view.widget_for(last.id)
+        if widget is not None:
+            await widget.remove()
+        try:
+            await self.start_reply(version_of=last.id)
+        except HistoryError as error:  # no new version could be added: the one there was stays
+            await self.log_view.mount(self.widget_for(last))
+            self.notify(f"No new version: {failure_text(error)}", severity="error", timeout=15)
 
     async def action_edit_last(self) -> None:
         """Put the last message back in the input; it (and its reply) is replaced only when the edit is sent."""
@@ -77,13 +113,19 @@ class MessageActions:
             return
         if not self.can_generate():
             return
-        if not self.engine.supports_continue:
-            self.notify(f"The {self.engine.name} backend cannot continue a reply yet", severity="warning")
+        engine = self.engine
+        if engine is None or not engine.supports_continue:
+            self.notify(f"The {engine.name if engine else 'current'} backend cannot continue a reply yet",
+                        severity="warning")
             return
         widget = self.log_view.widget_for(last.id)
         if widget is not None:
             await widget.remove()
-        await self.start_reply(continuing=last)
+        try:
+            await self.start_reply(continuing=last)
+        except HistoryError as error:  # it could not be reopened: it stays as it was
+            await self.log_view.mount(self.widget_for(last))
+            self.notify(f"Not continued: {failure_text(error)}", severity="error", timeout=15)
 
     async def action_previous_version(self) -> None:
         await self.step_version(-1)
@@ -135,7 +177,7 @@ class MessageActions:
 
     def action_export(self) -> None:
         try:
-            paths = export_files(data_dir() / "exports", self.conversation, self.store.messages(self.conversation.id))
+            paths = export_files(data_dir() / "exports", self.current, self.store.messages(self.current.id))
         except OSError as error:
             self.notify(f"Not exported: {error.strerror or error}", severity="error", timeout=10)
             return
@@ -146,8 +188,8 @@ class MessageActions:
         if message is None:
             self.notify("No reply to inspect yet")
             return
-        live = self.job is not None and self.job.message_id == message.message_id
-        steps = self.job.inspection if live else (self.store.inspection(message.message_id) or [])
+        job = self.job if self.job is not None and self.job.message_id == message.message_id else None
+        steps = job.inspection if job is not None else (self.store.inspection(message.message_id) or [])
         if not steps:
             self.notify("No token data for this reply: the backend did not report candidates, "
                         "or the reply is older than the inspector keeps", severity="warning")

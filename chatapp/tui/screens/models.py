@@ -4,6 +4,7 @@ and a box to add a GGUF file by path."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
 from textual.binding import Binding
@@ -12,18 +13,45 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
-from chatapp.models.resolve import model_spec
 from chatapp.models.listing import model_label
 from chatapp.models.registry import DEFAULT_MODEL, ModelNotFound, ModelRef, default_model
+from chatapp.models.resolve import model_spec
+from chatapp.serving.endpoint import EndpointModel, parse_endpoint_spec
+
+if TYPE_CHECKING:
+    from chatapp.tui.host import ModelChoice
 
 
-def model_option_text(ref: ModelRef) -> Text:
+def choice_spec(ref: ModelChoice) -> str:
+    """The spec that picks a listed model again (a local one's, or a server's model's)."""
+    return ref.spec if isinstance(ref, EndpointModel) else model_spec(ref)
+
+
+def choice_label(ref: ModelChoice) -> str:
+    # model_label tells a server's model by its kind, though its annotation names ModelRef only
+    return model_label(cast(ModelRef, ref))
+
+
+def model_phrase(spec: str | None) -> str:
+    """A spec as the banner and the notices say it: "model NAME", "model NAME on URL", "the model on URL"
+    (never the internal endpoint:URL#NAME)."""
+    if not spec:
+        return "the built-in model"
+    endpoint = parse_endpoint_spec(spec)
+    if endpoint is not None:
+        url, model = endpoint
+        return f"model {model} on {url}" if model else f"the model on {url}"
+    return f"model {spec}"
+
+
+def model_option_text(ref: ModelChoice) -> Text:
     """Name, label and source, like "llama3.2:3b  Llama 3.2 3B Instruct · Q4_K_M · 2.0 GB  Ollama"."""
-    return Text.assemble((ref.name, "bold"), "  ", model_label(ref), "  ", (ref.source, "dim"))
+    return Text.assemble((ref.name, "bold"), "  ", choice_label(ref), "  ", (ref.source, "dim"))
 
 
-def current_index(models: list[ModelRef], current: str) -> int | None:
-    """Which of the models is the one in use: current is a spec, or "" for the built-in default model."""
+def current_index(models: list[ModelChoice], current: str) -> int | None:
+    """Which of the models is the one in use: current is a spec, or "" for the built-in default model.
+    A server named without a model gives its first one (as the endpoint engine does)."""
     if not current:
         try:
             default = default_model()
@@ -31,16 +59,23 @@ def current_index(models: list[ModelRef], current: str) -> int | None:
             return None
         matches = [i for i, ref in enumerate(models) if getattr(ref, "path", None) == default.path]
     else:
-        matches = [i for i, ref in enumerate(models) if current in (model_spec(ref), str(getattr(ref, "path", "")))]
+        matches = [i for i, ref in enumerate(models) if current in (choice_spec(ref), str(getattr(ref, "path", "")))]
         matches = matches or [i for i, ref in enumerate(models) if ref.name == current]
+        endpoint = parse_endpoint_spec(current)
+        if not matches and endpoint is not None and endpoint[1] is None:
+            matches = [i for i, ref in enumerate(models) if isinstance(ref, EndpointModel) and ref.url == endpoint[0]]
     return matches[0] if matches else None
 
 
-def current_name(models: list[ModelRef], current: str, index: int | None) -> str:
+def current_name(models: list[ModelChoice], current: str, index: int | None) -> str:
     if index is not None:
         return models[index].name
     if not current:
         return DEFAULT_MODEL
+    endpoint = parse_endpoint_spec(current)
+    if endpoint is not None:
+        url, model = endpoint
+        return f"{model} on {url}" if model else url
     return Path(current).name if ("/" in current or current.endswith(".gguf")) else current
 
 
@@ -49,7 +84,7 @@ class ModelPickerScreen(ModalScreen[str | None]):
 
     BINDINGS = [Binding("escape,f4", "dismiss(None)", "Cancel")]
 
-    def __init__(self, models: list[ModelRef], current: str):
+    def __init__(self, models: list[ModelChoice], current: str):
         """current: the spec of the model in use, "" for the built-in default."""
         super().__init__()
         self.models, self.current = models, current
@@ -59,7 +94,7 @@ class ModelPickerScreen(ModalScreen[str | None]):
         with Vertical(classes="dialog wide", id="model-picker"):
             yield Label(f"Models · now: {current_name(self.models, self.current, self.current_index)}",
                         classes="title")
-            yield OptionList(*[Option(model_option_text(ref), id=model_spec(ref)) for ref in self.models], id="models")
+            yield OptionList(*[Option(model_option_text(ref), id=choice_spec(ref)) for ref in self.models], id="models")
             if not self.models:
                 yield Label("No models found. Add a GGUF file below, or train one with `chatapp train`.")
             yield Input(placeholder="Add a GGUF file by path and press Enter", id="add-path")

@@ -9,6 +9,7 @@ chats" saves and also asks the caller to make these the defaults.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -111,7 +112,8 @@ class SettingsScreen(ModalScreen[ConversationSettings | None]):
                         title=f"Not saved: fix {', '.join(wrong)}", severity="warning", timeout=8)
             self.query_one(f"#{wrong[0]}", Input).focus()
             return
-        values = {name: check_field(name, self.query_one(f"#{name}", Input).value.strip())[0] for name in SAMPLING_FIELDS}
+        values: dict[str, Any] = {name: check_field(name, self.query_one(f"#{name}", Input).value.strip())[0]
+                                  for name in SAMPLING_FIELDS}  # each checked: of its field's type
         chat = ChatDefaults(system_prompt=self.query_one("#system_prompt", TextArea).text, **values)
         model = self.query_one("#model", Select).value
         self.dismiss(ConversationSettings(

@@ -14,6 +14,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Label, Markdown, Static
+from textual.widgets.markdown import MarkdownStream
 
 from chatapp.history import Status
 
@@ -104,7 +105,7 @@ class AssistantMessage(ChatMessage):
         super().__init__(message_id, "assistant", content, status, **kwargs)
         self.stats, self.error, self.model_name = stats, error, model_name
         self.version, self.version_count = version, version_count
-        self._stream = None
+        self._stream: MarkdownStream | None = None
 
     def compose(self):
         yield Label(self.model_name, classes="role")
@@ -151,7 +152,9 @@ class AssistantMessage(ChatMessage):
         self.set_class(status in UNFINISHED_LOOK, "unfinished")
 
     def code_blocks(self) -> list[str]:
-        blocks, inside, current = [], False, []
+        blocks: list[str] = []
+        current: list[str] = []
+        inside = False
         for line in self.content.splitlines():
             if line.strip().startswith("```"):
                 if inside:

@@ -49,7 +49,8 @@ class ConversationSidebar(Vertical):
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
-        self.post_message(self.Selected(int(event.option.id)))
+        if event.option.id is not None:
+            self.post_message(self.Selected(int(event.option.id)))
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()

@@ -95,7 +95,9 @@ def test_bad_parameters_are_400_with_the_engines_rule_and_an_unknown_model_404(e
 def test_health_and_json_errors_never_a_traceback():
     with running(FakeBackend()) as url:
         assert httpx.get(url + "/health").json()["status"] == "ok"
-        for response in (httpx.post(url + "/v1/chat/completions", content=b"{not json"),
+        for response in (httpx.post(url + "/v1/chat/completions", content=b"{not json",
+                                    headers={"Content-Type": "application/json"}),
+                         httpx.post(url + "/v1/chat/completions", content=b"{}", headers={"Content-Type": "text/plain"}),
                          httpx.post(url + "/v1/chat/completions", json=[1, 2]),
                          httpx.post(url + "/v1/chat/completions", json={"messages": []}),
                          httpx.get(url + "/v1/nothing-here"),
