@@ -11,8 +11,8 @@ from __future__ import annotations
 import statistics
 
 from model.inference.backend import Finished, collect_reply
-from model.training.corpus import builtin_split
 from model.inference.sampling import SamplingParams
+from model.training.corpus import builtin_split
 
 
 def bench_prompt(backend, length: int) -> list[int]:
@@ -28,11 +28,18 @@ def measure(backend, prompt: list[int], gen_tokens: int, use_cache: bool) -> Fin
     return reply.finished
 
 
-def run_bench(backend, prompt_tokens: int = 128, gen_tokens: int = 128, runs: int = 5, compare_no_cache: bool = True,
-              where: str = "") -> dict:
+def run_bench(
+    backend,
+    prompt_tokens: int = 128,
+    gen_tokens: int = 128,
+    runs: int = 5,
+    compare_no_cache: bool = True,
+    where: str = "",
+) -> dict:
     if prompt_tokens + gen_tokens > backend.context_length:
         raise ValueError(
-            f"--prompt-tokens + --gen-tokens ({prompt_tokens + gen_tokens}) exceed the context length ({backend.context_length})"
+            f"--prompt-tokens + --gen-tokens ({prompt_tokens + gen_tokens}) exceed the context length "
+            f"({backend.context_length})"
         )
     prompt = bench_prompt(backend, prompt_tokens)
     wait_for_compile = getattr(backend, "wait_for_compile", None)
@@ -61,21 +68,31 @@ def run_bench(backend, prompt_tokens: int = 128, gen_tokens: int = 128, runs: in
             "completion_tokens": finished[0].completion_tokens,
         }
     if compare_no_cache:
-        result["kv_cache_speedup"] = result["kv_cache"]["decode_tokens_per_s"] / max(result["no_cache"]["decode_tokens_per_s"], 1e-9)
+        result["kv_cache_speedup"] = result["kv_cache"]["decode_tokens_per_s"] / max(
+            result["no_cache"]["decode_tokens_per_s"], 1e-9
+        )
     return result
 
 
 def format_bench(result: dict) -> str:
-    lines = [f"{result['backend']} on {result['model']}: prompt {result['prompt_tokens']} tokens, "
-             f"generate {result['gen_tokens']}, median of {result['runs']} runs"]
+    lines = [
+        f"{result['backend']} on {result['model']}: prompt {result['prompt_tokens']} tokens, "
+        f"generate {result['gen_tokens']}, median of {result['runs']} runs"
+    ]
     if "compile" in result:
         seconds = result["compile"]["seconds"]
-        lines.append(f"  compiled decode step: {result['compile']['status']}" + (f" (compiled in {seconds:.1f} s)" if seconds else ""))
+        lines.append(
+            f"  compiled decode step: {result['compile']['status']}"
+            + (f" (compiled in {seconds:.1f} s)" if seconds else "")
+        )
     for key, label in (("kv_cache", "with KV cache"), ("no_cache", "without cache (full recompute)")):
         if key in result:
             r = result[key]
-            lines.append(f"  {label:32s} prefill {r['prefill_tokens_per_s']:9.1f} tok/s   decode {r['decode_tokens_per_s']:8.1f} tok/s   "
-                         f"first token {r['time_to_first_token_s'] * 1000:7.1f} ms")
+            lines.append(
+                f"  {label:32s} prefill {r['prefill_tokens_per_s']:9.1f} tok/s   "
+                f"decode {r['decode_tokens_per_s']:8.1f} tok/s   "
+                f"first token {r['time_to_first_token_s'] * 1000:7.1f} ms"
+            )
     if "kv_cache_speedup" in result:
         lines.append(f"  KV cache decode speed-up: {result['kv_cache_speedup']:.1f}x")
     return "\n".join(lines)

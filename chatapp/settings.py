@@ -62,6 +62,7 @@ max_tokens = {max_tokens}
 seed = {seed}
 """
 
+
 @dataclass
 class ChatDefaults:
     """What a conversation starts with: a system prompt and sampling parameters
@@ -83,7 +84,7 @@ class ChatDefaults:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ChatDefaults":
+    def from_dict(cls, values: dict) -> ChatDefaults:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -123,8 +124,12 @@ def render_settings(settings: Settings) -> str:
     chat = settings.chat
     values = {name: toml_value(getattr(chat, name)) for name in ("system_prompt", *SAMPLING_FIELDS)}
     return TEMPLATE.format(
-        theme=toml_value(settings.theme), model=toml_value(settings.model), backend=toml_value(settings.backend),
-        extra_paths=toml_value(settings.extra_paths), endpoints=toml_value(settings.endpoints), **values,
+        theme=toml_value(settings.theme),
+        model=toml_value(settings.model),
+        backend=toml_value(settings.backend),
+        extra_paths=toml_value(settings.extra_paths),
+        endpoints=toml_value(settings.endpoints),
+        **values,
     )
 
 
@@ -139,7 +144,7 @@ def allowed_values(name: str) -> str:
         SamplingParams(**{name: "?"}).validate()  # type: ignore[arg-type]  # a string is wrong for every field: validate names the rule
     except SamplingError as error:
         text = str(error)
-        rule = text[:text.rindex(", got ")]
+        rule = text[: text.rindex(", got ")]
     else:  # pragma: no cover - every field refuses a string
         raise AssertionError(f"SamplingParams.validate accepted {name} = '?'")
     return f"{rule}; {FRESH_SEED}" if name == "seed" else rule
@@ -190,13 +195,17 @@ class _Reader:
         self.settings = settings
 
     def notice(self, key: str, value, why: str, default) -> None:
-        self.settings.notices.append(f"{SETTINGS_FILE}: {key} = {toml_shown(value)}, but {why}; using {toml_shown(default)}")
+        self.settings.notices.append(
+            f"{SETTINGS_FILE}: {key} = {toml_shown(value)}, but {why}; using {toml_shown(default)}"
+        )
 
     def table(self, data: dict, name: str, known: tuple[str, ...]) -> dict:
         table = data.get(name, {})
         if not isinstance(table, dict):
-            self.settings.notices.append(f"{SETTINGS_FILE}: {name} = {toml_shown(table)}, but it must be a table "
-                                         f"([{name}]); using the defaults for it")
+            self.settings.notices.append(
+                f"{SETTINGS_FILE}: {name} = {toml_shown(table)}, but it must be a table "
+                f"([{name}]); using the defaults for it"
+            )
             return {}
         for key in table:
             if key not in known:
@@ -213,13 +222,14 @@ class _Reader:
     def strings(self, table: dict, section: str, key: str, what: str) -> list[str]:
         value = table.get(key, [])
         if not isinstance(value, list):
-            self.notice(f"{section}.{key}", value, f"it must be a list of {what}s, like [\"a\", \"b\"]", [])
+            self.notice(f"{section}.{key}", value, f'it must be a list of {what}s, like ["a", "b"]', [])
             return []
         kept = [item for item in value if isinstance(item, str)]
         if len(kept) < len(value):
             left_out = ", ".join(toml_shown(item) for item in value if not isinstance(item, str))
-            self.settings.notices.append(f"{SETTINGS_FILE}: {section}.{key}: {left_out} left out "
-                                         f"(each must be a {what}, in quotes)")
+            self.settings.notices.append(
+                f"{SETTINGS_FILE}: {section}.{key}: {left_out} left out (each must be a {what}, in quotes)"
+            )
         return kept
 
 
@@ -273,9 +283,16 @@ def load_settings(path: Path | None = None) -> Settings:
             path.write_text(render_settings(Settings()), encoding="utf-8")
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        why = "is not valid TOML" if isinstance(error, (UnicodeDecodeError, tomllib.TOMLDecodeError)) else "cannot be read"
-        return Settings(notices=[f"{SETTINGS_FILE}: {path} {why} ({error}); using the defaults, "
-                                 "and the app will not change the file"])
+        why = (
+            "is not valid TOML"
+            if isinstance(error, (UnicodeDecodeError, tomllib.TOMLDecodeError))
+            else "cannot be read"
+        )
+        return Settings(
+            notices=[
+                f"{SETTINGS_FILE}: {path} {why} ({error}); using the defaults, and the app will not change the file"
+            ]
+        )
     return parse_settings(data, path)
 
 
@@ -308,8 +325,9 @@ def save_values(path: Path, section: str, values: dict) -> None:
     try:
         tomllib.loads(text)  # never write a file we could not read back
     except tomllib.TOMLDecodeError as error:
-        raise SettingsError(f"{path} was not changed: [{section}] is written in a way this app cannot edit "
-                            f"({error}); edit it by hand") from error
+        raise SettingsError(
+            f"{path} was not changed: [{section}] is written in a way this app cannot edit ({error}); edit it by hand"
+        ) from error
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
@@ -324,12 +342,12 @@ def _with_value(text: str, section: str, key: str, value) -> str:
     section_match = re.search(rf"^\[{re.escape(section)}\]\s*$", text, flags=re.M)
     if section_match is None:
         return text.rstrip("\n") + f"\n\n[{section}]\n{line}\n"
-    next_section = re.search(r"^\[", text[section_match.end():], flags=re.M)
+    next_section = re.search(r"^\[", text[section_match.end() :], flags=re.M)
     end = section_match.end() + (next_section.start() if next_section else len(text) - section_match.end())
-    body = text[section_match.end():end]
+    body = text[section_match.end() : end]
     key_pattern = re.compile(rf"^{re.escape(key)}\s*=.*$", flags=re.M)
     if key_pattern.search(body):
         body = key_pattern.sub(lambda _: line, body, count=1)
     else:
         body = body.rstrip("\n") + f"\n{line}\n\n" if body.strip() else f"\n{line}\n\n"
-    return text[:section_match.end()] + body + text[end:]
+    return text[: section_match.end()] + body + text[end:]

@@ -23,7 +23,12 @@ TRAIN_OPTIONS = (
 )
 FINETUNE_OPTIONS = (
     ("--out", "out", str, "the folder to write (a model folder, or adapters with --save-adapters-only)"),
-    ("--data", "data", str, 'a JSONL file of {"messages": [{"role", "content"}]} (default: dialogue from the built-in plays)'),
+    (
+        "--data",
+        "data",
+        str,
+        'a JSONL file of {"messages": [{"role", "content"}]} (default: dialogue from the built-in plays)',
+    ),
     ("--lora-rank", "lora_rank", int, "rank r of the adapters"),
     ("--lora-alpha", "lora_alpha", float, "adapter scaling alpha; the update is scaled by alpha/r"),
     ("--lora-dropout", "lora_dropout", float, "dropout on the adapters' input"),

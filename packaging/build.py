@@ -83,11 +83,13 @@ def pinned(requirement_name: str) -> str:
 
 # --- 1. the torch-free virtual environment ---
 
+
 def make_venv(venv: Path, work: Path, python: str) -> Path:
     py = venv_python(venv)
     env = {**os.environ, "CMAKE_ARGS": os.environ.get("CMAKE_ARGS", CMAKE_ARGS), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    base = subprocess.run([python, "-c", "import sys; print(sys.base_prefix, sys.version)"], check=True,
-                          capture_output=True, text=True).stdout.strip()  # a venv's python and its base are the same
+    base = subprocess.run(
+        [python, "-c", "import sys; print(sys.base_prefix, sys.version)"], check=True, capture_output=True, text=True
+    ).stdout.strip()  # a venv's python and its base are the same
     stamp_text = json.dumps([REQUIREMENTS.read_text(encoding="utf-8"), env["CMAKE_ARGS"], base])
     stamp = venv / ".chatapp-bundle-stamp"
     if py.exists() and stamp.exists() and stamp.read_text(encoding="utf-8") == stamp_text:
@@ -100,7 +102,10 @@ def make_venv(venv: Path, work: Path, python: str) -> Path:
     llama = pinned("llama-cpp-python")
     llama_version = llama.split("==")[1].strip()
     if not list(wheels.glob(f"llama_cpp_python-{llama_version}-*.whl")):
-        log(f"building the {llama} wheel (CMAKE_ARGS={env['CMAKE_ARGS']}); without a cached wheel this compiles llama.cpp: 10-15 min on 2 cores")
+        log(
+            f"building the {llama} wheel (CMAKE_ARGS={env['CMAKE_ARGS']}); "
+            "without a cached wheel this compiles llama.cpp: 10-15 min on 2 cores"
+        )
         run([py, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", wheels, llama], env=env)
     run([py, "-m", "pip", "install", "--quiet", "--find-links", wheels, "-r", REQUIREMENTS], env=env)
     check_no_torch(py)
@@ -116,16 +121,22 @@ def check_no_torch(py: Path) -> None:
 
 # --- 2. the built-in model as GGUF ---
 
+
 def model_gguf(py: Path, work: Path, model: str | None, name: str | None) -> tuple[Path, str]:
     """(the GGUF to ship, the model's name). Exports a model folder to Q8_0 (cached in build/gguf)."""
-    code = ("import json, sys\n"
-            "from chatapp.models.registry import DEFAULT_MODEL, default_model\nfrom chatapp.models.resolve import resolve_model\n"
-            "ref = resolve_model(sys.argv[1]) if len(sys.argv) > 1 else default_model()\n"
-            "print(json.dumps([ref.name, str(ref.path), ref.kind, DEFAULT_MODEL]))")
+    code = (
+        "import json, sys\n"
+        "from chatapp.models.registry import DEFAULT_MODEL, default_model\n"
+        "from chatapp.models.resolve import resolve_model\n"
+        "ref = resolve_model(sys.argv[1]) if len(sys.argv) > 1 else default_model()\n"
+        "print(json.dumps([ref.name, str(ref.path), ref.kind, DEFAULT_MODEL]))"
+    )
     args = [str(py), "-c", code] + ([str(Path(model).resolve())] if model else [])
     found = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     if found.returncode != 0:
-        raise SystemExit(f"no model to ship: {found.stderr.strip().splitlines()[-1] if found.stderr.strip() else found.returncode}")
+        raise SystemExit(
+            f"no model to ship: {found.stderr.strip().splitlines()[-1] if found.stderr.strip() else found.returncode}"
+        )
     out = found.stdout
     ref_name, path, kind, default = json.loads(out)
     path = Path(path)
@@ -149,14 +160,36 @@ def model_gguf(py: Path, work: Path, model: str | None, name: str | None) -> tup
 
 # --- 3. PyInstaller ---
 
+
 def pyinstaller(py: Path, work: Path, distpath: Path, gguf: Path, name: str) -> None:
-    env = {**os.environ, "CHATAPP_BUNDLE_GGUF": str(gguf), "CHATAPP_BUNDLE_NAME": name,
-           "CHATAPP_VERSION": version(), "CHATAPP_APP_ID": APP_ID}
-    run([py, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN", "--distpath", distpath,
-         "--workpath", work / "pyinstaller", PACKAGING / "chatapp.spec"], env=env, cwd=ROOT)
+    env = {
+        **os.environ,
+        "CHATAPP_BUNDLE_GGUF": str(gguf),
+        "CHATAPP_BUNDLE_NAME": name,
+        "CHATAPP_VERSION": version(),
+        "CHATAPP_APP_ID": APP_ID,
+    }
+    run(
+        [
+            py,
+            "-m",
+            "PyInstaller",
+            "--noconfirm",
+            "--log-level",
+            "WARN",
+            "--distpath",
+            distpath,
+            "--workpath",
+            work / "pyinstaller",
+            PACKAGING / "chatapp.spec",
+        ],
+        env=env,
+        cwd=ROOT,
+    )
 
 
 # --- 4. around the program ---
+
 
 def stage_linux(bundle: Path, stage: Path) -> None:
     """Next to the program folder: install.sh, uninstall.sh, the desktop entry, the icons, a README."""
@@ -187,24 +220,34 @@ def macos_launcher(app: Path) -> None:
         "#!/bin/sh\n"
         "# chatapp is a terminal program: open Terminal on it (Finder gives a .app no terminal).\n"
         'here="$(cd "$(dirname "$0")" && pwd)"\n'
-        'exec /usr/bin/open -n -a Terminal "$here/chatapp.command"\n', encoding="utf-8")
+        'exec /usr/bin/open -n -a Terminal "$here/chatapp.command"\n',
+        encoding="utf-8",
+    )
     command = macos / "chatapp.command"
     command.write_text(
         "#!/bin/sh\n"
         'here="$(cd "$(dirname "$0")" && pwd)"\n'
-        'clear\n'
+        "clear\n"
         '"$here/chatapp" "$@"\n'
-        'status=$?\n'
+        "status=$?\n"
         '[ $status -eq 0 ] || { echo; echo "chatapp exited with status $status; press Return to close"; read _; }\n'
-        "exit $status\n", encoding="utf-8")
+        "exit $status\n",
+        encoding="utf-8",
+    )
     for script in (launcher, command):
         script.chmod(0o755)
     info_path = contents / "Info.plist"
     info = plistlib.loads(info_path.read_bytes())
-    info.update({"CFBundleExecutable": "chatapp-launcher", "CFBundleDisplayName": "chatapp",
-                 "CFBundleShortVersionString": version(), "CFBundleVersion": version(),
-                 "LSApplicationCategoryType": "public.app-category.productivity",
-                 "NSHighResolutionCapable": True})
+    info.update(
+        {
+            "CFBundleExecutable": "chatapp-launcher",
+            "CFBundleDisplayName": "chatapp",
+            "CFBundleShortVersionString": version(),
+            "CFBundleVersion": version(),
+            "LSApplicationCategoryType": "public.app-category.productivity",
+            "NSHighResolutionCapable": True,
+        }
+    )
     info_path.write_bytes(plistlib.dumps(info))
 
 
@@ -226,12 +269,21 @@ def inno_setup(stage: Path, dist: Path, stem: str) -> Path | None:
     if not iscc:
         log("Inno Setup (ISCC.exe) not found: skipping the installer; the .zip is built")
         return None
-    run([iscc, f"/DAppVersion={version()}", f"/DSourceDir={stage / 'chatapp'}", f"/DOutputDir={dist}",
-         f"/DOutputBase={stem}-setup", PACKAGING / "windows" / "chatapp.iss"])
+    run(
+        [
+            iscc,
+            f"/DAppVersion={version()}",
+            f"/DSourceDir={stage / 'chatapp'}",
+            f"/DOutputDir={dist}",
+            f"/DOutputBase={stem}-setup",
+            PACKAGING / "windows" / "chatapp.iss",
+        ]
+    )
     return dist / f"{stem}-setup.exe"
 
 
 # --- 5. checks ---
+
 
 def folder_size(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
@@ -239,8 +291,14 @@ def folder_size(folder: Path) -> int:
 
 def smoke_test(program: Path) -> float:
     start = time.perf_counter()
-    result = subprocess.run([str(program), "--version"], capture_output=True, text=True, timeout=120,
-                            cwd=program.anchor, env={**os.environ, "PATH": ""})
+    result = subprocess.run(
+        [str(program), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=program.anchor,
+        env={**os.environ, "PATH": ""},
+    )
     seconds = time.perf_counter() - start
     if result.returncode != 0 or version() not in result.stdout:
         raise SystemExit(f"{program} --version failed ({result.returncode}): {result.stdout}{result.stderr}")
@@ -248,6 +306,7 @@ def smoke_test(program: Path) -> float:
 
 
 # --- 6. the archive ---
+
 
 def archive(stage: Path, dist: Path) -> Path:
     if sys.platform == "win32":
@@ -274,9 +333,13 @@ def write_sha256(path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help="a model folder or GGUF file to ship (default: the built-in model)")
+    parser.add_argument(
+        "--model", default=None, help="a model folder or GGUF file to ship (default: the built-in model)"
+    )
     parser.add_argument("--name", default=None, help="the shipped model's name (default: the model's)")
-    parser.add_argument("--python", default=sys.executable, help="the Python that makes the bundle venv (default: this one)")
+    parser.add_argument(
+        "--python", default=sys.executable, help="the Python that makes the bundle venv (default: this one)"
+    )
     parser.add_argument("--venv", type=Path, default=ROOT / "build" / "bundle-venv")
     parser.add_argument("--work", type=Path, default=ROOT / "build", help="intermediate files (default build/)")
     parser.add_argument("--dist", type=Path, default=ROOT / "dist", help="the output folder (default dist/)")
@@ -308,7 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     if list(folder.rglob("torch")):
         raise SystemExit(f"{folder}: torch got into the bundle")
     seconds = smoke_test(program)
-    log(f"{folder}: {size_mb:.1f} MB; `chatapp --version` in {seconds:.2f} s; model {name} ({gguf.stat().st_size / 1e6:.1f} MB)")
+    log(
+        f"{folder}: {size_mb:.1f} MB; `chatapp --version` in {seconds:.2f} s; "
+        f"model {name} ({gguf.stat().st_size / 1e6:.1f} MB)"
+    )
     if size_mb > args.max_mb:
         raise SystemExit(f"{folder} is {size_mb:.1f} MB, over the {args.max_mb:g} MB budget")
 

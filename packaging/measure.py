@@ -39,8 +39,12 @@ def time_version(program: Path, env: dict) -> float:
 
 def time_run(program: Path, env: dict, prompt: str, max_tokens: int) -> tuple[float, float]:
     start = time.perf_counter()
-    proc = subprocess.Popen([str(program), "run", prompt, "--max-tokens", str(max_tokens), "--seed", "1"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(program), "run", prompt, "--max-tokens", str(max_tokens), "--seed", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     proc.stdout.read(1)
     first = time.perf_counter() - start
     proc.stdout.read()
@@ -51,7 +55,9 @@ def time_run(program: Path, env: dict, prompt: str, max_tokens: int) -> tuple[fl
 def time_tui(program: Path, env: dict, model_marker: str, timeout: float = 60) -> tuple[float, float]:
     socket = f"chatapp-measure-{uuid.uuid4().hex[:8]}"
     tmux = ["tmux", "-L", socket]
-    command = "/usr/bin/env -i " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + shlex.quote(str(program))
+    command = (
+        "/usr/bin/env -i " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + shlex.quote(str(program))
+    )
     try:
         start = time.perf_counter()
         subprocess.run(tmux + ["new-session", "-d", "-s", "app", "-x", "100", "-y", "30", command], check=True)
@@ -87,12 +93,21 @@ def main(argv: list[str] | None = None) -> int:
         def env() -> dict:  # a new empty HOME each time: every run is a first start
             return clean_env(Path(tempfile.mkdtemp(dir=tmp)), empty_bin)
 
-        info = json.loads(subprocess.run([str(program), "run", args.prompt, "--max-tokens", str(args.max_tokens),
-                                          "--seed", "1", "--json"], env=env(), check=True,
-                                         capture_output=True, text=True).stdout)
-        results = {"model": info["model"], "backend": info["backend"],
-                   "engine_time_to_first_token_s": info["time_to_first_token_s"],
-                   "tokens_per_second": info["tokens_per_second"]}
+        info = json.loads(
+            subprocess.run(
+                [str(program), "run", args.prompt, "--max-tokens", str(args.max_tokens), "--seed", "1", "--json"],
+                env=env(),
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        results = {
+            "model": info["model"],
+            "backend": info["backend"],
+            "engine_time_to_first_token_s": info["time_to_first_token_s"],
+            "tokens_per_second": info["tokens_per_second"],
+        }
         results["version_s"] = statistics.median(time_version(program, env()) for _ in range(args.runs))
         runs = [time_run(program, env(), args.prompt, args.max_tokens) for _ in range(args.runs)]
         results["run_first_token_s"] = statistics.median(r[0] for r in runs)

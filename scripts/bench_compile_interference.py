@@ -53,7 +53,10 @@ def main() -> None:
         if not args.constant:
             time.sleep(1.5)
     ended = time.perf_counter() - started
-    print(f"compile: {engine.compile_status} after {ended:.1f} s ({'constant decoding' if args.constant else 'a reply every 1.5 s'})")
+    print(
+        f"compile: {engine.compile_status} after {ended:.1f} s "
+        f"({'constant decoding' if args.constant else 'a reply every 1.5 s'})"
+    )
     print(f"replies during the compile: {len(during)}, {per_piece(during)}")
     print(f"the same replies, no compile: {per_piece(baseline)}")
 

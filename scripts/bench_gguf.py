@@ -30,22 +30,35 @@ from model.inference.threads import default_threads  # noqa: E402
 
 
 def llama_bench(binary: str, path: Path, threads: int) -> float:
-    out = subprocess.run([binary, "-m", str(path), "-t", str(threads), "-p", "0", "-n", "128", "-d", "128", "-r", "3",
-                          "-o", "json"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [binary, "-m", str(path), "-t", str(threads), "-p", "0", "-n", "128", "-d", "128", "-r", "3", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return float(json.loads(out)[0]["avg_ts"])
 
 
 def chatapp_bench(path: Path, in_process: bool) -> dict:
     command = [sys.executable, "-m", "chatapp", "bench", str(path), "--no-compare", "--runs", "3", "--json"]
-    out = subprocess.run(command + (["--in-process"] if in_process else []), capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        command + (["--in-process"] if in_process else []), capture_output=True, text=True, check=True
+    ).stdout
     return json.loads(out)["kv_cache"]
 
 
 def foreign_file(folder: Path) -> Path:
     from tests.helpers.foreign_gguf import write_foreign_gguf
 
-    return write_foreign_gguf(folder / "qwen2-30m-f16.gguf", "qwen2", embedding_length=512, head_count=8,
-                              block_count=8, feed_forward_length=1536, name="qwen2-30m-random")
+    return write_foreign_gguf(
+        folder / "qwen2-30m-f16.gguf",
+        "qwen2",
+        embedding_length=512,
+        head_count=8,
+        block_count=8,
+        feed_forward_length=1536,
+        name="qwen2-30m-random",
+    )
 
 
 def main() -> None:
@@ -69,18 +82,32 @@ def main() -> None:
                 samples["ttft worker"].append(worker["time_to_first_token_s"] * 1000)
                 samples["ttft in process"].append(local["time_to_first_token_s"] * 1000)
             medians = {key: statistics.median(values) for key, values in samples.items()}
-            rows.append({"file": path.name, "size_mb": round(path.stat().st_size / 1e6, 1), "threads": threads,
-                         "median": medians, "samples": samples})
-    print("| file | threads | llama-bench tg128@d128 | chatapp (worker) | chatapp (in process) | worker / llama-bench "
-          "| worker / in process | first token worker / in process |")
+            rows.append(
+                {
+                    "file": path.name,
+                    "size_mb": round(path.stat().st_size / 1e6, 1),
+                    "threads": threads,
+                    "median": medians,
+                    "samples": samples,
+                }
+            )
+    print(
+        "| file | threads | llama-bench tg128@d128 | chatapp (worker) | chatapp (in process) | worker / llama-bench "
+        "| worker / in process | first token worker / in process |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         m = row["median"]
-        print(f"| {row['file']} ({row['size_mb']} MB) | {row['threads']} | {m['llama-bench']:,.0f} | {m['worker']:,.0f} | "
-              f"{m['in process']:,.0f} | {m['worker'] / m['llama-bench']:.0%} | {m['worker'] / m['in process']:.0%} | "
-              f"{m['ttft worker']:.1f} / {m['ttft in process']:.1f} ms |")
+        print(
+            f"| {row['file']} ({row['size_mb']} MB) | {row['threads']} | {m['llama-bench']:,.0f} | "
+            f"{m['worker']:,.0f} | "
+            f"{m['in process']:,.0f} | {m['worker'] / m['llama-bench']:.0%} | {m['worker'] / m['in process']:.0%} | "
+            f"{m['ttft worker']:.1f} / {m['ttft in process']:.1f} ms |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "rows": rows}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps({"machine": platform.processor() or platform.machine(), "rows": rows}, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

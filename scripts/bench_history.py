@@ -41,7 +41,7 @@ def corpus_text() -> str:
 def excerpt(rng: random.Random, corpus: str, characters: int) -> str:
     start = corpus.find(" ", rng.randrange(len(corpus) - characters - 1)) + 1
     end = corpus.rfind(" ", start, start + characters)
-    return corpus[start:end if end > start else start + characters].strip() or "Words, words, words."
+    return corpus[start : end if end > start else start + characters].strip() or "Words, words, words."
 
 
 def message_text(rng: random.Random, corpus: str, role: str) -> str:
@@ -57,15 +57,30 @@ def inspection_steps(rng: random.Random, tokens: int) -> list[dict]:
         probabilities = sorted((rng.random() ** 3 for _ in ids), reverse=True)
         total = sum(probabilities)
         drawn = rng.randrange(3)
-        steps.append({"token_id": ids[drawn], "text": f" w{ids[drawn]}", "rank": drawn, "candidates": [
-            {"id": i, "text": f" w{i}", "raw_prob": p / total, "final_prob": p / total * 1.5 if k < 5 else 0.0,
-             "drawn": k == drawn, "cut_by": None if k < 5 else "top_k"}
-            for k, (i, p) in enumerate(zip(ids, probabilities))]})
+        steps.append(
+            {
+                "token_id": ids[drawn],
+                "text": f" w{ids[drawn]}",
+                "rank": drawn,
+                "candidates": [
+                    {
+                        "id": i,
+                        "text": f" w{i}",
+                        "raw_prob": p / total,
+                        "final_prob": p / total * 1.5 if k < 5 else 0.0,
+                        "drawn": k == drawn,
+                        "cut_by": None if k < 5 else "top_k",
+                    }
+                    for k, (i, p) in enumerate(zip(ids, probabilities))
+                ],
+            }
+        )
     return steps
 
 
-def generate(path: Path, conversations: int, per_conversation: int, big: int,
-             inspected: int = INSPECTED_REPLIES) -> tuple[int, int]:
+def generate(
+    path: Path, conversations: int, per_conversation: int, big: int, inspected: int = INSPECTED_REPLIES
+) -> tuple[int, int]:
     """Fill the history in bulk, through the store's schema and triggers; returns (big conversation id, text bytes)."""
     rng = random.Random(SEED)
     corpus = corpus_text()
@@ -79,25 +94,44 @@ def generate(path: Path, conversations: int, per_conversation: int, big: int,
         count = big if index == conversations else per_conversation
         title = excerpt(rng, corpus, 40).replace("\n", " ")[:48]
         text_bytes += len(title.encode())
-        conversation_id = db.execute("INSERT INTO conversations (title, created_at, updated_at) VALUES (?, ?, ?)",
-                                     (title, now, now)).lastrowid
+        conversation_id = db.execute(
+            "INSERT INTO conversations (title, created_at, updated_at) VALUES (?, ?, ?)", (title, now, now)
+        ).lastrowid
         rows = []
         for number in range(count):
             role = "user" if number % 2 == 0 else "assistant"
             content = message_text(rng, corpus, role)
             text_bytes += len(content.encode())
             now += 30
-            rows.append((conversation_id, role, content, Status.COMPLETE, now, "shakespeare-base" if role == "assistant" else None))
+            rows.append(
+                (
+                    conversation_id,
+                    role,
+                    content,
+                    Status.COMPLETE,
+                    now,
+                    "shakespeare-base" if role == "assistant" else None,
+                )
+            )
         first = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM messages").fetchone()[0]
-        db.executemany("INSERT INTO messages (conversation_id, role, content, status, created_at, model) VALUES (?, ?, ?, ?, ?, ?)", rows)
+        db.executemany(
+            "INSERT INTO messages (conversation_id, role, content, status, created_at, model) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
         db.execute("UPDATE messages SET slot = id WHERE id >= ?", (first,))
         db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
         big_id = conversation_id
     db.execute("COMMIT")
     replies = [m for m in store.messages(big_id) if m.role == "assistant"][-inspected:] if inspected else []
     for reply in replies:  # through the public API: packed, and pruned to the newest 100
-        store.finish_message(reply.id, reply.content, Status.COMPLETE, {"completion_tokens": len(reply.content) // 4},
-                             inspection=inspection_steps(rng, len(reply.content) // 4))
+        store.finish_message(
+            reply.id,
+            reply.content,
+            Status.COMPLETE,
+            {"completion_tokens": len(reply.content) // 4},
+            inspection=inspection_steps(rng, len(reply.content) // 4),
+        )
     store.remember_open(big_id)
     store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()
@@ -114,13 +148,20 @@ def v2_history_with_json_inspection(path: Path, turns: int) -> None:
     db.executescript(MIGRATIONS[0] + MIGRATIONS[1] + "; PRAGMA user_version = 2;")
     db.execute("INSERT INTO conversations (title, created_at, updated_at) VALUES ('Old', 0, 0)")
     for _ in range(turns):
-        db.execute("INSERT INTO messages (conversation_id, role, content, created_at) VALUES (1, 'user', ?, 0)",
-                   (message_text(rng, corpus, "user"),))
+        db.execute(
+            "INSERT INTO messages (conversation_id, role, content, created_at) VALUES (1, 'user', ?, 0)",
+            (message_text(rng, corpus, "user"),),
+        )
         reply = message_text(rng, corpus, "assistant")
-        steps = [{key: value for key, value in step.items() if key not in ("token_id", "rank")}
-                 for step in inspection_steps(rng, len(reply) // 4)]
-        db.execute("INSERT INTO messages (conversation_id, role, content, created_at, inspection) VALUES (1, 'assistant', ?, 0, ?)",
-                   (reply, json.dumps(steps)))
+        steps = [
+            {key: value for key, value in step.items() if key not in ("token_id", "rank")}
+            for step in inspection_steps(rng, len(reply) // 4)
+        ]
+        db.execute(
+            "INSERT INTO messages (conversation_id, role, content, created_at, inspection) "
+            "VALUES (1, 'assistant', ?, 0, ?)",
+            (reply, json.dumps(steps)),
+        )
     db.commit()
     db.close()
 
@@ -137,8 +178,13 @@ def migration_rows(folder: Path) -> list[tuple[str, str]]:
     count = store.message_count(1)
     messages = timed(lambda: store.messages(1))
     store.close()
-    return [("v2 history, 200 turns with JSON inspection: migrate at first open",
-             f"{took:.0f} ms, {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB; messages() of its {count}: {messages:.1f} ms")]
+    return [
+        (
+            "v2 history, 200 turns with JSON inspection: migrate at first open",
+            f"{took:.0f} ms, {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB; "
+            f"messages() of its {count}: {messages:.1f} ms",
+        )
+    ]
 
 
 def timed(action, repeat: int = 5) -> float:
@@ -156,33 +202,58 @@ def one_turn(store: HistoryStore, conversation_id: int, steps: list[dict]) -> No
     store.add_message(conversation_id, "user", "What is the question?")
     reply = store.add_message(conversation_id, "assistant", "", status=Status.STREAMING, model="bench")
     text = ""
-    for piece in range(5):
+    for _piece in range(5):
         text += " to be or not to be" * 10
         store.update_content(reply.id, text)
     store.finish_message(reply.id, text, Status.COMPLETE, {"completion_tokens": 50}, inspection=steps)
 
 
 def store_rows(path: Path, fresh_path: Path, big_id: int, text_bytes: int) -> list[tuple[str, str]]:
-    rows = [("history", f"{path.stat().st_size / 1e6:.1f} MB, text {text_bytes / 1e6:.1f} MB: "
-                        f"{path.stat().st_size / text_bytes:.2f}x the text (goal <= 2x)")]
+    rows = [
+        (
+            "history",
+            f"{path.stat().st_size / 1e6:.1f} MB, text {text_bytes / 1e6:.1f} MB: "
+            f"{path.stat().st_size / text_bytes:.2f}x the text (goal <= 2x)",
+        )
+    ]
     rows.append(("HistoryStore(path) open", f"{timed(lambda: HistoryStore(path).close()):.1f} ms"))
     raw = sqlite3.connect(path)
-    rows.append(("  PRAGMA quick_check (not done at open)", f"{timed(lambda: raw.execute('PRAGMA quick_check').fetchall(), 1):.0f} ms"))
+    rows.append(
+        (
+            "  PRAGMA quick_check (not done at open)",
+            f"{timed(lambda: raw.execute('PRAGMA quick_check').fetchall(), 1):.0f} ms",
+        )
+    )
     raw.close()
     store = HistoryStore(path)
-    rows.append(("conversations()", f"{timed(store.conversations):.1f} ms ({len(store.conversations())} conversations)"))
-    rows.append(("open big conversation: messages(limit=20) + message_count",
-                 f"{timed(lambda: (store.messages(big_id, limit=20), store.message_count(big_id))):.2f} ms"))
+    rows.append(
+        ("conversations()", f"{timed(store.conversations):.1f} ms ({len(store.conversations())} conversations)")
+    )
+    rows.append(
+        (
+            "open big conversation: messages(limit=20) + message_count",
+            f"{timed(lambda: (store.messages(big_id, limit=20), store.message_count(big_id))):.2f} ms",
+        )
+    )
     rows.append(("  messages() of all 1,000", f"{timed(lambda: store.messages(big_id)):.1f} ms"))
     inspected = store._db.execute("SELECT message_id FROM inspections ORDER BY seq DESC LIMIT 1").fetchone()[0]
     steps = store.inspection(inspected)
-    rows.append(("inspection(id) of a reply", f"{timed(lambda: store.inspection(inspected)):.1f} ms ({len(steps)} steps)"))
+    rows.append(
+        ("inspection(id) of a reply", f"{timed(lambda: store.inspection(inspected)):.1f} ms ({len(steps)} steps)")
+    )
     packed = store._db.execute("SELECT SUM(length(data)), COUNT(*) FROM inspections").fetchone()
     rows.append(("inspection data kept", f"{packed[1]} replies, {packed[0] / 1e6:.2f} MB"))
     for label, query in (("common word", "love"), ("two prefixes", "noble sw"), ("rare word", "yorick")):
         hits = len(store.search(query))
-        rows.append((f"search({query!r}) {label}", f"{timed(lambda: store.search(query)):.1f} ms ({hits} hits)"))
-        rows.append((f"conversations({query!r}) filter", f"{timed(lambda: store.conversations(query)):.1f} ms"))
+        rows.append(
+            (f"search({query!r}) {label}", f"{timed(lambda query=query: store.search(query)):.1f} ms ({hits} hits)")
+        )
+        rows.append(
+            (
+                f"conversations({query!r}) filter",
+                f"{timed(lambda query=query: store.conversations(query)):.1f} ms",
+            )
+        )
     turn_steps = inspection_steps(random.Random(1), 50)
     big_turn = timed(lambda: one_turn(store, big_id, turn_steps), 10)
     fresh = HistoryStore(fresh_path)
@@ -203,7 +274,9 @@ async def app_rows(path: Path, fresh_path: Path, big_id: int) -> list[tuple[str,
 
     async def open_and_send(history: Path, expected_id: int | None) -> tuple[float, float]:
         started = time.perf_counter()
-        app = ChatApp(engine=FakeBackend(replies=[["To be", ", or not", " to be."]] * SENDS), store=HistoryStore(history))
+        app = ChatApp(
+            engine=FakeBackend(replies=[["To be", ", or not", " to be."]] * SENDS), store=HistoryStore(history)
+        )
         async with app.run_test(size=(120, 40)) as pilot:
             while app.chat.conversation is None or (expected_id and app.chat.conversation.id != expected_id):
                 await pilot.pause(0.005)
@@ -230,11 +303,19 @@ async def app_rows(path: Path, fresh_path: Path, big_id: int) -> list[tuple[str,
     small_id, _ = generate(small_path, 0, 0, PAGE_SIZE, inspected=0)
     _, small_send = await open_and_send(small_path, small_id)
     return [
-        ("app start to first paint of the big conversation", f"{big_paint:.0f} ms (fresh history: {fresh_paint:.0f} ms)"),
+        (
+            "app start to first paint of the big conversation",
+            f"{big_paint:.0f} ms (fresh history: {fresh_paint:.0f} ms)",
+        ),
         (f"send a message, reply done (median of {SENDS}): big conversation", f"{big_send:.0f} ms"),
-        ("  the same in a fresh history", f"{fresh_send:.0f} ms: {big_send - fresh_send:+.0f} ms in the big one (goal <= +20 ms)"),
-        (f"  the same in a history of one {PAGE_SIZE}-message conversation",
-         f"{small_send:.0f} ms: {big_send - small_send:+.0f} ms in the big one (the same screen)"),
+        (
+            "  the same in a fresh history",
+            f"{fresh_send:.0f} ms: {big_send - fresh_send:+.0f} ms in the big one (goal <= +20 ms)",
+        ),
+        (
+            f"  the same in a history of one {PAGE_SIZE}-message conversation",
+            f"{small_send:.0f} ms: {big_send - small_send:+.0f} ms in the big one (the same screen)",
+        ),
     ]
 
 
@@ -248,8 +329,10 @@ def main() -> None:
         path, fresh_path = Path(folder) / "history.sqlite3", Path(folder) / "fresh.sqlite3"
         started = time.perf_counter()
         big_id, text_bytes = generate(path, conversations, 100, 1000)
-        print(f"generated {conversations} conversations x 100 messages + one of 1,000 "
-              f"in {time.perf_counter() - started:.0f} s\n")
+        print(
+            f"generated {conversations} conversations x 100 messages + one of 1,000 "
+            f"in {time.perf_counter() - started:.0f} s\n"
+        )
         rows = store_rows(path, fresh_path, big_id, text_bytes) + migration_rows(Path(folder))
         if not args.no_app:
             try:

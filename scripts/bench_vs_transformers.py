@@ -38,8 +38,15 @@ def hf_generate_seconds(hf, prompt: list[int], new_tokens: int) -> float:
     ids = torch.tensor([prompt])
     start = time.perf_counter()
     with torch.inference_mode():
-        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                          do_sample=False, use_cache=True, pad_token_id=0)
+        out = hf.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=0,
+        )
     elapsed = time.perf_counter() - start
     assert out.shape[1] == len(prompt) + new_tokens
     return elapsed
@@ -51,15 +58,38 @@ def hf_decode_rate(hf, prompt: list[int], new_tokens: int) -> float:
 
 
 def llama_bench_rate(binary: str, gguf: Path, threads: int, prompt_tokens: int, gen_tokens: int) -> float:
-    out = subprocess.run([binary, "-m", str(gguf), "-t", str(threads), "-p", "0", "-n", str(gen_tokens),
-                          "-d", str(prompt_tokens), "-r", "1", "-o", "json"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            binary,
+            "-m",
+            str(gguf),
+            "-t",
+            str(threads),
+            "-p",
+            "0",
+            "-n",
+            str(gen_tokens),
+            "-d",
+            str(prompt_tokens),
+            "-r",
+            "1",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return float(json.loads(out)[0]["avg_ts"])
 
 
 def export_f32(model_dir: Path, folder: Path) -> Path:
     out = folder / "f32.gguf"
-    subprocess.run([sys.executable, "-m", "chatapp", "export", str(model_dir), "--type", "f32", "-o", str(out)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "chatapp", "export", str(model_dir), "--type", "f32", "-o", str(out)],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -98,8 +128,9 @@ def main() -> None:
             llama = LlamaEngine.load(gguf, n_threads=threads)
             runners["llama_cpp_f32_python"] = lambda: measure(llama, prompt, args.gen_tokens, True).tokens_per_second
             if args.llama_bench:
-                runners["llama_bench_f32"] = lambda: llama_bench_rate(args.llama_bench, gguf, threads, len(prompt),
-                                                                      args.gen_tokens)
+                runners["llama_bench_f32"] = lambda: llama_bench_rate(
+                    args.llama_bench, gguf, threads, len(prompt), args.gen_tokens
+                )
         for run in runners.values():
             run()  # warm-up
         rates: dict[str, list[float]] = {name: [] for name in runners}
@@ -108,16 +139,30 @@ def main() -> None:
                 rates[name].append(run())
     results = {name: summary(values) for name, values in rates.items()}
     best = results["torch_compiled"]["median"]
-    ratios = {"compiled_vs_eager": best / results["torch_eager"]["median"],
-              "compiled_vs_transformers": best / results["transformers_generate"]["median"]}
+    ratios = {
+        "compiled_vs_eager": best / results["torch_eager"]["median"],
+        "compiled_vs_transformers": best / results["transformers_generate"]["median"],
+    }
     for name in ("llama_cpp_f32_python", "llama_bench_f32"):
         if name in results:
             ratios[f"compiled_vs_{name}"] = best / results[name]["median"]
-    print(json.dumps({
-        "model": eager.model_name, "prompt_tokens": len(prompt), "gen_tokens": args.gen_tokens, "threads": threads,
-        "rounds": args.rounds, "compile_seconds": compiled.compile_seconds, "decode_tokens_per_s": results,
-        "ratios": ratios, "load_average_before": load_before, "load_average_after": os.getloadavg(),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": eager.model_name,
+                "prompt_tokens": len(prompt),
+                "gen_tokens": args.gen_tokens,
+                "threads": threads,
+                "rounds": args.rounds,
+                "compile_seconds": compiled.compile_seconds,
+                "decode_tokens_per_s": results,
+                "ratios": ratios,
+                "load_average_before": load_before,
+                "load_average_after": os.getloadavg(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -36,12 +36,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from model.inference.sampling import SamplingParams  # noqa: E402
+from model.network.model_folder import load_model, read_config  # noqa: E402
 from model.text.chat_format import Message, fit_to_context  # noqa: E402
 from model.training.dialogue import SceneConversation, dialogue_split  # noqa: E402
 from model.training.finetune import reply_loss, reply_nats  # noqa: E402
 from model.training.finetune_data import Example, encode_all, fit_example  # noqa: E402
-from model.network.model_folder import load_model, read_config  # noqa: E402
-from model.inference.sampling import SamplingParams  # noqa: E402
 
 MAX_REPLY_TOKENS = 192  # as `chatapp finetune` keeps its data
 STOP_BUDGET = 200
@@ -103,7 +103,13 @@ def persona_loss(args, validation, tokenizer, model) -> dict:
         own.append(list(c.messages))
         swapped.append([other.messages[0]] + list(c.messages[1:]))
     context = model.config.context_length
-    pairs = [(fit_example(a, tokenizer, context + 1, MAX_REPLY_TOKENS), fit_example(b, tokenizer, context + 1, MAX_REPLY_TOKENS)) for a, b in zip(own, swapped)]
+    pairs = [
+        (
+            fit_example(a, tokenizer, context + 1, MAX_REPLY_TOKENS),
+            fit_example(b, tokenizer, context + 1, MAX_REPLY_TOKENS),
+        )
+        for a, b in zip(own, swapped)
+    ]
     pairs = [p for p in pairs if p[0] is not None and p[1] is not None]
     pad = tokenizer.end_of_text_id
     return {
@@ -113,13 +119,14 @@ def persona_loss(args, validation, tokenizer, model) -> dict:
 
 
 def persona_name(persona: str) -> str:
-    """"You are Hamlet, Prince of Denmark." -> "Hamlet", as for "You are Hamlet."."""
+    """ "You are Hamlet, Prince of Denmark." -> "Hamlet", as for "You are Hamlet."."""
     return persona.removeprefix("You are ").split(",")[0].rstrip(".")
 
 
 @dataclass
 class PersonaTrial:
     """One held-out reply and the characters it is scored under, its own first."""
+
     reply: SceneConversation
     characters: list[tuple[str, str]]  # (work, persona prompt)
     headings: list[str]  # each character's name as the play prints it over a speech
@@ -133,8 +140,11 @@ def persona_trials(args, validation, tokenizer, context_length: int, plain_opene
     message, so that only the persona tells who speaks."""
     with_persona = [c for c in validation if c.messages[0].role == "system"]
     if plain_opener:
-        with_persona = [SceneConversation(c.work, c.speakers, (c.messages[0], Message("user", "Speak."), c.messages[-1]))
-                        for c in with_persona if len(c.speakers) == 2]
+        with_persona = [
+            SceneConversation(c.work, c.speakers, (c.messages[0], Message("user", "Speak."), c.messages[-1]))
+            for c in with_persona
+            if len(c.speakers) == 2
+        ]
     prompts: dict[tuple[str, str], str] = {}  # one prompt per character, the longest
     headings: dict[tuple[str, str], str] = {}
     for c in with_persona:
@@ -148,8 +158,12 @@ def persona_trials(args, validation, tokenizer, context_length: int, plain_opene
         own = (c.work, persona_name(c.messages[0].content))
         others = chooser.sample([k for k in characters if k != own], PERSONA_CANDIDATES - 1)
         chosen = [(c.work, c.messages[0].content)] + [(work, prompts[(work, name)]) for work, name in others]
-        examples = [fit_example([Message("system", prompt)] + list(c.messages[1:]), tokenizer, context_length + 1, MAX_REPLY_TOKENS)
-                    for _, prompt in chosen]
+        examples = [
+            fit_example(
+                [Message("system", prompt)] + list(c.messages[1:]), tokenizer, context_length + 1, MAX_REPLY_TOKENS
+            )
+            for _, prompt in chosen
+        ]
         if all(e is not None for e in examples):
             trials.append(PersonaTrial(c, chosen, [c.speakers[-1]] + [headings[k] for k in others], examples))
     return trials
@@ -162,14 +176,21 @@ def choice_report(trials: list[PersonaTrial], nats: list[float]) -> dict:
         scores = nats[start : start + len(t.characters)]
         own_best += min(range(len(scores)), key=scores.__getitem__) == 0
         start += len(t.characters)
-    return {"replies": len(trials), "candidates": PERSONA_CANDIDATES, "own_most_likely": own_best,
-            "percent": 100 * own_best / max(len(trials), 1), "chance_percent": 100 / PERSONA_CANDIDATES}
+    return {
+        "replies": len(trials),
+        "candidates": PERSONA_CANDIDATES,
+        "own_most_likely": own_best,
+        "percent": 100 * own_best / max(len(trials), 1),
+        "chance_percent": 100 / PERSONA_CANDIDATES,
+    }
 
 
 def persona_choice(args, trials: list[PersonaTrial], tokenizer, model) -> dict:
     """Does the persona carry the character's voice? The share of held-out
     replies that the model finds most likely under their own persona."""
-    return choice_report(trials, reply_nats(model, [e for t in trials for e in t.examples], tokenizer.end_of_text_id, args.device))
+    return choice_report(
+        trials, reply_nats(model, [e for t in trials for e in t.examples], tokenizer.end_of_text_id, args.device)
+    )
 
 
 def heading_choice(args, trials: list[PersonaTrial], tokenizer, base_model) -> dict:
@@ -200,7 +221,9 @@ def word_count_choice(trials: list[PersonaTrial], train, tokenizer, mix: float =
     def nats(character: tuple[str, str], ids: list[int]) -> float:
         counts = by_character.get((character[0], persona_name(character[1])), Counter())
         size = max(sum(counts.values()), 1)
-        return sum(-math.log(mix * counts[i] / size + (1 - mix) * (overall[i] + 0.5) / (total + 0.5 * vocab)) for i in ids)
+        return sum(
+            -math.log(mix * counts[i] / size + (1 - mix) * (overall[i] + 0.5) / (total + 0.5 * vocab)) for i in ids
+        )
 
     scores = []
     for t in trials:
@@ -226,7 +249,10 @@ def speaker_gap(args) -> dict:
             right.append(pair[0])
             wrong.append(pair[1])
     pad = tokenizer.end_of_text_id
-    return {"right_speaker": reply_loss(model, right, pad, args.device), "wrong_speaker": reply_loss(model, wrong, pad, args.device)}
+    return {
+        "right_speaker": reply_loss(model, right, pad, args.device),
+        "wrong_speaker": reply_loss(model, wrong, pad, args.device),
+    }
 
 
 def stop_rate(engine, prompts: list[list[Message]], seed: int) -> dict:
@@ -241,8 +267,12 @@ def stop_rate(engine, prompts: list[list[Message]], seed: int) -> dict:
         stopped += finished.reason == "stop"
         lengths.append(finished.completion_tokens)
     lengths.sort()
-    return {"prompts": len(prompts), "ended_with_end": stopped, "percent": 100 * stopped / len(prompts),
-            "median_reply_tokens": lengths[len(lengths) // 2]}
+    return {
+        "prompts": len(prompts),
+        "ended_with_end": stopped,
+        "percent": 100 * stopped / len(prompts),
+        "median_reply_tokens": lengths[len(lengths) // 2],
+    }
 
 
 def persona_samples(engine) -> list[dict]:
@@ -290,52 +320,78 @@ def persona_choices(args, split, tokenizer, models: dict) -> dict:
 
 def print_persona_choices(choices: dict) -> None:
     for setting, results in choices.items():
-        print(f"held-out replies most likely under their own persona of {PERSONA_CANDIDATES} "
-              f"({'after the play’s message' if setting == 'after_message' else 'after “Speak.”'}):")
+        print(
+            f"held-out replies most likely under their own persona of {PERSONA_CANDIDATES} "
+            f"({'after the play’s message' if setting == 'after_message' else 'after “Speak.”'}):"
+        )
         for name, choice in results.items():
-            print(f"  {name}: {choice['own_most_likely']}/{choice['replies']} ({choice['percent']:.1f}%, "
-                  f"chance {choice['chance_percent']:.0f}%)")
+            print(
+                f"  {name}: {choice['own_most_likely']}/{choice['replies']} ({choice['percent']:.1f}%, "
+                f"chance {choice['chance_percent']:.0f}%)"
+            )
 
 
 def print_bars(report: dict) -> None:
     loss = report["loss"]
-    print(f"held-out reply loss (nats/token, {loss['chat']['all_replies_with_end']['tokens']:,} tokens, replies and <|end|>):")
-    print(f"  chat {loss['chat']['all_replies_with_end']['loss']:.4f}   base {loss['base']['all_replies_with_end']['loss']:.4f}")
+    print(
+        f"held-out reply loss (nats/token, {loss['chat']['all_replies_with_end']['tokens']:,} tokens, "
+        "replies and <|end|>):"
+    )
+    print(
+        f"  chat {loss['chat']['all_replies_with_end']['loss']:.4f}   "
+        f"base {loss['base']['all_replies_with_end']['loss']:.4f}"
+    )
     print(f"single-turn reply text only ({loss['chat']['single_turn_reply_text']['tokens']:,} tokens):")
-    print(f"  chat {loss['chat']['single_turn_reply_text']['loss']:.4f}   base in the chat format "
-          f"{loss['base']['single_turn_reply_text']['loss']:.4f}   base in the plays' layout "
-          f"{loss['base']['single_turn_reply_text_in_play_layout']['loss']:.4f}")
+    print(
+        f"  chat {loss['chat']['single_turn_reply_text']['loss']:.4f}   base in the chat format "
+        f"{loss['base']['single_turn_reply_text']['loss']:.4f}   base in the plays' layout "
+        f"{loss['base']['single_turn_reply_text_in_play_layout']['loss']:.4f}"
+    )
     for name, stop in report["stop"].items():
-        print(f"{name}: {stop['ended_with_end']}/{stop['prompts']} replies ({stop['percent']:.1f}%) end with <|end|> "
-              f"within {STOP_BUDGET} tokens; median reply {stop['median_reply_tokens']} tokens")
+        print(
+            f"{name}: {stop['ended_with_end']}/{stop['prompts']} replies ({stop['percent']:.1f}%) end with <|end|> "
+            f"within {STOP_BUDGET} tokens; median reply {stop['median_reply_tokens']} tokens"
+        )
     for name, persona in report["persona_loss"].items():
-        print(f"{name}: held-out replies under their own persona {persona['own_persona']['loss']:.4f}, "
-              f"under another's {persona['other_persona']['loss']:.4f} ({persona['own_persona']['examples']} replies)")
+        print(
+            f"{name}: held-out replies under their own persona {persona['own_persona']['loss']:.4f}, "
+            f"under another's {persona['other_persona']['loss']:.4f} ({persona['own_persona']['examples']} replies)"
+        )
     print_persona_choices(report["persona_choice"])
     print("\npersona samples (seeds " + ", ".join(map(str, PERSONA_SEEDS)) + ", every one shown):")
     for s in report["persona_samples"]:
-        print(f"\n[system] {s['system'] or '(none)'}\n[user] {s['user']}\n[seed {s['seed']}, {s['finish']}] {s['reply']}")
+        print(
+            f"\n[system] {s['system'] or '(none)'}\n[user] {s['user']}\n[seed {s['seed']}, {s['finish']}] {s['reply']}"
+        )
 
 
 def command_compare(args) -> list[dict]:
     rows = []
     for folder in args.runs:
         folder = Path(folder)
-        summary = json.loads((folder / "finetune.json").read_text()) if (folder / "finetune.json").is_file() else read_config(folder)["training"]
-        rows.append({
-            "run": folder.name,
-            "method": summary["method"],
-            "trainable_parameters": summary["trainable_parameters"],
-            "trainable_fraction": summary["trainable_fraction"],
-            "steps": summary["step"],
-            "time_s": summary["elapsed_s"],
-            "validation_loss": (summary.get("validation") or {}).get("loss"),
-        })
+        summary = (
+            json.loads((folder / "finetune.json").read_text())
+            if (folder / "finetune.json").is_file()
+            else read_config(folder)["training"]
+        )
+        rows.append(
+            {
+                "run": folder.name,
+                "method": summary["method"],
+                "trainable_parameters": summary["trainable_parameters"],
+                "trainable_fraction": summary["trainable_fraction"],
+                "steps": summary["step"],
+                "time_s": summary["elapsed_s"],
+                "validation_loss": (summary.get("validation") or {}).get("loss"),
+            }
+        )
     print(f"{'run':24s} {'method':6s} {'trainable':>12s} {'fraction':>9s} {'steps':>6s} {'time':>8s} {'val loss':>9s}")
     for r in rows:
         loss = f"{r['validation_loss']:.4f}" if r["validation_loss"] is not None else "-"
-        print(f"{r['run']:24s} {r['method']:6s} {r['trainable_parameters']:>12,} {100 * r['trainable_fraction']:>8.2f}% "
-              f"{r['steps']:>6d} {r['time_s']:>7.0f}s {loss:>9s}")
+        print(
+            f"{r['run']:24s} {r['method']:6s} {r['trainable_parameters']:>12,} {100 * r['trainable_fraction']:>8.2f}% "
+            f"{r['steps']:>6d} {r['time_s']:>7.0f}s {loss:>9s}"
+        )
     return rows
 
 
@@ -369,13 +425,20 @@ def main() -> int:
         models = {"chat": model} | ({"base": load_model(args.base, args.device)[0]} if args.base else {})
         split = dialogue_split()
         own_other = persona_loss(args, split.validation, tokenizer, model)
-        print(f"own persona {own_other['own_persona']['loss']:.4f}, another's {own_other['other_persona']['loss']:.4f} nats/token")
+        print(
+            f"own persona {own_other['own_persona']['loss']:.4f}, "
+            f"another's {own_other['other_persona']['loss']:.4f} nats/token"
+        )
         print_persona_choices(persona_choices(args, split, tokenizer, models))
         return 0
     if args.command == "speakers":
         gap = speaker_gap(args)
-        print(f"{gap['right_speaker']['examples']:,} single-turn held-out replies ({gap['right_speaker']['tokens']:,} tokens): "
-              f"right speaker {gap['right_speaker']['loss']:.4f}, wrong speaker {gap['wrong_speaker']['loss']:.4f} nats/token")
+        print(
+            f"{gap['right_speaker']['examples']:,} single-turn held-out replies "
+            f"({gap['right_speaker']['tokens']:,} tokens): "
+            f"right speaker {gap['right_speaker']['loss']:.4f}, "
+            f"wrong speaker {gap['wrong_speaker']['loss']:.4f} nats/token"
+        )
         return 0
     report = command_bars(args)
     print_bars(report)

@@ -54,8 +54,14 @@ def start(command: list[str], port: int, log: Path) -> subprocess.Popen:
 
 
 async def one_request(client: httpx.AsyncClient, url: str, number: int, results: dict) -> None:
-    body = {"messages": [{"role": "user", "content": PROMPTS[number % len(PROMPTS)]}], "max_tokens": 64,
-            "temperature": 0.8, "seed": number, "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "messages": [{"role": "user", "content": PROMPTS[number % len(PROMPTS)]}],
+        "max_tokens": 64,
+        "temperature": 0.8,
+        "seed": number,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     started = time.perf_counter()
     try:
         async with client.stream("POST", url + "/v1/chat/completions", json=body, timeout=120) as response:
@@ -100,8 +106,11 @@ async def load(url: str, clients: int, requests: int) -> dict:
 def report(name: str, results: dict) -> str:
     ttft = sorted(results["ttft"]) or [0.0]
     p95 = ttft[min(len(ttft) - 1, int(round(0.95 * (len(ttft) - 1))))]
-    return (f"| {name} | {len(results['ttft'])} | {results['errors']} | {results['busy']} | "
-            f"{statistics.median(ttft) * 1000:,.0f} ms | {p95 * 1000:,.0f} ms | {results['tokens'] / results['seconds']:,.0f} |")
+    return (
+        f"| {name} | {len(results['ttft'])} | {results['errors']} | {results['busy']} | "
+        f"{statistics.median(ttft) * 1000:,.0f} ms | {p95 * 1000:,.0f} ms | "
+        f"{results['tokens'] / results['seconds']:,.0f} |"
+    )
 
 
 def main() -> None:
@@ -110,13 +119,35 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--compare", action="store_true", help="also llama-cpp-python's own server on the same file")
     args = parser.parse_args()
-    servers = [("chatapp serve", lambda port: [sys.executable, "-m", "chatapp", "serve", str(GGUF), "--port", str(port)])]
+    servers = [
+        ("chatapp serve", lambda port: [sys.executable, "-m", "chatapp", "serve", str(GGUF), "--port", str(port)])
+    ]
     if args.compare:
-        servers.append(("llama_cpp.server", lambda port: [sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF),
-                                                          "--port", str(port), "--n_ctx", "256", "--verbose", "false",
-                                                          "--interrupt_requests", "false"]))  # else a new request cuts the running one
-    lines = [f"{args.clients} clients, {args.requests} streaming requests of up to 64 tokens, {GGUF.name}",
-             "| server | replies | errors | 503 | first token p50 | p95 | tokens/s |", "|---|---:|---:|---:|---:|---:|---:|"]
+        servers.append(
+            (
+                "llama_cpp.server",
+                lambda port: [
+                    sys.executable,
+                    "-m",
+                    "llama_cpp.server",
+                    "--model",
+                    str(GGUF),
+                    "--port",
+                    str(port),
+                    "--n_ctx",
+                    "256",
+                    "--verbose",
+                    "false",
+                    "--interrupt_requests",
+                    "false",
+                ],
+            )
+        )  # else a new request cuts the running one
+    lines = [
+        f"{args.clients} clients, {args.requests} streaming requests of up to 64 tokens, {GGUF.name}",
+        "| server | replies | errors | 503 | first token p50 | p95 | tokens/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, command in servers:
         port = free_port()
         process = start(command(port), port, Path(f"/tmp/load-test-{port}.log"))

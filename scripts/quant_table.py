@@ -78,8 +78,12 @@ def main() -> None:
             row = {"type": export_type, "bytes": os.path.getsize(path), **measure(path, args.runs)}
             os.remove(path)
             rows.append(row)
-            print(f"{export_type}: {row['bytes'] / 1e6:.1f} MB, ppl {row['eval']['perplexity']:.3f}, "
-                  f"{row['bench']['kv_cache']['decode_tokens_per_s']:.0f} tok/s", file=sys.stderr, flush=True)
+            print(
+                f"{export_type}: {row['bytes'] / 1e6:.1f} MB, ppl {row['eval']['perplexity']:.3f}, "
+                f"{row['bench']['kv_cache']['decode_tokens_per_s']:.0f} tok/s",
+                file=sys.stderr,
+                flush=True,
+            )
     print(markdown(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

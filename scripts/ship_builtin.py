@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
+from model.network.model_folder import load_model, read_config, save_model, write_json_atomic
 from model.training.dataset import encode_works, load_split
 from model.training.validation_loss import evaluate_model
-from model.network.model_folder import load_model, read_config, save_model, write_json_atomic
 
 HISTORY_FILES = ("history.csv", "history.png", "finetune.json")  # the training record, when there is one
 
@@ -42,7 +42,12 @@ def main() -> None:
     shipped["training"][f"{key}_float32"] = full
     shipped["weights_dtype"] = "float16"
     write_json_atomic(target / "config.json", shipped)
-    print(json.dumps({"float32": full, "float16": half, "size_mb": sum(f.stat().st_size for f in target.iterdir()) / 1e6}, indent=2))
+    print(
+        json.dumps(
+            {"float32": full, "float16": half, "size_mb": sum(f.stat().st_size for f in target.iterdir()) / 1e6},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

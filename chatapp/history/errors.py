@@ -95,16 +95,21 @@ def is_damage(error: sqlite3.Error) -> bool:
     return primary_code(error) in DAMAGED_CODES or "malformed" in text or "not a database" in text
 
 
-def one_line(text: object) -> str:
+def collapse_whitespace(text: object) -> str:
     """Any text (or an exception) on one line, its whitespace runs made single spaces."""
     return " ".join(str(text).split())
 
 
 def damaged(path: Path, detail: str) -> HistoryUnavailable:
-    return HistoryUnavailable(f"{path} is damaged ({one_line(detail)}): move it aside to start a new history",
-                              path, can_move_aside=True)
+    return HistoryUnavailable(
+        f"{path} is damaged ({collapse_whitespace(detail)}): move it aside to start a new history", path, can_move_aside=True
+    )
 
 
 def not_writable(path: Path, detail: str) -> HistoryUnavailable:
-    return HistoryUnavailable(f"{path} cannot be opened for writing ({one_line(detail)}): "
-                              f"check the permissions of the file and of {path.parent}", path, can_move_aside=False)
+    return HistoryUnavailable(
+        f"{path} cannot be opened for writing ({collapse_whitespace(detail)}): "
+        f"check the permissions of the file and of {path.parent}",
+        path,
+        can_move_aside=False,
+    )

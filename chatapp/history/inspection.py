@@ -56,29 +56,44 @@ def encode(steps: list[dict]) -> bytes:
         candidates = step.get("candidates") or []
         step_sizes.append(len(candidates))
         for candidate in candidates:
-            candidate_tokens.append(tokens.index((int(candidate.get("id", MISSING_ID)), str(candidate.get("text", "")))))
+            candidate_tokens.append(
+                tokens.index((int(candidate.get("id", MISSING_ID)), str(candidate.get("text", ""))))
+            )
             raw_probs.append(float(candidate.get("raw_prob", 0.0)))
             final_probs.append(float(candidate.get("final_prob", 0.0)))
             cut_code = cut_reasons.index(candidate.get("cut_by"))
             flags.append((cut_code << 1) | (DRAWN_FLAG if candidate.get("drawn") else 0))
     if len(cut_reasons.values) > 127:
         raise ValueError("more than 127 distinct cut_by reasons in one reply")
-    header = json.dumps({
-        "version": FORMAT_VERSION, "steps": len(steps), "candidates": len(candidate_tokens),
-        "texts": [text for _, text in tokens.values], "cut_by": cut_reasons.values,
-    }, separators=(",", ":")).encode()
-    body = b"".join([
-        _pack("i", [token_id for token_id, _ in tokens.values]),
-        _pack("I", step_tokens), _pack("i", step_ranks), _pack("I", step_sizes),
-        _pack("I", candidate_tokens), _pack("e", raw_probs), _pack("e", final_probs), _pack("B", flags),
-    ])
+    header = json.dumps(
+        {
+            "version": FORMAT_VERSION,
+            "steps": len(steps),
+            "candidates": len(candidate_tokens),
+            "texts": [text for _, text in tokens.values],
+            "cut_by": cut_reasons.values,
+        },
+        separators=(",", ":"),
+    ).encode()
+    body = b"".join(
+        [
+            _pack("i", [token_id for token_id, _ in tokens.values]),
+            _pack("I", step_tokens),
+            _pack("i", step_ranks),
+            _pack("I", step_sizes),
+            _pack("I", candidate_tokens),
+            _pack("e", raw_probs),
+            _pack("e", final_probs),
+            _pack("B", flags),
+        ]
+    )
     return zlib.compress(struct.pack("<I", len(header)) + header + body, 6)
 
 
 def decode(blob: bytes) -> list[dict]:
     data = memoryview(zlib.decompress(blob))
     (header_size,) = struct.unpack_from("<I", data, 0)
-    header = json.loads(bytes(data[4:4 + header_size]))
+    header = json.loads(bytes(data[4 : 4 + header_size]))
     if header["version"] != FORMAT_VERSION:
         raise ValueError(f"inspection format {header['version']} is not {FORMAT_VERSION}")
     offset = 4 + header_size
@@ -97,10 +112,16 @@ def decode(blob: bytes) -> list[dict]:
         candidates = []
         for position in range(next_candidate, next_candidate + size):
             index, flag = candidate_tokens[position], flags[position]
-            candidates.append({
-                "id": token_ids[index], "text": texts[index], "raw_prob": raw_probs[position],
-                "final_prob": final_probs[position], "drawn": bool(flag & DRAWN_FLAG), "cut_by": cut_reasons[flag >> 1],
-            })
+            candidates.append(
+                {
+                    "id": token_ids[index],
+                    "text": texts[index],
+                    "raw_prob": raw_probs[position],
+                    "final_prob": final_probs[position],
+                    "drawn": bool(flag & DRAWN_FLAG),
+                    "cut_by": cut_reasons[flag >> 1],
+                }
+            )
         next_candidate += size
         steps.append({"token_id": token_ids[token], "text": texts[token], "rank": rank, "candidates": candidates})
     return steps

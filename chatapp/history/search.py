@@ -81,12 +81,16 @@ def like_pattern(text: str) -> str:
 def conversation_ids_sql(query: str | None, text: str) -> tuple[str, tuple]:
     """SQL selecting the ids of conversations whose title or shown messages match."""
     if query is not None:
-        return ("SELECT rowid FROM conversation_search WHERE conversation_search MATCH ? "
-                "UNION SELECT m.conversation_id FROM messages m "
-                "WHERE m.id IN (SELECT rowid FROM message_search WHERE message_search MATCH ?)"), (query, query)
+        return (
+            "SELECT rowid FROM conversation_search WHERE conversation_search MATCH ? "
+            "UNION SELECT m.conversation_id FROM messages m "
+            "WHERE m.id IN (SELECT rowid FROM message_search WHERE message_search MATCH ?)"
+        ), (query, query)
     pattern = like_pattern(text)
-    return ("SELECT id FROM conversations WHERE lower(title) LIKE ? ESCAPE '\\' "
-            "UNION SELECT conversation_id FROM messages WHERE shown = 1 AND lower(content) LIKE ? ESCAPE '\\'"), (pattern, pattern)
+    return (
+        "SELECT id FROM conversations WHERE lower(title) LIKE ? ESCAPE '\\' "
+        "UNION SELECT conversation_id FROM messages WHERE shown = 1 AND lower(content) LIKE ? ESCAPE '\\'"
+    ), (pattern, pattern)
 
 
 def search_sql(query: str | None, text: str, limit: int) -> list[tuple[str, tuple]]:
@@ -94,18 +98,30 @@ def search_sql(query: str | None, text: str, limit: int) -> list[tuple[str, tupl
     titles: tuple[str, tuple]
     messages: tuple[str, tuple]
     if query is not None:
-        titles = ("SELECT c.id, c.title, NULL, c.title FROM conversation_search s JOIN conversations c ON c.id = s.rowid "
-                  "WHERE conversation_search MATCH ? ORDER BY s.rowid DESC LIMIT ?", (query, limit))
-        messages = ("SELECT c.id, c.title, s.rowid, snippet(message_search, 0, '', '', '…', ?) "
-                    "FROM message_search s JOIN messages m ON m.id = s.rowid JOIN conversations c ON c.id = m.conversation_id "
-                    "WHERE message_search MATCH ? ORDER BY s.rowid DESC LIMIT ?", (SNIPPET_WORDS, query, limit))
+        titles = (
+            "SELECT c.id, c.title, NULL, c.title FROM conversation_search s JOIN conversations c ON c.id = s.rowid "
+            "WHERE conversation_search MATCH ? ORDER BY s.rowid DESC LIMIT ?",
+            (query, limit),
+        )
+        messages = (
+            "SELECT c.id, c.title, s.rowid, snippet(message_search, 0, '', '', '…', ?) "
+            "FROM message_search s JOIN messages m ON m.id = s.rowid JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE message_search MATCH ? ORDER BY s.rowid DESC LIMIT ?",
+            (SNIPPET_WORDS, query, limit),
+        )
         return [titles, messages]
     pattern = like_pattern(text)
-    titles = ("SELECT id, title, NULL, title FROM conversations WHERE lower(title) LIKE ? ESCAPE '\\' "
-              "ORDER BY id DESC LIMIT ?", (pattern, limit))
-    messages = ("SELECT c.id, c.title, m.id, m.content FROM messages m JOIN conversations c ON c.id = m.conversation_id "
-                "WHERE m.shown = 1 AND m.status != 'streaming' AND lower(m.content) LIKE ? ESCAPE '\\' "
-                "ORDER BY m.id DESC LIMIT ?", (pattern, limit))
+    titles = (
+        "SELECT id, title, NULL, title FROM conversations WHERE lower(title) LIKE ? ESCAPE '\\' "
+        "ORDER BY id DESC LIMIT ?",
+        (pattern, limit),
+    )
+    messages = (
+        "SELECT c.id, c.title, m.id, m.content FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE m.shown = 1 AND m.status != 'streaming' AND lower(m.content) LIKE ? ESCAPE '\\' "
+        "ORDER BY m.id DESC LIMIT ?",
+        (pattern, limit),
+    )
     return [titles, messages]
 
 
@@ -113,5 +129,5 @@ def snippet_around(content: str, text: str, width: int = 80) -> str:
     """A LIKE hit's snippet: the text around the first match, on one line."""
     at = max(content.lower().find(text.strip().lower()), 0)
     start = max(at - width // 3, 0)
-    piece = " ".join(content[start:start + width].split())
+    piece = " ".join(content[start : start + width].split())
     return ("…" if start else "") + piece + ("…" if start + width < len(content) else "")

@@ -28,15 +28,28 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 
 from chatapp.history import inspection as packed_inspection
 from chatapp.history.errors import (
-    SQLITE_BUSY, SQLITE_LOCKED, HistoryError, HistoryFull, HistoryUnavailable, HistoryWriteError, SchemaTooNew, damaged,
-    header_damage, is_damage, is_full, move_aside, not_writable, one_line, primary_code,
+    SQLITE_BUSY,
+    SQLITE_LOCKED,
+    HistoryError,
+    HistoryFull,
+    HistoryUnavailable,
+    HistoryWriteError,
+    SchemaTooNew,
+    damaged,
+    header_damage,
+    is_damage,
+    is_full,
+    move_aside,
+    not_writable,
+    collapse_whitespace,
+    primary_code,
 )
 from chatapp.history.search import SEARCH_SCHEMA, SearchHit, conversation_ids_sql, fts_query, search_sql, snippet_around
 from chatapp.paths import data_dir
@@ -51,10 +64,27 @@ OPEN_CONVERSATION_KEY = "open_conversation"
 NEW_FILE_PAGE_SIZE = 8192  # messages of a few KB waste less of a page than with SQLite's 4096
 
 __all__ = [  # the public names, with those re-exported from history_errors and history_search
-    "HistoryStore", "HistoryError", "HistoryUnavailable", "HistoryFull", "HistoryWriteError", "SchemaTooNew",
-    "Status", "StoredMessage", "StoredConversation", "SearchHit", "move_aside", "history_path", "title_from",
-    "MIGRATIONS", "SCHEMA_VERSION", "FINAL_STATUSES", "CONTINUABLE", "NOT_SENT_TO_MODEL", "DEFAULT_TITLE",
-    "INSPECTION_KEPT", "STALE_AFTER_S",
+    "HistoryStore",
+    "HistoryError",
+    "HistoryUnavailable",
+    "HistoryFull",
+    "HistoryWriteError",
+    "SchemaTooNew",
+    "Status",
+    "StoredMessage",
+    "StoredConversation",
+    "SearchHit",
+    "move_aside",
+    "history_path",
+    "title_from",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "FINAL_STATUSES",
+    "CONTINUABLE",
+    "NOT_SENT_TO_MODEL",
+    "DEFAULT_TITLE",
+    "INSPECTION_KEPT",
+    "STALE_AFTER_S",
 ]
 
 V3_SCHEMA = """
@@ -84,15 +114,19 @@ def _migrate_to_v3(db: sqlite3.Connection) -> None:
     the newest INSPECTION_KEPT replies' data moves to the packed table."""
     for statement in _statements(V3_SCHEMA + SEARCH_SCHEMA):
         db.execute(statement)
-    rows = db.execute("SELECT id, inspection FROM messages WHERE inspection IS NOT NULL ORDER BY id DESC LIMIT ?",
-                      (INSPECTION_KEPT,)).fetchall()
+    rows = db.execute(
+        "SELECT id, inspection FROM messages WHERE inspection IS NOT NULL ORDER BY id DESC LIMIT ?", (INSPECTION_KEPT,)
+    ).fetchall()
     for message_id, text in reversed(rows):
         try:
             steps = json.loads(text)
         except ValueError:
             continue  # unreadable old data is dropped, the message is kept
         if steps:
-            db.execute("INSERT INTO inspections (message_id, data) VALUES (?, ?)", (message_id, packed_inspection.encode(steps)))
+            db.execute(
+                "INSERT INTO inspections (message_id, data) VALUES (?, ?)",
+                (message_id, packed_inspection.encode(steps)),
+            )
     db.execute("UPDATE messages SET inspection = NULL WHERE inspection IS NOT NULL")
 
 
@@ -225,7 +259,7 @@ class HistoryStore:
             raise self._open_error(error) from error
 
     @classmethod
-    def in_memory(cls) -> "HistoryStore":
+    def in_memory(cls) -> HistoryStore:
         """A history that lives as long as the app: for "continue without saving"."""
         return cls(MEMORY)
 
@@ -267,11 +301,17 @@ class HistoryStore:
         if is_damage(error):
             return damaged(self.path, str(error))
         if is_full(error):
-            return HistoryUnavailable(f"the disk is full ({self.path.parent}): free some space and start again",
-                                      self.path, can_move_aside=False)
+            return HistoryUnavailable(
+                f"the disk is full ({self.path.parent}): free some space and start again",
+                self.path,
+                can_move_aside=False,
+            )
         if primary_code(error) in (SQLITE_BUSY, SQLITE_LOCKED):
-            return HistoryUnavailable(f"{self.path} is locked by another program ({one_line(error)}): "
-                                      "close it and start again", self.path, can_move_aside=False)
+            return HistoryUnavailable(
+                f"{self.path} is locked by another program ({collapse_whitespace(error)}): close it and start again",
+                self.path,
+                can_move_aside=False,
+            )
         return not_writable(self.path, str(error))
 
     @property
@@ -283,8 +323,12 @@ class HistoryStore:
         with self._lock:
             version = self.schema_version
             if version > SCHEMA_VERSION:
-                raise SchemaTooNew(f"{self.path} was written by a newer chatapp (schema {version} > {SCHEMA_VERSION}): "
-                                   "update chatapp, or move it aside to start a new history", self.path, can_move_aside=True)
+                raise SchemaTooNew(
+                    f"{self.path} was written by a newer chatapp (schema {version} > {SCHEMA_VERSION}): "
+                    "update chatapp, or move it aside to start a new history",
+                    self.path,
+                    can_move_aside=True,
+                )
             if version == SCHEMA_VERSION:
                 return
             migrated_inspection = version < 3
@@ -336,14 +380,18 @@ class HistoryStore:
         """Streaming rows whose writer is gone become interrupted; another running instance's are left alone."""
         now = time.time()
         with self._reading() as db:
-            rows = db.execute("SELECT id, owner_pid, owner_host, heartbeat_at FROM messages WHERE status = 'streaming'").fetchall()
+            rows = db.execute(
+                "SELECT id, owner_pid, owner_host, heartbeat_at FROM messages WHERE status = 'streaming'"
+            ).fetchall()
         orphans = [(row["id"],) for row in rows if not self._writer_alive(row, now)]
         if not orphans:
             return 0
         try:
             with self._writing() as db:
-                db.executemany("UPDATE messages SET status = ? WHERE id = ? AND status = ?",
-                               [(Status.INTERRUPTED, message_id, Status.STREAMING) for (message_id,) in orphans])
+                db.executemany(
+                    "UPDATE messages SET status = ? WHERE id = ? AND status = ?",
+                    [(Status.INTERRUPTED, message_id, Status.STREAMING) for (message_id,) in orphans],
+                )
         except (HistoryFull, HistoryWriteError):
             return 0  # the rows stay streaming until a start that can write
         return len(orphans)
@@ -356,7 +404,8 @@ class HistoryStore:
 
     @contextmanager
     def _writing(self):
-        """One transaction; any sqlite error becomes HistoryFull or HistoryWriteError (or HistoryUnavailable for damage)."""
+        """One transaction; any sqlite error becomes HistoryFull or HistoryWriteError
+        (or HistoryUnavailable for damage)."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -380,22 +429,26 @@ class HistoryStore:
             except sqlite3.Error as error:
                 if is_damage(error):
                     raise damaged(self.path, str(error)) from error
-                raise HistoryError(f"reading {self.path} failed ({one_line(error)})", self.path) from error
+                raise HistoryError(f"reading {self.path} failed ({collapse_whitespace(error)})", self.path) from error
 
     def _write_error(self, error: sqlite3.Error) -> HistoryError:
         if is_full(error):
-            return HistoryFull(f"the disk is full ({self.path.parent}): free some space and it is saved again", self.path)
+            return HistoryFull(
+                f"the disk is full ({self.path.parent}): free some space and it is saved again", self.path
+            )
         if is_damage(error):
             return damaged(self.path, str(error))
-        return HistoryWriteError(f"saving to {self.path} failed ({one_line(error)})", self.path)
+        return HistoryWriteError(f"saving to {self.path} failed ({collapse_whitespace(error)})", self.path)
 
     # --- conversations ---
 
     def create_conversation(self, settings: dict | None = None, title: str = DEFAULT_TITLE) -> StoredConversation:
         now = time.time()
         with self._writing() as db:
-            cursor = db.execute("INSERT INTO conversations (title, created_at, updated_at, settings) VALUES (?, ?, ?, ?)",
-                                (title, now, now, json.dumps(settings or {})))
+            cursor = db.execute(
+                "INSERT INTO conversations (title, created_at, updated_at, settings) VALUES (?, ?, ?, ?)",
+                (title, now, now, json.dumps(settings or {})),
+            )
         return StoredConversation(cursor.lastrowid, title, now, now, dict(settings or {}))
 
     def conversations(self, text_filter: str = "") -> list[StoredConversation]:
@@ -411,8 +464,9 @@ class HistoryStore:
 
     def _conversations_matching(self, query: str | None, text: str) -> list[sqlite3.Row]:
         ids_sql, args = conversation_ids_sql(query, text)
-        return self._db.execute(f"SELECT * FROM conversations WHERE id IN ({ids_sql}) ORDER BY updated_at DESC, id DESC",
-                                args).fetchall()
+        return self._db.execute(
+            f"SELECT * FROM conversations WHERE id IN ({ids_sql}) ORDER BY updated_at DESC, id DESC", args
+        ).fetchall()
 
     @staticmethod
     def _with_like_fallback(text: str, run):
@@ -440,7 +494,7 @@ class HistoryStore:
                 for conversation_id, title, message_id, snippet in self._db.execute(sql, args):
                     if fts is None and message_id is not None:  # LIKE gives the whole message: cut it around the match
                         snippet = snippet_around(snippet, text)
-                    found.append(SearchHit(conversation_id, title, message_id, one_line(snippet)))
+                    found.append(SearchHit(conversation_id, title, message_id, collapse_whitespace(snippet)))
             return found
 
         with self._reading():
@@ -453,7 +507,9 @@ class HistoryStore:
 
     def rename(self, conversation_id: int, title: str) -> None:
         with self._writing() as db:
-            db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title.strip() or DEFAULT_TITLE, conversation_id))
+            db.execute(
+                "UPDATE conversations SET title = ? WHERE id = ?", (title.strip() or DEFAULT_TITLE, conversation_id)
+            )
 
     def delete(self, conversation_id: int) -> None:
         with self._writing() as db:
@@ -466,14 +522,18 @@ class HistoryStore:
     def remember_open(self, conversation_id: int | None) -> None:
         """The conversation on screen, for the next start."""
         with self._writing() as db:
-            db.execute("INSERT OR REPLACE INTO app_state (key, value) VALUES (?, ?)",
-                       (OPEN_CONVERSATION_KEY, None if conversation_id is None else str(conversation_id)))
+            db.execute(
+                "INSERT OR REPLACE INTO app_state (key, value) VALUES (?, ?)",
+                (OPEN_CONVERSATION_KEY, None if conversation_id is None else str(conversation_id)),
+            )
 
     def last_open(self) -> int | None:
         """The conversation remembered by remember_open, if it still exists."""
         with self._reading() as db:
-            row = db.execute("SELECT c.id FROM app_state s JOIN conversations c ON c.id = CAST(s.value AS INTEGER) "
-                             "WHERE s.key = ?", (OPEN_CONVERSATION_KEY,)).fetchone()
+            row = db.execute(
+                "SELECT c.id FROM app_state s JOIN conversations c ON c.id = CAST(s.value AS INTEGER) WHERE s.key = ?",
+                (OPEN_CONVERSATION_KEY,),
+            ).fetchone()
         return row[0] if row else None
 
     @staticmethod
@@ -482,8 +542,15 @@ class HistoryStore:
 
     # --- messages ---
 
-    def add_message(self, conversation_id: int, role: str, content: str, status: str = Status.COMPLETE,
-                    model: str | None = None, version_of: int | None = None) -> StoredMessage:
+    def add_message(
+        self,
+        conversation_id: int,
+        role: str,
+        content: str,
+        status: str = Status.COMPLETE,
+        model: str | None = None,
+        version_of: int | None = None,
+    ) -> StoredMessage:
         """A new message at the end of the conversation, or, with version_of, a new version of
         that message in its slot, which becomes the one shown."""
         now = time.time()
@@ -493,8 +560,19 @@ class HistoryStore:
             cursor = db.execute(
                 "INSERT INTO messages (conversation_id, role, content, status, created_at, model, slot, shown, "
                 "owner_pid, owner_host, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
-                (conversation_id, role, content, status, now, model, slot,
-                 os.getpid() if streaming else None, self._host if streaming else None, now if streaming else None))
+                (
+                    conversation_id,
+                    role,
+                    content,
+                    status,
+                    now,
+                    model,
+                    slot,
+                    os.getpid() if streaming else None,
+                    self._host if streaming else None,
+                    now if streaming else None,
+                ),
+            )
             message_id = cursor.lastrowid
             if slot is None:
                 slot = message_id
@@ -502,10 +580,21 @@ class HistoryStore:
             count = db.execute("SELECT COUNT(*) FROM messages WHERE slot = ?", (slot,)).fetchone()[0]
             self._touch(db, conversation_id)
             if role == "user":
-                db.execute("UPDATE conversations SET title = ? WHERE id = ? AND title = ?",
-                           (title_from(content), conversation_id, DEFAULT_TITLE))
-        return StoredMessage(message_id, conversation_id, role, content, status, created_at=now, model=model,
-                             version=count, version_count=count)
+                db.execute(
+                    "UPDATE conversations SET title = ? WHERE id = ? AND title = ?",
+                    (title_from(content), conversation_id, DEFAULT_TITLE),
+                )
+        return StoredMessage(
+            message_id,
+            conversation_id,
+            role,
+            content,
+            status,
+            created_at=now,
+            model=model,
+            version=count,
+            version_count=count,
+        )
 
     @staticmethod
     def _hide_versions_of(db: sqlite3.Connection, conversation_id: int, message_id: int) -> int:
@@ -518,37 +607,56 @@ class HistoryStore:
     def update_content(self, message_id: int, content: str) -> None:
         """A streaming reply so far (it also tells other instances its writer is alive)."""
         with self._writing() as db:
-            db.execute("UPDATE messages SET content = ?, heartbeat_at = ? WHERE id = ?", (content, time.time(), message_id))
+            db.execute(
+                "UPDATE messages SET content = ?, heartbeat_at = ? WHERE id = ?", (content, time.time(), message_id)
+            )
 
     def heartbeat(self, message_id: int) -> None:
         """The streaming reply's writer is alive (while the engine thinks before its first token)."""
         with self._writing() as db:
-            db.execute("UPDATE messages SET heartbeat_at = ? WHERE id = ? AND status = ?",
-                       (time.time(), message_id, Status.STREAMING))
+            db.execute(
+                "UPDATE messages SET heartbeat_at = ? WHERE id = ? AND status = ?",
+                (time.time(), message_id, Status.STREAMING),
+            )
 
     def reopen_message(self, message_id: int) -> None:
         """A reply that streams again (continue), written by this process."""
         with self._writing() as db:
-            db.execute("UPDATE messages SET status = ?, stats = NULL, error = NULL, owner_pid = ?, owner_host = ?, "
-                       "heartbeat_at = ? WHERE id = ?", (Status.STREAMING, os.getpid(), self._host, time.time(), message_id))
+            db.execute(
+                "UPDATE messages SET status = ?, stats = NULL, error = NULL, owner_pid = ?, owner_host = ?, "
+                "heartbeat_at = ? WHERE id = ?",
+                (Status.STREAMING, os.getpid(), self._host, time.time(), message_id),
+            )
 
-    def finish_message(self, message_id: int, content: str, status: str, stats: dict | None = None,
-                       error: str | None = None, inspection: list | None = None) -> None:
+    def finish_message(
+        self,
+        message_id: int,
+        content: str,
+        status: str,
+        stats: dict | None = None,
+        error: str | None = None,
+        inspection: list | None = None,
+    ) -> None:
         if status not in FINAL_STATUSES:
             raise ValueError(f"status must be one of {', '.join(FINAL_STATUSES)}, not {status!r}")
         packed = packed_inspection.encode(inspection) if inspection else None
         with self._writing() as db:
-            finished = db.execute("UPDATE messages SET content = ?, status = ?, stats = ?, error = ?, owner_pid = NULL, "
-                                  "owner_host = NULL, heartbeat_at = NULL WHERE id = ?",
-                                  (content, status, json.dumps(stats) if stats else None, error, message_id)).rowcount
+            finished = db.execute(
+                "UPDATE messages SET content = ?, status = ?, stats = ?, error = ?, owner_pid = NULL, "
+                "owner_host = NULL, heartbeat_at = NULL WHERE id = ?",
+                (content, status, json.dumps(stats) if stats else None, error, message_id),
+            ).rowcount
             if not finished:
                 return  # deleted while it streamed: nothing to save
             if packed is None:
                 db.execute("DELETE FROM inspections WHERE message_id = ?", (message_id,))
             else:
                 db.execute("INSERT OR REPLACE INTO inspections (message_id, data) VALUES (?, ?)", (message_id, packed))
-                db.execute("DELETE FROM inspections WHERE seq <= "
-                           "(SELECT seq FROM inspections ORDER BY seq DESC LIMIT 1 OFFSET ?)", (INSPECTION_KEPT,))
+                db.execute(
+                    "DELETE FROM inspections WHERE seq <= "
+                    "(SELECT seq FROM inspections ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                    (INSPECTION_KEPT,),
+                )
 
     def inspection(self, message_id: int) -> list[dict] | None:
         """The reply's sampling-inspector steps, or None (none recorded, or pruned as old)."""
@@ -556,7 +664,9 @@ class HistoryStore:
             row = db.execute("SELECT data FROM inspections WHERE message_id = ?", (message_id,)).fetchone()
         return packed_inspection.decode(row[0]) if row else None
 
-    def messages(self, conversation_id: int, before: int | None = None, limit: int | None = None) -> list[StoredMessage]:
+    def messages(
+        self, conversation_id: int, before: int | None = None, limit: int | None = None
+    ) -> list[StoredMessage]:
         """The shown messages, oldest first; with limit, the last `limit` of them before message `before`'s slot."""
         where = "m.conversation_id = ? AND m.shown = 1"
         args: list = [conversation_id]
@@ -579,8 +689,9 @@ class HistoryStore:
 
     def message_count(self, conversation_id: int) -> int:
         with self._reading() as db:
-            return db.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND shown = 1",
-                              (conversation_id,)).fetchone()[0]
+            return db.execute(
+                "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND shown = 1", (conversation_id,)
+            ).fetchone()[0]
 
     def message(self, message_id: int) -> StoredMessage | None:
         """One message, with its inspection data (one reply's worth: cheap enough here)."""
@@ -600,20 +711,27 @@ class HistoryStore:
             row = db.execute("SELECT slot FROM messages WHERE id = ?", (message_id,)).fetchone()
             if row is None:
                 raise ValueError(f"there is no message {message_id}")
-            db.execute("UPDATE messages SET shown = (id = ?) WHERE slot = ? AND shown != (id = ?)",
-                       (message_id, row["slot"], message_id))
+            db.execute(
+                "UPDATE messages SET shown = (id = ?) WHERE slot = ? AND shown != (id = ?)",
+                (message_id, row["slot"], message_id),
+            )
         return self._messages_where("m.id = ?", (message_id,))[0]
 
     def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
         """Delete a message and every later one, all their versions and inspection data (edit, regenerate)."""
         with self._writing() as db:
-            db.execute("DELETE FROM messages WHERE conversation_id = ? AND slot >= "
-                       "COALESCE((SELECT slot FROM messages WHERE id = ?), ?)", (conversation_id, message_id, message_id))
+            db.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND slot >= "
+                "COALESCE((SELECT slot FROM messages WHERE id = ?), ?)",
+                (conversation_id, message_id, message_id),
+            )
 
     def user_prompts(self, limit: int = 200) -> list[str]:
         """Earlier prompts, oldest first, for Up-arrow recall."""
         with self._reading() as db:
-            rows = db.execute("SELECT content FROM messages WHERE role = 'user' ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            rows = db.execute(
+                "SELECT content FROM messages WHERE role = 'user' ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
         return [row[0] for row in reversed(rows)]
 
     # --- rows to objects ---
@@ -625,14 +743,25 @@ class HistoryStore:
 
     @staticmethod
     def _conversation(row: sqlite3.Row) -> StoredConversation:
-        return StoredConversation(row["id"], row["title"], row["created_at"], row["updated_at"], json.loads(row["settings"] or "{}"))
+        return StoredConversation(
+            row["id"], row["title"], row["created_at"], row["updated_at"], json.loads(row["settings"] or "{}")
+        )
 
     @staticmethod
     def _message(row: sqlite3.Row) -> StoredMessage:
         return StoredMessage(
-            row["id"], row["conversation_id"], row["role"], row["content"], row["status"],
-            json.loads(row["stats"]) if row["stats"] else None, row["error"], None, row["created_at"],
-            row["model"], row["version"], row["version_count"],
+            row["id"],
+            row["conversation_id"],
+            row["role"],
+            row["content"],
+            row["status"],
+            json.loads(row["stats"]) if row["stats"] else None,
+            row["error"],
+            None,
+            row["created_at"],
+            row["model"],
+            row["version"],
+            row["version_count"],
         )
 
 

@@ -14,8 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from chatapp.models.registry import ModelRef, split_parts
-from model.network.model_folder import read_config
 from chatapp.paths import user_models_dir
+from model.network.model_folder import read_config
 from quant.gguf_header import read_gguf_metadata
 
 LABEL_KEYS = ("general.name", "general.file_type")
@@ -93,21 +93,32 @@ def model_label(ref: ModelRef) -> str:
 
 def model_records(refs: list[ModelRef], default_path: Path | None) -> list[dict]:
     """`chatapp models --json`: one dict per model."""
-    return [{"name": ref.name, "path": str(ref.path), "kind": ref.kind, "source": ref.source,
-             "size_bytes": ref.size_bytes, "label": model_label(ref), "default": ref.path == default_path}
-            for ref in refs]
+    return [
+        {
+            "name": ref.name,
+            "path": str(ref.path),
+            "kind": ref.kind,
+            "source": ref.source,
+            "size_bytes": ref.size_bytes,
+            "label": model_label(ref),
+            "default": ref.path == default_path,
+        }
+        for ref in refs
+    ]
 
 
 def shortened(label: str, width: int = MAX_LABEL_WIDTH) -> str:
     """One long error message would otherwise widen the label column of every line (--json has it whole)."""
-    return label if len(label) <= width else label[:width - 1] + "…"
+    return label if len(label) <= width else label[: width - 1] + "…"
 
 
 def model_lines(refs: list[ModelRef], default_path: Path | None) -> list[str]:
     """`chatapp models`: an aligned table, one line per model, then where the user's models go."""
     records = model_records(refs, default_path)
-    rows = [[r["name"], r["source"], r["kind"], f"{r['size_bytes'] / 1e6:.1f} MB", shortened(r["label"]), r["path"]]
-            for r in records]
+    rows = [
+        [r["name"], r["source"], r["kind"], f"{r['size_bytes'] / 1e6:.1f} MB", shortened(r["label"]), r["path"]]
+        for r in records
+    ]
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))] if rows else []
     size_column = 3
     lines = []

@@ -35,9 +35,17 @@ class OpenedModel:
     name: str  # what to call it: its name in `chatapp models`, or the server's model id
 
 
-def open_model(spec: str | None, backend: str = "auto", device: str = "auto", *, context: int | None = None,
-               compile: str | None = None, api_key: str | None = None, endpoint: str | None = None,
-               in_process: bool = False) -> OpenedModel:
+def open_model(
+    spec: str | None,
+    backend: str = "auto",
+    device: str = "auto",
+    *,
+    context: int | None = None,
+    compile: str | None = None,
+    api_key: str | None = None,
+    endpoint: str | None = None,
+    in_process: bool = False,
+) -> OpenedModel:
     """The model `spec` names, running. With `endpoint` (a server's URL), or for a spec made by
     chatapp.serving.endpoint.endpoint_spec, the model is the server's (spec is its model id)."""
     from chatapp.serving.endpoint import parse_endpoint_spec
@@ -53,24 +61,35 @@ def open_model(spec: str | None, backend: str = "auto", device: str = "auto", *,
     from chatapp.models.resolve import resolve_model
 
     ref = resolve_model(spec or None)
-    opened = open_backend(ref, backend, device, in_process=in_process, context=context,
-                          compile=compile or default_compile())
+    opened = open_backend(
+        ref, backend, device, in_process=in_process, context=context, compile=compile or default_compile()
+    )
     return OpenedModel(opened, ref.name)
 
 
-def open_backend(ref: ModelRef, backend: str = "auto", device: str = "auto", in_process: bool = False,
-                 context: int | None = None, compile: str = "off") -> Backend:
+def open_backend(
+    ref: ModelRef,
+    backend: str = "auto",
+    device: str = "auto",
+    in_process: bool = False,
+    context: int | None = None,
+    compile: str = "off",
+) -> Backend:
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, not {backend!r}")
     if backend == "auto":
         backend = "torch" if ref.kind == "folder" else "llama.cpp"
     if backend == "torch":
         if ref.kind != "folder":
-            raise ValueError(f"{ref.path}: the torch backend needs a model folder; GGUF files run with --backend llama.cpp")
+            raise ValueError(
+                f"{ref.path}: the torch backend needs a model folder; GGUF files run with --backend llama.cpp"
+            )
         try:
             from model.inference.torch_engine import TorchEngine
         except ImportError as error:
-            raise ValueError(f"the torch backend needs PyTorch, which this install lacks ({error}); use a GGUF model") from None
+            raise ValueError(
+                f"the torch backend needs PyTorch, which this install lacks ({error}); use a GGUF model"
+            ) from None
         if compile not in COMPILE_CHOICES:
             raise ValueError(f"--compile must be one of {', '.join(COMPILE_CHOICES)}, not {compile!r}")
         from chatapp.paths import compile_cache_dir

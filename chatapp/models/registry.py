@@ -39,7 +39,7 @@ def split_parts(path: Path) -> list[Path]:
     match = SPLIT_PART.search(path.name)
     if match is None:
         return [path]
-    prefix, count = path.name[:match.start()], match.group(2)
+    prefix, count = path.name[: match.start()], match.group(2)
     return [path.with_name(f"{prefix}-{part:05d}-of-{count}{path.suffix}") for part in range(1, int(count) + 1)]
 
 
@@ -106,8 +106,10 @@ def default_model() -> ModelRef:
     builtin = _scan(BUILTIN_DIR, "built-in")
     folders = [m for m in builtin if m.kind == "folder" and m.name == DEFAULT_MODEL]
     ggufs = [m for m in builtin if m.kind == "gguf"]
-    named = sorted((m for m in ggufs if m.name == DEFAULT_MODEL or m.name.startswith(DEFAULT_MODEL + "-")),
-                   key=lambda m: (m.name != DEFAULT_MODEL, m.name != f"{DEFAULT_MODEL}-q8_0", m.name))
+    named = sorted(
+        (m for m in ggufs if m.name == DEFAULT_MODEL or m.name.startswith(DEFAULT_MODEL + "-")),
+        key=lambda m: (m.name != DEFAULT_MODEL, m.name != f"{DEFAULT_MODEL}-q8_0", m.name),
+    )
     if torch_available():
         candidates = folders + named
     else:
@@ -118,4 +120,6 @@ def default_model() -> ModelRef:
         if ref.name == DEFAULT_MODEL:
             return ref
     names = ", ".join(sorted(m.name for m in builtin)) or "none"
-    raise ModelNotFound(f"the built-in model {DEFAULT_MODEL!r} is missing from {BUILTIN_DIR} (built-in models: {names})")
+    raise ModelNotFound(
+        f"the built-in model {DEFAULT_MODEL!r} is missing from {BUILTIN_DIR} (built-in models: {names})"
+    )

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from model.errors import one_line
 from model.inference.backend import Event, Finished, TextPiece
@@ -61,7 +61,7 @@ def parse_endpoint_spec(spec: str | None) -> tuple[str, str | None] | None:
     """(url, model or None) for an endpoint spec; None for any other spec."""
     if not spec or not spec.startswith(SPEC_PREFIX):
         return None
-    url, _, model = spec[len(SPEC_PREFIX):].rpartition("#")
+    url, _, model = spec[len(SPEC_PREFIX) :].rpartition("#")
     return (url, model or None) if url else (model, None)
 
 
@@ -77,7 +77,9 @@ def endpoint_models(url: str, api_key: str | None = None, timeout: float = 2.0) 
         raise EndpointError(f"cannot reach {api_base(url)}: {error or type(error).__name__}") from None
     if not isinstance(data, list):
         raise EndpointError(f"{api_base(url)} answered {response.status_code} to /models")
-    return [EndpointModel(str(entry["id"]), api_base(url)) for entry in data if isinstance(entry, dict) and entry.get("id")]
+    return [
+        EndpointModel(str(entry["id"]), api_base(url)) for entry in data if isinstance(entry, dict) and entry.get("id")
+    ]
 
 
 def estimate_tokens(messages: list[Message]) -> int:
@@ -97,14 +99,21 @@ class EndpointBackend:
     supports_inspection = False  # the server draws the tokens
     supports_continue = False
 
-    def __init__(self, url: str, api_key: str | None = None, model: str | None = None, context_length: int | None = None,
-                 client=None):
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        model: str | None = None,
+        context_length: int | None = None,
+        client=None,
+    ):
         import httpx
 
         self.url = api_base(url)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = client or httpx.Client(base_url=self.url, headers=headers,
-                                             timeout=httpx.Timeout(10.0, read=600.0))
+        self.client = client or httpx.Client(
+            base_url=self.url, headers=headers, timeout=httpx.Timeout(10.0, read=600.0)
+        )
         self._cancel = threading.Event()
         served = self._request("GET", "/models").get("data") or []
         ids = [entry.get("id") for entry in served if isinstance(entry, dict)]
@@ -156,8 +165,14 @@ class EndpointBackend:
         root = self.url[: -len("/v1")]
         for method, path, body, read in (
             ("GET", root + "/props", None, lambda d: d.get("default_generation_settings", {}).get("n_ctx")),
-            ("POST", root + "/api/show", {"model": self.model_name},
-             lambda d: next((v for k, v in (d.get("model_info") or {}).items() if k.endswith(".context_length")), None)),
+            (
+                "POST",
+                root + "/api/show",
+                {"model": self.model_name},
+                lambda d: next(
+                    (v for k, v in (d.get("model_info") or {}).items() if k.endswith(".context_length")), None
+                ),
+            ),
         ):
             try:
                 response = self.client.request(method, path, json=body, timeout=3.0)
@@ -200,8 +215,14 @@ class EndpointBackend:
         kept = system + turns
         return FittedPrompt([], dropped, 0, notices, token_count=estimate_tokens(kept), messages=kept)
 
-    def chat(self, messages: list[Message], params: SamplingParams, reserve: int | None = None,
-             inspect: Callable[[dict], None] | None = None, continue_last: bool = False) -> Iterator[Event]:
+    def chat(
+        self,
+        messages: list[Message],
+        params: SamplingParams,
+        reserve: int | None = None,
+        inspect: Callable[[dict], None] | None = None,
+        continue_last: bool = False,
+    ) -> Iterator[Event]:
         params.validate()
         if continue_last:
             raise ValueError("continuing a reply is not offered for a remote model")
@@ -212,21 +233,37 @@ class EndpointBackend:
 
     def complete(self, text: str, params: SamplingParams) -> Iterator[Event]:
         params.validate()
-        return self._stream("/completions", {"prompt": text}, params, estimate_tokens([Message("user", text)]), [], chat=False)
+        return self._stream(
+            "/completions", {"prompt": text}, params, estimate_tokens([Message("user", text)]), [], chat=False
+        )
 
     def _body(self, body: dict, params: SamplingParams) -> dict:
-        body = {**body, "model": self.model_name, "stream": True, "stream_options": {"include_usage": True},
-                "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_tokens}
+        body = {
+            **body,
+            "model": self.model_name,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_tokens,
+        }
         if params.seed is not None:
             body["seed"] = params.seed
         if params.stop:
             body["stop"] = list(params.stop)
-        extras = {"top_k": (params.top_k, 0), "min_p": (params.min_p, 0.0), "repeat_penalty": (params.repetition_penalty, 1.0)}
-        body.update({key: value for key, (value, off) in extras.items() if value != off})  # llama-server's, only when on
+        extras = {
+            "top_k": (params.top_k, 0),
+            "min_p": (params.min_p, 0.0),
+            "repeat_penalty": (params.repetition_penalty, 1.0),
+        }
+        body.update(
+            {key: value for key, (value, off) in extras.items() if value != off}
+        )  # llama-server's, only when on
         return body
 
-    def _stream(self, path: str, body: dict, params: SamplingParams, prompt_estimate: int, notices: list[str],
-                chat: bool) -> Iterator[Event]:
+    def _stream(
+        self, path: str, body: dict, params: SamplingParams, prompt_estimate: int, notices: list[str], chat: bool
+    ) -> Iterator[Event]:
         import httpx
 
         self._cancel.clear()
@@ -242,7 +279,9 @@ class EndpointBackend:
             raise self._error(response.status_code, text)
         return self._events(response, started, prompt_estimate, notices, chat)
 
-    def _events(self, response, started: float, prompt_estimate: int, notices: list[str], chat: bool) -> Iterator[Event]:
+    def _events(
+        self, response, started: float, prompt_estimate: int, notices: list[str], chat: bool
+    ) -> Iterator[Event]:
         import httpx
 
         pieces, first_at, reason = 0, None, "length"
@@ -254,12 +293,14 @@ class EndpointBackend:
                     break
                 if not line.startswith("data:"):
                     continue
-                data = line[len("data:"):].strip()
+                data = line[len("data:") :].strip()
                 if data == "[DONE]":
                     break
                 chunk = json.loads(data)
                 if "error" in chunk:
-                    raise EndpointError(f"{self.url}: {one_line(Exception(chunk['error'].get('message', chunk['error'])))}")
+                    raise EndpointError(
+                        f"{self.url}: {one_line(Exception(chunk['error'].get('message', chunk['error'])))}"
+                    )
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
                     text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
@@ -270,14 +311,20 @@ class EndpointBackend:
                     if choice.get("finish_reason"):
                         reason = FINISH.get(choice["finish_reason"], "stop")
         except (httpx.HTTPError, ValueError) as error:
-            raise EndpointError(f"the stream from {self.url} was cut after {pieces} piece(s): "
-                                f"{one_line(error)}") from None
+            raise EndpointError(
+                f"the stream from {self.url} was cut after {pieces} piece(s): {one_line(error)}"
+            ) from None
         finally:
             response.close()
         now = time.perf_counter()
         completion = usage.get("completion_tokens") or pieces
         first = first_at or now
-        yield Finished(reason=reason, prompt_tokens=usage.get("prompt_tokens") or prompt_estimate,
-                       completion_tokens=completion, time_to_first_token_s=first - started,
-                       tokens_per_second=(completion - 1) / (now - first) if completion > 1 and now > first else 0.0,
-                       prefilled_tokens=usage.get("prompt_tokens") or prompt_estimate, notices=list(notices))
+        yield Finished(
+            reason=reason,
+            prompt_tokens=usage.get("prompt_tokens") or prompt_estimate,
+            completion_tokens=completion,
+            time_to_first_token_s=first - started,
+            tokens_per_second=(completion - 1) / (now - first) if completion > 1 and now > first else 0.0,
+            prefilled_tokens=usage.get("prompt_tokens") or prompt_estimate,
+            notices=list(notices),
+        )

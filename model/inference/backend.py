@@ -12,11 +12,12 @@ the way chat() will. Nothing here imports torch.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol, Union
+from typing import Protocol
 
-from model.text.chat_format import FittedPrompt, Message
 from model.inference.sampling import SamplingParams
+from model.text.chat_format import FittedPrompt, Message
 
 FINISH_REASONS = ("stop", "length", "cancelled")
 
@@ -38,7 +39,7 @@ class Finished:
     notices: list[str] = field(default_factory=list)
 
 
-Event = Union[TextPiece, Finished]
+Event = TextPiece | Finished
 
 
 @dataclass
@@ -87,13 +88,25 @@ class Backend(Protocol):
     supports_inspection: bool  # chat(inspect=...) reports each token's candidates
     supports_continue: bool  # chat(continue_last=True) goes on with an unfinished reply
 
-    def chat(self, messages: list[Message], params: SamplingParams, reserve: int | None = None,
-             inspect: Callable[[dict], None] | None = None, continue_last: bool = False) -> Iterator[Event]: ...
+    def chat(
+        self,
+        messages: list[Message],
+        params: SamplingParams,
+        reserve: int | None = None,
+        inspect: Callable[[dict], None] | None = None,
+        continue_last: bool = False,
+    ) -> Iterator[Event]: ...
 
     def complete(self, text: str, params: SamplingParams) -> Iterator[Event]: ...
 
-    def generate_ids(self, prompt: list[int], params: SamplingParams, stop_ids: set[int],
-                     notices: list[str] | None = None, use_cache: bool = True) -> Iterator[Event]: ...
+    def generate_ids(
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        stop_ids: set[int],
+        notices: list[str] | None = None,
+        use_cache: bool = True,
+    ) -> Iterator[Event]: ...
 
     def fit(self, messages: list[Message], reserve: int, continue_last: bool = False) -> FittedPrompt: ...
 

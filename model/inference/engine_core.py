@@ -14,14 +14,14 @@ at positions start.. (its cache keeps positions < start), as a numpy array.
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
 from model.inference.backend import CancelFlag, CancelSignal, Event
-from model.text.chat_format import FittedPrompt, Message
 from model.inference.reply_stream import ReplyStream, common_prefix_length
 from model.inference.sampling import SamplingParams, inspection_step, sample_next
+from model.text.chat_format import FittedPrompt, Message
 
 REPETITION_WINDOW = 64  # tokens the repetition penalty looks back over
 
@@ -73,15 +73,28 @@ class EngineCore:
         """The prompt ids for a conversation, leaving `reserve` tokens for the reply."""
         return self.prompt_format.fit(messages, self.context_length, reserve, self.known_replies, continue_last)
 
-    def chat(self, messages: list[Message], params: SamplingParams, reserve: int | None = None,
-             inspect: Callable[[dict], None] | None = None, continue_last: bool = False) -> Iterator[Event]:
+    def chat(
+        self,
+        messages: list[Message],
+        params: SamplingParams,
+        reserve: int | None = None,
+        inspect: Callable[[dict], None] | None = None,
+        continue_last: bool = False,
+    ) -> Iterator[Event]:
         """A reply to the conversation (or more of its last, unfinished reply); `inspect`
         receives each token's candidates. Bad input raises here, before any generation."""
         params.validate()
         fitted = self.fit(messages, reserve or self.default_reserve(params), continue_last)
         earlier = self.known_replies.get(messages[-1].content, []) if continue_last else []
-        return self.generate_ids(fitted.ids, params, self.prompt_format.stop_ids, fitted.notices,
-                                 inspect=inspect, stop_strings=self.prompt_format.stop_strings, earlier_reply=earlier)
+        return self.generate_ids(
+            fitted.ids,
+            params,
+            self.prompt_format.stop_ids,
+            fitted.notices,
+            inspect=inspect,
+            stop_strings=self.prompt_format.stop_strings,
+            earlier_reply=earlier,
+        )
 
     def complete(self, text: str, params: SamplingParams) -> Iterator[Event]:
         """Continue plain text (no chat format), as a base model was trained."""
@@ -91,12 +104,20 @@ class EngineCore:
         notices = []
         if len(ids) > budget:
             notices.append(f"the text was too long: its first {len(ids) - budget} tokens were left out")
-            ids = ids[len(ids) - budget:]
+            ids = ids[len(ids) - budget :]
         return self.generate_ids(ids, params, self.prompt_format.plain_stop_ids, notices)
 
-    def generate_ids(self, prompt: list[int], params: SamplingParams, stop_ids: set[int], notices: list[str] | None = None,
-                     use_cache: bool = True, inspect: Callable[[dict], None] | None = None,
-                     stop_strings: Sequence[str] = (), earlier_reply: Sequence[int] = ()) -> Iterator[Event]:
+    def generate_ids(
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        stop_ids: set[int],
+        notices: list[str] | None = None,
+        use_cache: bool = True,
+        inspect: Callable[[dict], None] | None = None,
+        stop_strings: Sequence[str] = (),
+        earlier_reply: Sequence[int] = (),
+    ) -> Iterator[Event]:
         """Generate after prompt ids. The cancel flag is cleared now, not at the first token,
         so a cancel() sent before the first token is honoured."""
         if not prompt or len(prompt) >= self.context_length:
@@ -105,10 +126,20 @@ class EngineCore:
         self.cancel_flag.clear()
         notices = list(notices or [])
         if params.max_tokens > self.context_length:
-            notices.append(f"max_tokens {params.max_tokens:,} is more than the context of {self.context_length:,} "
-                           f"tokens: the reply stops at the context's end")
-        return self._generate(list(prompt), params, set(stop_ids) | set(params.stop_token_ids), notices,
-                              use_cache, inspect, list(params.stop) + list(stop_strings), list(earlier_reply))
+            notices.append(
+                f"max_tokens {params.max_tokens:,} is more than the context of {self.context_length:,} "
+                f"tokens: the reply stops at the context's end"
+            )
+        return self._generate(
+            list(prompt),
+            params,
+            set(stop_ids) | set(params.stop_token_ids),
+            notices,
+            use_cache,
+            inspect,
+            list(params.stop) + list(stop_strings),
+            list(earlier_reply),
+        )
 
     # --- the loop ---
 
@@ -123,7 +154,9 @@ class EngineCore:
     def _token_text(self, token_id: int) -> str:
         return self.prompt_format.token_bytes(token_id).decode("utf-8", errors="replace")
 
-    def _generate(self, prompt, params, stop_ids, notices, use_cache, inspect, stop_strings, earlier_reply) -> Iterator[Event]:
+    def _generate(
+        self, prompt, params, stop_ids, notices, use_cache, inspect, stop_strings, earlier_reply
+    ) -> Iterator[Event]:
         seed = params.seed if params.seed is not None else random.randrange(2**63)
         rng = np.random.default_rng(seed)
         budget = min(params.max_tokens, self.context_length - len(prompt))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import codecs
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from model.inference.backend import Event, Finished, TextPiece
 
@@ -53,7 +54,7 @@ class StopMatcher:
                     hold = max(hold, n)
                     break
         safe = self.pending[: len(self.pending) - hold]
-        self.pending = self.pending[len(safe):]
+        self.pending = self.pending[len(safe) :]
         return safe
 
     def flush(self) -> str:
@@ -87,8 +88,14 @@ class ReplyStream:
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
 
-    def run(self, logits: Any, sample: Callable[[Any], int], is_stop: Callable[[int], bool],
-            next_logits: Callable[[int], Any], cancelled: Callable[[], bool]) -> Iterator[TextPiece]:
+    def run(
+        self,
+        logits: Any,
+        sample: Callable[[Any], int],
+        is_stop: Callable[[int], bool],
+        next_logits: Callable[[int], Any],
+        cancelled: Callable[[], bool],
+    ) -> Iterator[TextPiece]:
         """Draw a token from the logits; end on a stop token, a stop string, the token
         budget or a cancel (checked before each new token); else compute the next logits."""
         while True:

@@ -38,23 +38,39 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
 
-    def validate(self) -> "SamplingParams":
+    def validate(self) -> SamplingParams:
         def finite(value) -> bool:
             return isinstance(value, (int, float)) and math.isfinite(value)
 
         checks = [
-            ("temperature", finite(self.temperature) and 0 <= self.temperature <= MAX_TEMPERATURE,
-             f"must be a finite number >= 0 and at most {MAX_TEMPERATURE:g} (0 is greedy)"),
-            ("top_k", isinstance(self.top_k, int) and 0 <= self.top_k <= MAX_COUNT,
-             f"must be an integer >= 0 and at most {MAX_COUNT:,} (0 is off)"),
+            (
+                "temperature",
+                finite(self.temperature) and 0 <= self.temperature <= MAX_TEMPERATURE,
+                f"must be a finite number >= 0 and at most {MAX_TEMPERATURE:g} (0 is greedy)",
+            ),
+            (
+                "top_k",
+                isinstance(self.top_k, int) and 0 <= self.top_k <= MAX_COUNT,
+                f"must be an integer >= 0 and at most {MAX_COUNT:,} (0 is off)",
+            ),
             ("top_p", finite(self.top_p) and 0 < self.top_p <= 1, "must be in (0, 1] (1 is off)"),
             ("min_p", finite(self.min_p) and 0 <= self.min_p <= 1, "must be in [0, 1] (0 is off)"),
-            ("repetition_penalty", finite(self.repetition_penalty)
-             and MIN_REPETITION_PENALTY <= self.repetition_penalty <= MAX_REPETITION_PENALTY,
-             f"must be a number in [{MIN_REPETITION_PENALTY:g}, {MAX_REPETITION_PENALTY:g}] (1 is off)"),
-            ("max_tokens", isinstance(self.max_tokens, int) and 1 <= self.max_tokens <= MAX_COUNT,
-             f"must be an integer >= 1 and at most {MAX_COUNT:,}"),
-            ("seed", self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < 2**63), "must be an integer in [0, 2^63)"),
+            (
+                "repetition_penalty",
+                finite(self.repetition_penalty)
+                and MIN_REPETITION_PENALTY <= self.repetition_penalty <= MAX_REPETITION_PENALTY,
+                f"must be a number in [{MIN_REPETITION_PENALTY:g}, {MAX_REPETITION_PENALTY:g}] (1 is off)",
+            ),
+            (
+                "max_tokens",
+                isinstance(self.max_tokens, int) and 1 <= self.max_tokens <= MAX_COUNT,
+                f"must be an integer >= 1 and at most {MAX_COUNT:,}",
+            ),
+            (
+                "seed",
+                self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < 2**63),
+                "must be an integer in [0, 2^63)",
+            ),
         ]
         for name, ok, rule in checks:
             if not ok:
@@ -168,8 +184,14 @@ def inspection_step(logits, params: SamplingParams, previous_ids, drawn: int, to
         "text": token_text(drawn),
         "rank": raw_rank(raw, drawn),
         "candidates": [
-            {"id": i, "text": token_text(i), "raw_prob": float(raw[i]), "final_prob": float(final[i]),
-             "drawn": i == drawn, "cut_by": cut_by[i]}
+            {
+                "id": i,
+                "text": token_text(i),
+                "raw_prob": float(raw[i]),
+                "final_prob": float(final[i]),
+                "drawn": i == drawn,
+                "cut_by": cut_by[i],
+            }
             for i in candidates
         ],
     }

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 
 from model.inference.backend import Event
-from model.inference.sampling import SamplingParams
-from model.text.chat_format import ChatappFormat
-from model.network.device import inference_dtype, resolve_device
 from model.inference.compiled_step import CompiledStep, compile_by_default, use_compile_cache
 from model.inference.engine_core import EngineCore
-from model.network.model_folder import load_model
+from model.inference.sampling import SamplingParams
 from model.inference.threads import default_threads
+from model.network.device import inference_dtype, resolve_device
+from model.network.model_folder import load_model
+from model.text.chat_format import ChatappFormat
 
 
 def cpu_threads(model) -> tuple[int, int] | None:
@@ -54,8 +54,9 @@ class TorchEngine(EngineCore):
         self._use_threads(for_prompt=False)
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "auto", compile: str = "off",
-             compile_cache: str | Path | None = None) -> "TorchEngine":
+    def load(
+        cls, folder: str | Path, device: str = "auto", compile: str = "off", compile_cache: str | Path | None = None
+    ) -> TorchEngine:
         """compile: on, off, or auto (compile_by_default); compile_cache: where compiled kernels persist."""
         device = resolve_device(device)
         wanted = compile == "on" or (compile == "auto" and compile_by_default(device))
@@ -93,9 +94,17 @@ class TorchEngine(EngineCore):
         self.compile_status = "on"
         self.compile_seconds = compiling.seconds
 
-    def generate_ids(self, prompt: list[int], params: SamplingParams, stop_ids: set[int], notices: list[str] | None = None,
-                     use_cache: bool = True, inspect: Callable[[dict], None] | None = None,
-                     stop_strings: Sequence[str] = (), earlier_reply: Sequence[int] = ()) -> Iterator[Event]:
+    def generate_ids(
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        stop_ids: set[int],
+        notices: list[str] | None = None,
+        use_cache: bool = True,
+        inspect: Callable[[dict], None] | None = None,
+        stop_strings: Sequence[str] = (),
+        earlier_reply: Sequence[int] = (),
+    ) -> Iterator[Event]:
         """The core's, with the notices the compile left (a failed compile) added to this reply's."""
         notices, self.pending_notices = list(notices or []) + self.pending_notices, []
         return super().generate_ids(prompt, params, stop_ids, notices, use_cache, inspect, stop_strings, earlier_reply)

@@ -47,7 +47,7 @@ class GPTConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "GPTConfig":
+    def from_dict(cls, values: dict) -> GPTConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -60,7 +60,7 @@ class KVCache:
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
 
-    def copy_from(self, other: "KVCache") -> None:
+    def copy_from(self, other: KVCache) -> None:
         for mine, theirs in zip(self.keys + self.values, other.keys + other.values):
             mine.copy_(theirs)
 
@@ -102,8 +102,13 @@ class CausalSelfAttention(nn.Module):
         batch, _, length, _ = y.shape
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(batch, length, -1)))
 
-    def forward(self, x: torch.Tensor, start_pos: int | None = None, keys: torch.Tensor | None = None,
-                values: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        start_pos: int | None = None,
+        keys: torch.Tensor | None = None,
+        values: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Training and prefill. With a cache (keys, values: this layer's), x sits at
         positions start_pos..; its keys and values are written there first."""
         length = x.size(1)
@@ -126,8 +131,9 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)
         return self._merge_heads(y)
 
-    def decode(self, x: torch.Tensor, position: torch.Tensor, visible: torch.Tensor, keys: torch.Tensor,
-               values: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self, x: torch.Tensor, position: torch.Tensor, visible: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
         """One token at `position` (a 1-element tensor) over the whole cache, positions past it
         masked (visible: bool, one per cache position): the same shapes at every position."""
         batch, _, width = x.shape
@@ -225,7 +231,9 @@ class GPT(nn.Module):
     def _hidden(self, ids: torch.Tensor, cache: KVCache | None = None, start_pos: int = 0) -> torch.Tensor:
         length = ids.size(1)
         if start_pos + length > self.config.context_length:
-            raise ValueError(f"sequence of {start_pos + length} tokens exceeds the context length {self.config.context_length}")
+            raise ValueError(
+                f"sequence of {start_pos + length} tokens exceeds the context length {self.config.context_length}"
+            )
         positions = torch.arange(start_pos, start_pos + length, device=ids.device)
         x = self.dropout(self.token_embedding(ids) + self.position_embedding(positions))
         for layer, block in enumerate(self.blocks):
@@ -240,7 +248,9 @@ class GPT(nn.Module):
         shape = (batch, config.n_head, config.context_length, config.head_dim)
 
         def zeros() -> list[torch.Tensor]:
-            return [torch.zeros(shape, dtype=dtype or weight.dtype, device=weight.device) for _ in range(config.n_layer)]
+            return [
+                torch.zeros(shape, dtype=dtype or weight.dtype, device=weight.device) for _ in range(config.n_layer)
+            ]
 
         return KVCache(zeros(), zeros())
 
@@ -250,8 +260,9 @@ class GPT(nn.Module):
         x = self._hidden(ids, cache, start_pos)
         return self.lm_head(self.ln_f(x[:, -1]))
 
-    def decode_step(self, ids: torch.Tensor, position: torch.Tensor, keys: list[torch.Tensor],
-                    values: list[torch.Tensor]) -> torch.Tensor:
+    def decode_step(
+        self, ids: torch.Tensor, position: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor]
+    ) -> torch.Tensor:
         """Logits (batch, vocab) for one token per sequence, ids (batch, 1), at `position`
         (a 1-element long tensor); keys and values are a KVCache's. Every shape is the same
         at every position, so a compiled step is compiled once."""

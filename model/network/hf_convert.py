@@ -17,10 +17,14 @@ def to_hf_gpt2(model: GPT):
     # bos/eos None: ours are special tokens after the ranks, not GPT-2's 50256
     hf = GPT2LMHeadModel(GPT2Config(**gpt2_config(model.config.to_dict())))
     ours = model.state_dict()
-    state = {theirs: ours[name].t().contiguous() if transposed else ours[name]
-             for theirs, name, transposed in hf_tensor_names(model.config.n_layer)}
+    state = {
+        theirs: ours[name].t().contiguous() if transposed else ours[name]
+        for theirs, name, transposed in hf_tensor_names(model.config.n_layer)
+    }
     missing, unexpected = hf.load_state_dict(state, strict=False)
-    missing = [m for m in missing if m != "lm_head.weight" and not m.endswith("attn.bias") and not m.endswith("masked_bias")]
+    missing = [
+        m for m in missing if m != "lm_head.weight" and not m.endswith("attn.bias") and not m.endswith("masked_bias")
+    ]
     if missing or unexpected:
         raise ValueError(f"conversion mismatch: missing {missing}, unexpected {unexpected}")
     hf.tie_weights()

@@ -18,14 +18,22 @@ from model.text.tokenizer import SPECIAL_TOKENS, Tokenizer
 HF_WEIGHTS = "model.safetensors"
 HF_VOCAB = "vocab.json"
 # ours -> HF's, per block; True where HF's Conv1D stores the matrix as (in, out), our nn.Linear as (out, in)
-BLOCK_TENSORS = {"ln_1": ("ln_1", False), "attn.qkv": ("attn.c_attn", True), "attn.proj": ("attn.c_proj", True),
-                 "ln_2": ("ln_2", False), "mlp.up": ("mlp.c_fc", True), "mlp.down": ("mlp.c_proj", True)}
+BLOCK_TENSORS = {
+    "ln_1": ("ln_1", False),
+    "attn.qkv": ("attn.c_attn", True),
+    "attn.proj": ("attn.c_proj", True),
+    "ln_2": ("ln_2", False),
+    "mlp.up": ("mlp.c_fc", True),
+    "mlp.down": ("mlp.c_proj", True),
+}
 
 
 def hf_tensor_names(n_layer: int) -> list[tuple[str, str, bool]]:
     """(HF name, our name, transposed) for every tensor (the LM head is tied: not stored)."""
-    names = [("transformer.wte.weight", "token_embedding.weight", False),
-             ("transformer.wpe.weight", "position_embedding.weight", False)]
+    names = [
+        ("transformer.wte.weight", "token_embedding.weight", False),
+        ("transformer.wpe.weight", "position_embedding.weight", False),
+    ]
     for i in range(n_layer):
         for ours, (theirs, transposed) in BLOCK_TENSORS.items():
             names.append((f"transformer.h.{i}.{theirs}.weight", f"blocks.{i}.{ours}.weight", transposed))
@@ -37,13 +45,20 @@ def hf_tensor_names(n_layer: int) -> list[tuple[str, str, bool]]:
 def gpt2_config(architecture: dict, bos_id: int | None = None, eos_id: int | None = None) -> dict:
     """GPT2Config's fields for our architecture (no dropout: for inference)."""
     return {
-        "vocab_size": architecture["vocab_size"], "n_positions": architecture["context_length"],
-        "n_embd": architecture["n_embd"], "n_layer": architecture["n_layer"], "n_head": architecture["n_head"],
+        "vocab_size": architecture["vocab_size"],
+        "n_positions": architecture["context_length"],
+        "n_embd": architecture["n_embd"],
+        "n_layer": architecture["n_layer"],
+        "n_head": architecture["n_head"],
         "n_inner": 4 * architecture["n_embd"],
         "activation_function": "gelu_new",  # GPT-2's tanh approximation, as ours
         "layer_norm_epsilon": architecture.get("layer_norm_epsilon", 1e-5),
-        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "tie_word_embeddings": True,
-        "bos_token_id": bos_id, "eos_token_id": eos_id,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "tie_word_embeddings": True,
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_id,
     }
 
 
@@ -73,18 +88,32 @@ def chatapp_config(folder: str | Path) -> dict:
         raise HFFolderError(f"{folder / 'config.json'}: not a Hugging Face GPT-2 config")
     try:
         width = int(config["n_embd"])
-        architecture = {"vocab_size": int(config["vocab_size"]), "context_length": int(config["n_positions"]),
-                        "n_layer": int(config["n_layer"]), "n_head": int(config["n_head"]), "n_embd": width,
-                        "dropout": 0.0, "layer_norm_epsilon": float(config.get("layer_norm_epsilon", 1e-5))}
+        architecture = {
+            "vocab_size": int(config["vocab_size"]),
+            "context_length": int(config["n_positions"]),
+            "n_layer": int(config["n_layer"]),
+            "n_head": int(config["n_head"]),
+            "n_embd": width,
+            "dropout": 0.0,
+            "layer_norm_epsilon": float(config.get("layer_norm_epsilon", 1e-5)),
+        }
     except (KeyError, TypeError, ValueError) as error:
         raise HFFolderError(f"{folder / 'config.json'}: bad GPT-2 config ({error})") from None
     if config.get("n_inner") not in (None, 4 * width) or config.get("activation_function", "gelu_new") != "gelu_new":
         raise HFFolderError(f"{folder / 'config.json'}: only GPT-2's own MLP (4 x width, gelu_new) runs here")
     exported = config.get("chatapp_export") or {}
-    return {"format": "chatapp-gpt", "format_version": 1, "name": exported.get("name") or folder.name,
-            "description": "a Hugging Face folder", "license": "", "architecture": architecture,
-            "special_tokens": list(SPECIAL_TOKENS), "chat_format_version": exported.get("chat_format_version") or 1,
-            "training": {}, "source_format": "huggingface"}
+    return {
+        "format": "chatapp-gpt",
+        "format_version": 1,
+        "name": exported.get("name") or folder.name,
+        "description": "a Hugging Face folder",
+        "license": "",
+        "architecture": architecture,
+        "special_tokens": list(SPECIAL_TOKENS),
+        "chat_format_version": exported.get("chat_format_version") or 1,
+        "training": {},
+        "source_format": "huggingface",
+    }
 
 
 def hf_tokenizer(folder: str | Path) -> Tokenizer:
@@ -98,7 +127,7 @@ def hf_tokenizer(folder: str | Path) -> Tokenizer:
         raise HFFolderError(f"{path}: unreadable ({error})") from None
     by_id = sorted(vocab.items(), key=lambda item: item[1])
     n_ranks = len(by_id)
-    if [token for token, _ in by_id[-len(SPECIAL_TOKENS):]] == list(SPECIAL_TOKENS):
+    if [token for token, _ in by_id[-len(SPECIAL_TOKENS) :]] == list(SPECIAL_TOKENS):
         n_ranks -= len(SPECIAL_TOKENS)  # some writers put the added tokens in vocab.json too
     if [rank for _, rank in by_id[:n_ranks]] != list(range(n_ranks)):
         raise HFFolderError(f"{path}: token ids are not 0..{n_ranks - 1}")

@@ -51,7 +51,9 @@ class LoRAConfig:
     def __post_init__(self):
         unknown = [t for t in self.targets if t not in TARGETS]
         if unknown or not self.targets:
-            raise ValueError(f"LoRA targets must be some of {', '.join(TARGETS)}, not {','.join(self.targets) or 'none'}")
+            raise ValueError(
+                f"LoRA targets must be some of {', '.join(TARGETS)}, not {','.join(self.targets) or 'none'}"
+            )
         if self.rank < 1:
             raise ValueError(f"LoRA rank must be at least 1, not {self.rank}")
         if not 0 <= self.dropout < 1:
@@ -65,13 +67,13 @@ class LoRAConfig:
         return {"lora": json.dumps({**asdict(self), "targets": list(self.targets), "token_ids": list(self.token_ids)})}
 
     @classmethod
-    def from_metadata(cls, metadata: dict[str, str]) -> "LoRAConfig":
+    def from_metadata(cls, metadata: dict[str, str]) -> LoRAConfig:
         values = json.loads(metadata["lora"])
         return cls(**{**values, "targets": tuple(values["targets"]), "token_ids": tuple(values.get("token_ids", ()))})
 
 
 def parse_targets(text: str) -> tuple[str, ...]:
-    """"qkv,proj" -> ("qkv", "proj"); "all" -> every target."""
+    """ "qkv,proj" -> ("qkv", "proj"); "all" -> every target."""
     if text.strip() == "all":
         return tuple(TARGETS)
     return tuple(t.strip() for t in text.split(",") if t.strip())
@@ -82,8 +84,12 @@ class LoRALinear(nn.Module):
         super().__init__()
         self.base = base
         self.scaling = alpha / rank
-        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device, dtype=base.weight.dtype))
-        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device, dtype=base.weight.dtype))
+        self.lora_a = nn.Parameter(
+            torch.empty(rank, base.in_features, device=base.weight.device, dtype=base.weight.dtype)
+        )
+        self.lora_b = nn.Parameter(
+            torch.zeros(base.out_features, rank, device=base.weight.device, dtype=base.weight.dtype)
+        )
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # as nn.Linear initialises its weight
         self.dropout = nn.Dropout(dropout)
         self.merged = False
@@ -118,7 +124,9 @@ def add_lora(model: GPT, config: LoRAConfig) -> GPT:
         for target in config.targets:
             parent_name, child_name = TARGETS[target].split(".")
             parent = getattr(block, parent_name)
-            setattr(parent, child_name, LoRALinear(getattr(parent, child_name), config.rank, config.alpha, config.dropout))
+            setattr(
+                parent, child_name, LoRALinear(getattr(parent, child_name), config.rank, config.alpha, config.dropout)
+            )
     if config.token_ids:
         train_embedding_rows(model, config.token_ids)
     return model
@@ -162,7 +170,9 @@ def adapter_state(model: GPT) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_adapters(model: GPT, config: LoRAConfig, path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
+def save_adapters(
+    model: GPT, config: LoRAConfig, path: str | Path, extra_metadata: dict[str, str] | None = None
+) -> None:
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -189,17 +199,23 @@ def load_adapters(model: GPT, path: str | Path) -> LoRAConfig:
     add_lora(model, config)
     tensors = load_file(str(path))
     layers = adapted_layers(model)
-    expected = {f"{name}.{part}": getattr(layer, part) for name, layer in layers.items() for part in ("lora_a", "lora_b")}
+    expected = {
+        f"{name}.{part}": getattr(layer, part) for name, layer in layers.items() for part in ("lora_a", "lora_b")
+    }
     embedding = model.token_embedding.weight
     if config.token_ids:
         expected[EMBEDDING_ROWS] = embedding.new_empty(len(config.token_ids), embedding.shape[1])
     if set(tensors) != set(expected):
         missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-        raise ValueError(f"{path}: adapters do not match this model (missing {missing[:2]}, unexpected {unexpected[:2]})")
+        raise ValueError(
+            f"{path}: adapters do not match this model (missing {missing[:2]}, unexpected {unexpected[:2]})"
+        )
     with torch.no_grad():
         for key, tensor in tensors.items():
             if tensor.shape != expected[key].shape:
-                raise ValueError(f"{path}: {key} has shape {tuple(tensor.shape)}, this base model needs {tuple(expected[key].shape)}")
+                raise ValueError(
+                    f"{path}: {key} has shape {tuple(tensor.shape)}, this base model needs {tuple(expected[key].shape)}"
+                )
             expected[key].copy_(tensor)
         if config.token_ids:
             embedding[list(config.token_ids)] = expected[EMBEDDING_ROWS]

@@ -48,14 +48,18 @@ def read_config(folder: str | Path) -> dict:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelFolderError(f"{path}: not valid JSON ({error})") from None
-    if isinstance(config, dict) and config.get("model_type") == "gpt2":  # a Hugging Face folder (chatapp export --format hf)
+    if (
+        isinstance(config, dict) and config.get("model_type") == "gpt2"
+    ):  # a Hugging Face folder (chatapp export --format hf)
         return _from_hf(hf_folder.chatapp_config, folder)
     if not isinstance(config, dict) or config.get("format") != FORMAT_NAME or "architecture" not in config:
         raise ModelFolderError(f"{path}: not a {FORMAT_NAME} config (no 'format' or 'architecture')")
     if type(config.get("format_version", 0)) is not int:
         raise ModelFolderError(f"{path}: format_version must be an integer, got {config['format_version']!r}")
     if config.get("format_version", 0) > FORMAT_VERSION:
-        raise ModelFolderError(f"{path}: format version {config['format_version']} is newer than this chatapp understands")
+        raise ModelFolderError(
+            f"{path}: format version {config['format_version']} is newer than this chatapp understands"
+        )
     return config
 
 
@@ -97,7 +101,9 @@ def save_model(folder: str | Path, model, tokenizer: Tokenizer, config: dict, dt
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {
-        name: (tensor.detach().to(dtype) if dtype is not None and tensor.is_floating_point() else tensor.detach()).contiguous().cpu()
+        name: (tensor.detach().to(dtype) if dtype is not None and tensor.is_floating_point() else tensor.detach())
+        .contiguous()
+        .cpu()
         for name, tensor in model.state_dict().items()
         if name != "lm_head.weight"  # tied to token_embedding.weight
     }
@@ -138,7 +144,8 @@ def load_weights(folder: Path, config: dict):
     arch = _checked_architecture(folder, config, weights_path)
     if arch["vocab_size"] != tokenizer.vocab_size:
         raise ModelFolderError(
-            f"{folder / TOKENIZER_FILE}: {tokenizer.vocab_size} tokens, but config.json says vocab_size {arch['vocab_size']}"
+            f"{folder / TOKENIZER_FILE}: {tokenizer.vocab_size} tokens, "
+            f"but config.json says vocab_size {arch['vocab_size']}"
         )
     try:
         state = _read_state(folder, config, weights_path, arch["n_layer"])
@@ -161,8 +168,9 @@ def _checked_architecture(folder: Path, config: dict, weights_path: Path) -> dic
     try:
         arch = header.checked_architecture(config.get("architecture"), folder / CONFIG_FILE)
         entries = header.read_header(weights_path)
-        header.check_tensors(weights_path, entries, arch, _hf_shapes if huggingface else header.gpt_shapes,
-                             extra_allowed=huggingface)
+        header.check_tensors(
+            weights_path, entries, arch, _hf_shapes if huggingface else header.gpt_shapes, extra_allowed=huggingface
+        )
     except OSError as error:
         raise ModelFolderError(f"{weights_path}: unreadable ({error.strerror})") from None
     except header.HeaderError as error:
@@ -175,8 +183,10 @@ def _hf_shapes(arch: dict) -> dict[str, tuple[int, ...]]:
     from model.network.safetensors_header import gpt_shapes
 
     ours = gpt_shapes(arch)
-    return {theirs: tuple(reversed(ours[name])) if transposed else ours[name]
-            for theirs, name, transposed in hf_folder.hf_tensor_names(arch["n_layer"])}
+    return {
+        theirs: tuple(reversed(ours[name])) if transposed else ours[name]
+        for theirs, name, transposed in hf_folder.hf_tensor_names(arch["n_layer"])
+    }
 
 
 def _read_state(folder: Path, config: dict, weights_path: Path, n_layer: int) -> dict:
@@ -184,13 +194,16 @@ def _read_state(folder: Path, config: dict, weights_path: Path, n_layer: int) ->
     from safetensors.torch import load_file
 
     if config.get("source_format") == "huggingface":
-        return {name: torch.from_numpy(values) for name, values in _from_hf(hf_folder.hf_weights, folder, n_layer).items()}
+        return {
+            name: torch.from_numpy(values) for name, values in _from_hf(hf_folder.hf_weights, folder, n_layer).items()
+        }
     state = load_file(str(weights_path))
     state.pop("lm_head.weight", None)  # tied to the embedding
     return state
 
 
 # --- adapters folders ---
+
 
 def base_reference(base: str | Path, adapters_folder: str | Path) -> str:
     """How an adapters folder names its base model: a built-in model by name, a
@@ -224,8 +237,10 @@ def find_base_model(folder: Path, reference: str) -> Path:
     for candidate in (by_path, BUILTIN_MODELS_DIR / reference):
         if is_model_folder(candidate):
             return candidate
-    raise ModelFolderError(f"{folder / CONFIG_FILE}: the base model {reference!r} of these adapters is not found "
-                           f"(neither a model folder at {by_path} nor a built-in model)")
+    raise ModelFolderError(
+        f"{folder / CONFIG_FILE}: the base model {reference!r} of these adapters is not found "
+        f"(neither a model folder at {by_path} nor a built-in model)"
+    )
 
 
 def load_adapted_model(folder: Path, config: dict):
@@ -242,8 +257,10 @@ def load_adapted_model(folder: Path, config: dict):
     model, tokenizer, _ = load_model(base_folder)
     fingerprint = adapters.get("base_fingerprint")  # absent from a config.json written by hand
     if fingerprint and fingerprint != weights_fingerprint(model):
-        raise ModelFolderError(f"{folder / CONFIG_FILE}: the base model {base_folder} has changed since these adapters "
-                               f"were trained on it (its weights differ); fine-tune it again")
+        raise ModelFolderError(
+            f"{folder / CONFIG_FILE}: the base model {base_folder} has changed since these adapters "
+            f"were trained on it (its weights differ); fine-tune it again"
+        )
     adapters_path = folder / adapters["file"]
     if not adapters_path.is_file():
         raise ModelFolderError(f"{adapters_path}: missing")

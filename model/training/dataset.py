@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from model import DATA_DIR
-from model.training.corpus import Work, builtin_split, read_works, split_works
 from model.text.tokenizer import Tokenizer
+from model.training.corpus import Work, builtin_split, read_works, split_works
 
 BUILTIN_TOKENIZER = DATA_DIR / "shakespeare-4096.tiktoken"
 

@@ -31,8 +31,18 @@ from model.training.corpus import Work, builtin_split
 
 MAX_SPEAKER_CHARS = 40
 MAX_WINDOW_SPEECHES = 6  # a multi-turn conversation: up to three exchanges
-PLAIN_OPENERS = ("Speak.", "What say you?", "Say on.", "How now?", "Who are you?", "What news?",
-                 "Speak your mind.", "Good morrow.", "Tell me of yourself.", "Well?")
+PLAIN_OPENERS = (
+    "Speak.",
+    "What say you?",
+    "Say on.",
+    "How now?",
+    "Who are you?",
+    "What news?",
+    "Speak your mind.",
+    "Good morrow.",
+    "Tell me of yourself.",
+    "Well?",
+)
 OPENING_SHARE = 3  # one speech in this many (with a persona) also answers a plain opener
 HEADING = re.compile(r"^(ACT|SCENE|PROLOGUE|EPILOGUE|INDUCTION|THE END|FINIS)\b", re.IGNORECASE)
 SPEAKER = re.compile(r"^(?:\d |[A-Z])[A-Za-z'’ .&-]*[A-Za-z]\.?$")
@@ -40,8 +50,12 @@ NOT_SPEAKERS = {"song", "the end", "finis", "enter", "exit", "exeunt", "flourish
 PERSONS_HEADER = re.compile(r"^(persons represented|dramatis person(ae|æ))[.:]?$", re.IGNORECASE)
 STAGE_DIRECTION = re.compile(r"\[[^\]}]*(?:[\]}]|$)")  # some editions close with }
 UNBRACKETED_DIRECTION = re.compile(r"^(Enter|Exit|Exeunt|Re-enter|Manet|Flourish|Alarum)\b")
-RELATIVE_DESCRIPTION = re.compile(r"^(his|her|their|and|the two)\b|\b(the former|the same|the above|the latter)\b", re.IGNORECASE)
-TITLED = re.compile(r"^(King|Queen|Duke|Duchess|Earl|Prince|Princess|Archbishop|Bishop|Cardinal|Marquis|Count|Countess|Lord|Lady|Sir)\b")
+RELATIVE_DESCRIPTION = re.compile(
+    r"^(his|her|their|and|the two)\b|\b(the former|the same|the above|the latter)\b", re.IGNORECASE
+)
+TITLED = re.compile(
+    r"^(King|Queen|Duke|Duchess|Earl|Prince|Princess|Archbishop|Bishop|Cardinal|Marquis|Count|Countess|Lord|Lady|Sir)\b"
+)
 SMALL_WORDS = {"of", "the", "and", "to", "in", "de", "la", "le"}
 
 
@@ -65,6 +79,7 @@ class DialogueSplit:
 
 
 # --- reading a play ---
+
 
 def paragraphs(text: str) -> list[list[str]]:
     """Blank-line-separated groups of lines, stage directions cut out (one left
@@ -142,6 +157,7 @@ def scenes(text: str, people: list[tuple[str, str]] | None = None) -> list[list[
 
 # --- personas from the list of persons ---
 
+
 def persons(text: str) -> list[tuple[str, str]]:
     """(name, description) for each entry of the play's list of persons. A title
     like "HAMLET, PRINCE OF DENMARK" gives its hero the title's description."""
@@ -169,7 +185,7 @@ def persons(text: str) -> list[tuple[str, str]]:
 
 
 def is_group_line(line: str) -> bool:
-    """"Lords, Ladies, Officers, and Attendants.": extras, not a person."""
+    """ "Lords, Ladies, Officers, and Attendants.": extras, not a person."""
     items = [item.strip(" .") for item in line.split(",")]
     return len(items) >= 3 and all(len(item.split()) <= 2 and item[:1].isupper() for item in items if item)
 
@@ -185,12 +201,14 @@ def clean_description(description: str) -> str:
 
 def display_name(name: str) -> str:
     """KING HENRY V -> King Henry V; KING OF FRANCE -> King of France; Lady Capulet stays."""
+
     def word(position: int, w: str) -> str:
         if re.fullmatch(r"[IVX]+", w) or not w.isupper():
             return w
         if position > 0 and w.lower() in SMALL_WORDS:
             return w.lower()
         return w.capitalize()
+
     return " ".join(word(i, w) for i, w in enumerate(name.split()))
 
 
@@ -217,7 +235,9 @@ def find_person(speaker: str, people: list[tuple[str, str]]) -> tuple[str, str] 
         lambda name, first_clause: words(name)[: len(key)] == key,
         lambda name, first_clause: words(name)[-len(key) :] == key,
         lambda name, first_clause: contains_run(words(name), key),
-        lambda name, first_clause: len(key) == 1 and len(key[0]) >= 3 and any(w.startswith(key[0]) for w in words(name)[:1] + words(name)[-1:]),
+        lambda name, first_clause: (
+            len(key) == 1 and len(key[0]) >= 3 and any(w.startswith(key[0]) for w in words(name)[:1] + words(name)[-1:])
+        ),
         lambda name, first_clause: contains_run(words(first_clause), key),
         lambda name, first_clause: words(first_clause)[: len(key)] == key,
     ]
@@ -251,6 +271,7 @@ def persona_prompt(speaker: str, people: list[tuple[str, str]], with_description
 
 
 # --- conversations ---
+
 
 def system_prompt_for(work: str, index: int, speaker: str, people) -> str | None:
     """A persona for most conversations, chosen by a stable hash: a quarter get

@@ -24,18 +24,56 @@ from pathlib import Path
 
 import torch
 
-from model.training.options import DEFAULT_FINETUNE_STEPS as DEFAULT_STEPS, FinetuneOptions
-from model.training.finetune_data import Example, encode_all, make_batch, read_jsonl, hold_out_last
-from model.training.loop import CHECKPOINT_DIR, Batch, Distributed, Run, cosine_schedule, require_checkpoint, run_steps, start_state
-from model.network.lora import ADAPTERS_FILE, LoRAConfig, add_lora, merged_copy, parse_targets, save_adapters, trainable_parameters
-from model.network.model_folder import (ADAPTERS_KEY, CONFIG_FILE, base_reference, load_model, make_config, save_model,
-                                        weights_fingerprint, write_json_atomic)
+from model.network.lora import (
+    ADAPTERS_FILE,
+    LoRAConfig,
+    add_lora,
+    merged_copy,
+    parse_targets,
+    save_adapters,
+    trainable_parameters,
+)
+from model.network.model_folder import (
+    ADAPTERS_KEY,
+    CONFIG_FILE,
+    base_reference,
+    load_model,
+    make_config,
+    save_model,
+    weights_fingerprint,
+    write_json_atomic,
+)
 from model.text.tokenizer import ASSISTANT, END_OF_TURN, SYSTEM, USER
+from model.training.finetune_data import Example, encode_all, hold_out_last, make_batch, read_jsonl
+from model.training.loop import (
+    CHECKPOINT_DIR,
+    Batch,
+    Distributed,
+    Run,
+    cosine_schedule,
+    require_checkpoint,
+    run_steps,
+    start_state,
+)
+from model.training.options import DEFAULT_FINETUNE_STEPS as DEFAULT_STEPS
+from model.training.options import FinetuneOptions
 
 LENGTH_GROUPING = 8
 # what shapes the model and the data: taken from the checkpoint on --resume
-RUN_DEFINING = ("base", "data", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "full", "batch_size",
-                "learning_rate", "max_reply_tokens", "seed", "save_adapters_only")
+RUN_DEFINING = (
+    "base",
+    "data",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_targets",
+    "full",
+    "batch_size",
+    "learning_rate",
+    "max_reply_tokens",
+    "seed",
+    "save_adapters_only",
+)
 
 
 def lora_config(options: FinetuneOptions) -> LoRAConfig | None:
@@ -46,6 +84,7 @@ def lora_config(options: FinetuneOptions) -> LoRAConfig | None:
 
 
 # --- data ---
+
 
 @dataclass
 class ChatData:
@@ -118,6 +157,7 @@ def reply_loss(model, examples: list[Example], pad_id: int, device: str, batch_s
 
 # --- the run ---
 
+
 def resumed_options(options: FinetuneOptions, out: Path) -> FinetuneOptions:
     """On --resume the checkpoint decides what the run is; the command line only
     where it runs and how far (device, steps)."""
@@ -137,14 +177,20 @@ def describe_method(options: FinetuneOptions) -> str:
     lora = lora_config(options)
     if lora is None:
         return "full fine-tuning"
-    return (f"LoRA (rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g}, targets {','.join(lora.targets)}; "
-            f"and the embeddings of the 4 chat tokens)")
+    return (
+        f"LoRA (rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g}, targets {','.join(lora.targets)}; "
+        f"and the embeddings of the 4 chat tokens)"
+    )
 
 
 def adapters_entry(base: str, out: Path, base_model) -> dict:
     """What the config.json of an adapters folder (--save-adapters-only) says of
     its adapters and the base model they go on (see model.network.model_folder)."""
-    return {"file": ADAPTERS_FILE, "base": base_reference(base, out), "base_fingerprint": weights_fingerprint(base_model)}
+    return {
+        "file": ADAPTERS_FILE,
+        "base": base_reference(base, out),
+        "base_fingerprint": weights_fingerprint(base_model),
+    }
 
 
 def finetune(options: FinetuneOptions, log=print) -> dict:
@@ -197,9 +243,13 @@ def finetune(options: FinetuneOptions, log=print) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         log(f"fine-tuning {metadata['base']} on {device} x{ranks.world_size} with {describe_method(options)}")
         log(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
-        log(f"data: {data.counts['train_conversations']:,} training and {data.counts['validation_conversations']:,} validation "
-            f"conversations from the {data.counts['source']} ({data.counts['left_out_too_long']:,} left out as too long); "
-            f"{options.steps} steps of {options.batch_size * ranks.world_size} conversations")
+        log(
+            f"data: {data.counts['train_conversations']:,} training and "
+            f"{data.counts['validation_conversations']:,} validation "
+            f"conversations from the {data.counts['source']} "
+            f"({data.counts['left_out_too_long']:,} left out as too long); "
+            f"{options.steps} steps of {options.batch_size * ranks.world_size} conversations"
+        )
 
     def learning_rate(step: int) -> float:
         peak = options.peak_learning_rate
@@ -212,8 +262,12 @@ def finetune(options: FinetuneOptions, log=print) -> dict:
         return reply_loss(model, eval_subset, pad_id, device)["loss"] if eval_subset else float("nan")
 
     def write_outputs(state: dict, validation: dict | None = None) -> None:
-        config = make_config(model.config.to_dict(), options.name or out.name, {**metadata, **state, "validation": validation},
-                             description=f"{metadata['base']} fine-tuned for chat ({describe_method(options)})")
+        config = make_config(
+            model.config.to_dict(),
+            options.name or out.name,
+            {**metadata, **state, "validation": validation},
+            description=f"{metadata['base']} fine-tuned for chat ({describe_method(options)})",
+        )
         if lora:
             save_adapters(model, lora, out / ADAPTERS_FILE, {"base": metadata["base"]})
         if options.save_adapters_only:
@@ -222,9 +276,18 @@ def finetune(options: FinetuneOptions, log=print) -> dict:
             save_model(out, merged_copy(model) if lora else model, tokenizer, config)
 
     run = Run(
-        out=out, label="finetune", steps=steps, eval_every=options.eval_every, grad_clip=options.grad_clip,
-        seed=options.seed, learning_rate=learning_rate, draw_batch=draw_batch, validation_loss=validation_loss,
-        validation_name="validation loss on replies", write_outputs=write_outputs, options=asdict(options),
+        out=out,
+        label="finetune",
+        steps=steps,
+        eval_every=options.eval_every,
+        grad_clip=options.grad_clip,
+        seed=options.seed,
+        learning_rate=learning_rate,
+        draw_batch=draw_batch,
+        validation_loss=validation_loss,
+        validation_name="validation loss on replies",
+        write_outputs=write_outputs,
+        options=asdict(options),
         resume=options.resume,
     )
     state = run_steps(run, model, optimizer, ranks, state)
@@ -235,7 +298,11 @@ def finetune(options: FinetuneOptions, log=print) -> dict:
             validation = reply_loss(model, data.validation, pad_id, device)
         write_outputs(state, validation)
         kind = "adapters" if options.save_adapters_only else "model"
-        log(f"validation loss on {len(data.validation):,} held-out replies: "
-            f"{validation['loss']:.4f} nats/token; {kind} written to {out}" if validation else f"{kind} written to {out}")
+        log(
+            f"validation loss on {len(data.validation):,} held-out replies: "
+            f"{validation['loss']:.4f} nats/token; {kind} written to {out}"
+            if validation
+            else f"{kind} written to {out}"
+        )
     ranks.close()
     return {**metadata, **state, "validation": validation}

@@ -37,6 +37,7 @@ class Example:
 
 # --- reading JSONL ---
 
+
 def conversation_problem(record) -> str | None:
     """What is wrong with one parsed line, or None."""
     if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
@@ -46,11 +47,11 @@ def conversation_problem(record) -> str | None:
         return '"messages" is empty'
     for number, message in enumerate(messages, 1):
         if not isinstance(message, dict):
-            return f"message {number}: expected an object with \"role\" and \"content\""
+            return f'message {number}: expected an object with "role" and "content"'
         if message.get("role") not in ROLES:
-            return f"message {number}: \"role\" must be one of {', '.join(ROLES)}, not {message.get('role')!r}"
+            return f'message {number}: "role" must be one of {", ".join(ROLES)}, not {message.get("role")!r}'
         if not isinstance(message.get("content"), str):
-            return f"message {number}: \"content\" must be a string"
+            return f'message {number}: "content" must be a string'
         if message["role"] == "system" and number > 1:
             return f"message {number}: a system message may only come first"
     if not any(m["role"] == "assistant" for m in messages):
@@ -96,6 +97,7 @@ def hold_out_last(conversations: list, validation_fraction: float = 0.05) -> tup
 
 # --- token ids and the loss mask ---
 
+
 def encode_conversation(messages: list[Message], tokenizer: Tokenizer) -> Example:
     """The ids of the chat format (as render_ids, without a generation prompt);
     the mask is 1 on assistant text and the <|end|> closing it."""
@@ -108,12 +110,14 @@ def encode_conversation(messages: list[Message], tokenizer: Tokenizer) -> Exampl
     return Example(ids, mask)
 
 
-def fit_example(messages: list[Message], tokenizer: Tokenizer, max_tokens: int, max_reply_tokens: int) -> Example | None:
+def fit_example(
+    messages: list[Message], tokenizer: Tokenizer, max_tokens: int, max_reply_tokens: int
+) -> Example | None:
     """The conversation within max_tokens: oldest turns dropped, then the first
     user message cut from the front. None when a reply is longer than
     max_reply_tokens or the last exchange cannot fit."""
     system = [m for m in messages[:1] if m.role == "system"]
-    turns = messages[len(system):]
+    turns = messages[len(system) :]
     if any(m.role == "assistant" and len(tokenizer.encode(m.content)) > max_reply_tokens for m in turns):
         return None
     while turns:
@@ -127,7 +131,9 @@ def fit_example(messages: list[Message], tokenizer: Tokenizer, max_tokens: int, 
     return None
 
 
-def cut_first_message(system: list[Message], turns: list[Message], tokenizer: Tokenizer, max_tokens: int) -> Example | None:
+def cut_first_message(
+    system: list[Message], turns: list[Message], tokenizer: Tokenizer, max_tokens: int
+) -> Example | None:
     first, rest = turns[0], turns[1:]
     if first.role != "user":
         return None
@@ -136,12 +142,14 @@ def cut_first_message(system: list[Message], turns: list[Message], tokenizer: To
     keep = len(content) - (len(example) - max_tokens)
     if keep < MIN_PROMPT_TOKENS:
         return None
-    cut = Message("user", tokenizer.decode(content[len(content) - keep:]))
+    cut = Message("user", tokenizer.decode(content[len(content) - keep :]))
     example = encode_conversation(system + [cut] + rest, tokenizer)
     return example if len(example) <= max_tokens else None
 
 
-def encode_all(conversations, tokenizer: Tokenizer, max_tokens: int, max_reply_tokens: int) -> tuple[list[Example], int]:
+def encode_all(
+    conversations, tokenizer: Tokenizer, max_tokens: int, max_reply_tokens: int
+) -> tuple[list[Example], int]:
     """Examples for every conversation that fits, and how many were left out."""
     examples = []
     for messages in conversations:
@@ -152,6 +160,7 @@ def encode_all(conversations, tokenizer: Tokenizer, max_tokens: int, max_reply_t
 
 
 # --- batches ---
+
 
 def make_batch(examples: list[Example], pad_id: int):
     """Inputs, targets and loss mask, right-padded to the longest example."""

@@ -16,9 +16,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -60,6 +60,7 @@ def autocast(device: str):
 
 
 # --- the device, and the processes of a torchrun ---
+
 
 class Distributed:
     """Rank, world size and this process's device; DDP only under torchrun with more than one process."""
@@ -104,11 +105,14 @@ class Distributed:
 
 # --- checkpoints: model + optimizer state in safetensors, the rest in JSON ---
 
+
 def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    tensors = {
+        f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"
+    }
     optimizer_state = optimizer.state_dict()
     for index, values in optimizer_state["state"].items():
         for key, value in values.items():
@@ -124,7 +128,7 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
 
     state = json.loads((folder / "state.json").read_text())
     tensors = load_file(str(folder / "state.safetensors"), device=device)
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
     per_param: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer."):
@@ -150,6 +154,7 @@ def start_state(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
 
 
 # --- the loop ---
+
 
 @dataclass
 class Batch:
@@ -180,12 +185,16 @@ class Run:
     compile: bool = False
 
 
-def train_step(step_model, optimizer: torch.optim.Optimizer, batch: Batch, trained: list, grad_clip: float,
-               device: str) -> float:
+def train_step(
+    step_model, optimizer: torch.optim.Optimizer, batch: Batch, trained: list, grad_clip: float, device: str
+) -> float:
     """One optimizer step on one batch; returns its loss."""
     with autocast(device):
-        _, loss = step_model(batch.inputs.to(device), batch.targets.to(device),
-                             loss_mask=None if batch.loss_mask is None else batch.loss_mask.to(device))
+        _, loss = step_model(
+            batch.inputs.to(device),
+            batch.targets.to(device),
+            loss_mask=None if batch.loss_mask is None else batch.loss_mask.to(device),
+        )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(trained, grad_clip)
@@ -200,7 +209,9 @@ def compiled_module(model: torch.nn.Module) -> torch.nn.Module:
     return optimized
 
 
-def run_steps(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ranks: Distributed, state: dict) -> dict:
+def run_steps(
+    run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ranks: Distributed, state: dict
+) -> dict:
     """Step the optimizer from state["step"] to run.steps, evaluating and
     checkpointing every run.eval_every steps and at the last; returns the counters."""
     step_model = ranks.wrap(compiled_module(model) if run.compile else model)
@@ -240,8 +251,9 @@ def run_steps(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     return state
 
 
-def evaluate_and_save(run: Run, model, optimizer, state: dict, train_loss: float, lr: float,
-                      history: History, progress: Progress) -> None:
+def evaluate_and_save(
+    run: Run, model, optimizer, state: dict, train_loss: float, lr: float, history: History, progress: Progress
+) -> None:
     val_loss = run.validation_loss()
     history.add(state["step"], state["tokens_seen"], train_loss, val_loss, lr, state["elapsed_s"])
     progress.message(f"step {state['step']}: train loss {train_loss:.4f}, {run.validation_name} {val_loss:.4f}")

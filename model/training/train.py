@@ -6,20 +6,29 @@ fine-tuning).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from model.training.options import TrainOptions
-from model.training.dataset import BUILTIN_TOKENIZER, encode_works, load_split
-from model.training.loop import Batch, Distributed, Run, autocast, cosine_schedule, require_checkpoint, run_steps, start_state
-from model.training.validation_loss import evaluate_model
 from model.network.gpt import GPT, GPTConfig
 from model.network.model_folder import make_config, save_model
-from model.training.presets import PRESETS, Preset
 from model.text.tokenizer import SPECIAL_TOKENS, Tokenizer
+from model.training.dataset import BUILTIN_TOKENIZER, encode_works, load_split
+from model.training.loop import (
+    Batch,
+    Distributed,
+    Run,
+    autocast,
+    cosine_schedule,
+    require_checkpoint,
+    run_steps,
+    start_state,
+)
+from model.training.options import TrainOptions
+from model.training.presets import PRESETS, Preset
+from model.training.validation_loss import evaluate_model
 
 
 def learning_rate(step: int, preset: Preset, total_steps: int) -> float:
@@ -42,7 +51,6 @@ def prepare_tokenizer(options: TrainOptions, train_texts: list[str], out: Path) 
     from model.text.bpe import train_bpe
 
     return Tokenizer(train_bpe(train_texts, options.vocab_size - len(SPECIAL_TOKENS)))
-
 
 
 def train(options: TrainOptions, log=print) -> dict:
@@ -75,7 +83,9 @@ def train(options: TrainOptions, log=print) -> dict:
 
     torch.manual_seed(options.seed)
     model = GPT(config).to(device)
-    optimizer = torch.optim.AdamW(model.optimizer_groups(preset.weight_decay), lr=preset.learning_rate, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(
+        model.optimizer_groups(preset.weight_decay), lr=preset.learning_rate, betas=(0.9, 0.95)
+    )
     state = start_state(out, model, optimizer, device, options.resume)
 
     train_ids = torch.from_numpy(train_stream.ids)
@@ -96,11 +106,15 @@ def train(options: TrainOptions, log=print) -> dict:
     }
     if ranks.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        log(f"training {model.num_parameters() / 1e6:.2f}M parameters on {device} x{ranks.world_size}, "
-            f"{len(train_stream.ids):,} training tokens, {total_steps} steps of {tokens_per_step:,} tokens")
+        log(
+            f"training {model.num_parameters() / 1e6:.2f}M parameters on {device} x{ranks.world_size}, "
+            f"{len(train_stream.ids):,} training tokens, {total_steps} steps of {tokens_per_step:,} tokens"
+        )
 
     def draw_batch(seed: int) -> Batch:
-        return Batch(*sample_batch(train_ids, preset.batch_size, config.context_length, torch.Generator().manual_seed(seed)))
+        return Batch(
+            *sample_batch(train_ids, preset.batch_size, config.context_length, torch.Generator().manual_seed(seed))
+        )
 
     def estimate_val_loss() -> float:
         generator = torch.Generator().manual_seed(options.seed)  # same batches every time
@@ -118,10 +132,20 @@ def train(options: TrainOptions, log=print) -> dict:
         save_model(out, model, tokenizer, folder_config)
 
     run = Run(
-        out=out, label="train", steps=total_steps, eval_every=preset.eval_every, grad_clip=preset.grad_clip,
-        seed=options.seed, learning_rate=lambda step: learning_rate(step, preset, total_steps), draw_batch=draw_batch,
-        validation_loss=estimate_val_loss, validation_name="val loss", write_outputs=write_model,
-        options=asdict(options), resume=options.resume, compile=options.compile,
+        out=out,
+        label="train",
+        steps=total_steps,
+        eval_every=preset.eval_every,
+        grad_clip=preset.grad_clip,
+        seed=options.seed,
+        learning_rate=lambda step: learning_rate(step, preset, total_steps),
+        draw_batch=draw_batch,
+        validation_loss=estimate_val_loss,
+        validation_name="val loss",
+        write_outputs=write_model,
+        options=asdict(options),
+        resume=options.resume,
+        compile=options.compile,
     )
     state = run_steps(run, model, optimizer, ranks, state)
 
@@ -133,7 +157,9 @@ def train(options: TrainOptions, log=print) -> dict:
         metadata["validation"] = result
         metadata["tokens_per_second"] = state["tokens_seen"] / max(state["elapsed_s"], 1e-9)
         write_model(state)
-        log(f"validation: {result['nats_per_token']:.4f} nats/token, {result['nats_per_char']:.4f} nats/char, "
-            f"perplexity {result['perplexity']:.2f}; model written to {out}")
+        log(
+            f"validation: {result['nats_per_token']:.4f} nats/token, {result['nats_per_char']:.4f} nats/char, "
+            f"perplexity {result['perplexity']:.2f}; model written to {out}"
+        )
     ranks.close()
     return result

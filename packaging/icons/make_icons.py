@@ -23,28 +23,43 @@ CANVAS = 256  # the drawing's own units; the SVG's viewBox
 PNG_SIZES = (16, 24, 32, 48, 64, 128, 256, 512, 1024)
 ICO_SIZES = (16, 24, 32, 48, 64, 128, 256)
 # .icns entry types holding PNG data, by pixel size
-ICNS_TYPES = ((b"icp4", 16), (b"icp5", 32), (b"ic11", 32), (b"icp6", 64), (b"ic12", 64), (b"ic07", 128),
-              (b"ic13", 256), (b"ic08", 256), (b"ic14", 512), (b"ic09", 512), (b"ic10", 1024))
+ICNS_TYPES = (
+    (b"icp4", 16),
+    (b"icp5", 32),
+    (b"ic11", 32),
+    (b"icp6", 64),
+    (b"ic12", 64),
+    (b"ic07", 128),
+    (b"ic13", 256),
+    (b"ic08", 256),
+    (b"ic14", 512),
+    (b"ic09", 512),
+    (b"ic10", 1024),
+)
 
 NAVY, CREAM, ACCENT = "#23395b", "#f4efe1", "#e07a5f"
 
 # (kind, fill, geometry): rounded rectangles are (x0, y0, x1, y1, radius), polygons a list of points
 SHAPES = [
-    ("rect", NAVY, (8, 8, 248, 248, 52)),                                         # the tile
-    ("rect", CREAM, (36, 50, 220, 174, 34)),                                      # the bubble
-    ("poly", CREAM, [(70, 160), (118, 160), (58, 216)]),                          # its tail
+    ("rect", NAVY, (8, 8, 248, 248, 52)),  # the tile
+    ("rect", CREAM, (36, 50, 220, 174, 34)),  # the bubble
+    ("poly", CREAM, [(70, 160), (118, 160), (58, 216)]),  # its tail
     ("poly", NAVY, [(74, 80), (102, 80), (142, 112), (102, 144), (74, 144), (114, 112)]),  # the prompt ">"
-    ("rect", ACCENT, (146, 128, 190, 144, 5)),                                    # the cursor "_"
+    ("rect", ACCENT, (146, 128, 190, 144, 5)),  # the cursor "_"
 ]
 
 
 def svg() -> str:
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{CANVAS}" height="{CANVAS}" viewBox="0 0 {CANVAS} {CANVAS}">',
-             "  <title>chatapp</title>"]
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{CANVAS}" height="{CANVAS}" viewBox="0 0 {CANVAS} {CANVAS}">',
+        "  <title>chatapp</title>",
+    ]
     for kind, fill, geometry in SHAPES:
         if kind == "rect":
             x0, y0, x1, y1, r = geometry
-            parts.append(f'  <rect x="{x0}" y="{y0}" width="{x1 - x0}" height="{y1 - y0}" rx="{r}" ry="{r}" fill="{fill}"/>')
+            parts.append(
+                f'  <rect x="{x0}" y="{y0}" width="{x1 - x0}" height="{y1 - y0}" rx="{r}" ry="{r}" fill="{fill}"/>'
+            )
         else:
             points = " ".join(f"{x},{y}" for x, y in geometry)
             parts.append(f'  <polygon points="{points}" fill="{fill}"/>')
@@ -72,7 +87,7 @@ def inside_polygon(x, y, points):
 
 
 def rgb(color: str) -> np.ndarray:
-    return np.array([int(color[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    return np.array([int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)])
 
 
 def render(size: int) -> np.ndarray:

@@ -9,7 +9,9 @@ from chatapp.cli import build_parser
 
 
 def chatapp(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "chatapp", *args], capture_output=True, text=True, input=stdin, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "chatapp", *args], capture_output=True, text=True, input=stdin, timeout=600
+    )
 
 
 def test_version_and_help():
@@ -25,8 +27,8 @@ def test_every_subcommand_has_help():
 
 
 def test_options_and_their_help_come_from_where_the_facts_live():
-    from chatapp.models.opening import BACKEND_CHOICES
     from chatapp.commands import sampling_from_args
+    from chatapp.models.opening import BACKEND_CHOICES
     from model.inference.sampling import SamplingParams
     from model.training.presets import PRESETS
     from quant.gguf_layout import DEFAULT_TYPE, EXPORT_TYPES
@@ -34,7 +36,9 @@ def test_options_and_their_help_come_from_where_the_facts_live():
 
     parser = build_parser()
     assert sampling_from_args(parser.parse_args(["run", "hi"])) == SamplingParams()
-    given = sampling_from_args(parser.parse_args(["run", "hi", "--repeat-penalty", "1.3", "--top-k", "5", "--seed", "7"]))
+    given = sampling_from_args(
+        parser.parse_args(["run", "hi", "--repeat-penalty", "1.3", "--top-k", "5", "--seed", "7"])
+    )
     assert given == SamplingParams(repetition_penalty=1.3, top_k=5, seed=7)
     commands = parser._subparsers._group_actions[0].choices
     run_help = commands["run"].format_help()
@@ -44,14 +48,17 @@ def test_options_and_their_help_come_from_where_the_facts_live():
     for name in ("chat", "run", "bench"):
         assert f"{{{','.join(BACKEND_CHOICES)}}}" in commands[name].format_help()
     train_help = " ".join(commands["train"].format_help().split())
-    assert all(f"{name}: {preset.n_layer} layers x {preset.n_embd} wide" in train_help for name, preset in PRESETS.items())
+    assert all(
+        f"{name}: {preset.n_layer} layers x {preset.n_embd} wide" in train_help for name, preset in PRESETS.items()
+    )
     from chatapp.training_flags import FINETUNE_OPTIONS, TRAIN_OPTIONS, option_values
     from model.training.options import FinetuneOptions, TrainOptions
 
     assert TrainOptions(**option_values(parser.parse_args(["train", "--out", "x"]), TRAIN_OPTIONS)) == TrainOptions("x")
     given = parser.parse_args(["finetune", "base", "--out", "x", "--lr", "0.01", "--full", "--lora-rank", "4"])
     assert FinetuneOptions("base", **option_values(given, FINETUNE_OPTIONS)) == FinetuneOptions(
-        "base", "x", learning_rate=0.01, full=True, lora_rank=4)
+        "base", "x", learning_rate=0.01, full=True, lora_rank=4
+    )
     assert f"; default {TrainOptions.preset})" in train_help
     finetune_help = " ".join(commands["finetune"].format_help().split())
     assert f"rank r of the adapters (default {FinetuneOptions.lora_rank})" in finetune_help
@@ -60,11 +67,17 @@ def test_options_and_their_help_come_from_where_the_facts_live():
     assert f"{', '.join(EXPORT_TYPES)} (default {DEFAULT_TYPE})" in export_help
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--out", "x", "--preset", "huge"], "argument --preset: invalid choice: 'huge' (choose from 'tiny', 'cpu', 'gpu')"),
-    (["export", "--type", "q3_k"], "argument --type: invalid choice: 'q3_k'"),
-    (["run", "--backend", "onnx", "hi"], "argument --backend: invalid choice: 'onnx'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["train", "--out", "x", "--preset", "huge"],
+            "argument --preset: invalid choice: 'huge' (choose from 'tiny', 'cpu', 'gpu')",
+        ),
+        (["export", "--type", "q3_k"], "argument --type: invalid choice: 'q3_k'"),
+        (["run", "--backend", "onnx", "hi"], "argument --backend: invalid choice: 'onnx'"),
+    ],
+)
 def test_bad_choices_are_refused_by_the_parser(args, message, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(args)
@@ -72,7 +85,9 @@ def test_bad_choices_are_refused_by_the_parser(args, message, capsys):
 
 
 def test_run_streams_a_reply_from_stdin_with_json_stats(tiny_model_dir):
-    result = chatapp("run", "--model", str(tiny_model_dir), "--seed", "1", "--max-tokens", "12", "--json", stdin="What is love?\n")
+    result = chatapp(
+        "run", "--model", str(tiny_model_dir), "--seed", "1", "--max-tokens", "12", "--json", stdin="What is love?\n"
+    )
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)
     assert stats["reason"] in ("stop", "length") and stats["completion_tokens"] <= 12 and stats["prompt_tokens"] == 7
@@ -83,12 +98,15 @@ def test_run_raw_continues_text(tiny_model_dir):
     assert result.returncode == 0 and result.stdout.strip()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "--model", "no-such-model", "hi"], "no model named 'no-such-model'"),
-    (["run", "--temperature", "-1", "hi"], "temperature must be a finite number >= 0"),
-    (["run", "--top-p", "0", "hi"], "top_p must be in (0, 1]"),
-    (["eval", "/"], "not a model folder"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--model", "no-such-model", "hi"], "no model named 'no-such-model'"),
+        (["run", "--temperature", "-1", "hi"], "temperature must be a finite number >= 0"),
+        (["run", "--top-p", "0", "hi"], "top_p must be in (0, 1]"),
+        (["eval", "/"], "not a model folder"),
+    ],
+)
 def test_errors_are_one_line_without_traceback(args, message):
     result = chatapp(*args)
     assert result.returncode == 1

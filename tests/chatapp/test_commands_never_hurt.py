@@ -10,9 +10,8 @@ import time
 
 import pytest
 
-from tests.helpers.paths import ROOT
-
 from chatapp.cli import main
+from tests.helpers.paths import ROOT
 
 
 @pytest.fixture
@@ -37,6 +36,7 @@ def one_line_error(capsys) -> str:
 
 # --- config.json and the weights: checked before anything is built ---
 
+
 @pytest.fixture
 def no_gpt_built(monkeypatch):
     """Fails the test if a GPT is built: a bad config must be refused from the file's header alone."""
@@ -48,11 +48,14 @@ def no_gpt_built(monkeypatch):
     monkeypatch.setattr(gpt.GPT, "__init__", refuse)
 
 
-@pytest.mark.parametrize("values, message", [
-    (dict(n_layer=1_000_000), "n_layer 1000000 implies 12000004"),
-    (dict(n_embd=2**20, n_head=4), "token_embedding.weight has shape"),
-    (dict(context_length=10**6), "position_embedding.weight has shape"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (dict(n_layer=1_000_000), "n_layer 1000000 implies 12000004"),
+        (dict(n_embd=2**20, n_head=4), "token_embedding.weight has shape"),
+        (dict(context_length=10**6), "position_embedding.weight has shape"),
+    ],
+)
 def test_a_config_that_does_not_fit_its_weights_is_refused_before_building(folder, values, message, no_gpt_built):
     from model.network.model_folder import ModelFolderError, load_model
 
@@ -63,14 +66,17 @@ def test_a_config_that_does_not_fit_its_weights_is_refused_before_building(folde
     assert time.monotonic() - started < 2
 
 
-@pytest.mark.parametrize("key, value, rule", [
-    ("n_head", [], "n_head must be a positive integer, got []"),
-    ("n_head", "6", "n_head must be a positive integer, got '6'"),
-    ("n_layer", 6.0, "n_layer must be a positive integer, got 6.0"),
-    ("n_head", 0, "n_head must be a positive integer, got 0"),
-    ("vocab_size", True, "vocab_size must be a positive integer, got True"),
-    ("layer_norm_epsilon", "x", "layer_norm_epsilon must be a number"),
-])
+@pytest.mark.parametrize(
+    "key, value, rule",
+    [
+        ("n_head", [], "n_head must be a positive integer, got []"),
+        ("n_head", "6", "n_head must be a positive integer, got '6'"),
+        ("n_layer", 6.0, "n_layer must be a positive integer, got 6.0"),
+        ("n_head", 0, "n_head must be a positive integer, got 0"),
+        ("vocab_size", True, "vocab_size must be a positive integer, got True"),
+        ("layer_norm_epsilon", "x", "layer_norm_epsilon must be a number"),
+    ],
+)
 def test_wrong_types_in_config_are_one_line_errors_naming_file_and_key(folder, key, value, rule, capsys):
     set_architecture(folder, **{key: value})
     assert main(["run", "--model", str(folder), "--backend", "torch", "--max-tokens", "2", "hi"]) == 1
@@ -94,7 +100,10 @@ def test_a_header_pointing_past_the_end_is_refused(folder):
 
     path = folder / "model.safetensors"
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(ModelFolderError, match="model.safetensors: unreadable or truncated \\(the header's entry for .* points past the end"):
+    with pytest.raises(
+        ModelFolderError,
+        match="model.safetensors: unreadable or truncated \\(the header's entry for .* points past the end",
+    ):
         load_model(folder)
 
 
@@ -108,10 +117,20 @@ def test_a_good_folder_loads_built_off_the_meta_device(folder):
 
 # --- exports never destroy what they read, nor what they did not write ---
 
-@pytest.mark.parametrize("format, inside", [
-    ("gguf", "model.safetensors"), ("gguf", "config.json"), ("gguf", "tokenizer.tiktoken"), ("gguf", "m.gguf"),
-    ("hf", "."), ("hf", "hf"), ("ollama", "."), ("ollama", "ollama"),
-])
+
+@pytest.mark.parametrize(
+    "format, inside",
+    [
+        ("gguf", "model.safetensors"),
+        ("gguf", "config.json"),
+        ("gguf", "tokenizer.tiktoken"),
+        ("gguf", "m.gguf"),
+        ("hf", "."),
+        ("hf", "hf"),
+        ("ollama", "."),
+        ("ollama", "ollama"),
+    ],
+)
 def test_an_export_never_writes_into_the_folder_it_reads(folder, format, inside, capsys):
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     code = main(["export", str(folder), "--format", format, "--type", "f16", "-o", str(folder / inside), "--force"])
@@ -221,8 +240,9 @@ def ctrl_c_raises():
     signal.signal(signal.SIGINT, previous)
 
 
-def test_ctrl_c_while_quantizing_stops_the_export_and_removes_its_temporaries(folder, tmp_path, monkeypatch, capsys,
-                                                                              ctrl_c_raises):
+def test_ctrl_c_while_quantizing_stops_the_export_and_removes_its_temporaries(
+    folder, tmp_path, monkeypatch, capsys, ctrl_c_raises
+):
     import os
     import signal
     import threading
@@ -276,6 +296,7 @@ def test_sigterm_while_exporting_removes_the_temporaries(folder, tmp_path):
 
 # --- training never overwrites a model folder by surprise; numbers that mean nothing are refused ---
 
+
 @pytest.mark.parametrize("command", ["train", "finetune"])
 def test_training_refuses_a_folder_that_is_not_empty_unless_resume_or_force(folder, tmp_path, command, capsys):
     out = tmp_path / "out"
@@ -283,15 +304,18 @@ def test_training_refuses_a_folder_that_is_not_empty_unless_resume_or_force(fold
     (out / "config.json").write_text("{}")
     base = [str(folder)] if command == "finetune" else ["--preset", "tiny"]
     assert main([command, *base, "--out", str(out), "--steps", "1"]) == 1
-    assert one_line_error(capsys) == (f"chatapp: error: {out}: is not empty (a model folder?); "
-                                      "--resume continues its run, --force overwrites it")
+    assert one_line_error(capsys) == (
+        f"chatapp: error: {out}: is not empty (a model folder?); --resume continues its run, --force overwrites it"
+    )
     assert [p.name for p in out.iterdir()] == ["config.json"]
     assert main([command, *base, "--out", str(folder), "--steps", "1"]) == 1  # the base itself
     assert "is not empty" in one_line_error(capsys)
 
 
 @pytest.mark.parametrize("command", ["train", "finetune"])
-@pytest.mark.parametrize("option, value", [("--steps", "0"), ("--steps", "-1"), ("--batch-size", "0"), ("--steps", "x")])
+@pytest.mark.parametrize(
+    "option, value", [("--steps", "0"), ("--steps", "-1"), ("--batch-size", "0"), ("--steps", "x")]
+)
 def test_steps_and_batch_size_must_be_at_least_one(tmp_path, command, option, value, capsys):
     base = ["base"] if command == "finetune" else []
     with pytest.raises(SystemExit) as exited:
@@ -301,12 +325,15 @@ def test_steps_and_batch_size_must_be_at_least_one(tmp_path, command, option, va
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("field, value, rule", [
-    ("top_k", 10**21, "top_k must be an integer >= 0 and at most 1,000,000,000"),
-    ("max_tokens", 10**12, "max_tokens must be an integer >= 1 and at most 1,000,000,000"),
-    ("repetition_penalty", 1e-320, "repetition_penalty must be a number in [0.001, 1000]"),
-    ("repetition_penalty", 1e300, "repetition_penalty must be a number in [0.001, 1000]"),
-])
+@pytest.mark.parametrize(
+    "field, value, rule",
+    [
+        ("top_k", 10**21, "top_k must be an integer >= 0 and at most 1,000,000,000"),
+        ("max_tokens", 10**12, "max_tokens must be an integer >= 1 and at most 1,000,000,000"),
+        ("repetition_penalty", 1e-320, "repetition_penalty must be a number in [0.001, 1000]"),
+        ("repetition_penalty", 1e300, "repetition_penalty must be a number in [0.001, 1000]"),
+    ],
+)
 def test_numbers_that_pass_a_sign_check_but_break_later_are_refused(field, value, rule):
     from model.inference.sampling import SamplingError, SamplingParams
 
@@ -318,8 +345,9 @@ def test_numbers_that_pass_a_sign_check_but_break_later_are_refused(field, value
 @pytest.mark.parametrize("backend", ["torch", "llama.cpp"])
 def test_a_subnormal_repeat_penalty_is_the_same_one_line_error_on_both_backends(backend, capsys):
     assert main(["run", "--backend", backend, "--repeat-penalty", "1e-320", "hi"]) == 1
-    assert one_line_error(capsys) == ("chatapp: error: repetition_penalty must be a number in [0.001, 1000] "
-                                      "(1 is off), got 1e-320")
+    assert one_line_error(capsys) == (
+        "chatapp: error: repetition_penalty must be a number in [0.001, 1000] (1 is off), got 1e-320"
+    )
 
 
 def test_max_tokens_beyond_the_context_is_capped_with_a_notice(tiny_model_dir):
@@ -331,5 +359,7 @@ def test_max_tokens_beyond_the_context_is_capped_with_a_notice(tiny_model_dir):
     backend = open_backend(resolve_model(str(tiny_model_dir)), "torch", "cpu")
     events = list(backend.complete("To be", SamplingParams(max_tokens=10**9, seed=1, temperature=0)))
     finished = [e for e in events if isinstance(e, Finished)][0]
-    assert f"max_tokens 1,000,000,000 is more than the context of {backend.context_length:,} tokens" in " ".join(finished.notices)
+    assert f"max_tokens 1,000,000,000 is more than the context of {backend.context_length:,} tokens" in " ".join(
+        finished.notices
+    )
     assert finished.completion_tokens <= backend.context_length

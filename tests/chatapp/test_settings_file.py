@@ -9,9 +9,20 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
 
 import pytest
 
-from chatapp.settings import (SAMPLING_FIELDS, ChatDefaults, Settings, SettingsError, allowed_values, check_field,
-                              load_settings, parse_settings, render_settings, save_chat_defaults, save_value,
-                              settings_path)
+from chatapp.settings import (
+    SAMPLING_FIELDS,
+    ChatDefaults,
+    Settings,
+    SettingsError,
+    allowed_values,
+    check_field,
+    load_settings,
+    parse_settings,
+    render_settings,
+    save_chat_defaults,
+    save_value,
+    settings_path,
+)
 
 
 def test_the_file_is_created_with_comments_and_the_defaults(tmp_path):
@@ -27,16 +38,23 @@ def test_the_file_is_created_with_comments_and_the_defaults(tmp_path):
 def test_values_are_read_and_bad_ones_fall_back_with_a_notice():
     path = settings_path()
     path.parent.mkdir(parents=True)
-    path.write_text('[chat]\ntemperature = 0.3\ntop_p = 2.0\nmax_tokens = "many"\nseed = 42\nsystem_prompt = "Be brief."\n'
-                    '[model]\nbackend = "onnx"\n')
+    path.write_text(
+        '[chat]\ntemperature = 0.3\ntop_p = 2.0\nmax_tokens = "many"\nseed = 42\nsystem_prompt = "Be brief."\n'
+        '[model]\nbackend = "onnx"\n'
+    )
     settings = load_settings()
     assert (settings.chat.temperature, settings.chat.seed, settings.chat.system_prompt) == (0.3, 42, "Be brief.")
     assert settings.chat.top_p == 0.95 and settings.chat.max_tokens == 256
     assert "settings.toml: chat.top_p = 2.0, but top_p must be in (0, 1] (1 is off); using 0.95" in settings.notices
-    assert any(n.startswith('settings.toml: chat.max_tokens = "many", but max_tokens must be an integer')
-               and n.endswith("; using 256") for n in settings.notices)
-    assert ('settings.toml: model.backend = "onnx", but it must be one of auto, torch, llama.cpp; using "auto"'
-            in settings.notices)
+    assert any(
+        n.startswith('settings.toml: chat.max_tokens = "many", but max_tokens must be an integer')
+        and n.endswith("; using 256")
+        for n in settings.notices
+    )
+    assert (
+        'settings.toml: model.backend = "onnx", but it must be one of auto, torch, llama.cpp; using "auto"'
+        in settings.notices
+    )
 
 
 def test_a_broken_file_gives_the_defaults_and_a_notice():
@@ -91,12 +109,14 @@ def test_allowed_values_are_the_samplers_own_rules():
 
 def test_values_that_used_to_stop_the_app_give_a_notice():
     cases = {
-        "[chat]\ntop_k = inf\n":
-            "settings.toml: chat.top_k = inf, but top_k must be an integer >= 0 and at most 1,000,000,000 (0 is off); "
-            "using 0",
+        "[chat]\ntop_k = inf\n": (
+            "settings.toml: chat.top_k = inf, but top_k must be an integer >= 0 and at most 1,000,000,000 "
+            "(0 is off); using 0"
+        ),
         "chat = 5\n": "settings.toml: chat = 5, but it must be a table ([chat]); using the defaults for it",
-        "[model]\nextra_paths = 5\n":
-            'settings.toml: model.extra_paths = 5, but it must be a list of paths, like ["a", "b"]; using []',
+        "[model]\nextra_paths = 5\n": (
+            'settings.toml: model.extra_paths = 5, but it must be a list of paths, like ["a", "b"]; using []'
+        ),
         "app = [1, 2]\n": "settings.toml: app = [1, 2], but it must be a table ([app]); using the defaults for it",
     }
     for text, notice in cases.items():
@@ -153,22 +173,46 @@ def test_every_bad_value_names_the_key_the_rule_and_the_default(section, key, va
     settings = parse_settings({section: {key: value}})
     assert len(settings.notices) == 1, settings.notices
     notice = settings.notices[0]
-    assert notice.startswith(f"settings.toml: {section}.{key} = ") and why in notice and notice.endswith(f"; using {default}")
+    assert (
+        notice.startswith(f"settings.toml: {section}.{key} = ")
+        and why in notice
+        and notice.endswith(f"; using {default}")
+    )
     fresh = Settings()
-    assert (settings.theme, settings.model, settings.backend, settings.chat) == (fresh.theme, fresh.model, fresh.backend, fresh.chat)
+    assert (settings.theme, settings.model, settings.backend, settings.chat) == (
+        fresh.theme,
+        fresh.model,
+        fresh.backend,
+        fresh.chat,
+    )
     assert settings.extra_paths == settings.endpoints == []
 
 
 def test_good_values_of_every_type_are_taken_as_written():
-    settings = parse_settings({
-        "app": {"theme": "nord"},
-        "model": {"name": "m", "backend": "torch", "extra_paths": ["/a.gguf"], "endpoints": ["http://h:1/v1"]},
-        "chat": {"system_prompt": "Hi", "temperature": 0, "top_p": 1, "top_k": 40.0, "min_p": 0.1,
-                 "repetition_penalty": 1.1, "max_tokens": 12, "seed": -1},
-    })
+    settings = parse_settings(
+        {
+            "app": {"theme": "nord"},
+            "model": {"name": "m", "backend": "torch", "extra_paths": ["/a.gguf"], "endpoints": ["http://h:1/v1"]},
+            "chat": {
+                "system_prompt": "Hi",
+                "temperature": 0,
+                "top_p": 1,
+                "top_k": 40.0,
+                "min_p": 0.1,
+                "repetition_penalty": 1.1,
+                "max_tokens": 12,
+                "seed": -1,
+            },
+        }
+    )
     assert settings.notices == []
     assert (settings.theme, settings.model, settings.backend, settings.extra_paths, settings.endpoints) == (
-        "nord", "m", "torch", ["/a.gguf"], ["http://h:1/v1"])
+        "nord",
+        "m",
+        "torch",
+        ["/a.gguf"],
+        ["http://h:1/v1"],
+    )
     assert settings.chat == ChatDefaults("Hi", 0, 1, 40, 0.1, 1.1, 12, None)
     assert isinstance(settings.chat.top_k, int)
 
@@ -181,8 +225,10 @@ def test_list_items_of_the_wrong_type_are_left_out_with_a_notice():
 
 def test_unknown_keys_are_named_and_ignored():
     settings = parse_settings({"theme": "nord", "chat": {"temprature": 0.2}})
-    assert settings.notices == ["settings.toml: theme is not a setting here (it belongs under [app]); ignored",
-                                "settings.toml: chat.temprature is not a setting; ignored"]
+    assert settings.notices == [
+        "settings.toml: theme is not a setting here (it belongs under [app]); ignored",
+        "settings.toml: chat.temprature is not a setting; ignored",
+    ]
     assert settings.theme == "textual-dark"
 
 
@@ -201,7 +247,9 @@ def test_an_unreadable_file_gives_the_defaults_and_is_left_alone(tmp_path):
 def test_save_chat_defaults_writes_the_chat_table_and_keeps_the_rest():
     load_settings()
     path = settings_path()
-    path.write_text(path.read_text().replace("[chat]", "[chat]\n# my own note").replace('theme = "textual-dark"', 'theme = "nord"'))
+    path.write_text(
+        path.read_text().replace("[chat]", "[chat]\n# my own note").replace('theme = "textual-dark"', 'theme = "nord"')
+    )
     chat = ChatDefaults(system_prompt='Be "brief".\nVery.', temperature=0.3, top_k=40, seed=None, max_tokens=99)
     save_chat_defaults(path, chat)
     text = path.read_text()

@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from model.inference.backend import Finished, TextPiece, collect_reply
-from model.text.chat_format import Message
 from model.inference.sampling import SamplingError, SamplingParams
+from model.text.chat_format import Message
 from tests.helpers.gguf_exports import exported
 
 GREEDY = dict(temperature=0.0)
@@ -45,7 +45,9 @@ def test_a_cancel_before_the_first_token_is_honoured(engine):
 
 
 def test_a_cancel_from_another_thread_stops_within_one_token(engine):
-    events = engine.chat([Message("user", "Tell me a long tale")], SamplingParams(max_tokens=200, seed=9, temperature=1.5))
+    events = engine.chat(
+        [Message("user", "Tell me a long tale")], SamplingParams(max_tokens=200, seed=9, temperature=1.5)
+    )
     tokens_after_cancel, cancelled = 0, False
     for event in events:
         if isinstance(event, TextPiece):
@@ -74,9 +76,11 @@ def test_stop_strings_across_piece_boundaries(engine):
     text, _, _, pieces = collect(engine.complete("The king", params))
     boundary = next(i for i in range(1, len(pieces)) if pieces[i - 1] and pieces[i] and len("".join(pieces[:i])) >= 2)
     at = len("".join(pieces[:boundary]))
-    stop = text[at - 1:at + 1]  # the last character of one piece and the first of the next
-    stopped, _, finished, _ = collect(engine.complete("The king", SamplingParams(**{**params.to_dict(), "stop": [stop]})))
-    assert finished.reason == "stop" and stopped == text[:text.index(stop)]
+    stop = text[at - 1 : at + 1]  # the last character of one piece and the first of the next
+    stopped, _, finished, _ = collect(
+        engine.complete("The king", SamplingParams(**{**params.to_dict(), "stop": [stop]}))
+    )
+    assert finished.reason == "stop" and stopped == text[: text.index(stop)]
 
 
 def test_the_context_is_never_exceeded_over_a_long_chat(engine):
@@ -115,16 +119,18 @@ def test_continuing_a_reply_gives_what_an_uninterrupted_reply_gives(engine):
     whole, whole_ids, _, _ = collect(engine.chat(history, SamplingParams(max_tokens=12, **GREEDY)))
     start, start_ids, first, _ = collect(engine.chat(history, SamplingParams(max_tokens=5, **GREEDY)))
     assert first.reason == "length" and start_ids == whole_ids[:5]
-    more, more_ids, second, _ = collect(engine.chat(history + [Message("assistant", start)],
-                                                    SamplingParams(max_tokens=7, **GREEDY), continue_last=True))
-    assert start_ids + more_ids == whole_ids[:len(start_ids) + len(more_ids)]
+    more, more_ids, second, _ = collect(
+        engine.chat(history + [Message("assistant", start)], SamplingParams(max_tokens=7, **GREEDY), continue_last=True)
+    )
+    assert start_ids + more_ids == whole_ids[: len(start_ids) + len(more_ids)]
     assert second.prefilled_tokens <= 1  # the reply's own ids were kept: only the last one runs again
 
 
 def test_the_inspector_reports_every_token_with_its_candidates(engine):
     steps: list[dict] = []
-    text, ids, finished, _ = collect(engine.chat([Message("user", "Hail")], SamplingParams(max_tokens=8, seed=4, top_k=5),
-                                                 inspect=steps.append))
+    text, ids, finished, _ = collect(
+        engine.chat([Message("user", "Hail")], SamplingParams(max_tokens=8, seed=4, top_k=5), inspect=steps.append)
+    )
     assert engine.supports_inspection and len(steps) >= finished.completion_tokens >= 1
     for step in steps:
         drawn = [c for c in step["candidates"] if c["drawn"]]

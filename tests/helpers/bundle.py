@@ -9,13 +9,16 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.paths import ROOT  # noqa: E402
+
 PACKAGING = ROOT / "packaging"
 ICONS = PACKAGING / "icons"
 
 
 def load_script(name: str):
     """A script under packaging/ (not a package) imported as a module."""
-    spec = importlib.util.spec_from_file_location(f"packaging_{name.replace('/', '_').removesuffix('.py')}", PACKAGING / name)
+    spec = importlib.util.spec_from_file_location(
+        f"packaging_{name.replace('/', '_').removesuffix('.py')}", PACKAGING / name
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

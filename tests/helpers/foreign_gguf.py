@@ -33,7 +33,8 @@ from model.text.byte_level import bytes_to_unicode, token_string
 from quant.gguf_vocab import merges_from_ranks
 
 # Verbatim from meta-llama/Llama-3.1-8B-Instruct (tokenizer_config.json), trailing newline included.
-LLAMA31_INSTRUCT_TEMPLATE = r'''{{- bos_token }}
+LLAMA31_INSTRUCT_TEMPLATE = (
+    r"""{{- bos_token }}
 {%- if custom_tools is defined %}
     {%- set tools = custom_tools %}
 {%- endif %}
@@ -66,7 +67,8 @@ LLAMA31_INSTRUCT_TEMPLATE = r'''{{- bos_token }}
 {{- "Cutting Knowledge Date: December 2023\n" }}
 {{- "Today Date: " + date_string + "\n\n" }}
 {%- if tools is not none and not tools_in_user_message %}
-    {{- "You have access to the following functions. To call a function, please respond with JSON for a function call." }}
+    {{- "You have access to the following functions. To call a function, please respond with JSON """
+    r"""for a function call." }}
     {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
     {{- "Do not use variables.\n\n" }}
     {%- for t in tools %}
@@ -100,7 +102,8 @@ LLAMA31_INSTRUCT_TEMPLATE = r'''{{- bos_token }}
 
 {%- for message in messages %}
     {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
-        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}
+        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] """
+    r"""| trim + '<|eot_id|>' }}
     {%- elif 'tool_calls' in message %}
         {%- if not message.tool_calls|length == 1 %}
             {{- raise_exception("This model only supports single tool-calls at once!") }}
@@ -142,7 +145,8 @@ LLAMA31_INSTRUCT_TEMPLATE = r'''{{- bos_token }}
 {%- if add_generation_prompt %}
     {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
 {%- endif %}
-'''
+"""
+)
 
 # Verbatim from Qwen/Qwen2-7B-Instruct (tokenizer_config.json).
 QWEN2_INSTRUCT_TEMPLATE = (
@@ -154,10 +158,12 @@ QWEN2_INSTRUCT_TEMPLATE = (
 
 # Verbatim from google/gemma-2-2b-it (gemma-7b-it ships the same); it refuses a system message.
 GEMMA_INSTRUCT_TEMPLATE = (
-    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
     "{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
     "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
-    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}"
+    "{% else %}{% set role = message['role'] %}{% endif %}"
     "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
 )
@@ -174,8 +180,29 @@ LEARNED_MERGES = 128  # multi-byte tokens on top of the 256 single bytes
 
 # SentencePiece words for the Gemma vocabulary: each becomes "▁word" and the
 # prefixes that SentencePiece merges it through.
-SPM_WORDS = ("Hello", "hello", "the", "user", "model", "system", "assistant", "helpful", "question",
-             "answer", "What", "is", "capital", "of", "France", "Paris", "You", "are", "a", "and", "Another")
+SPM_WORDS = (
+    "Hello",
+    "hello",
+    "the",
+    "user",
+    "model",
+    "system",
+    "assistant",
+    "helpful",
+    "question",
+    "answer",
+    "What",
+    "is",
+    "capital",
+    "of",
+    "France",
+    "Paris",
+    "You",
+    "are",
+    "a",
+    "and",
+    "Another",
+)
 SPM_CHARACTERS = "▁\n" + string.ascii_letters + string.digits + string.punctuation
 
 
@@ -223,12 +250,20 @@ def byte_token(value: int) -> str:
 def sentencepiece_vocabulary(with_byte_tokens: bool = True) -> Vocabulary:
     """Gemma's layout: <pad> <eos> <bos> <unk> first, the turn markers, the 256
     byte tokens (byte fallback for text outside the pieces), then pieces."""
-    control = [("<pad>", gguf.TokenType.CONTROL), ("<eos>", gguf.TokenType.CONTROL), ("<bos>", gguf.TokenType.CONTROL),
-               ("<unk>", gguf.TokenType.UNKNOWN), ("<start_of_turn>", gguf.TokenType.CONTROL),
-               ("<end_of_turn>", gguf.TokenType.CONTROL)]
+    control = [
+        ("<pad>", gguf.TokenType.CONTROL),
+        ("<eos>", gguf.TokenType.CONTROL),
+        ("<bos>", gguf.TokenType.CONTROL),
+        ("<unk>", gguf.TokenType.UNKNOWN),
+        ("<start_of_turn>", gguf.TokenType.CONTROL),
+        ("<end_of_turn>", gguf.TokenType.CONTROL),
+    ]
     byte_tokens = [(byte_token(b), gguf.TokenType.BYTE) for b in range(256)] if with_byte_tokens else []
-    pieces = list(dict.fromkeys(list(SPM_CHARACTERS) + [
-        ("▁" + word)[:length] for word in SPM_WORDS for length in range(2, len(word) + 2)]))
+    pieces = list(
+        dict.fromkeys(
+            list(SPM_CHARACTERS) + [("▁" + word)[:length] for word in SPM_WORDS for length in range(2, len(word) + 2)]
+        )
+    )
     tokens = [text for text, _ in control + byte_tokens] + pieces
     types = [int(kind) for _, kind in control + byte_tokens] + [int(gguf.TokenType.NORMAL)] * len(pieces)
     # SentencePiece merges the adjacent pair whose joined piece scores highest.
@@ -237,9 +272,17 @@ def sentencepiece_vocabulary(with_byte_tokens: bool = True) -> Vocabulary:
 
 
 LLAMA31_SPECIAL_TOKENS = (
-    "<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
-    "<|finetune_right_pad_id|>", "<|reserved_special_token_2|>", "<|start_header_id|>", "<|end_header_id|>",
-    "<|eom_id|>", "<|eot_id|>", "<|python_tag|>",
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|reserved_special_token_0|>",
+    "<|reserved_special_token_1|>",
+    "<|finetune_right_pad_id|>",
+    "<|reserved_special_token_2|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eom_id|>",
+    "<|eot_id|>",
+    "<|python_tag|>",
 ) + tuple(f"<|reserved_special_token_{i}|>" for i in range(3, 8))
 QWEN2_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
@@ -281,38 +324,115 @@ def vocabulary_of(family: str, with_byte_tokens: bool = True) -> Vocabulary:
     raise ValueError(f"unknown family {family!r} (known: {', '.join(FAMILIES)})")
 
 
-def _family(name, architecture, tokenizer_model, tokenizer_pre, special_tokens, bos, eos, eot, end_of_turn,
-            chat_template, add_bos_token, **hyper) -> Family:
+def _family(
+    name,
+    architecture,
+    tokenizer_model,
+    tokenizer_pre,
+    special_tokens,
+    bos,
+    eos,
+    eot,
+    end_of_turn,
+    chat_template,
+    add_bos_token,
+    **hyper,
+) -> Family:
     vocab = vocabulary_of(name)
     return Family(
-        name=name, architecture=architecture, tokenizer_model=tokenizer_model, tokenizer_pre=tokenizer_pre,
-        special_tokens=special_tokens, bos=bos, eos=eos, eot=eot, end_of_turn=end_of_turn, chat_template=chat_template,
-        bos_id=vocab.id_of(bos), eos_id=vocab.id_of(eos), eot_id=None if eot is None else vocab.id_of(eot),
-        end_of_turn_id=vocab.id_of(end_of_turn), add_bos_token=add_bos_token, vocab_size=len(vocab.tokens), **hyper)
+        name=name,
+        architecture=architecture,
+        tokenizer_model=tokenizer_model,
+        tokenizer_pre=tokenizer_pre,
+        special_tokens=special_tokens,
+        bos=bos,
+        eos=eos,
+        eot=eot,
+        end_of_turn=end_of_turn,
+        chat_template=chat_template,
+        bos_id=vocab.id_of(bos),
+        eos_id=vocab.id_of(eos),
+        eot_id=None if eot is None else vocab.id_of(eot),
+        end_of_turn_id=vocab.id_of(end_of_turn),
+        add_bos_token=add_bos_token,
+        vocab_size=len(vocab.tokens),
+        **hyper,
+    )
 
 
 LLAMA3_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
 
 FAMILIES: dict[str, Family] = {
-    "llama3": _family("llama3", "llama", "gpt2", "llama-bpe", LLAMA3_TOKENS,
-                      bos="<|begin_of_text|>", eos="<|end_of_text|>", eot="<|eot_id|>", end_of_turn="<|eot_id|>",
-                      chat_template=LLAMA31_INSTRUCT_TEMPLATE, add_bos_token=None,
-                      head_count_kv=2, layer_norm_epsilon=1e-5, rope_freq_base=500000.0, tied_output=False),
+    "llama3": _family(
+        "llama3",
+        "llama",
+        "gpt2",
+        "llama-bpe",
+        LLAMA3_TOKENS,
+        bos="<|begin_of_text|>",
+        eos="<|end_of_text|>",
+        eot="<|eot_id|>",
+        end_of_turn="<|eot_id|>",
+        chat_template=LLAMA31_INSTRUCT_TEMPLATE,
+        add_bos_token=None,
+        head_count_kv=2,
+        layer_norm_epsilon=1e-5,
+        rope_freq_base=500000.0,
+        tied_output=False,
+    ),
     # Qwen2-Instruct files set eos to <|im_end|> and write no eot id.
-    "qwen2": _family("qwen2", "qwen2", "gpt2", "qwen2", QWEN2_SPECIAL_TOKENS,
-                     bos="<|endoftext|>", eos="<|im_end|>", eot=None, end_of_turn="<|im_end|>",
-                     chat_template=QWEN2_INSTRUCT_TEMPLATE, add_bos_token=False,
-                     head_count_kv=2, layer_norm_epsilon=1e-6, rope_freq_base=1000000.0, tied_output=False),
+    "qwen2": _family(
+        "qwen2",
+        "qwen2",
+        "gpt2",
+        "qwen2",
+        QWEN2_SPECIAL_TOKENS,
+        bos="<|endoftext|>",
+        eos="<|im_end|>",
+        eot=None,
+        end_of_turn="<|im_end|>",
+        chat_template=QWEN2_INSTRUCT_TEMPLATE,
+        add_bos_token=False,
+        head_count_kv=2,
+        layer_norm_epsilon=1e-6,
+        rope_freq_base=1000000.0,
+        tied_output=False,
+    ),
     # convert_hf_to_gguf writes <end_of_turn> as Gemma's eot; one KV head as in Gemma 2B.
-    "gemma": _family("gemma", "gemma", "llama", "default",
-                     ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"),
-                     bos="<bos>", eos="<eos>", eot="<end_of_turn>", end_of_turn="<end_of_turn>",
-                     chat_template=GEMMA_INSTRUCT_TEMPLATE, add_bos_token=True,
-                     head_count_kv=1, layer_norm_epsilon=1e-6, rope_freq_base=10000.0, tied_output=True),
-    "plain": _family("plain", "llama", "gpt2", "llama-bpe", LLAMA3_TOKENS,
-                     bos="<|begin_of_text|>", eos="<|end_of_text|>", eot=None, end_of_turn="<|end_of_text|>",
-                     chat_template=None, add_bos_token=None,
-                     head_count_kv=2, layer_norm_epsilon=1e-5, rope_freq_base=500000.0, tied_output=False),
+    "gemma": _family(
+        "gemma",
+        "gemma",
+        "llama",
+        "default",
+        ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"),
+        bos="<bos>",
+        eos="<eos>",
+        eot="<end_of_turn>",
+        end_of_turn="<end_of_turn>",
+        chat_template=GEMMA_INSTRUCT_TEMPLATE,
+        add_bos_token=True,
+        head_count_kv=1,
+        layer_norm_epsilon=1e-6,
+        rope_freq_base=10000.0,
+        tied_output=True,
+    ),
+    "plain": _family(
+        "plain",
+        "llama",
+        "gpt2",
+        "llama-bpe",
+        LLAMA3_TOKENS,
+        bos="<|begin_of_text|>",
+        eos="<|end_of_text|>",
+        eot=None,
+        end_of_turn="<|end_of_text|>",
+        chat_template=None,
+        add_bos_token=None,
+        head_count_kv=2,
+        layer_norm_epsilon=1e-5,
+        rope_freq_base=500000.0,
+        tied_output=False,
+    ),
 }
 
 
@@ -334,6 +454,8 @@ class FileOptions:
     zero_sized_tensor: str | None = None  # write this tensor with a first dimension of 0
     file_type: int = int(gguf.LlamaFileType.MOSTLY_F16)
     seed: int = 0
+    vocab_size: int | None = None  # pad the vocabulary to this many tokens (a real model's 151,936 or 262,144)
+    weight_type: str = "F16"  # "Q8_0": the matrices quantized (their row length a multiple of 32), as in real files
 
 
 def _tensors(family: Family, options: FileOptions, n_vocab: int) -> dict[str, np.ndarray]:
@@ -344,7 +466,7 @@ def _tensors(family: Family, options: FileOptions, n_vocab: int) -> dict[str, np
     q_width, kv_width = options.head_count * head_dim, options.head_count_kv * head_dim
 
     def matrix(rows, cols):
-        return (rng.standard_normal((rows, cols)) * 0.02).astype(np.float16)
+        return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).astype(np.float16)
 
     def norm():
         return np.ones(width, dtype=np.float32)
@@ -372,6 +494,36 @@ def _tensors(family: Family, options: FileOptions, n_vocab: int) -> dict[str, np
         original = tensors[options.zero_sized_tensor]
         tensors[options.zero_sized_tensor] = np.zeros((0,) + original.shape[1:], dtype=original.dtype)
     return tensors
+
+
+def padded_vocabulary(vocab: Vocabulary, size: int | None) -> Vocabulary:
+    """`vocab` grown to `size` tokens, as a real model's vocabulary is large: SentencePiece pieces
+    with falling scores, or byte-level "[PADn]" fillers (UNUSED)."""
+    if size is None or size <= len(vocab.tokens):
+        return vocab
+    extra = size - len(vocab.tokens)
+    if vocab.scores is not None:
+        lowest = min(vocab.scores, default=0.0)
+        return replace(
+            vocab,
+            tokens=vocab.tokens + [f"\u2581w{i}" for i in range(extra)],
+            types=vocab.types + [int(gguf.TokenType.NORMAL)] * extra,
+            scores=vocab.scores + [lowest - 1.0 - i for i in range(extra)],
+        )
+    start = len(vocab.tokens)
+    return replace(
+        vocab,
+        tokens=vocab.tokens + [f"[PAD{start + i}]" for i in range(extra)],
+        types=vocab.types + [int(gguf.TokenType.UNUSED)] * extra,
+    )
+
+
+def _add_weight(writer: gguf.GGUFWriter, name: str, data: np.ndarray, weight_type: str) -> None:
+    if weight_type == "F16" or data.ndim != 2 or data.shape[1] % 32:
+        writer.add_tensor(name, data)
+        return
+    kind = gguf.GGMLQuantizationType[weight_type]
+    writer.add_tensor(name, gguf.quants.quantize(data.astype(np.float32), kind), raw_dtype=kind)
 
 
 def _write_vocabulary(writer: gguf.GGUFWriter, family: Family, vocab: Vocabulary) -> None:
@@ -408,10 +560,17 @@ def write_foreign_gguf(path: str | Path, family: str, **overrides) -> Path:
     spec = FAMILIES.get(family)
     if spec is None:
         raise ValueError(f"unknown family {family!r} (known: {', '.join(FAMILIES)})")
-    options = replace(FileOptions(name=f"toy-{family}", chat_template=spec.chat_template,
-                                  head_count_kv=spec.head_count_kv, layer_norm_epsilon=spec.layer_norm_epsilon,
-                                  rope_freq_base=spec.rope_freq_base), **overrides)
-    vocab = vocabulary_of(family, with_byte_tokens=options.byte_tokens)
+    options = replace(
+        FileOptions(
+            name=f"toy-{family}",
+            chat_template=spec.chat_template,
+            head_count_kv=spec.head_count_kv,
+            layer_norm_epsilon=spec.layer_norm_epsilon,
+            rope_freq_base=spec.rope_freq_base,
+        ),
+        **overrides,
+    )
+    vocab = padded_vocabulary(vocabulary_of(family, with_byte_tokens=options.byte_tokens), options.vocab_size)
     head_dim = options.embedding_length // options.head_count
     path = Path(path)
     writer = gguf.GGUFWriter(str(path), spec.architecture)
@@ -436,7 +595,7 @@ def write_foreign_gguf(path: str | Path, family: str, **overrides) -> Path:
     if options.chat_template is not None:
         writer.add_chat_template(options.chat_template)
     for name, data in _tensors(spec, options, len(vocab.tokens)).items():
-        writer.add_tensor(name, data)
+        _add_weight(writer, name, data, options.weight_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -101,8 +101,12 @@ def main() -> int:
             record = {"case": i, "outcome": "error", "message": first_line(error), "type": type(error).__name__}
         except Exception as error:  # noqa: BLE001 - a bug: the parent reports it with the case
             tail = "".join(traceback.format_exception(error)[-4:])
-            record = {"case": i, "outcome": "bug", "message": f"{type(error).__name__}: {first_line(error)}",
-                      "traceback": tail}
+            record = {
+                "case": i,
+                "outcome": "bug",
+                "message": f"{type(error).__name__}: {first_line(error)}",
+                "traceback": tail,
+            }
         seen[key] = record
         emit(record)
     return 0

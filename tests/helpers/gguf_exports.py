@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from tests.helpers.paths import ROOT  # noqa: E402
+
 # CHATAPP_TEST_SHIPPED_MODEL stands another folder in for the shipped model (e.g. a checkpoint mid-training)
 BUILTIN_MODEL = Path(os.environ.get("CHATAPP_TEST_SHIPPED_MODEL") or ROOT / "chatapp" / "builtin" / "shakespeare-base")
 MODEL_PARAMS = ["tiny"] + (["shipped"] if BUILTIN_MODEL.is_dir() else [])

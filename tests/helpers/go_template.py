@@ -14,7 +14,7 @@ def tokenize(template: str) -> list[tuple[str, str]]:
     parts: list[tuple[str, str]] = []
     at = 0
     for match in ACTION.finditer(template):
-        text = template[at:match.start()]
+        text = template[at : match.start()]
         if match.group(1):
             text = text.rstrip()
         parts.append(("text", text))
@@ -38,17 +38,17 @@ def parse(parts: list[tuple[str, str]], at: int = 0, stop=("end",)):
             nodes.append(("text", value))
         elif value.startswith("range "):
             body, at = parse(parts, at + 1)
-            nodes.append(("range", value[len("range "):], body))
+            nodes.append(("range", value[len("range ") :], body))
         elif value.startswith("if "):
             branches, at = [], at
-            condition = value[len("if "):]
+            condition = value[len("if ") :]
             while True:
                 body, at = parse(parts, at + 1, stop=("end", "else"))
                 branches.append((condition, body))
                 closing = parts[at][1]
                 if closing == "end":
                     break
-                condition = closing[len("else if "):] if closing.startswith("else if ") else None
+                condition = closing[len("else if ") :] if closing.startswith("else if ") else None
             nodes.append(("if", branches))
         else:
             nodes.append(("field", value))

@@ -10,8 +10,14 @@ from model.network.model_folder import load_model
 def make_adapters_folder(base, out):
     """Adapters with random updates (B is zero after add_lora) for the model folder `base`, written as
     `chatapp finetune --save-adapters-only` does; returns the adapted model."""
-    from model.network.lora import ADAPTERS_FILE, LoRAConfig, add_lora, adapted_layers, save_adapters
-    from model.network.model_folder import ADAPTERS_KEY, base_reference, make_config, weights_fingerprint, write_json_atomic
+    from model.network.lora import ADAPTERS_FILE, LoRAConfig, adapted_layers, add_lora, save_adapters
+    from model.network.model_folder import (
+        ADAPTERS_KEY,
+        base_reference,
+        make_config,
+        weights_fingerprint,
+        write_json_atomic,
+    )
 
     model, _, _ = load_model(base)
     entry = {"file": ADAPTERS_FILE, "base": base_reference(base, out), "base_fingerprint": weights_fingerprint(model)}
@@ -24,5 +30,7 @@ def make_adapters_folder(base, out):
         model.token_embedding.weight[[4092, 4095]] += 0.5
     out.mkdir()
     save_adapters(model, lora, out / ADAPTERS_FILE)
-    write_json_atomic(out / "config.json", {**make_config(model.config.to_dict(), "chat-adapters"), ADAPTERS_KEY: entry})
+    write_json_atomic(
+        out / "config.json", {**make_config(model.config.to_dict(), "chat-adapters"), ADAPTERS_KEY: entry}
+    )
     return model.eval()

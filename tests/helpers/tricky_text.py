@@ -8,10 +8,64 @@ import unicodedata
 
 from tests.helpers.paths import ROOT
 
-EMOJI = ["😀", "🎭", "👍🏽", "👨‍👩‍👧‍👦", "🏳️‍🌈", "🇬🇧", "🇯🇵", "❤️", "🤖", "🧑🏿‍💻", "☕", "✨", "🫠", "🐍", "👁‍🗨", "©️", "1️⃣", "🙂‍↔️"]
-LOOKALIKES = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|END|>", "< |end| >", "<|end", "end|>",
-              "<||>", "<|>", "|>", "<|", "<|end|><|end|>", "<|user|>hi<|end|>", "<|im_start|>", "<s>", "</s>", "[INST]", "<<SYS>>"]
-WHITESPACE = [" ", "  ", "\t", "\n", "\n\n", "\r\n", "\x0b", "\x0c", "\xa0", "\u2028", "\u3000", "\u200b", " \n ", "   \n\n  "]
+EMOJI = [
+    "😀",
+    "🎭",
+    "👍🏽",
+    "👨‍👩‍👧‍👦",
+    "🏳️‍🌈",
+    "🇬🇧",
+    "🇯🇵",
+    "❤️",
+    "🤖",
+    "🧑🏿‍💻",
+    "☕",
+    "✨",
+    "🫠",
+    "🐍",
+    "👁‍🗨",
+    "©️",
+    "1️⃣",
+    "🙂‍↔️",
+]
+LOOKALIKES = [
+    "<|endoftext|>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|end|>",
+    "<|END|>",
+    "< |end| >",
+    "<|end",
+    "end|>",
+    "<||>",
+    "<|>",
+    "|>",
+    "<|",
+    "<|end|><|end|>",
+    "<|user|>hi<|end|>",
+    "<|im_start|>",
+    "<s>",
+    "</s>",
+    "[INST]",
+    "<<SYS>>",
+]
+WHITESPACE = [
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\n\n",
+    "\r\n",
+    "\x0b",
+    "\x0c",
+    "\xa0",
+    "\u2028",
+    "\u3000",
+    "\u200b",
+    " \n ",
+    "   \n\n  ",
+]
 
 
 def random_unicode(rng: random.Random) -> str:
@@ -53,15 +107,28 @@ def sample_strings() -> list[str]:
         cjk = "".join(chr(rng.randint(0x4E00, 0x9FFF)) for _ in range(rng.randint(1, 12)))
         kana = "".join(chr(rng.randint(0x3041, 0x30FF)) for _ in range(rng.randint(0, 6)))
         hangul = "".join(chr(rng.randint(0xAC00, 0xD7A3)) for _ in range(rng.randint(0, 6)))
-        strings.append(rng.choice(["", "Hello ", "「"]) + cjk + rng.choice(["。", "、", " ", "！", "?"]) + kana + hangul)
+        strings.append(
+            rng.choice(["", "Hello ", "「"]) + cjk + rng.choice(["。", "、", " ", "！", "?"]) + kana + hangul
+        )
     for _ in range(300):
-        word = "".join(rng.choice("aeiouxyzAEnc") + "".join(chr(rng.randint(0x300, 0x36F)) for _ in range(rng.randint(0, 3)))
-                       for _ in range(rng.randint(1, 8)))
-        strings.append(word + " " + unicodedata.normalize("NFD", rng.choice(["café", "naïve", "Ångström", "über", "Dvořák", "ﬁne"])))
+        word = "".join(
+            rng.choice("aeiouxyzAEnc") + "".join(chr(rng.randint(0x300, 0x36F)) for _ in range(rng.randint(0, 3)))
+            for _ in range(rng.randint(1, 8))
+        )
+        strings.append(
+            word
+            + " "
+            + unicodedata.normalize("NFD", rng.choice(["café", "naïve", "Ångström", "über", "Dvořák", "ﬁne"]))
+        )
     for _ in range(1100):
         strings.append(random_unicode(rng))
     for _ in range(300):
-        parts = [rng.choice(LOOKALIKES + WHITESPACE + ["word", "I'm", "don't", "'ll", "'VE", "123", "4567890", "x=1;"]) for _ in range(rng.randint(1, 6))]
+        parts = [
+            rng.choice(LOOKALIKES + WHITESPACE + ["word", "I'm", "don't", "'ll", "'VE", "123", "4567890", "x=1;"])
+            for _ in range(rng.randint(1, 6))
+        ]
         strings.append("".join(parts))
-    strings += LOOKALIKES + WHITESPACE + ["", "a", "\x00", "\x00\x01\x7f", "'s'S'''", "1234567890" * 5, "a" * 500, " " * 100]
+    strings += (
+        LOOKALIKES + WHITESPACE + ["", "a", "\x00", "\x00\x01\x7f", "'s'S'''", "1234567890" * 5, "a" * 500, " " * 100]
+    )
     return strings

@@ -2,8 +2,8 @@ import jinja2
 import pytest
 
 from model.text.chat_format import Message, fit_to_context, jinja_chat_template, render_ids
-from model.training.dataset import BUILTIN_TOKENIZER
 from model.text.tokenizer import Tokenizer
+from model.training.dataset import BUILTIN_TOKENIZER
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,9 @@ def test_jinja_template_renders_the_same_ids(tok):
 
 
 def test_oldest_turns_dropped_system_kept_reply_reserved(tok):
-    messages = [Message("system", "Be brief.")] + [Message("user" if i % 2 == 0 else "assistant", f"message number {i} " * 5) for i in range(40)]
+    messages = [Message("system", "Be brief.")] + [
+        Message("user" if i % 2 == 0 else "assistant", f"message number {i} " * 5) for i in range(40)
+    ]
     fitted = fit_to_context(messages, tok, context_length=256, reserve=64)
     assert len(fitted.ids) <= 256 - 64
     assert fitted.ids[0] == tok.special_ids["<|system|>"]
@@ -51,7 +53,7 @@ def test_oldest_turns_dropped_system_kept_reply_reserved(tok):
     assert plain(tok, fitted.ids).endswith("message number 39 " * 5)
     assert any("no longer fit" in n for n in fitted.notices)
     # the newest messages are kept in order, whole
-    full = render_ids(messages[:1] + messages[-(40 - fitted.dropped_messages):], tok)
+    full = render_ids(messages[:1] + messages[-(40 - fitted.dropped_messages) :], tok)
     assert fitted.ids == full
 
 

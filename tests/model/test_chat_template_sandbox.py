@@ -10,7 +10,10 @@ import pytest
 from model.text.chat_template import TemplateError, render_template
 
 HOSTILE = {
-    "nested loops": ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "took more than 1 s"),
+    "nested loops": (
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "took more than 1 s",
+    ),
     "string times a huge number": ("{{ 'x' * 3000000000 }}", "too big"),
     "a huge padding": ("{{ 'x'.ljust(3000000000) }}", "too big"),
     "a huge filter width": ("{{ 'x' | center(3000000000) }}", "too big"),
@@ -37,8 +40,11 @@ def test_an_ordinary_template_renders_and_the_limits_are_lifted_after():
     import resource
 
     before = resource.getrlimit(resource.RLIMIT_AS)
-    text = render_template("{% for m in messages %}[{{ m.role }}] {{ m.content | trim }}\n{% endfor %}", bounded_memory=True,
-                           messages=[{"role": "user", "content": "  hi  "}])
+    text = render_template(
+        "{% for m in messages %}[{{ m.role }}] {{ m.content | trim }}\n{% endfor %}",
+        bounded_memory=True,
+        messages=[{"role": "user", "content": "  hi  "}],
+    )
     assert text == "[user] hi\n"
     assert resource.getrlimit(resource.RLIMIT_AS) == before
     assert len(bytearray(400_000_000)) == 400_000_000  # memory past the template's cap is allowed again

@@ -4,11 +4,11 @@ import pytest
 
 from model.training.corpus import Work, builtin_split
 from model.training.dialogue import (
+    PLAIN_OPENERS,
     count_summary,
     dialogue_split,
     find_person,
     paragraphs,
-    PLAIN_OPENERS,
     persona_openings,
     persona_prompt,
     persons,
@@ -95,7 +95,10 @@ def test_speeches_and_scenes():
     first, second = found[0][0], found[0][1]
     assert (first.speaker, first.text) == ("Hor", "Hail to your lordship!")
     # the stage direction is cut out; the speech carries on after it
-    assert second.text == "I am glad to see you well:\nHoratio,--or I do forget myself.\nAnd what make you from Wittenberg?"
+    assert (
+        second.text
+        == "I am glad to see you well:\nHoratio,--or I do forget myself.\nAnd what make you from Wittenberg?"
+    )
     assert found[0][2].text == "A truant disposition, good my lord. Alas!"
     # "Go to." after a stage direction is verse: it is neither in capitals, nor
     # recurring, nor in the list of persons; "King." speaks once but is in the list
@@ -160,6 +163,7 @@ def test_the_held_out_part_stays_held_out():
     assert not any(c.messages[1].content in PLAIN_OPENERS and c.speakers[0] == "" for c in split.validation)
     assert sum(c.speakers[0] == "" for c in split.train) > 5_000  # persona openings: training only
     parts = builtin_split()
+
     def flat(text: str) -> str:  # whitespace and stage directions as the speeches are cleaned
         return " ".join(" ".join(line for group in paragraphs(text) for line in group).split())
 
@@ -173,13 +177,16 @@ def test_the_held_out_part_stays_held_out():
         assert flat(conversation.messages[-1].content) in train_text[conversation.work]
 
 
-@pytest.mark.parametrize("work, speaker, prompt", [
-    ("hamlet_gut", "Ham", "You are Hamlet, Prince of Denmark."),
-    ("lear_gut", "Lear", "You are Lear, King of Britain."),
-    ("macbeth_gut", "LADY MACBETH", "You are Lady Macbeth."),
-    ("othello_gut", "IAGO", "You are Iago."),
-    ("antony_and_cleopatra_gut", "CLEOPATRA", "You are Cleopatra, Queen of Egypt."),
-])
+@pytest.mark.parametrize(
+    "work, speaker, prompt",
+    [
+        ("hamlet_gut", "Ham", "You are Hamlet, Prince of Denmark."),
+        ("lear_gut", "Lear", "You are Lear, King of Britain."),
+        ("macbeth_gut", "LADY MACBETH", "You are Lady Macbeth."),
+        ("othello_gut", "IAGO", "You are Iago."),
+        ("antony_and_cleopatra_gut", "CLEOPATRA", "You are Cleopatra, Queen of Egypt."),
+    ],
+)
 def test_personas_in_the_corpus(work, speaker, prompt):
     text = {w.name: w.text for w in builtin_split().train}[work]
     assert persona_prompt(speaker, persons(text)) == prompt

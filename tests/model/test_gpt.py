@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from model.training.corpus import builtin_split
-from model.training.dataset import BUILTIN_TOKENIZER
 from model.network.gpt import GPT, GPTConfig
 from model.network.hf_convert import to_hf_gpt2
 from model.text.tokenizer import Tokenizer
+from model.training.corpus import builtin_split
+from model.training.dataset import BUILTIN_TOKENIZER
 
 SMALL = GPTConfig(vocab_size=4096, context_length=64, n_layer=3, n_head=4, n_embd=64)
 

@@ -8,8 +8,8 @@ from model.network.gpt import GPT, GPTConfig
 from model.network.lora import (
     LoRAConfig,
     LoRALinear,
-    add_lora,
     adapted_layers,
+    add_lora,
     load_adapters,
     merge_lora,
     merged_copy,
@@ -137,12 +137,15 @@ def test_adapters_for_another_shape_are_refused(tmp_path):
         load_adapters(make_base(), tmp_path / "other.safetensors")
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"targets": ("qkv", "lm_head")}, "targets"),
-    ({"targets": ()}, "targets"),
-    ({"rank": 0}, "rank"),
-    ({"dropout": 1.0}, "dropout"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"targets": ("qkv", "lm_head")}, "targets"),
+        ({"targets": ()}, "targets"),
+        ({"rank": 0}, "rank"),
+        ({"dropout": 1.0}, "dropout"),
+    ],
+)
 def test_bad_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         LoRAConfig(**settings)

@@ -23,14 +23,25 @@ def test_load_round_trip(folder, tiny_model_dir):
     assert fp16.token_embedding.weight.dtype == torch.float16
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda f: (f / "model.safetensors").unlink(), "model.safetensors: missing"),
-    (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:5000]), "model.safetensors: unreadable or truncated"),
-    (lambda f: (f / "config.json").write_text("{nope"), "config.json: not valid JSON"),
-    (lambda f: (f / "config.json").unlink(), "config.json: missing"),
-    (lambda f: (f / "tokenizer.tiktoken").unlink(), "tokenizer.tiktoken: tokenizer file is missing"),
-    (lambda f: (f / "tokenizer.tiktoken").write_text("\n".join((f / "tokenizer.tiktoken").read_text().splitlines()[:-10])), "tokenizer.tiktoken: 4086 tokens"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: (f / "model.safetensors").unlink(), "model.safetensors: missing"),
+        (
+            lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:5000]),
+            "model.safetensors: unreadable or truncated",
+        ),
+        (lambda f: (f / "config.json").write_text("{nope"), "config.json: not valid JSON"),
+        (lambda f: (f / "config.json").unlink(), "config.json: missing"),
+        (lambda f: (f / "tokenizer.tiktoken").unlink(), "tokenizer.tiktoken: tokenizer file is missing"),
+        (
+            lambda f: (f / "tokenizer.tiktoken").write_text(
+                "\n".join((f / "tokenizer.tiktoken").read_text().splitlines()[:-10])
+            ),
+            "tokenizer.tiktoken: 4086 tokens",
+        ),
+    ],
+)
 def test_damaged_folders_give_one_line_errors(folder, damage, message):
     damage(folder)
     with pytest.raises(ModelFolderError) as error:
@@ -64,6 +75,7 @@ def test_saved_weights_are_readable_as_any_new_file(tmp_path, folder):
 
 
 # --- adapters folders: LoRA adapters that load as their base model with the adapters merged in ---
+
 
 def logits(model):
     return model(torch.tensor([[4092, 10, 20, 30, 4095]]))[0]
@@ -108,11 +120,15 @@ def test_the_base_is_found_by_relative_or_absolute_path_or_built_in_name(folder,
     assert BUILTIN_MODELS_DIR == BUILTIN_DIR.resolve()
     assert base_reference(BUILTIN_DIR / "shakespeare-base", tmp_path / "x") == "shakespeare-base"
     assert base_reference(moved / "copy", tmp_path / "x") == str(moved / "copy")
-    if (BUILTIN_DIR / "shakespeare-base").is_dir():  # found by name: the built-in base, whose shapes are not these adapters'
+    if (
+        BUILTIN_DIR / "shakespeare-base"
+    ).is_dir():  # found by name: the built-in base, whose shapes are not these adapters'
         config["adapters"]["base"] = "shakespeare-base"
         del config["adapters"]["base_fingerprint"]
         (elsewhere / "config.json").write_text(json.dumps(config))
-        with pytest.raises(ModelFolderError, match=r"adapters do not match this model .*\(base model .*shakespeare-base\)"):
+        with pytest.raises(
+            ModelFolderError, match=r"adapters do not match this model .*\(base model .*shakespeare-base\)"
+        ):
             load_model(elsewhere)
 
 

@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from model.inference.sampling import (SamplingError, SamplingParams, apply_repetition_penalty, filtered_logits,
-                                     inspection_step, sample_next, top_p_kept)
+from model.inference.sampling import (
+    SamplingError,
+    SamplingParams,
+    apply_repetition_penalty,
+    filtered_logits,
+    inspection_step,
+    sample_next,
+    top_p_kept,
+)
 
 LOGITS = np.log(np.array([0.35, 0.25, 0.15, 0.10, 0.08, 0.04, 0.02, 0.01], dtype=np.float32))
 NONE: list[int] = []
@@ -33,14 +40,23 @@ def expected(allowed, n):
     return (p / p.sum() * n).tolist()
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(temperature=-0.1), "temperature"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
-    (dict(top_k=-1), "top_k"), (dict(min_p=2.0), "min_p"), (dict(repetition_penalty=0), "repetition_penalty"),
-    (dict(max_tokens=0), "max_tokens"), (dict(seed=-3), "seed"),
-    (dict(temperature=float("inf")), "temperature"), (dict(temperature=float("nan")), "temperature"),
-    (dict(temperature=1e308), "temperature"),
-    (dict(repetition_penalty=float("inf")), "repetition_penalty"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(temperature=-0.1), "temperature"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_k=-1), "top_k"),
+        (dict(min_p=2.0), "min_p"),
+        (dict(repetition_penalty=0), "repetition_penalty"),
+        (dict(max_tokens=0), "max_tokens"),
+        (dict(seed=-3), "seed"),
+        (dict(temperature=float("inf")), "temperature"),
+        (dict(temperature=float("nan")), "temperature"),
+        (dict(temperature=1e308), "temperature"),
+        (dict(repetition_penalty=float("inf")), "repetition_penalty"),
+    ],
+)
 def test_invalid_values_name_the_parameter_and_range(bad, message):
     with pytest.raises(SamplingError, match=message) as error:
         SamplingParams(**bad).validate()
@@ -136,10 +152,13 @@ def test_cut_by_and_rank_match_the_samplers_real_behaviour():
     for case in range(300):
         vocabulary = int(rng.integers(12, 80))
         logits = (rng.standard_normal(vocabulary) * rng.uniform(0.5, 4)).astype(np.float32)
-        params = SamplingParams(temperature=float(rng.choice([0.3, 0.7, 1.0, 1.5])),
-                                top_k=int(rng.choice([0, 3, 8, 20])), top_p=float(rng.choice([1.0, 0.5, 0.9])),
-                                min_p=float(rng.choice([0.0, 0.05, 0.2])),
-                                repetition_penalty=float(rng.choice([1.0, 1.3])))
+        params = SamplingParams(
+            temperature=float(rng.choice([0.3, 0.7, 1.0, 1.5])),
+            top_k=int(rng.choice([0, 3, 8, 20])),
+            top_p=float(rng.choice([1.0, 0.5, 0.9])),
+            min_p=float(rng.choice([0.0, 0.05, 0.2])),
+            repetition_penalty=float(rng.choice([1.0, 1.3])),
+        )
         previous = rng.integers(0, vocabulary, 5).tolist()
         drawn = sample_next(logits, params, previous, draws)
         step = inspection_step(logits, params, previous, drawn, str)

@@ -38,7 +38,9 @@ def tiny_model(tiny_model_dir):
 
 
 def test_eager_decode_step_equals_full_recomputation_up_to_the_last_position(tiny_model):
-    ids = torch.randint(0, tiny_model.config.vocab_size, (tiny_model.config.context_length,), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(
+        0, tiny_model.config.vocab_size, (tiny_model.config.context_length,), generator=torch.Generator().manual_seed(0)
+    )
     worst = decode_all_positions(tiny_model, tiny_model.decode_step, tiny_model.new_cache(), ids.tolist())
     assert worst <= TOLERANCE
 
@@ -103,20 +105,29 @@ def test_compile_option_and_cache_folder(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_compiled_step_equals_full_recomputation_and_the_engine_switches_mid_reply(any_model_dir, tmp_path, monkeypatch):
+def test_compiled_step_equals_full_recomputation_and_the_engine_switches_mid_reply(
+    any_model_dir, tmp_path, monkeypatch
+):
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     use_compile_cache(tmp_path / "kernels")
     model, _, _ = load_model(any_model_dir, device="cpu", dtype=torch.float32)
     model.eval()
     compiling = CompiledStep(model, "cpu")
     assert compiling.wait(600) and compiling.error is None, compiling.error
-    ids = torch.randint(0, model.config.vocab_size, (model.config.context_length,), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(
+        0, model.config.vocab_size, (model.config.context_length,), generator=torch.Generator().manual_seed(1)
+    )
     step, cache = compiling.adopt(model.new_cache())
     assert decode_all_positions(model, step, cache, ids.tolist()) <= 2 * TOLERANCE
 
     params = SamplingParams(temperature=0, max_tokens=40)
     eager = TorchEngine.load(any_model_dir, device="cpu", compile="off")
-    expected = [t for e in eager.generate_ids([5, 6, 7], params, stop_ids=set()) if isinstance(e, TextPiece) for t in e.token_ids]
+    expected = [
+        t
+        for e in eager.generate_ids([5, 6, 7], params, stop_ids=set())
+        if isinstance(e, TextPiece)
+        for t in e.token_ids
+    ]
     switching = TorchEngine.load(any_model_dir, device="cpu", compile="on")
     events = switching.generate_ids([5, 6, 7], params, stop_ids=set())
     got = []
@@ -138,10 +149,32 @@ def test_the_command_exits_cleanly_while_a_compile_is_still_under_way(tiny_model
     import subprocess
     import sys
 
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cold-cache")}  # a cold compile: it outlasts the reply
-    result = subprocess.run([sys.executable, "-m", "chatapp", "run", "--model", str(tiny_model_dir), "--compile", "on",
-                             "--max-tokens", "3", "--seed", "1", "--json", "Hello"],
-                            capture_output=True, text=True, env=env, timeout=300)
+    env = {
+        **os.environ,
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cold-cache"),
+    }  # a cold compile: it outlasts the reply
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chatapp",
+            "run",
+            "--model",
+            str(tiny_model_dir),
+            "--compile",
+            "on",
+            "--max-tokens",
+            "3",
+            "--seed",
+            "1",
+            "--json",
+            "Hello",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "terminate called" not in result.stderr and "Abort" not in result.stderr
     assert '"completion_tokens"' in result.stdout

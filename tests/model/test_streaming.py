@@ -1,8 +1,9 @@
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from model.training.dataset import BUILTIN_TOKENIZER
 from model.inference.reply_stream import StopMatcher, Utf8Stream
 from model.text.tokenizer import Tokenizer
+from model.training.dataset import BUILTIN_TOKENIZER
 
 TOKENIZER = Tokenizer.load(BUILTIN_TOKENIZER)
 PIECES = st.sampled_from(["😀", "👩‍👩‍👧", "漢字", "かな", "é", "e\u0301", "🇬🇧", "Ω", " ", "a", "\n", "thou"])

@@ -2,12 +2,13 @@ import random
 import time
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model.text.bpe import count_words, reference_encode, train_bpe
+from model.text.tokenizer import SPECIAL_TOKENS, Tokenizer, load_ranks, replace_lone_surrogates
 from model.training.corpus import builtin_split
 from model.training.dataset import BUILTIN_TOKENIZER
-from model.text.tokenizer import SPECIAL_TOKENS, Tokenizer, load_ranks, replace_lone_surrogates
 
 
 @pytest.fixture(scope="module")

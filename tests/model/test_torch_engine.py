@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from model.inference.backend import TextPiece
-from model.text.chat_format import Message, render_ids
-from model.network.device import inference_dtype_name, pick_device
-from model.inference.torch_engine import TorchEngine
 from model.inference.sampling import SamplingParams
+from model.inference.torch_engine import TorchEngine
+from model.network.device import inference_dtype_name, pick_device
+from model.text.chat_format import Message, render_ids
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +37,17 @@ def test_cached_logits_equal_full_recomputation_over_200_steps_and_two_turns(eng
     tokenizer = engine.tokenizer
     engine.reset_cache()
     conversation = [Message("user", "Good morrow, my lord. What news?")]
+    previous_ids: list[int] = []
     for turn in range(2):
         prompt = render_ids(conversation, tokenizer, known_replies=engine.known_replies)
         steps = 100
         original_evaluate = engine.evaluate
         checked = []
 
-        def checking_evaluate(start, ids):
+        def checking_evaluate(start, ids, original_evaluate=original_evaluate, prompt=prompt, checked=checked):
             logits = original_evaluate(start, ids)
             sequence = engine.cached_ids[:start] + list(ids)  # what the KV cache should now hold
-            assert sequence[:len(prompt)] == prompt[:len(sequence)]
+            assert sequence[: len(prompt)] == prompt[: len(sequence)]
             reference = full_logits(engine, sequence)
             checked.append(float(abs(torch.from_numpy(logits) - reference).max()))
             return logits
@@ -64,7 +65,8 @@ def test_cached_logits_equal_full_recomputation_over_200_steps_and_two_turns(eng
         finally:
             del engine.evaluate
         assert len(checked) >= steps
-        # float32 noise from the summation order is ~1e-5 on logits of ~20; a cache fed the wrong ids is off by 1e-2 or more
+        # float32 noise from the summation order is ~1e-5 on logits of ~20;
+        # a cache fed the wrong ids is off by 1e-2 or more
         assert max(checked) <= 2e-5, [(i, c) for i, c in enumerate(checked) if c > 1e-5][:5]
         if turn == 1:  # the first turn came from the cache: only the tokens after the shared prefix ran
             from model.inference.reply_stream import common_prefix_length

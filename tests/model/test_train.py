@@ -17,12 +17,16 @@ def test_train_tiny_then_eval_json_on_the_real_corpus(tmp_path):
     out = tmp_path / "tiny"
     trained = chatapp("train", "--preset", "tiny", "--steps", "8", "--out", str(out), "--device", "cpu")
     assert trained.returncode == 0, trained.stderr
-    assert {"config.json", "model.safetensors", "tokenizer.tiktoken", "history.csv", "history.png"} <= {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.tiktoken", "history.csv", "history.png"} <= {
+        p.name for p in out.iterdir()
+    }
     evaluated = chatapp("eval", str(out), "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     result = json.loads(evaluated.stdout)
     assert result["tokens"] > 80_000 and result["chars"] > 250_000
-    assert 3.0 < result["nats_per_token"] < 8.4  # better than uniform over 4096 tokens (8.32) is not guaranteed in 8 steps
+    assert (
+        3.0 < result["nats_per_token"] < 8.4
+    )  # better than uniform over 4096 tokens (8.32) is not guaranteed in 8 steps
     assert result["nats_per_char"] == pytest.approx(result["nats_per_token"] * result["tokens"] / result["chars"])
     config = json.loads((out / "config.json").read_text())
     assert config["training"]["validation"]["nats_per_token"] == pytest.approx(result["nats_per_token"], rel=1e-4)
@@ -68,9 +72,29 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 def test_two_process_ddp_stays_in_sync(tmp_path):
     out = tmp_path / "ddp"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         "-m", "chatapp", "train", "--preset", "tiny", "--steps", "6", "--out", str(out), "--device", "cpu"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "chatapp",
+            "train",
+            "--preset",
+            "tiny",
+            "--steps",
+            "6",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -86,6 +110,9 @@ def test_training_on_user_text_trains_its_own_tokenizer(tmp_path):
     data = tmp_path / "mine.txt"
     data.write_text(builtin_works()[0].text[:60_000])
     out = tmp_path / "mine"
-    train(TrainOptions(out=str(out), preset="tiny", steps=2, data=str(data), vocab_size=300, device="cpu"), log=lambda line: None)
+    train(
+        TrainOptions(out=str(out), preset="tiny", steps=2, data=str(data), vocab_size=300, device="cpu"),
+        log=lambda line: None,
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"]["vocab_size"] == 300

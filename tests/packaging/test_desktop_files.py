@@ -25,11 +25,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.bundle import (ICONS, PACKAGING, ROOT, build, desktop_file_validate, files_under,
-                                    load_script, read_desktop_entry)
-
+from tests.helpers.bundle import (
+    ICONS,
+    PACKAGING,
+    ROOT,
+    build,
+    desktop_file_validate,
+    files_under,
+    load_script,
+    read_desktop_entry,
+)
 
 # --- the desktop entry and the icons ---
+
 
 def test_desktop_entry_is_valid_and_opens_a_terminal():
     entry_path = PACKAGING / "linux" / "chatapp.desktop"
@@ -52,9 +60,9 @@ def png_size(data: bytes) -> tuple[int, int]:
 def png_pixels(data: bytes) -> bytes:
     idat, pos = b"", 8
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
         if kind == b"IDAT":
-            idat += data[pos + 8:pos + 8 + length]
+            idat += data[pos + 8 : pos + 8 + length]
         pos += 12 + length
     return zlib.decompress(idat)
 
@@ -69,15 +77,15 @@ def test_icons_exist_in_svg_and_png_sizes():
     reserved, kind, count = struct.unpack("<HHH", ico[:6])
     assert (reserved, kind) == (0, 1) and count >= 5
     for i in range(count):
-        width, _, _, _, _, bpp, length, offset = struct.unpack("<BBBBHHII", ico[6 + 16 * i:22 + 16 * i])
-        assert bpp == 32 and png_size(ico[offset:offset + length])[0] == (width or 256)
+        width, _, _, _, _, bpp, length, offset = struct.unpack("<BBBBHHII", ico[6 + 16 * i : 22 + 16 * i])
+        assert bpp == 32 and png_size(ico[offset : offset + length])[0] == (width or 256)
 
     icns = (ICONS / "chatapp.icns").read_bytes()
     assert icns[:4] == b"icns" and struct.unpack(">I", icns[4:8])[0] == len(icns)
     pos, kinds = 8, []
     while pos < len(icns):
-        kind, length = icns[pos:pos + 4], struct.unpack(">I", icns[pos + 4:pos + 8])[0]
-        png_size(icns[pos + 8:pos + length])
+        kind, length = icns[pos : pos + 4], struct.unpack(">I", icns[pos + 4 : pos + 8])[0]
+        png_size(icns[pos + 8 : pos + length])
         kinds.append(kind)
         pos += length
     assert {b"ic07", b"ic08", b"ic09", b"ic10"} <= set(kinds)
@@ -96,17 +104,20 @@ def test_committed_icons_match_the_drawing(tmp_path):
 
 # --- install.sh and uninstall.sh, on a stand-in program ---
 
+
 def fake_stage(tmp_path: Path) -> Path:
     """The unpacked archive's layout, with a shell script standing in for the program."""
     stage = tmp_path / "chatapp-0.0.0-linux-x86_64"
     program = stage / "chatapp" / "chatapp"
     (stage / "chatapp" / "_internal" / "chatapp" / "builtin").mkdir(parents=True)
     (stage / "chatapp" / "_internal" / "chatapp" / "builtin" / "model.gguf").write_bytes(b"GGUF")
-    program.write_text('#!/bin/sh\n'
-                       'if [ "$1" = "--version" ]; then echo "chatapp 0.0.0"; exit 0; fi\n'
-                       'mkdir -p "$HOME/.local/share/chatapp" "$HOME/.config/chatapp"\n'
-                       'echo conversation > "$HOME/.local/share/chatapp/history.sqlite3"\n'
-                       'echo "[app]" > "$HOME/.config/chatapp/settings.toml"\n')
+    program.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "--version" ]; then echo "chatapp 0.0.0"; exit 0; fi\n'
+        'mkdir -p "$HOME/.local/share/chatapp" "$HOME/.config/chatapp"\n'
+        'echo conversation > "$HOME/.local/share/chatapp/history.sqlite3"\n'
+        'echo "[app]" > "$HOME/.config/chatapp/settings.toml"\n'
+    )
     program.chmod(0o755)
     build.stage_linux(stage / "chatapp", stage)
     return stage
@@ -148,8 +159,9 @@ def test_install_then_uninstall_leaves_only_the_users_data(tmp_path, home):
     link = home / ".local" / "bin" / "chatapp"
     entry = home / ".local" / "share" / "applications" / "chatapp.desktop"
     assert link.is_symlink() and link.resolve() == (app / "chatapp").resolve()
-    version = subprocess.run(["chatapp", "--version"], env={**user_env(home), "PATH": str(link.parent)},
-                             capture_output=True, text=True)
+    version = subprocess.run(
+        ["chatapp", "--version"], env={**user_env(home), "PATH": str(link.parent)}, capture_output=True, text=True
+    )
     assert version.stdout.strip() == "chatapp 0.0.0"
     assert (app / "_internal" / "chatapp" / "builtin" / "model.gguf").is_file()
     assert (app / "uninstall.sh").stat().st_mode & stat.S_IXUSR
@@ -200,12 +212,16 @@ def test_install_under_a_prefix_and_refusals(tmp_path, home):
 
 # --- macOS and Windows: what can be checked here ---
 
+
 def test_macos_app_launcher_opens_terminal(tmp_path):
     app = tmp_path / "chatapp.app"
     (app / "Contents" / "MacOS").mkdir(parents=True)
     (app / "Contents" / "MacOS" / "chatapp").write_text("#!/bin/sh\necho chatapp\n")
-    (app / "Contents" / "Info.plist").write_bytes(plistlib.dumps(
-        {"CFBundleExecutable": "chatapp", "CFBundleIdentifier": build.APP_ID, "CFBundleIconFile": "chatapp.icns"}))
+    (app / "Contents" / "Info.plist").write_bytes(
+        plistlib.dumps(
+            {"CFBundleExecutable": "chatapp", "CFBundleIdentifier": build.APP_ID, "CFBundleIconFile": "chatapp.icns"}
+        )
+    )
     build.macos_launcher(app)
     info = plistlib.loads((app / "Contents" / "Info.plist").read_bytes())
     assert info["CFBundleExecutable"] == "chatapp-launcher"
@@ -234,8 +250,17 @@ SPEC = PACKAGING / "chatapp.spec"
 NEVER_BUNDLED = ("torch", "torchvision", "torchaudio", "triton", "transformers", "matplotlib", "pytest")
 LOADED_BY_NAME = ("quant.llama_worker", "model.text.chat_template", "chatapp.tui.app", "chatapp.cli")
 # what the bundle runs: the command line, the TUI, the llama.cpp engine, foreign chat templates
-BUNDLE_RUNTIME = ("chatapp.cli", "chatapp.commands", "chatapp.tui.app", "quant.llama_worker", "quant.llama_engine",
-                  "quant.gguf_export", "model.text.chat_template", "jinja2.sandbox", "jinja2.ext")
+BUNDLE_RUNTIME = (
+    "chatapp.cli",
+    "chatapp.commands",
+    "chatapp.tui.app",
+    "quant.llama_worker",
+    "quant.llama_engine",
+    "quant.gguf_export",
+    "model.text.chat_template",
+    "jinja2.sandbox",
+    "jinja2.ext",
+)
 
 
 def submodules(package: str) -> list[str]:
@@ -278,10 +303,20 @@ def read_spec(text: str, tmp_path: Path, platform: str = "linux") -> dict:
         def record(*args, **options):
             calls[name] = options
             return name
+
         return record
 
-    spec_globals = {"SPECPATH": str(PACKAGING), "Analysis": Analysis, **{n: recorder(n) for n in ("PYZ", "EXE", "COLLECT", "BUNDLE")}}
-    environ = {**os.environ, "CHATAPP_BUNDLE_GGUF": str(gguf), "CHATAPP_BUNDLE_NAME": "shakespeare-chat", "SystemRoot": str(system_root)}
+    spec_globals = {
+        "SPECPATH": str(PACKAGING),
+        "Analysis": Analysis,
+        **{n: recorder(n) for n in ("PYZ", "EXE", "COLLECT", "BUNDLE")},
+    }
+    environ = {
+        **os.environ,
+        "CHATAPP_BUNDLE_GGUF": str(gguf),
+        "CHATAPP_BUNDLE_NAME": "shakespeare-chat",
+        "SystemRoot": str(system_root),
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name in ("PyInstaller", "PyInstaller.utils"):
             patch.setitem(sys.modules, name, types.ModuleType(name))
@@ -295,8 +330,10 @@ def read_spec(text: str, tmp_path: Path, platform: str = "linux") -> dict:
 @pytest.fixture(scope="module")
 def bundle_runtime() -> set[str]:
     """The top-level packages the bundle's code imports (beyond what Python's start loaded)."""
-    code = (f"import sys\nbefore = set(sys.modules)\nimport {', '.join(BUNDLE_RUNTIME)}\n"
-            "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - before})))")
+    code = (
+        f"import sys\nbefore = set(sys.modules)\nimport {', '.join(BUNDLE_RUNTIME)}\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - before})))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return set(result.stdout.split())
@@ -326,17 +363,20 @@ def test_spec_keeps_torch_out_and_brings_what_the_bundle_loads(tmp_path, bundle_
     check_spec(read_spec(SPEC.read_text(), tmp_path, platform), bundle_runtime, platform)
 
 
-@pytest.mark.parametrize("original, broken, complaint", [
-    ('"torch", "torchvision"', '"torchvision"', "not excluded: {'torch'}"),
-    ('"transformers", ', "", "not excluded: {'transformers'}"),
-    ('"tkinter",', '"tkinter", "jinja2",', "imports what the spec excludes: {'jinja2'}"),  # foreign chat templates
-    ('"tkinter",', '"tkinter", "numpy",', "imports what the spec excludes: {'numpy'}"),
-    ('    + collect_submodules("quant")\n', "", "not collected: {'quant.llama_worker'}"),  # started by name
-    ('collect_submodules("textual.widgets")', "[]", "textual.widgets: not every submodule"),
-    ("if src == str(GGUF)", "if False", "data files missing: {'chatapp/builtin/shakespeare-chat.gguf'}"),
-    ('binaries.append((str(found[0]), "llama_cpp/lib"))', "pass", "OpenMP runtime is missing"),
-    ("console=True", "console=False", "not the console program"),
-])
+@pytest.mark.parametrize(
+    "original, broken, complaint",
+    [
+        ('"torch", "torchvision"', '"torchvision"', "not excluded: {'torch'}"),
+        ('"transformers", ', "", "not excluded: {'transformers'}"),
+        ('"tkinter",', '"tkinter", "jinja2",', "imports what the spec excludes: {'jinja2'}"),  # foreign chat templates
+        ('"tkinter",', '"tkinter", "numpy",', "imports what the spec excludes: {'numpy'}"),
+        ('    + collect_submodules("quant")\n', "", "not collected: {'quant.llama_worker'}"),  # started by name
+        ('collect_submodules("textual.widgets")', "[]", "textual.widgets: not every submodule"),
+        ("if src == str(GGUF)", "if False", "data files missing: {'chatapp/builtin/shakespeare-chat.gguf'}"),
+        ('binaries.append((str(found[0]), "llama_cpp/lib"))', "pass", "OpenMP runtime is missing"),
+        ("console=True", "console=False", "not the console program"),
+    ],
+)
 def test_a_broken_spec_fails_the_check(tmp_path, bundle_runtime, original, broken, complaint):
     text = SPEC.read_text()
     assert original in text
@@ -357,6 +397,7 @@ def test_build_names_and_pins():
 
 # --- the built-in model without torch ---
 
+
 def fake_builtin(folder: Path, names: list[str]) -> None:
     folder.mkdir()
     for name in names:
@@ -367,14 +408,21 @@ def fake_builtin(folder: Path, names: list[str]) -> None:
             (folder / name / "config.json").write_text(json.dumps({"name": name}))
 
 
-@pytest.mark.parametrize("names, torch, expected", [
-    (["shakespeare-base", "shakespeare-base.gguf"], True, "shakespeare-base"),
-    (["shakespeare-base", "shakespeare-base.gguf"], False, "shakespeare-base.gguf"),
-    (["shakespeare-base", "shakespeare-base-q4_0.gguf", "shakespeare-base-q8_0.gguf"], False, "shakespeare-base-q8_0.gguf"),
-    (["shakespeare-base"], False, "shakespeare-base"),  # no GGUF: the folder, and the backend says torch is missing
-    (["shakespeare-base.gguf"], True, "shakespeare-base.gguf"),  # the bundle's layout, with torch installed
-    (["tiny.gguf"], False, "tiny.gguf"),  # a bundle built with --model: its one GGUF
-])
+@pytest.mark.parametrize(
+    "names, torch, expected",
+    [
+        (["shakespeare-base", "shakespeare-base.gguf"], True, "shakespeare-base"),
+        (["shakespeare-base", "shakespeare-base.gguf"], False, "shakespeare-base.gguf"),
+        (
+            ["shakespeare-base", "shakespeare-base-q4_0.gguf", "shakespeare-base-q8_0.gguf"],
+            False,
+            "shakespeare-base-q8_0.gguf",
+        ),
+        (["shakespeare-base"], False, "shakespeare-base"),  # no GGUF: the folder, and the backend says torch is missing
+        (["shakespeare-base.gguf"], True, "shakespeare-base.gguf"),  # the bundle's layout, with torch installed
+        (["tiny.gguf"], False, "tiny.gguf"),  # a bundle built with --model: its one GGUF
+    ],
+)
 def test_default_model_is_the_builtin_gguf_without_torch(tmp_path, monkeypatch, names, torch, expected):
     from chatapp.models import registry
     from chatapp.models.resolve import resolve_model
@@ -398,8 +446,16 @@ def test_default_model_missing_says_so(tmp_path, monkeypatch):
 
 
 def test_torch_available_does_not_import_torch():
-    code = ("import sys\nfrom chatapp.models.registry import torch_available\nfrom chatapp.models.resolve import resolve_model\n"
-            "torch_available()\nassert 'torch' not in sys.modules\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import sys\nfrom chatapp.models.registry import torch_available\n"
+        "from chatapp.models.resolve import resolve_model\n"
+        "torch_available()\nassert 'torch' not in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert result.returncode == 0, result.stderr

@@ -13,8 +13,8 @@ import gguf
 import numpy as np
 import pytest
 
-from tests.helpers.foreign_gguf import BROKEN_KINDS, FAMILIES, write_broken_gguf, write_foreign_gguf
 from quant.gguf_check import GGUFFileError, check_gguf, file_type_name, read_gguf
+from tests.helpers.foreign_gguf import BROKEN_KINDS, FAMILIES, write_broken_gguf, write_foreign_gguf
 
 # Characters outside every toy vocabulary: byte fallback (SentencePiece) or single bytes (BPE).
 TEXT_OUTSIDE_VOCAB = "Hello, the user asks: héllo wörld ☃ 🙂"
@@ -26,17 +26,17 @@ CONVERSATION = [
 ]
 EXPECTED_PROMPTS = {
     "llama3": "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
-              "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nYou are terse.<|eot_id|>"
-              "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
-              "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
-              "<|start_header_id|>user<|end_header_id|>\n\nHow are you?<|eot_id|>"
-              "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nYou are terse.<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\nHow are you?<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n",
     "qwen2": "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
-             "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nHow are you?<|im_end|>\n"
-             "<|im_start|>assistant\n",
+    "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nHow are you?<|im_end|>\n"
+    "<|im_start|>assistant\n",
     # Gemma refuses a system message: the caller folds it into the first user turn.
     "gemma": "<bos><start_of_turn>user\nYou are terse.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n"
-             "<start_of_turn>user\nHow are you?<end_of_turn>\n<start_of_turn>model\n",
+    "<start_of_turn>user\nHow are you?<end_of_turn>\n<start_of_turn>model\n",
 }
 INSTRUCT_FAMILIES = sorted(EXPECTED_PROMPTS)
 
@@ -54,9 +54,10 @@ def loaded(files):
     """family -> llama_cpp.Llama on its file, loaded once."""
     import llama_cpp
 
-    models = {family: llama_cpp.Llama(model_path=str(files[family]), n_ctx=512, n_threads=2, logits_all=True,
-                                      verbose=False)
-              for family in FAMILIES}
+    models = {
+        family: llama_cpp.Llama(model_path=str(files[family]), n_ctx=512, n_threads=2, logits_all=True, verbose=False)
+        for family in FAMILIES
+    }
     yield models
     for llm in models.values():
         llm.close()
@@ -73,7 +74,8 @@ def render(template: str, messages: list[dict], family) -> str:
     environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     environment.globals["raise_exception"] = raise_exception
     return environment.from_string(template).render(
-        messages=messages, bos_token=family.bos, eos_token=family.eos, add_generation_prompt=True)
+        messages=messages, bos_token=family.bos, eos_token=family.eos, add_generation_prompt=True
+    )
 
 
 # --- good files -------------------------------------------------------------
@@ -214,11 +216,14 @@ def test_check_refuses_broken_file(files, kind):
     assert EXPECTED_REASONS[kind] in message
 
 
-@pytest.mark.parametrize("overrides, reason", [
-    ({"layer_norm_epsilon": 0.0}, "is 0: a norm epsilon"),
-    ({"layer_norm_epsilon": float("inf")}, "is inf: a norm epsilon"),
-    ({"zero_sized_tensor": "blk.1.ffn_norm.weight"}, "tensor blk.1.ffn_norm.weight has a zero-sized dimension"),
-])
+@pytest.mark.parametrize(
+    "overrides, reason",
+    [
+        ({"layer_norm_epsilon": 0.0}, "is 0: a norm epsilon"),
+        ({"layer_norm_epsilon": float("inf")}, "is inf: a norm epsilon"),
+        ({"zero_sized_tensor": "blk.1.ffn_norm.weight"}, "tensor blk.1.ffn_norm.weight has a zero-sized dimension"),
+    ],
+)
 def test_check_refuses_other_bad_values(tmp_path, overrides, reason):
     path = write_foreign_gguf(tmp_path / "bad.gguf", "llama3", **overrides)
     with pytest.raises(GGUFFileError, match=reason):
@@ -265,8 +270,13 @@ def run_unchecked(path) -> subprocess.CompletedProcess:
     # backtrace before aborting, and when two threads fail the same assert at
     # once the process can hang instead of dying.
     environment = os.environ | {"GGML_NO_BACKTRACE": "1"}
-    return subprocess.run([sys.executable, "-c", UNCHECKED_USE, str(path), TEXT_OUTSIDE_VOCAB],
-                          capture_output=True, text=True, timeout=120, env=environment)
+    return subprocess.run(
+        [sys.executable, "-c", UNCHECKED_USE, str(path), TEXT_OUTSIDE_VOCAB],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
 
 
 @pytest.mark.parametrize("kind", list(BROKEN_KINDS))

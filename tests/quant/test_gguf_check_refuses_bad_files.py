@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
+from quant.gguf_check import GGUFFileError, check_gguf
 from tests.helpers.gguf_exports import exported
 from tests.helpers.paths import ROOT
-from quant.gguf_check import GGUFFileError, check_gguf
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +138,12 @@ def test_a_forged_count_or_length_is_refused_before_anything_is_allocated(tmp_pa
     path = tmp_path / "forged.gguf"
     path.write_bytes(bytes(data))
     root = str(ROOT)
-    result = subprocess.run([sys.executable, "-c", FORGED_COUNT_CHILD.format(root=root, path=str(path))],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", FORGED_COUNT_CHILD.format(root=root, path=str(path))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     check, label = result.stdout.splitlines()
     assert check == f"check: {path}: damaged or truncated GGUF file (truncated header)"

@@ -63,7 +63,12 @@ def greedy(path, prompt: list[int]) -> list[int]:
     backend = LlamaEngine.load(path, log_dir=workdir() / "logs")
     try:
         params = SamplingParams(temperature=0, max_tokens=GREEDY_TOKENS)
-        return [t for e in backend.generate_ids(prompt, params, stop_ids=set()) if hasattr(e, "token_ids") for t in e.token_ids]
+        return [
+            t
+            for e in backend.generate_ids(prompt, params, stop_ids=set())
+            if hasattr(e, "token_ids")
+            for t in e.token_ids
+        ]
     finally:
         backend.close()
 
@@ -101,9 +106,9 @@ def some_validation_works():
 
 
 def test_evaluate_gguf_gives_the_torch_figures(quant_model_dir, some_validation_works):
+    from model.network.model_folder import load_model
     from model.training.dataset import encode_works
     from model.training.validation_loss import evaluate_model
-    from model.network.model_folder import load_model
     from quant.gguf_validation_loss import evaluate_gguf
 
     path, _ = exported(quant_model_dir, "f32")
@@ -121,7 +126,11 @@ def test_quantized_perplexity_bars(quant_model_dir, some_validation_works):
     """Q8_0 within 0.5% of F32 perplexity; Q4_K_M within 5% (the README's bars)."""
     from quant.gguf_validation_loss import evaluate_gguf
 
-    figures = {kind: evaluate_gguf(exported(quant_model_dir, kind)[0], some_validation_works, log_dir=workdir() / "logs")["perplexity"]
-               for kind in ("f32", "q8_0", "q4_k_m")}
+    figures = {
+        kind: evaluate_gguf(exported(quant_model_dir, kind)[0], some_validation_works, log_dir=workdir() / "logs")[
+            "perplexity"
+        ]
+        for kind in ("f32", "q8_0", "q4_k_m")
+    }
     assert abs(figures["q8_0"] / figures["f32"] - 1) < 0.005, figures
     assert abs(figures["q4_k_m"] / figures["f32"] - 1) < 0.05, figures

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.gguf_exports import exported
-from tests.helpers.paths import ROOT
 from quant.gguf_export import export_model
 from quant.gguf_layout import EXPORT_TYPES, ExportError
+from tests.helpers.gguf_exports import exported
+from tests.helpers.paths import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +31,22 @@ def test_every_type_exports_loads_and_generates(quant_model_dir, kind):
     path, report = exported(quant_model_dir, kind)  # export_model checks the file before publishing it
     types = report.tensor_types
     assert types["position_embd.weight"] == "F32" and types["output_norm.weight"] == "F32"
-    matrices = {n: t for n, t in types.items() if n.endswith(".weight") and "norm" not in n and n != "position_embd.weight"}
-    wanted = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0",
-              "q5_1": "Q5_1", "q4_k_m": "Q4_K", "q5_k_m": "Q5_K", "q6_k": "Q6_K"}[kind]
+    matrices = {
+        n: t for n, t in types.items() if n.endswith(".weight") and "norm" not in n and n != "position_embd.weight"
+    }
+    wanted = {
+        "f32": "F32",
+        "f16": "F16",
+        "bf16": "BF16",
+        "q8_0": "Q8_0",
+        "q4_0": "Q4_0",
+        "q4_1": "Q4_1",
+        "q5_0": "Q5_0",
+        "q5_1": "Q5_1",
+        "q4_k_m": "Q4_K",
+        "q5_k_m": "Q5_K",
+        "q6_k": "Q6_K",
+    }[kind]
     assert wanted in matrices.values(), matrices
     odd = {n for n, t in matrices.items() if t != wanted}
     assert odd == {t.name for t in report.fallbacks + report.kept} - {"position_embd.weight"}
@@ -80,8 +93,10 @@ def widened_model(tiny_model_dir: Path, out: Path, width: int) -> Path:
     config["architecture"]["n_embd"] = width
     out.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    weights = {name: (rng.standard_normal(shape) * 0.02).astype(np.float16)
-               for name, shape in gpt_shapes(config["architecture"]).items()}
+    weights = {
+        name: (rng.standard_normal(shape) * 0.02).astype(np.float16)
+        for name, shape in gpt_shapes(config["architecture"]).items()
+    }
     save_file(weights, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(config))
     (out / "tokenizer.tiktoken").write_bytes((tiny_model_dir / "tokenizer.tiktoken").read_bytes())
@@ -136,7 +151,12 @@ def test_folder_weights_in_fp16_and_bf16_export_exactly(tmp_path, tiny_model_dir
 
 def test_progress_is_reported(tmp_path, tiny_model_dir):
     seen = []
-    export_model(tiny_model_dir, tmp_path / "m.gguf", "q5_0", progress=lambda stage, done, total: seen.append((stage, done, total)))
+    export_model(
+        tiny_model_dir,
+        tmp_path / "m.gguf",
+        "q5_0",
+        progress=lambda stage, done, total: seen.append((stage, done, total)),
+    )
     stages = {s for s, _, _ in seen}
     assert {"writing", "quantizing"} <= stages
     last = [entry for entry in seen if entry[0] == "quantizing"][-1]
@@ -198,12 +218,12 @@ from quant.llama_engine import LlamaEngine
 from quant.gguf_validation_loss import evaluate_gguf
 from model.text.chat_format import Message
 from model.inference.sampling import SamplingParams
-export_model({str(tiny_model_dir)!r}, {str(tmp_path / 'm.gguf')!r}, "q8_0")
-backend = LlamaEngine.load({str(tmp_path / 'm.gguf')!r})
+export_model({str(tiny_model_dir)!r}, {str(tmp_path / "m.gguf")!r}, "q8_0")
+backend = LlamaEngine.load({str(tmp_path / "m.gguf")!r})
 events = list(backend.chat([Message("user", "Good morrow")], SamplingParams(max_tokens=5, seed=3)))
 assert events[-1].prompt_tokens > 0
 from quant.llama_worker import WorkerBackend
-worker = WorkerBackend.load({str(tmp_path / 'm.gguf')!r})
+worker = WorkerBackend.load({str(tmp_path / "m.gguf")!r})
 worker_events = list(worker.chat([Message("user", "Good morrow")], SamplingParams(max_tokens=5, seed=3)))
 assert [e.text for e in worker_events[:-1]] == [e.text for e in events[:-1]]  # the same reply through the worker
 worker.close()
@@ -244,11 +264,13 @@ def test_files_carry_the_general_metadata_hubs_show(tmp_path, tiny_model_dir, ki
         export_model(folder, out, kind)
         fields = GGUFReader(out).fields
 
-        def value(key):
+        def value(key, fields=fields):
             return fields[key].contents() if key in fields else None
 
-        assert value("general.type") == "model" and value("general.basename") == json.loads(
-            (folder / "config.json").read_text())["name"]
+        assert (
+            value("general.type") == "model"
+            and value("general.basename") == json.loads((folder / "config.json").read_text())["name"]
+        )
         assert value("general.size_label")[-1] in "KM" and value("general.quantization_version") == 2
         assert value("general.base_model.0.name") == base and value("general.finetune") == ("chat" if base else None)
 

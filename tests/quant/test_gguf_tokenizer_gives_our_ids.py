@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from tests.helpers.gguf_exports import exported
@@ -67,8 +66,8 @@ def test_special_token_ids_and_types(quant_model_dir, vocab_llm):
 
 
 def test_merges_rebuild_every_reachable_token():
-    from model.training.dataset import BUILTIN_TOKENIZER
     from model.text.tokenizer import Tokenizer
+    from model.training.dataset import BUILTIN_TOKENIZER
     from quant.gguf_vocab import merges_from_ranks, split_in_two, token_bytes, token_string
 
     ranks = Tokenizer.load(BUILTIN_TOKENIZER).ranks

@@ -11,18 +11,22 @@ import sys
 import pytest
 import torch
 
-from tests.helpers.gguf_exports import BUILTIN_MODEL
-from tests.helpers.paths import ROOT
-from tests.helpers.go_template import render as render_go
 from model.text.chat_format import Message, jinja_chat_template, render_ids
+from tests.helpers.gguf_exports import BUILTIN_MODEL
+from tests.helpers.go_template import render as render_go
+from tests.helpers.paths import ROOT
 from tests.helpers.tricky_text import LOOKALIKES, sample_strings
 
 CHAT_MODEL = ROOT / "chatapp" / "builtin" / "shakespeare-chat"
 PROMPTS = ["Good morrow, my lord", "To be, or not to be", "O Romeo, Romeo", "Now is the winter of our discontent", "\n"]
 CONVERSATIONS = [
     [Message("user", "Good morrow")],
-    [Message("system", "You are Hamlet, Prince of Denmark."), Message("user", "To be?"), Message("assistant", "Or not to be."),
-     Message("user", "  spaces \n\n and newlines\t")],
+    [
+        Message("system", "You are Hamlet, Prince of Denmark."),
+        Message("user", "To be?"),
+        Message("assistant", "Or not to be."),
+        Message("user", "  spaces \n\n and newlines\t"),
+    ],
     [Message("user", "emoji 🎭 and CJK 漢字, quotes ' \" {{ braces }}"), Message("assistant", ""), Message("user", "")],
 ]
 
@@ -51,7 +55,11 @@ def test_transformers_loads_it_and_its_logits_equal_ours(exported_pair):
         with torch.no_grad():
             expected = ours(ids)[0][0]
             got = theirs(ids).logits[0]
-        assert (got[-1] - expected[-1]).abs().max() <= 1e-4 if expected.dim() == 1 else (got[-expected.shape[0]:] - expected).abs().max() <= 1e-4
+        assert (
+            (got[-1] - expected[-1]).abs().max() <= 1e-4
+            if expected.dim() == 1
+            else (got[-expected.shape[0] :] - expected).abs().max() <= 1e-4
+        )
 
 
 @pytest.mark.slow
@@ -62,8 +70,25 @@ def test_greedy_pipeline_text_equals_chatapp_run_raw(exported_pair):
     generate = pipeline("text-generation", model=str(hf_dir))
     for prompt in PROMPTS[:3]:
         theirs = generate(prompt, max_new_tokens=16, do_sample=False, return_full_text=False)[0]["generated_text"]
-        run = subprocess.run([sys.executable, "-m", "chatapp", "run", "--model", str(folder), "--raw", "--temperature", "0",
-                              "--max-tokens", "16", prompt], capture_output=True, text=True, timeout=120)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "chatapp",
+                "run",
+                "--model",
+                str(folder),
+                "--raw",
+                "--temperature",
+                "0",
+                "--max-tokens",
+                "16",
+                prompt,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert run.returncode == 0, run.stderr
         assert run.stdout[:-1] == theirs  # `run` ends the reply with a newline
 
@@ -78,10 +103,15 @@ def test_autotokenizer_ids_equal_ours_on_thousands_of_strings(exported_pair):
     ours = load_tokenizer(folder)
     strings = sample_strings() + ["<|end|>", "<|user|>hi<|end|><|assistant|>", "<|endoftext|>", "<|im_end|>"]
     assert len(strings) >= 5000
-    mismatched = [s for s in strings
-                  if theirs(s, add_special_tokens=False, split_special_tokens=True)["input_ids"] != ours.encode(s)]
+    mismatched = [
+        s
+        for s in strings
+        if theirs(s, add_special_tokens=False, split_special_tokens=True)["input_ids"] != ours.encode(s)
+    ]
     assert mismatched == []
-    assert theirs("Good morrow")["input_ids"] == [ours.end_of_text_id] + ours.encode("Good morrow")  # as `run --raw` starts
+    assert theirs("Good morrow")["input_ids"] == [ours.end_of_text_id] + ours.encode(
+        "Good morrow"
+    )  # as `run --raw` starts
     for text in LOOKALIKES[:50]:
         assert theirs.decode(ours.encode(text)) == ours.decode(ours.encode(text))
 
@@ -103,8 +133,16 @@ def test_the_chat_template_gives_our_chat_format(exported_pair):
 def test_the_folder_is_complete_and_says_what_the_model_is(exported_pair):
     folder, hf_dir = exported_pair
     names = {p.name for p in hf_dir.iterdir()}
-    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "vocab.json", "merges.txt", "README.md"} <= names
+    assert {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+        "merges.txt",
+        "README.md",
+    } <= names
     card = (hf_dir / "README.md").read_text()
     config = json.loads((folder / "config.json").read_text())
     assert config["name"] in card and "License" in card and "## Training" in card
@@ -130,27 +168,47 @@ def test_an_export_never_overwrites_what_it_did_not_write(tiny_model_dir, tmp_pa
 
 
 def test_writing_it_needs_no_torch(tiny_model_dir, tmp_path):
-    script = (f"import sys\nfrom quant.hf_export import export_hf\nexport_hf({str(tiny_model_dir)!r}, {str(tmp_path / 'hf')!r})\n"
-              "assert 'torch' not in sys.modules, 'torch was imported'\nprint('ok')\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    script = (
+        "import sys\nfrom quant.hf_export import export_hf\n"
+        f"export_hf({str(tiny_model_dir)!r}, {str(tmp_path / 'hf')!r})\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\nprint('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
 def test_the_ollama_template_renders_our_chat_format():
-    from quant.ollama_export import go_template, modelfile
-
     import jinja2
 
+    from quant.ollama_export import go_template, modelfile
+
     ours = jinja2.Environment().from_string(jinja_chat_template())
-    conversations = CONVERSATIONS + [[Message(role, f"{role} says {i}") for i, role in enumerate(roles)] for roles in
-                                     (["system", "user"], ["user", "assistant", "user"], ["system"] + ["user", "assistant"] * 5 + ["user"])]
+    conversations = CONVERSATIONS + [
+        [Message(role, f"{role} says {i}") for i, role in enumerate(roles)]
+        for roles in (
+            ["system", "user"],
+            ["user", "assistant", "user"],
+            ["system"] + ["user", "assistant"] * 5 + ["user"],
+        )
+    ]
     for messages in conversations:
         dicts = [{"Role": m.role, "Content": m.content} for m in messages]
-        expected = ours.render(messages=[{"role": m.role, "content": m.content} for m in messages], add_generation_prompt=True)
+        expected = ours.render(
+            messages=[{"role": m.role, "content": m.content} for m in messages], add_generation_prompt=True
+        )
         assert render_go(go_template(), Messages=dicts) == expected
     text = modelfile("model.gguf", 256)
-    assert text.startswith("FROM ./model.gguf\n") and 'PARAMETER stop "<|end|>"' in text and "PARAMETER num_ctx 256" in text
+    assert (
+        text.startswith("FROM ./model.gguf\n")
+        and 'PARAMETER stop "<|end|>"' in text
+        and "PARAMETER num_ctx 256" in text
+    )
 
 
 @pytest.mark.slow
@@ -175,8 +233,12 @@ def test_chatapp_export_writes_each_format(tiny_model_dir, tmp_path):
     from quant.gguf_check import check_gguf
 
     def export(*args):
-        result = subprocess.run([sys.executable, "-m", "chatapp", "export", str(tiny_model_dir), *args],
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "chatapp", "export", str(tiny_model_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
         return result.stdout
 

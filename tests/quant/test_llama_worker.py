@@ -33,7 +33,9 @@ def test_a_worker_killed_mid_reply_is_one_line_and_the_next_request_starts_a_new
                     os.kill(first_pid, signal.SIGABRT)
         message = str(crash.value)
         assert "\n" not in message and "SIGABRT" in message and gguf.name in message
-        finished = [e for e in backend.complete("The king", SamplingParams(max_tokens=5, seed=1)) if isinstance(e, Finished)]
+        finished = [
+            e for e in backend.complete("The king", SamplingParams(max_tokens=5, seed=1)) if isinstance(e, Finished)
+        ]
         assert finished[0].completion_tokens == 5 and backend._process.pid != first_pid
     finally:
         backend.close()
@@ -59,6 +61,7 @@ async def test_the_app_survives_a_crashed_engine_and_answers_again(gguf):
 
     class AbortsOnce(WorkerBackend):
         """Its worker is killed right after the first reply starts."""
+
         killed = False
 
         def _events(self, on_inspect, started):

@@ -11,10 +11,11 @@ from tests.helpers.paths import ROOT  # noqa: E402
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import eval_chat  # noqa: E402
+
+from model.network.model_folder import load_model, load_tokenizer  # noqa: E402
 from model.text.chat_format import Message  # noqa: E402
 from model.training.dialogue import SceneConversation, dialogue_split  # noqa: E402
 from model.training.finetune import reply_loss, reply_nats  # noqa: E402
-from model.network.model_folder import load_model, load_tokenizer  # noqa: E402
 
 BUILTIN = ROOT / "chatapp" / "builtin" / "shakespeare-base"
 
@@ -50,10 +51,15 @@ def test_trials_put_the_own_persona_first_and_others_from_other_characters():
 
 def test_word_counts_pick_the_character_whose_words_a_reply_uses():
     tokenizer = load_tokenizer(BUILTIN)
-    def said(persona: str, text: str) -> SceneConversation:
-        return SceneConversation("play", ("a", "b"), (Message("system", persona), Message("user", "Speak."), Message("assistant", text)))
 
-    train = [said("You are Falstaff.", "sack and sugar, sweet Hal")] * 5 + [said("You are Juliet.", "Romeo, my love, good night")] * 5
+    def said(persona: str, text: str) -> SceneConversation:
+        return SceneConversation(
+            "play", ("a", "b"), (Message("system", persona), Message("user", "Speak."), Message("assistant", text))
+        )
+
+    train = [said("You are Falstaff.", "sack and sugar, sweet Hal")] * 5 + [
+        said("You are Juliet.", "Romeo, my love, good night")
+    ] * 5
     trials = []
     for reply in (said("You are Falstaff.", "more sack, Hal"), said("You are Juliet.", "good night, Romeo")):
         other = "You are Juliet." if "Falstaff" in reply.messages[0].content else "You are Falstaff."

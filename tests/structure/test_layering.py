@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
@@ -17,8 +18,11 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
 from pathlib import Path
 
 from tests.helpers.paths import ROOT  # noqa: E402
+
 PACKAGES = ("chatapp", "quant", "model")
-CONTRACTS = [c["name"] for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]]
+CONTRACTS = [
+    c["name"] for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+]
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:
@@ -48,7 +52,9 @@ BREAKS = [
 
 def test_each_contract_breaks_on_a_forbidden_import(tmp_path):
     for package in PACKAGES:
-        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "data", "builtin"))
+        shutil.copytree(
+            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "data", "builtin")
+        )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     assert lint_imports(tmp_path).returncode == 0  # the copy is kept, as the tree is
     for path, line in BREAKS:

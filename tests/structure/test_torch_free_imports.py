@@ -16,9 +16,11 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 def test_torch_free_face_and_llama_path_import_no_torch():
     code = (
         "import sys\n"
-        "import model.text.tokenizer, model.text.chat_format, model.inference.sampling, model.inference.backend, model.inference.reply_stream\n"
+        "import model.text.tokenizer, model.text.chat_format, model.inference.sampling, model.inference.backend, "
+        "model.inference.reply_stream\n"
         "import model.training.corpus, model.training.dialogue, model.training.presets\n"
-        "import quant.llama_engine, quant.llama_load, quant.llama_worker, quant.gguf_export, quant.quantize, quant.gguf_validation_loss\n"
+        "import quant.llama_engine, quant.llama_load, quant.llama_worker, quant.gguf_export, quant.quantize, "
+        "quant.gguf_validation_loss\n"
         "import chatapp.cli, chatapp.commands, chatapp.models.opening, chatapp.models.registry, chatapp.settings\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )

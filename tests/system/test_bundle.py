@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.bundle import build, desktop_file_validate, files_under, read_desktop_entry
-
 from tests.helpers.paths import ROOT  # noqa: E402
+
 MAX_MB = 150
 
 pytestmark = pytest.mark.slow
@@ -53,8 +53,13 @@ def bundle(tmp_path_factory) -> Bundle:
 
         default_model()  # fails clearly when the built-in model is missing
         dist = tmp_path_factory.mktemp("dist")
-        result = subprocess.run([sys.executable, str(ROOT / "packaging" / "build.py"), "--dist", str(dist)],
-                                cwd=ROOT, capture_output=True, text=True, timeout=3600)
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "packaging" / "build.py"), "--dist", str(dist)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
         assert result.returncode == 0, f"build.py failed:\n{(result.stdout + result.stderr)[-6000:]}"
         stage = dist / stem
     archive = stage.parent / f"{stage.name}.tar.gz"
@@ -72,8 +77,15 @@ def user(tmp_path) -> dict:
 
 
 def run_program(program: Path, *args: str, user: dict, timeout: float = 120, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([str(program), *args], env={**user["env"], **env}, cwd=user["cwd"],
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(program), *args],
+        env={**user["env"], **env},
+        cwd=user["cwd"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def shipped_model(bundle: Bundle) -> Path:
@@ -122,8 +134,9 @@ def test_version_models_and_a_reply_with_nothing_on_the_path(bundle, user):
     assert model["source"] == "built-in" and model["kind"] == "gguf"
     assert Path(model["path"]) == shipped_model(bundle)
 
-    reply = run_program(bundle.program, "run", "Good morrow, who art thou?", "--max-tokens", "24",
-                        "--seed", "1", "--json", user=user)
+    reply = run_program(
+        bundle.program, "run", "Good morrow, who art thou?", "--max-tokens", "24", "--seed", "1", "--json", user=user
+    )
     assert reply.returncode == 0, reply.stderr
     result = json.loads(reply.stdout)
     assert result["backend"] == "llama.cpp" and result["model"] == model["name"]
@@ -141,9 +154,16 @@ def test_torch_commands_fail_with_a_message_not_a_traceback(bundle, user):
 def test_tui_screenshot_shows_the_model(bundle, user, tmp_path):
     shots = tmp_path / "shots"
     shots.mkdir()
-    result = run_program(bundle.program, user=user, timeout=120, TEXTUAL_SCREENSHOT="5",
-                         TEXTUAL_SCREENSHOT_LOCATION=str(shots), TEXTUAL_SCREENSHOT_FILENAME="tui.svg",
-                         COLUMNS="110", LINES="30")
+    result = run_program(
+        bundle.program,
+        user=user,
+        timeout=120,
+        TEXTUAL_SCREENSHOT="5",
+        TEXTUAL_SCREENSHOT_LOCATION=str(shots),
+        TEXTUAL_SCREENSHOT_FILENAME="tui.svg",
+        COLUMNS="110",
+        LINES="30",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     svg = (shots / "tui.svg").read_text(encoding="utf-8")
     text = html.unescape("".join(re.findall(r"<text[^>]*>(.*?)</text>", svg, re.S))).replace("\xa0", " ")
@@ -161,10 +181,18 @@ def test_install_and_uninstall_the_real_bundle(bundle, user):
 
     bin_dir = home / ".local" / "bin"
     only_chatapp = {**user["env"], "PATH": str(bin_dir)}
-    version = subprocess.run(["chatapp", "--version"], env=only_chatapp, cwd=user["cwd"], capture_output=True, text=True)
+    version = subprocess.run(
+        ["chatapp", "--version"], env=only_chatapp, cwd=user["cwd"], capture_output=True, text=True
+    )
     assert version.stdout.strip() == f"chatapp {build.version()}", version.stderr
-    reply = subprocess.run(["chatapp", "run", "Hail!", "--max-tokens", "8", "--seed", "1"], env=only_chatapp,
-                           cwd=user["cwd"], capture_output=True, text=True, timeout=120)
+    reply = subprocess.run(
+        ["chatapp", "run", "Hail!", "--max-tokens", "8", "--seed", "1"],
+        env=only_chatapp,
+        cwd=user["cwd"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert reply.returncode == 0 and reply.stdout.strip(), reply.stderr
 
     entry = home / ".local" / "share" / "applications" / "chatapp.desktop"
@@ -173,8 +201,9 @@ def test_install_and_uninstall_the_real_bundle(bundle, user):
     program = read_desktop_entry(entry)["Exec"].strip('"')
     assert subprocess.run([program, "--version"], env=user["env"], capture_output=True).returncode == 0
 
-    removed = subprocess.run(["/bin/sh", str(home / ".local/opt/chatapp/uninstall.sh")], env=env,
-                             capture_output=True, text=True)
+    removed = subprocess.run(
+        ["/bin/sh", str(home / ".local/opt/chatapp/uninstall.sh")], env=env, capture_output=True, text=True
+    )
     assert removed.returncode == 0, removed.stderr
     left = files_under(home)
     assert left and all(f.startswith((".local/share/chatapp/", ".config/chatapp/")) for f in left), left

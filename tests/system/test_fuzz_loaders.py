@@ -42,6 +42,7 @@ from tests.helpers.gguf_exports import exported
 pytestmark = pytest.mark.slow
 
 from tests.helpers.paths import ROOT  # noqa: E402
+
 CHILD = ROOT / "tests" / "helpers" / "fuzz_child.py"
 MEMORY_LIMIT = 3 << 30
 TOTAL_CASES = int(os.environ.get("CHATAPP_FUZZ_CASES", "300"))
@@ -54,9 +55,15 @@ def fuzz_settings(share: float):
     """About share * TOTAL_CASES cases, in batches of BATCH; no shrinking (each step is a child
     process): the failing case's mutation is printed instead."""
     examples = max(1, math.ceil(share * TOTAL_CASES / BATCH))
-    return settings(max_examples=examples, derandomize=True, deadline=None, database=None,
-                    phases=[Phase.explicit, Phase.generate], print_blob=False,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=examples,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 # --- the GGUF header, as a list of the places where a length, count or type lives ---
@@ -67,9 +74,23 @@ SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<B
 
 def gguf_slots(data: bytes) -> tuple[dict[str, list[tuple[int, str, str]]], int]:
     """{category: [(offset, struct format, label)]} for the header's numbers, and where the header ends."""
-    slots: dict[str, list] = {k: [] for k in ("count", "key_len", "value_type", "value", "str_len", "array_type",
-                                                "array_count", "array_item_len", "n_dims", "dim", "tensor_type",
-                                                "tensor_offset")}
+    slots: dict[str, list] = {
+        k: []
+        for k in (
+            "count",
+            "key_len",
+            "value_type",
+            "value",
+            "str_len",
+            "array_type",
+            "array_count",
+            "array_item_len",
+            "n_dims",
+            "dim",
+            "tensor_type",
+            "tensor_offset",
+        )
+    }
     pos = 8
 
     def number(fmt):
@@ -82,7 +103,7 @@ def gguf_slots(data: bytes) -> tuple[dict[str, list[tuple[int, str, str]]], int]
         nonlocal pos
         slots[category].append((pos, U64, label))
         length = number(U64)
-        text = data[pos:pos + length].decode("utf-8", "replace")
+        text = data[pos : pos + length].decode("utf-8", "replace")
         pos += length
         return text
 
@@ -129,9 +150,33 @@ def forged_values(fmt: str, original, file_size: int) -> st.SearchStrategy:
     bits = struct.calcsize(fmt) * 8
     signed = fmt.islower() and fmt[-1] != "?"
     low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    specials = [low, high, 0, 1, 2, 7, 8, 9, 12, 13, 30, 255, 1 << 16, (1 << 31) - 1, 1 << 31, (1 << 32) - 1,
-                1 << 32, (1 << 63) - 1, file_size, file_size - 8, original + 1, original - 1, original * 2,
-                original * 1000, original ^ (1 << 40)]
+    specials = [
+        low,
+        high,
+        0,
+        1,
+        2,
+        7,
+        8,
+        9,
+        12,
+        13,
+        30,
+        255,
+        1 << 16,
+        (1 << 31) - 1,
+        1 << 31,
+        (1 << 32) - 1,
+        1 << 32,
+        (1 << 63) - 1,
+        file_size,
+        file_size - 8,
+        original + 1,
+        original - 1,
+        original * 2,
+        original * 1000,
+        original ^ (1 << 40),
+    ]
     specials = sorted({v for v in specials if low <= v <= high})
     return st.one_of(st.sampled_from(specials), st.integers(low, high))
 
@@ -157,29 +202,55 @@ def gguf_mutation(draw, data: bytes, slots: dict, header_end: int):
 def mutate_gguf(data: bytes, mutation) -> bytes:
     kind = mutation[0]
     if kind == "truncate":
-        return data[:mutation[1]]
+        return data[: mutation[1]]
     if kind == "flip":
         out = bytearray(data)
         for offset, mask in mutation[1]:
             out[offset] ^= mask
         return bytes(out)
     _, offset, fmt, value, _label = mutation
-    return data[:offset] + struct.pack(fmt, value) + data[offset + struct.calcsize(fmt):]
+    return data[:offset] + struct.pack(fmt, value) + data[offset + struct.calcsize(fmt) :]
 
 
 # --- a model folder: model.safetensors, config.json, tokenizer.tiktoken ---
 
-WEIRD_JSON = [None, True, False, 0, -1, 1, 2, 6.0, 0.5, -3.5, 1e308, math.nan, math.inf, 2 ** 31, 2 ** 63, 2 ** 64,
-              10 ** 30, -(10 ** 30), "6", "", "x" * 50, [], [1], [None], {}, {"a": 1}]
+WEIRD_JSON = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    2,
+    6.0,
+    0.5,
+    -3.5,
+    1e308,
+    math.nan,
+    math.inf,
+    2**31,
+    2**63,
+    2**64,
+    10**30,
+    -(10**30),
+    "6",
+    "",
+    "x" * 50,
+    [],
+    [1],
+    [None],
+    {},
+    {"a": 1},
+]
 
 
 def _weird():
-    return st.one_of(st.sampled_from(WEIRD_JSON), st.integers(-(2 ** 70), 2 ** 70), st.text(max_size=8))
+    return st.one_of(st.sampled_from(WEIRD_JSON), st.integers(-(2**70), 2**70), st.text(max_size=8))
 
 
 def safetensors_parts(data: bytes) -> tuple[dict, bytes]:
     (length,) = struct.unpack_from("<Q", data, 0)
-    return json.loads(data[8:8 + length]), data[8 + length:]
+    return json.loads(data[8 : 8 + length]), data[8 + length :]
 
 
 @st.composite
@@ -194,32 +265,85 @@ def safetensors_mutation(draw, data: bytes):
         region = st.integers(0, length + 7) if draw(st.integers(0, 9)) < 8 else st.integers(0, len(data) - 1)
         return ("flip", tuple(draw(st.lists(st.tuples(region, st.integers(1, 255)), min_size=1, max_size=8))))
     if kind == "length":
-        value = draw(st.one_of(st.sampled_from([0, 1, 2, length - 1, length + 1, len(data) - 8, len(data),
-                                                100_000_001, 2 ** 63, 2 ** 64 - 1]), st.integers(0, 2 ** 64 - 1)))
+        value = draw(
+            st.one_of(
+                st.sampled_from(
+                    [0, 1, 2, length - 1, length + 1, len(data) - 8, len(data), 100_000_001, 2**63, 2**64 - 1]
+                ),
+                st.integers(0, 2**64 - 1),
+            )
+        )
         return ("length", value)
     name = draw(st.sampled_from(names))
     entry = header[name]
     if kind == "shape":
         shape = entry["shape"]
-        value = draw(st.one_of(
-            st.sampled_from([[], [0], [-1], [2 ** 40, 2 ** 40], [2 ** 64], shape[::-1], shape + [1], [1] + shape,
-                             [math.prod(shape)], ["a"], None, 3, [1.5], [True] * len(shape)]),
-            st.lists(st.integers(-2, 2 ** 33), max_size=3), _weird()))
+        value = draw(
+            st.one_of(
+                st.sampled_from(
+                    [
+                        [],
+                        [0],
+                        [-1],
+                        [2**40, 2**40],
+                        [2**64],
+                        shape[::-1],
+                        shape + [1],
+                        [1] + shape,
+                        [math.prod(shape)],
+                        ["a"],
+                        None,
+                        3,
+                        [1.5],
+                        [True] * len(shape),
+                    ]
+                ),
+                st.lists(st.integers(-2, 2**33), max_size=3),
+                _weird(),
+            )
+        )
         return ("json", name, "shape", value)
     if kind == "offsets":
         begin, end = entry["data_offsets"]
-        value = draw(st.one_of(
-            st.sampled_from([[0, 0], [end, begin], [-1, end], [begin, 2 ** 64], [begin, end + 1], [begin - 1, end - 1],
-                             [begin], [begin, end, 0], None, "0", [0.0, float(end - begin)], [2 ** 70, 2 ** 70]]),
-            st.lists(st.integers(-2, len(data) + 8), min_size=2, max_size=2), _weird()))
+        value = draw(
+            st.one_of(
+                st.sampled_from(
+                    [
+                        [0, 0],
+                        [end, begin],
+                        [-1, end],
+                        [begin, 2**64],
+                        [begin, end + 1],
+                        [begin - 1, end - 1],
+                        [begin],
+                        [begin, end, 0],
+                        None,
+                        "0",
+                        [0.0, float(end - begin)],
+                        [2**70, 2**70],
+                    ]
+                ),
+                st.lists(st.integers(-2, len(data) + 8), min_size=2, max_size=2),
+                _weird(),
+            )
+        )
         return ("json", name, "data_offsets", value)
     if kind == "dtype":
-        value = draw(st.one_of(st.sampled_from(["F16", "BF16", "F32", "F64", "I64", "U8", "BOOL", "F8_E4M3", "XX",
-                                                "f32", None, 4, [], ""]), _weird()))
+        value = draw(
+            st.one_of(
+                st.sampled_from(
+                    ["F16", "BF16", "F32", "F64", "I64", "U8", "BOOL", "F8_E4M3", "XX", "f32", None, 4, [], ""]
+                ),
+                _weird(),
+            )
+        )
         return ("json", name, "dtype", value)
     if kind == "entry":
         return ("entry", name, draw(st.sampled_from(["delete", "rename", "duplicate", "replace"])), draw(_weird()))
-    return ("whole", draw(st.sampled_from([[], "x", 1, None, {}, {"__metadata__": 5}, {"__metadata__": {"format": []}}])))
+    return (
+        "whole",
+        draw(st.sampled_from([[], "x", 1, None, {}, {"__metadata__": 5}, {"__metadata__": {"format": []}}])),
+    )
 
 
 def mutate_safetensors(data: bytes, mutation) -> bytes:
@@ -265,8 +389,12 @@ def config_mutation(draw, data: bytes):
     if kind == "truncate":
         return ("truncate", draw(st.integers(0, len(data) - 1)))
     if kind == "flip":
-        return ("flip", tuple(draw(st.lists(st.tuples(st.integers(0, len(data) - 1), st.integers(1, 255)),
-                                            min_size=1, max_size=4))))
+        return (
+            "flip",
+            tuple(
+                draw(st.lists(st.tuples(st.integers(0, len(data) - 1), st.integers(1, 255)), min_size=1, max_size=4))
+            ),
+        )
     if kind == "whole":
         return ("whole", draw(st.sampled_from([[], [config], "config", 3, None, 1.5, {}])))
     path = draw(st.sampled_from(config_paths(config)))
@@ -293,9 +421,29 @@ def mutate_config(data: bytes, mutation) -> bytes:
     return json.dumps(config, indent=2).encode()
 
 
-GARBAGE_LINES = [b"", b" ", b"x", b"AA== 5", b"AA== -1", b"AA== 99999999999999999999", b"AA==", b"AA== 1 2",
-                 b"!!!! 3", b"QQ== 0", b"YQ== 1e3", b"YQ== 0x10", b"\xff\xfe 3", b"\x00", b"PHxlbmR8Pg== 4096",
-                 b"PHxlbmR8Pg== 4095", b"=" * 4 + b" 7", b"YWJj 4096", b"YWJj 4097", b"\t\t", b"YQ==\t12"]
+GARBAGE_LINES = [
+    b"",
+    b" ",
+    b"x",
+    b"AA== 5",
+    b"AA== -1",
+    b"AA== 99999999999999999999",
+    b"AA==",
+    b"AA== 1 2",
+    b"!!!! 3",
+    b"QQ== 0",
+    b"YQ== 1e3",
+    b"YQ== 0x10",
+    b"\xff\xfe 3",
+    b"\x00",
+    b"PHxlbmR8Pg== 4096",
+    b"PHxlbmR8Pg== 4095",
+    b"=" * 4 + b" 7",
+    b"YWJj 4096",
+    b"YWJj 4097",
+    b"\t\t",
+    b"YQ==\t12",
+]
 
 
 @st.composite
@@ -309,14 +457,24 @@ def tokenizer_mutation(draw, data: bytes):
     if kind == "delete":
         return ("delete", line, draw(st.integers(1, 3)))
     if kind == "rank":
-        return ("rank", line, draw(st.one_of(st.sampled_from([-1, 0, 255, 256, n_lines - 1, n_lines, 2 ** 31, 2 ** 64,
-                                                               10 ** 30]), st.integers(-5, n_lines + 5))))
+        return (
+            "rank",
+            line,
+            draw(
+                st.one_of(
+                    st.sampled_from([-1, 0, 255, 256, n_lines - 1, n_lines, 2**31, 2**64, 10**30]),
+                    st.integers(-5, n_lines + 5),
+                )
+            ),
+        )
     if kind == "swap":
         return ("swap", line, draw(st.integers(0, n_lines - 1)))
     if kind == "truncate":
         return ("truncate", draw(st.integers(0, len(data) - 1)))
-    return ("flip", tuple(draw(st.lists(st.tuples(st.integers(0, len(data) - 1), st.integers(1, 255)),
-                                        min_size=1, max_size=6))))
+    return (
+        "flip",
+        tuple(draw(st.lists(st.tuples(st.integers(0, len(data) - 1), st.integers(1, 255)), min_size=1, max_size=6))),
+    )
 
 
 def mutate_tokenizer(data: bytes, mutation) -> bytes:
@@ -330,7 +488,7 @@ def mutate_tokenizer(data: bytes, mutation) -> bytes:
     elif kind == "replace":
         lines[line] = mutation[2]
     elif kind == "delete":
-        del lines[line:line + mutation[2]]
+        del lines[line : line + mutation[2]]
     elif kind == "rank":
         lines[line] = lines[line].split(b" ")[0] + b" " + str(mutation[2]).encode()
     elif kind == "swap":
@@ -339,22 +497,32 @@ def mutate_tokenizer(data: bytes, mutation) -> bytes:
     return b"\n".join(lines)
 
 
-FOLDER_FILES = {"model.safetensors": (safetensors_mutation, mutate_safetensors),
-                "config.json": (config_mutation, mutate_config),
-                "tokenizer.tiktoken": (tokenizer_mutation, mutate_tokenizer)}
+FOLDER_FILES = {
+    "model.safetensors": (safetensors_mutation, mutate_safetensors),
+    "config.json": (config_mutation, mutate_config),
+    "tokenizer.tiktoken": (tokenizer_mutation, mutate_tokenizer),
+}
 
 
 # --- running the child and the CLI ---
 
+
 def run_child(cases: list[dict], workdir: Path) -> dict[int, dict]:
     """Run the batch; on a crash or a hang, fail naming the case that was running."""
     manifest = workdir / "manifest.json"
-    manifest.write_text(json.dumps([{k: str(v) if k == "path" else v for k, v in c.items() if k != "mutation"}
-                                    for c in cases]))
+    manifest.write_text(
+        json.dumps([{k: str(v) if k == "path" else v for k, v in c.items() if k != "mutation"} for c in cases])
+    )
     env = {**os.environ, "FUZZ_MEMORY_LIMIT_BYTES": str(MEMORY_LIMIT), "PYTHONPATH": str(ROOT)}
     try:
-        proc = subprocess.run([sys.executable, str(CHILD), str(manifest)], capture_output=True, text=True,
-                              timeout=BATCH_TIMEOUT_S, cwd=ROOT, env=env)
+        proc = subprocess.run(
+            [sys.executable, str(CHILD), str(manifest)],
+            capture_output=True,
+            text=True,
+            timeout=BATCH_TIMEOUT_S,
+            cwd=ROOT,
+            env=env,
+        )
         stdout, stderr, rc, timed_out = proc.stdout, proc.stderr, proc.returncode, False
     except subprocess.TimeoutExpired as error:
         stdout = (error.stdout or b"").decode() if isinstance(error.stdout, bytes) else (error.stdout or "")
@@ -403,9 +571,16 @@ def limit_memory() -> None:
 
 def start_cli(case: dict, home: Path) -> subprocess.Popen:
     env = {**os.environ, "CHATAPP_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "chatapp", "run", "--model", str(case["path"]), "--max-tokens", "2",
-                             "hi"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                            cwd=ROOT, env=env, preexec_fn=limit_memory)
+    return subprocess.Popen(
+        [sys.executable, "-m", "chatapp", "run", "--model", str(case["path"]), "--max-tokens", "2", "hi"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        preexec_fn=limit_memory,
+    )
 
 
 def cli_problem(case: dict, proc: subprocess.Popen) -> str | None:
@@ -419,13 +594,18 @@ def cli_problem(case: dict, proc: subprocess.Popen) -> str | None:
     lines = stderr.splitlines()
     if proc.returncode == 0 and not stderr.strip():
         return None
-    if proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("chatapp: error:") \
-            and "internal error" not in lines[0]:
+    if (
+        proc.returncode == 1
+        and len(lines) == 1
+        and lines[0].startswith("chatapp: error:")
+        and "internal error" not in lines[0]
+    ):
         return None
     return f"{describe(case)}: rc {proc.returncode}, stderr:\n{stderr[-2000:]}"
 
 
 # --- the sources ---
+
 
 @pytest.fixture(scope="module")
 def sources(tiny_model_dir, tmp_path_factory):
@@ -503,8 +683,14 @@ def test_damaged_model_folders_give_one_line_errors(data, sources, tmp_path_fact
     shutil.rmtree(root, ignore_errors=True)
 
 
-@settings(max_examples=1, derandomize=True, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=1,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
 @given(data=st.data())
 def test_the_cli_on_damaged_models_prints_one_line(data, sources, tmp_path_factory):
     """A smaller sample through `chatapp run`: exit 0 or 1, stderr nothing or one 'chatapp: error:' line."""
@@ -512,9 +698,11 @@ def test_the_cli_on_damaged_models_prints_one_line(data, sources, tmp_path_facto
     n = max(4, TOTAL_CASES // 25)
     (root / "gguf").mkdir()
     (root / "folder").mkdir()
-    cases = write_gguf_cases(data, sources, root / "gguf", n - n // 3) + write_folder_cases(data, sources, root / "folder", n // 3)
+    cases = write_gguf_cases(data, sources, root / "gguf", n - n // 3) + write_folder_cases(
+        data, sources, root / "folder", n // 3
+    )
     problems = []
-    for pair in (cases[i:i + 2] for i in range(0, len(cases), 2)):  # two at a time, one per core
+    for pair in (cases[i : i + 2] for i in range(0, len(cases), 2)):  # two at a time, one per core
         running = [(case, start_cli(case, root / "home")) for case in pair]
         problems += [p for p in (cli_problem(case, proc) for case, proc in running) if p]
     assert not problems, f"{len(problems)} of {len(cases)} CLI runs misbehaved:\n" + "\n".join(problems)

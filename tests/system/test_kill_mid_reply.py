@@ -11,9 +11,8 @@ import pytest
 
 from chatapp.history import HistoryStore
 from chatapp.tui.widgets.messages import AssistantMessage
-from tests.helpers.tui_app import make_app
-
 from tests.helpers.paths import ROOT  # noqa: E402
+from tests.helpers.tui_app import make_app
 
 CHILD = """
 import asyncio
@@ -43,7 +42,9 @@ asyncio.run(main())
 @pytest.mark.slow
 async def test_a_reply_survives_kill_minus_nine(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen([sys.executable, "-c", CHILD], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         line = child.stdout.readline()
         assert line.strip() == "STREAMING", child.stderr.read()
@@ -56,7 +57,10 @@ async def test_a_reply_survives_kill_minus_nine(tmp_path):
     conversation = store.conversations()[0]
     messages = store.messages(conversation.id)
     assert [(m.role, m.content) for m in messages[:3]] == [
-        ("user", "first question"), ("assistant", "Well met."), ("user", "second question")]
+        ("user", "first question"),
+        ("assistant", "Well met."),
+        ("user", "second question"),
+    ]
     assert messages[3].content in ("partial", "partial reply") and messages[3].status == "interrupted"
     assert store.recovered == 1
 

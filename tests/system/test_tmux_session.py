@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.paths import ROOT  # noqa: E402
+
 LAUNCH = [sys.executable, "-m", "chatapp", "chat"]
 
 
@@ -30,8 +31,19 @@ class Tmux:
 
     def start(self, command: list[str]) -> float:
         env = f"CHATAPP_HOME={shlex.quote(str(self.home))} TERM=xterm-256color COLORTERM=truecolor"
-        self.run("new-session", "-d", "-s", "app", "-x", "140", "-y", "40", "-c", str(ROOT),
-                 f"env {env} {shlex.join(command)}")
+        self.run(
+            "new-session",
+            "-d",
+            "-s",
+            "app",
+            "-x",
+            "140",
+            "-y",
+            "40",
+            "-c",
+            str(ROOT),
+            f"env {env} {shlex.join(command)}",
+        )
         return time.monotonic()
 
     def screen(self) -> str:
@@ -64,8 +76,10 @@ class Tmux:
 @pytest.mark.slow
 def test_chat_in_tmux_then_find_the_conversation_after_a_restart(tmp_path, tiny_model_dir):
     if shutil.which("tmux") is None:
-        pytest.fail("tmux is not installed: this smoke test needs Debian's tmux (`apt-get install tmux`, "
-                    "done by the test set-up); it is never skipped")
+        pytest.fail(
+            "tmux is not installed: this smoke test needs Debian's tmux (`apt-get install tmux`, "
+            "done by the test set-up); it is never skipped"
+        )
     home = tmp_path / "home"
     (home / "config").mkdir(parents=True)
     (home / "config" / "settings.toml").write_text("[chat]\nmax_tokens = 24\nseed = 1\n")  # a short reply

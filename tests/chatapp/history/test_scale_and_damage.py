@@ -16,7 +16,14 @@ import pytest
 
 import chatapp.history.store as history
 from chatapp.history import (
-    INSPECTION_KEPT, MIGRATIONS, SCHEMA_VERSION, STALE_AFTER_S, HistoryStore, HistoryUnavailable, SchemaTooNew, Status,
+    INSPECTION_KEPT,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    STALE_AFTER_S,
+    HistoryStore,
+    HistoryUnavailable,
+    SchemaTooNew,
+    Status,
     move_aside,
 )
 
@@ -25,16 +32,26 @@ NOBODY = 65534
 
 def old_step(text: str) -> dict:
     """A step as v2 stored it: no token ids, ranks or cut_by."""
-    return {"text": text, "candidates": [{"text": text, "raw_prob": 0.6, "final_prob": 0.75, "drawn": True},
-                                         {"text": " maybe", "raw_prob": 0.2, "final_prob": 0.25, "drawn": False}]}
+    return {
+        "text": text,
+        "candidates": [
+            {"text": text, "raw_prob": 0.6, "final_prob": 0.75, "drawn": True},
+            {"text": " maybe", "raw_prob": 0.2, "final_prob": 0.25, "drawn": False},
+        ],
+    }
 
 
 def new_step(token_id: int, text: str) -> dict:
-    return {"token_id": token_id, "text": text, "rank": 1, "candidates": [
-        {"id": 7, "text": " so", "raw_prob": 0.41234, "final_prob": 0.55, "drawn": False, "cut_by": None},
-        {"id": token_id, "text": text, "raw_prob": 0.30001, "final_prob": 0.45, "drawn": True, "cut_by": None},
-        {"id": 9, "text": "ü", "raw_prob": 0.00123, "final_prob": 0.0, "drawn": False, "cut_by": "top_p"},
-    ]}
+    return {
+        "token_id": token_id,
+        "text": text,
+        "rank": 1,
+        "candidates": [
+            {"id": 7, "text": " so", "raw_prob": 0.41234, "final_prob": 0.55, "drawn": False, "cut_by": None},
+            {"id": token_id, "text": text, "raw_prob": 0.30001, "final_prob": 0.45, "drawn": True, "cut_by": None},
+            {"id": 9, "text": "ü", "raw_prob": 0.00123, "final_prob": 0.0, "drawn": False, "cut_by": "top_p"},
+        ],
+    }
 
 
 def dead_pid() -> int:
@@ -49,16 +66,25 @@ def v2_file(path, replies_with_inspection: int = 3):
     db.executescript(MIGRATIONS[0] + MIGRATIONS[1] + "; PRAGMA user_version = 2;")
     db.execute("INSERT INTO conversations (title, created_at, updated_at) VALUES ('Yorick', 0, 0)")
     for index in range(replies_with_inspection):
-        db.execute("INSERT INTO messages (conversation_id, role, content, created_at) VALUES (1, 'user', ?, 0)",
-                   (f"question {index} about Elsinore",))
-        db.execute("INSERT INTO messages (conversation_id, role, content, created_at, inspection) VALUES (1, 'assistant', ?, 0, ?)",
-                   (f"answer {index}", json.dumps([old_step("answer"), old_step(f" {index}")])))
-    db.execute("INSERT INTO messages (conversation_id, role, content, status, created_at) VALUES (1, 'assistant', 'half', 'streaming', 0)")
+        db.execute(
+            "INSERT INTO messages (conversation_id, role, content, created_at) VALUES (1, 'user', ?, 0)",
+            (f"question {index} about Elsinore",),
+        )
+        db.execute(
+            "INSERT INTO messages (conversation_id, role, content, created_at, inspection) "
+            "VALUES (1, 'assistant', ?, 0, ?)",
+            (f"answer {index}", json.dumps([old_step("answer"), old_step(f" {index}")])),
+        )
+    db.execute(
+        "INSERT INTO messages (conversation_id, role, content, status, created_at) "
+        "VALUES (1, 'assistant', 'half', 'streaming', 0)"
+    )
     db.commit()
     db.close()
 
 
 # --- migration ---
+
 
 def test_a_v2_history_migrates_with_its_messages_inspection_and_search(tmp_path, monkeypatch):
     monkeypatch.setattr(history, "INSPECTION_KEPT", 2)
@@ -67,8 +93,15 @@ def test_a_v2_history_migrates_with_its_messages_inspection_and_search(tmp_path,
     store = HistoryStore(path)
     assert store.schema_version == SCHEMA_VERSION == 3
     shown = store.messages(1)
-    assert [m.content for m in shown] == ["question 0 about Elsinore", "answer 0", "question 1 about Elsinore", "answer 1",
-                                          "question 2 about Elsinore", "answer 2", "half"]
+    assert [m.content for m in shown] == [
+        "question 0 about Elsinore",
+        "answer 0",
+        "question 1 about Elsinore",
+        "answer 1",
+        "question 2 about Elsinore",
+        "answer 2",
+        "half",
+    ]
     assert shown[-1].status == Status.INTERRUPTED and store.recovered == 1
     assert all((m.version, m.version_count, m.model, m.inspection) == (1, 1, None, None) for m in shown)
     replies = [m for m in shown if m.role == "assistant"]
@@ -76,8 +109,14 @@ def test_a_v2_history_migrates_with_its_messages_inspection_and_search(tmp_path,
     steps = store.inspection(replies[2].id)
     assert [s["text"] for s in steps] == ["answer", " 2"]
     assert steps[0]["token_id"] == -1 and steps[0]["rank"] == -1
-    assert steps[0]["candidates"][1] == {"id": -1, "text": " maybe", "raw_prob": pytest.approx(0.2, abs=1e-3),
-                                         "final_prob": pytest.approx(0.25, abs=1e-3), "drawn": False, "cut_by": None}
+    assert steps[0]["candidates"][1] == {
+        "id": -1,
+        "text": " maybe",
+        "raw_prob": pytest.approx(0.2, abs=1e-3),
+        "final_prob": pytest.approx(0.25, abs=1e-3),
+        "drawn": False,
+        "cut_by": None,
+    }
     assert store._db.execute("SELECT COUNT(*) FROM messages WHERE inspection IS NOT NULL").fetchone()[0] == 0
     assert [c.title for c in store.conversations("elsin")] == ["Yorick"]
     assert {hit.message_id for hit in store.search("elsinore")} == {m.id for m in shown if m.role == "user"}
@@ -85,8 +124,10 @@ def test_a_v2_history_migrates_with_its_messages_inspection_and_search(tmp_path,
 
 # --- files that cannot be used ---
 
+
 def history_of_many_messages(path, count: int, template: str):
-    """A closed history file with one conversation of `count` user messages: template.format(index), "{0}" for the index."""
+    """A closed history file with one conversation of `count` user messages: template.format(index),
+    "{0}" for the index."""
     store = HistoryStore(path)
     conversation = store.create_conversation()
     for index in range(count):
@@ -191,12 +232,13 @@ def test_the_open_check_reads_no_more_than_the_header_and_schema(tmp_path):
     path = history_of_many_messages(tmp_path / "history.sqlite3", 300, "message {0} " * 30)
     data = bytearray(path.read_bytes())
     page_size = int.from_bytes(data[16:18], "big")
-    data[-3 * page_size:] = b"\xff" * (3 * page_size)  # damage where an open never looks
+    data[-3 * page_size :] = b"\xff" * (3 * page_size)  # damage where an open never looks
     path.write_bytes(bytes(data))
     HistoryStore(path).close()  # opens: damage in data pages shows when they are read, as a HistoryError
 
 
 # --- versions ---
+
 
 def test_a_new_version_takes_its_reply_slot_and_the_old_one_can_be_shown_again(tmp_path):
     store = HistoryStore(tmp_path / "h.sqlite3")
@@ -204,16 +246,25 @@ def test_a_new_version_takes_its_reply_slot_and_the_old_one_can_be_shown_again(t
     question = store.add_message(conversation.id, "user", "to be?")
     first = store.add_message(conversation.id, "assistant", "Not to be.", model="small")
     later = store.add_message(conversation.id, "user", "and then?")
-    second = store.add_message(conversation.id, "assistant", "", status=Status.STREAMING, model="big", version_of=first.id)
+    second = store.add_message(
+        conversation.id, "assistant", "", status=Status.STREAMING, model="big", version_of=first.id
+    )
     assert (second.version, second.version_count, second.model) == (2, 2, "big")
     store.finish_message(second.id, "To be.", Status.COMPLETE)
     shown = store.messages(conversation.id)
     assert [m.id for m in shown] == [question.id, second.id, later.id]
     assert (shown[1].version, shown[1].version_count, shown[1].model) == (2, 2, "big")
-    assert [(v.id, v.version, v.model) for v in store.versions(first.id)] == [(first.id, 1, "small"), (second.id, 2, "big")]
+    assert [(v.id, v.version, v.model) for v in store.versions(first.id)] == [
+        (first.id, 1, "small"),
+        (second.id, 2, "big"),
+    ]
     assert store.versions(second.id) == store.versions(first.id)
     found = [h.message_id for h in store.search("to be")]
-    assert found == [None, second.id, question.id]  # the title, then messages newest first; hidden versions are not found
+    assert found == [
+        None,
+        second.id,
+        question.id,
+    ]  # the title, then messages newest first; hidden versions are not found
     again = store.show_version(first.id)
     assert (again.id, again.version, again.version_count) == (first.id, 1, 2)
     assert [m.id for m in store.messages(conversation.id)] == [question.id, first.id, later.id]
@@ -243,9 +294,13 @@ def test_deleting_from_a_message_deletes_every_version_and_their_inspection(tmp_
 
 # --- paging ---
 
+
 def big_conversation(store, count: int = 1000):
     conversation = store.create_conversation()
-    ids = [store.add_message(conversation.id, "user" if i % 2 == 0 else "assistant", f"message {i}").id for i in range(count)]
+    ids = [
+        store.add_message(conversation.id, "user" if i % 2 == 0 else "assistant", f"message {i}").id
+        for i in range(count)
+    ]
     return conversation, ids
 
 
@@ -267,13 +322,18 @@ def test_pages_of_a_long_conversation_come_oldest_first_and_use_an_index(tmp_pat
     page = store.messages(conversation.id, limit=40)
     assert [m.id for m in page] == ids[-40:-39] + [version.id] + ids[-38:]  # a version sits where its first one was
     assert store.message_count(conversation.id) == 1000
-    plan = " ".join(row[3] for row in store._db.execute(
-        f"EXPLAIN QUERY PLAN SELECT {history.MESSAGE_COLUMNS} FROM messages m "
-        "WHERE m.conversation_id = 1 AND m.shown = 1 ORDER BY m.slot DESC LIMIT 40"))
+    plan = " ".join(
+        row[3]
+        for row in store._db.execute(
+            f"EXPLAIN QUERY PLAN SELECT {history.MESSAGE_COLUMNS} FROM messages m "
+            "WHERE m.conversation_id = 1 AND m.shown = 1 ORDER BY m.slot DESC LIMIT 40"
+        )
+    )
     assert "USING" in plan and "INDEX" in plan and "TEMP B-TREE" not in plan, plan
 
 
 # --- inspection ---
+
 
 def test_inspection_is_packed_loaded_only_when_asked_for_and_round_trips(tmp_path):
     store = HistoryStore(tmp_path / "h.sqlite3")
@@ -285,7 +345,11 @@ def test_inspection_is_packed_loaded_only_when_asked_for_and_round_trips(tmp_pat
     loaded = store.inspection(reply.id)
     assert len(loaded) == len(steps)
     for original, back in zip(steps[:-1], loaded[:-1]):
-        assert (back["token_id"], back["text"], back["rank"]) == (original["token_id"], original["text"], original["rank"])
+        assert (back["token_id"], back["text"], back["rank"]) == (
+            original["token_id"],
+            original["text"],
+            original["rank"],
+        )
         for a, b in zip(original["candidates"], back["candidates"]):
             assert (b["id"], b["text"], b["drawn"], b["cut_by"]) == (a["id"], a["text"], a["drawn"], a["cut_by"])
             assert b["raw_prob"] == pytest.approx(a["raw_prob"], abs=1e-3)
@@ -314,6 +378,7 @@ def test_only_the_newest_replies_keep_their_inspection_data(tmp_path, monkeypatc
 
 # --- full-text search ---
 
+
 def searchable_store(tmp_path):
     store = HistoryStore(tmp_path / "h.sqlite3")
     texts = {
@@ -332,12 +397,28 @@ def searchable_store(tmp_path):
     return store, ids
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("yor", ["hamlet"]), ("YORICK horatio", ["hamlet"]), ("yorick denmark", []), ("rott den", ["hamlet"]),
-    ("быть", ["russian"]), ("ВОПРОС", ["russian"]), ("etre", ["french"]), ("CAFÉ", ["french"]),
-    ("这是", ["chinese"]), ('"and"', ["symbols"]), ("near(x)", ["symbols"]), ("100%", ["symbols"]), ("of_it", ["symbols"]),
-    ("?!", ["symbols"]), ("*", ["symbols"]), ("~~", []), ("chin", ["chinese"]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("yor", ["hamlet"]),
+        ("YORICK horatio", ["hamlet"]),
+        ("yorick denmark", []),
+        ("rott den", ["hamlet"]),
+        ("быть", ["russian"]),
+        ("ВОПРОС", ["russian"]),
+        ("etre", ["french"]),
+        ("CAFÉ", ["french"]),
+        ("这是", ["chinese"]),
+        ('"and"', ["symbols"]),
+        ("near(x)", ["symbols"]),
+        ("100%", ["symbols"]),
+        ("of_it", ["symbols"]),
+        ("?!", ["symbols"]),
+        ("*", ["symbols"]),
+        ("~~", []),
+        ("chin", ["chinese"]),
+    ],
+)
 def test_the_filter_matches_word_prefixes_in_any_case_and_script(tmp_path, text, expected):
     store, ids = searchable_store(tmp_path)
     assert sorted(c.id for c in store.conversations(text)) == sorted(ids[name] for name in expected)
@@ -381,6 +462,7 @@ def test_a_streaming_reply_is_found_once_it_finishes_and_then_with_its_final_tex
 
 # --- two instances ---
 
+
 def test_a_second_store_leaves_a_live_writers_reply_and_recovers_dead_ones(tmp_path):
     path = tmp_path / "h.sqlite3"
     first = HistoryStore(path)
@@ -392,12 +474,18 @@ def test_a_second_store_leaves_a_live_writers_reply_and_recovers_dead_ones(tmp_p
     remote = first.add_message(conversation.id, "assistant", "", status=Status.STREAMING)
     first._db.execute("UPDATE messages SET owner_pid = ? WHERE id = ?", (dead_pid(), dead.id))
     first._db.execute("UPDATE messages SET heartbeat_at = ? WHERE id = ?", (time.time() - STALE_AFTER_S - 1, stale.id))
-    first._db.execute("UPDATE messages SET owner_host = ?, owner_pid = 1 WHERE id = ?", (socket.gethostname() + "-other", remote.id))
+    first._db.execute(
+        "UPDATE messages SET owner_host = ?, owner_pid = 1 WHERE id = ?", (socket.gethostname() + "-other", remote.id)
+    )
     second = HistoryStore(path)
     assert second.recovered == 2
     statuses = {m.id: m.status for m in second.messages(conversation.id)}
-    assert statuses == {live.id: Status.STREAMING, dead.id: Status.INTERRUPTED,
-                        stale.id: Status.INTERRUPTED, remote.id: Status.STREAMING}
+    assert statuses == {
+        live.id: Status.STREAMING,
+        dead.id: Status.INTERRUPTED,
+        stale.id: Status.INTERRUPTED,
+        remote.id: Status.STREAMING,
+    }
     first.update_content(live.id, "still going, and done")
     first.finish_message(live.id, "still going, and done", Status.COMPLETE)
     assert second.message(live.id).status == Status.COMPLETE and second.message(live.id).content.endswith("done")
@@ -418,5 +506,7 @@ def test_a_reply_whose_conversation_was_deleted_while_it_streamed_finishes_quiet
     conversation = store.create_conversation()
     reply = store.add_message(conversation.id, "assistant", "", status=Status.STREAMING)
     store.delete(conversation.id)
-    store.finish_message(reply.id, "too late", Status.COMPLETE, inspection=[new_step(1, "late")])  # no error: nothing to save
+    store.finish_message(
+        reply.id, "too late", Status.COMPLETE, inspection=[new_step(1, "late")]
+    )  # no error: nothing to save
     assert store.message(reply.id) is None and store.inspection(reply.id) is None

@@ -11,8 +11,18 @@ from pathlib import Path
 import pytest
 
 from chatapp.history import (
-    DEFAULT_TITLE, MIGRATIONS, SCHEMA_VERSION, HistoryError, HistoryFull, HistoryStore, HistoryUnavailable,
-    HistoryWriteError, SchemaTooNew, history_path, move_aside, title_from,
+    DEFAULT_TITLE,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    HistoryError,
+    HistoryFull,
+    HistoryStore,
+    HistoryUnavailable,
+    HistoryWriteError,
+    SchemaTooNew,
+    history_path,
+    move_aside,
+    title_from,
 )
 
 
@@ -30,7 +40,9 @@ def test_conversations_are_newest_first_and_titled_from_the_first_message():
     older = store.create_conversation()
     newer = store.create_conversation()
     assert older.title == DEFAULT_TITLE
-    store.add_message(older.id, "user", "\n  To be, or not to be, that is the question: whether 'tis nobler\nin the mind")
+    store.add_message(
+        older.id, "user", "\n  To be, or not to be, that is the question: whether 'tis nobler\nin the mind"
+    )
     store.add_message(older.id, "user", "second message does not retitle")
     titles = [c.title for c in store.conversations()]
     assert titles[0].startswith("To be, or not to be") and titles[0].endswith("…")
@@ -84,9 +96,15 @@ def test_finishing_a_reply_keeps_its_numbers_and_token_data():
     store = HistoryStore()
     conversation = store.create_conversation()
     reply = store.add_message(conversation.id, "assistant", "", status="streaming")
-    store.finish_message(reply.id, "done", "complete", {"completion_tokens": 1}, None, [{"text": "done", "candidates": []}])
+    store.finish_message(
+        reply.id, "done", "complete", {"completion_tokens": 1}, None, [{"text": "done", "candidates": []}]
+    )
     message = store.message(reply.id)
-    assert (message.status, message.stats, message.inspection[0]["text"]) == ("complete", {"completion_tokens": 1}, "done")
+    assert (message.status, message.stats, message.inspection[0]["text"]) == (
+        "complete",
+        {"completion_tokens": 1},
+        "done",
+    )
     with pytest.raises(ValueError):
         store.finish_message(reply.id, "x", "streaming")
 

@@ -10,13 +10,12 @@ import json
 import subprocess
 import sys
 
-
 from chatapp.models.registry import DEFAULT_MODEL, default_model
 from model.inference.backend import Finished, collect_reply
-from model.text.chat_format import Message
 from model.inference.sampling import SamplingParams
-
+from model.text.chat_format import Message
 from tests.helpers.paths import ROOT  # noqa: E402
+
 CHAT_FOLDER = ROOT / "chatapp" / "builtin" / "shakespeare-chat"
 CHAT_GGUF = ROOT / "chatapp" / "builtin" / "shakespeare-chat-q8_0.gguf"
 PROMPTS = [
@@ -75,9 +74,22 @@ def test_the_shipped_gguf_is_the_shipped_folder_and_answers_and_stops():
 
 def test_chatapp_run_answers_in_character_and_stops():
     completed = subprocess.run(
-        [sys.executable, "-m", "chatapp", "run", "--system", "You are Hamlet, Prince of Denmark.",
-         "--seed", "0", "--json", "How do you like the court, my lord?"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "chatapp",
+            "run",
+            "--system",
+            "You are Hamlet, Prince of Denmark.",
+            "--seed",
+            "0",
+            "--json",
+            "How do you like the court, my lord?",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)

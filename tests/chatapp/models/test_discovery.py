@@ -22,8 +22,9 @@ from chatapp.paths import user_models_dir
 Q8_0, Q4_K_M, F32 = gguf.LlamaFileType.MOSTLY_Q8_0, gguf.LlamaFileType.MOSTLY_Q4_K_M, gguf.LlamaFileType.ALL_F32
 
 
-def write_gguf(path: Path, name: str | None = "Tiny Llama", file_type: int | None = Q8_0,
-               vocabulary: int = 8, weights: int = 16) -> Path:
+def write_gguf(
+    path: Path, name: str | None = "Tiny Llama", file_type: int | None = Q8_0, vocabulary: int = 8, weights: int = 16
+) -> Path:
     """A small but well-formed GGUF file; general.file_type last, as llama-quantize writes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(path, "llama")
@@ -77,9 +78,12 @@ def ollama_manifest(store: Path, name_parts: str, layers: dict[str, bytes | None
 def make_ollama_store(store: Path, tmp_path: Path) -> None:
     model = write_gguf(tmp_path / "weights.gguf").read_bytes()
     license_layer = {"application/vnd.ollama.image.license": b"MIT"}
-    ollama_manifest(store, "registry.ollama.ai/library/llama3.2/3b",
-                    {**license_layer, "application/vnd.ollama.image.model": model})
-    ollama_manifest(store, "registry.ollama.ai/someone/tiny/latest", {"application/vnd.ollama.image.model": model + b"x"})
+    ollama_manifest(
+        store, "registry.ollama.ai/library/llama3.2/3b", {**license_layer, "application/vnd.ollama.image.model": model}
+    )
+    ollama_manifest(
+        store, "registry.ollama.ai/someone/tiny/latest", {"application/vnd.ollama.image.model": model + b"x"}
+    )
     ollama_manifest(store, "hf.co/bartowski/Tiny-GGUF/Q4_K_M", {"application/vnd.ollama.image.model": model + b"y"})
     ollama_manifest(store, "registry.ollama.ai/library/gone/latest", {"application/vnd.ollama.image.model": None})
     ollama_manifest(store, "registry.ollama.ai/library/eyes/latest", {"application/vnd.ollama.image.projector": model})
@@ -120,7 +124,9 @@ def test_an_ollama_model_resolves_by_its_ollama_name(home, tmp_path):
 def test_lm_studio_models_are_named_publisher_repo_file_in_both_folders(home):
     write_gguf(home / ".lmstudio" / "models" / "lmstudio-community" / "Tiny-GGUF" / "Tiny-Q8_0.gguf")
     write_gguf(home / ".lmstudio" / "models" / "lmstudio-community" / "Tiny-GGUF" / "mmproj-Tiny-F16.gguf")
-    write_gguf(home / ".cache" / "lm-studio" / "models" / "bartowski" / "Small-GGUF" / "Small-Q4_K_M.gguf", file_type=Q4_K_M)
+    write_gguf(
+        home / ".cache" / "lm-studio" / "models" / "bartowski" / "Small-GGUF" / "Small-Q4_K_M.gguf", file_type=Q4_K_M
+    )
     (home / ".lmstudio" / "models" / "lmstudio-community" / "Tiny-GGUF" / "README.md").write_text("hi")
 
     refs = lm_studio_models()
@@ -163,7 +169,9 @@ def make_hf_repo(hub: Path, repo: str, revisions: dict[str, dict[str, int]], mai
 
 
 @pytest.mark.parametrize("variable", ["HF_HUB_CACHE", "HF_HOME", None])
-def test_hugging_face_cache_gguf_files_are_named_org_repo_file_once_preferring_main(variable, home, tmp_path, monkeypatch):
+def test_hugging_face_cache_gguf_files_are_named_org_repo_file_once_preferring_main(
+    variable, home, tmp_path, monkeypatch
+):
     if variable == "HF_HUB_CACHE":
         hub = tmp_path / "hub-cache"
         monkeypatch.setenv("HF_HUB_CACHE", str(hub))
@@ -172,10 +180,15 @@ def test_hugging_face_cache_gguf_files_are_named_org_repo_file_once_preferring_m
         monkeypatch.setenv("HF_HOME", str(hub.parent))
     else:
         hub = home / ".cache" / "huggingface" / "hub"
-    repo = make_hf_repo(hub, "Qwen/Tiny-GGUF", main="aaaa", revisions={
-        "aaaa": {"tiny-q8_0.gguf": Q8_0},
-        "bbbb": {"tiny-q8_0.gguf": Q4_K_M, "sub/tiny-f32.gguf": F32},
-    })
+    repo = make_hf_repo(
+        hub,
+        "Qwen/Tiny-GGUF",
+        main="aaaa",
+        revisions={
+            "aaaa": {"tiny-q8_0.gguf": Q8_0},
+            "bbbb": {"tiny-q8_0.gguf": Q4_K_M, "sub/tiny-f32.gguf": F32},
+        },
+    )
     (hub / "datasets--someone--data" / "snapshots" / "cccc").mkdir(parents=True)
     (hub / "datasets--someone--data" / "snapshots" / "cccc" / "data.gguf").write_bytes(b"GGUF")
 
@@ -192,7 +205,9 @@ def test_the_same_file_found_twice_is_listed_once(home):
     link = home / "link.gguf"
     link.symlink_to(path)
     refs = discover_models([str(link), str(path)])
-    assert [(ref.name, ref.source) for ref in refs if ref.kind == "gguf" and ref.source != "built-in"] == [("link", "added")]
+    assert [(ref.name, ref.source) for ref in refs if ref.kind == "gguf" and ref.source != "built-in"] == [
+        ("link", "added")
+    ]
 
 
 # Labels
@@ -208,10 +223,15 @@ def test_two_quantizations_of_one_model_get_different_labels(tmp_path):
     assert gguf_label(f32).startswith("Qwen2.5 0.5B Instruct · F32 · ")
 
 
-@pytest.mark.parametrize("file_name, quantization", [
-    ("Llama-3.2-1B-Instruct-IQ4_XS.gguf", "IQ4_XS"), ("qwen2.5-0.5b-instruct-q4_k_m.gguf", "Q4_K_M"),
-    ("model.Q8_0.gguf", "Q8_0"), ("gemma-2b-f16.gguf", "F16"),
-])
+@pytest.mark.parametrize(
+    "file_name, quantization",
+    [
+        ("Llama-3.2-1B-Instruct-IQ4_XS.gguf", "IQ4_XS"),
+        ("qwen2.5-0.5b-instruct-q4_k_m.gguf", "Q4_K_M"),
+        ("model.Q8_0.gguf", "Q8_0"),
+        ("gemma-2b-f16.gguf", "F16"),
+    ],
+)
 def test_a_header_without_name_or_type_falls_back_to_the_file_name(tmp_path, file_name, quantization):
     path = write_gguf(tmp_path / file_name, name=None, file_type=None)
     assert gguf_label(path).startswith(f"{path.stem} · {quantization} · ")
@@ -221,12 +241,14 @@ def test_a_header_without_either_still_gets_a_label(tmp_path):
     assert gguf_label(write_gguf(tmp_path / "mystery.gguf", name=None, file_type=None)) == "mystery · 0.0 MB"
 
 
-@pytest.mark.parametrize("content", [b"", b"GGUF", b"GGML" + bytes(40), b"GGUF\x07\x00\x00\x00" + bytes(40), "truncated"])
+@pytest.mark.parametrize(
+    "content", [b"", b"GGUF", b"GGML" + bytes(40), b"GGUF\x07\x00\x00\x00" + bytes(40), "truncated"]
+)
 def test_a_damaged_gguf_is_labelled_unreadable_and_still_listed(content, tmp_path):
     path = user_models_dir() / "damaged.gguf"
     if content == "truncated":  # cut off in the middle of the vocabulary
         whole = write_gguf(tmp_path / "whole.gguf", vocabulary=1000).read_bytes()
-        content = whole[:len(whole) // 3]
+        content = whole[: len(whole) // 3]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
 
@@ -267,14 +289,23 @@ def test_model_lines_align_the_columns_mark_the_default_and_name_the_models_fold
     assert lines[-2] == "* the default model"
     assert lines[-1] == f"your models folder: {user_models_dir()} (put model folders or .gguf files there)"
     records = model_records(refs, default_path=good)
-    assert records[0] == {"name": "good", "path": str(good), "kind": "gguf", "source": "user",
-                          "size_bytes": good.stat().st_size, "label": gguf_label(good), "default": True}
+    assert records[0] == {
+        "name": "good",
+        "path": str(good),
+        "kind": "gguf",
+        "source": "user",
+        "size_bytes": good.stat().st_size,
+        "label": gguf_label(good),
+        "default": True,
+    }
     assert [record["default"] for record in records] == [True, False]
 
 
 def test_model_lines_without_models_say_so():
     assert model_lines([], None) == [
-        "no models found", f"your models folder: {user_models_dir()} (put model folders or .gguf files there)"]
+        "no models found",
+        f"your models folder: {user_models_dir()} (put model folders or .gguf files there)",
+    ]
 
 
 def test_a_bad_user_model_folder_is_listed_as_unreadable_among_the_rest():

@@ -14,15 +14,19 @@ import time
 
 import pytest
 
-from tests.helpers.foreign_gguf import BROKEN_KINDS, FAMILIES, write_broken_gguf, write_foreign_gguf
+from model.inference.sampling import SamplingParams
 from model.text.chat_format import Message
 from model.text.chat_template import PLAIN_STOP_STRINGS, fold_system_message
-from model.inference.sampling import SamplingParams
+from tests.helpers.foreign_gguf import BROKEN_KINDS, FAMILIES, write_broken_gguf, write_foreign_gguf
 from tests.helpers.tui_app import reply_texts, send, wait_idle, wait_until
 
 INSTRUCT = ["llama3", "qwen2", "gemma"]
-CONVERSATION = [Message("system", "You are terse."), Message("user", "Hi"), Message("assistant", "Hello!"),
-                Message("user", "How are you? 🙂 héllo")]
+CONVERSATION = [
+    Message("system", "You are terse."),
+    Message("user", "Hi"),
+    Message("assistant", "Hello!"),
+    Message("user", "How are you? 🙂 héllo"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +35,10 @@ def files(tmp_path_factory) -> dict:
     written = {family: write_foreign_gguf(folder / f"{family}.gguf", family) for family in FAMILIES}
     written |= {kind: write_broken_gguf(folder / f"broken-{kind}.gguf", kind) for kind in BROKEN_KINDS}
     written["hanging"] = write_foreign_gguf(
-        folder / "hanging.gguf", "qwen2",
-        chat_template="{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}")
+        folder / "hanging.gguf",
+        "qwen2",
+        chat_template="{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    )
     written["huge"] = write_foreign_gguf(folder / "huge.gguf", "qwen2", chat_template="{{ 'x' * 3000000000 }}")
     written["padded"] = write_foreign_gguf(folder / "padded.gguf", "qwen2", chat_template="{{ 'x'.ljust(3000000000) }}")
     return written
@@ -56,8 +62,11 @@ def template_ids(engine, messages: list[Message]) -> list[int]:
     environment.globals["raise_exception"] = lambda message: (_ for _ in ()).throw(ValueError(message))
     vocab = engine.prompt_format.vocab
     text = environment.from_string(engine.info.chat_template).render(
-        messages=[{"role": m.role, "content": m.content} for m in messages], add_generation_prompt=True,
-        bos_token=vocab.token_text(vocab.bos_id), eos_token=vocab.token_text(vocab.eos_id))
+        messages=[{"role": m.role, "content": m.content} for m in messages],
+        add_generation_prompt=True,
+        bos_token=vocab.token_text(vocab.bos_id),
+        eos_token=vocab.token_text(vocab.eos_id),
+    )
     ids = engine.llm.tokenize(text.encode(), add_bos=False, special=True)
     return ([vocab.bos_id] if vocab.add_bos and ids[:1] != [vocab.bos_id] else []) + ids
 
@@ -126,11 +135,24 @@ def chatapp(*args, timeout=120):
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_chatapp_run_replies_with_a_foreign_model(files, family):
-    result = chatapp("run", "--model", str(files[family]), "--system", "Be brief.", "--max-tokens", "8", "--seed", "1",
-                     "--json", "Hello there")
+    result = chatapp(
+        "run",
+        "--model",
+        str(files[family]),
+        "--system",
+        "Be brief.",
+        "--max-tokens",
+        "8",
+        "--seed",
+        "1",
+        "--json",
+        "Hello there",
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["backend"] == "llama.cpp" and 1 <= data["completion_tokens"] <= 8 and data["reason"] in ("stop", "length")
+    assert (
+        data["backend"] == "llama.cpp" and 1 <= data["completion_tokens"] <= 8 and data["reason"] in ("stop", "length")
+    )
     assert data["context_length"] == data["trained_context_length"] == 512
 
 
