@@ -102,7 +102,9 @@ def collapse_whitespace(text: object) -> str:
 
 def damaged(path: Path, detail: str) -> HistoryUnavailable:
     return HistoryUnavailable(
-        f"{path} is damaged ({collapse_whitespace(detail)}): move it aside to start a new history", path, can_move_aside=True
+        f"{path} is damaged ({collapse_whitespace(detail)}): move it aside to start a new history",
+        path,
+        can_move_aside=True,
     )
 
 
