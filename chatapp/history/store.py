@@ -42,13 +42,13 @@ from chatapp.history.errors import (
     HistoryUnavailable,
     HistoryWriteError,
     SchemaTooNew,
+    collapse_whitespace,
     damaged,
     header_damage,
     is_damage,
     is_full,
     move_aside,
     not_writable,
-    collapse_whitespace,
     primary_code,
 )
 from chatapp.history.search import SEARCH_SCHEMA, SearchHit, conversation_ids_sql, fts_query, search_sql, snippet_around
