@@ -68,8 +68,15 @@ from model.text.chat_format import ROLES, Message
 
 FINISH_REASON = {"stop": "stop", "length": "length", "cancelled": "stop"}
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
-SAMPLING_FIELDS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
-                   "repeat_penalty": "repetition_penalty", "repetition_penalty": "repetition_penalty", "seed": "seed"}
+SAMPLING_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repeat_penalty": "repetition_penalty",
+    "repetition_penalty": "repetition_penalty",
+    "seed": "seed",
+}
 MAX_STOP_STRINGS = 16
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a 128k-token prompt is about 0.5 MiB of text
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
@@ -83,8 +90,15 @@ Body = TypeVar("Body", bound="CompletionFields")
 class RequestError(Exception):
     """A request the server refuses: an HTTP status and OpenAI's error body."""
 
-    def __init__(self, status: int, message: str, error_type: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, headers: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict | None = None,
+    ):
         super().__init__(message)
         self.status, self.error_type, self.code, self.param = status, error_type, code, param
         self.headers = headers or {}
@@ -169,8 +183,10 @@ class Strict(BaseModel):
 
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
-Stop = Annotated[str | Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None,
-                 one_rule(f"stop must be a string or a list of at most {MAX_STOP_STRINGS} strings")]
+Stop = Annotated[
+    str | Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None,
+    one_rule(f"stop must be a string or a list of at most {MAX_STOP_STRINGS} strings"),
+]
 
 
 class TextPart(Strict):
@@ -185,8 +201,9 @@ class TextPart(Strict):
         return kind
 
 
-Content = Annotated[str | list[TextPart] | None,
-                    one_rule("a message's content must be a string or a list of text parts")]
+Content = Annotated[
+    str | list[TextPart] | None, one_rule("a message's content must be a string or a list of text parts")
+]
 
 
 class ChatMessage(Strict):
@@ -237,8 +254,9 @@ class CompletionFields(Strict):
 
     def sampling_params(self, context_length: int) -> SamplingParams:
         """SamplingParams from a request; bad values raise RequestError 400 with the engine's own rule."""
-        values: dict[str, Any] = {ours: getattr(self, theirs) for theirs, ours in SAMPLING_FIELDS.items()
-                                  if getattr(self, theirs) is not None}
+        values: dict[str, Any] = {
+            ours: getattr(self, theirs) for theirs, ours in SAMPLING_FIELDS.items() if getattr(self, theirs) is not None
+        }
         max_tokens = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
         values["max_tokens"] = context_length if max_tokens is None else max_tokens
         if self.stop is not None:
@@ -254,16 +272,18 @@ class CompletionFields(Strict):
 
 
 class ChatRequest(CompletionFields):
-    messages: Annotated[list[ChatMessage], Field(min_length=1),
-                        one_rule("messages must be a non-empty list", whole=False)] = Field(None, validate_default=True)
+    messages: Annotated[
+        list[ChatMessage], Field(min_length=1), one_rule("messages must be a non-empty list", whole=False)
+    ] = Field(None, validate_default=True)
 
     def chat_messages(self) -> list[Message]:
         return [item.message() for item in self.messages]
 
 
 class TextCompletionRequest(CompletionFields):
-    prompt: Annotated[str | Annotated[list[str], Field(min_length=1, max_length=1)],
-                      one_rule("prompt must be a string")] = Field(None, validate_default=True)
+    prompt: Annotated[
+        str | Annotated[list[str], Field(min_length=1, max_length=1)], one_rule("prompt must be a string")
+    ] = Field(None, validate_default=True)
 
     @property
     def text(self) -> str:
@@ -295,14 +315,16 @@ def invalid_request(error: ValidationError) -> RequestError:
 
 # --- one engine, one generation at a time ---
 
+
 async def client_gone(receive: Receive) -> None:
     """Returns when the client disconnects (the request body has been read: nothing else comes)."""
     while (await receive())["type"] != "http.disconnect":
         pass
 
 
-async def unless_client_leaves(work: Awaitable[T], gone: Callable[[], Awaitable[None]],
-                               undo: Callable[[T], None] = lambda result: None) -> T:
+async def unless_client_leaves(
+    work: Awaitable[T], gone: Callable[[], Awaitable[None]], undo: Callable[[T], None] = lambda result: None
+) -> T:
     """`work`'s result, or ClientGone if the client leaves first. The work is then cancelled; if it
     finished all the same (or this task is cancelled as it finishes), undo(result) gives it back."""
     working = asyncio.ensure_future(work)
@@ -333,17 +355,14 @@ async def finish_shielded(future: asyncio.Future[T]) -> T:
     """Wait for `future` even if this task is cancelled meanwhile (the cancellation is raised after):
     what runs in a thread cannot be cancelled, and the engine is not free until it ends."""
     cancelled = False
-    while True:
+    while not future.done():
         try:
-            result = await asyncio.shield(future)
-            break
+            await asyncio.wait([future])  # unlike awaiting it, cancelling this wait leaves the future be
         except asyncio.CancelledError:
-            if future.cancelled():
-                raise
             cancelled = True
     if cancelled:
         raise asyncio.CancelledError()
-    return result
+    return future.result()
 
 
 class Generation:
@@ -397,8 +416,9 @@ class Engine:
         """The engine, for one request: the one place it is taken and given back. 503 past the queue;
         ClientGone if the client leaves while waiting (its work is then never started)."""
         if self.lock.locked() and self.waiting >= self.max_waiting:
-            raise RequestError(503, "the server is busy: try again shortly", "server_error", "busy",
-                               headers={"Retry-After": "1"})
+            raise RequestError(
+                503, "the server is busy: try again shortly", "server_error", "busy", headers={"Retry-After": "1"}
+            )
         self.waiting += 1
         try:
             await unless_client_leaves(self.lock.acquire(), gone, undo=lambda acquired: self.lock.release())
@@ -411,13 +431,25 @@ class Engine:
 
     @contextlib.asynccontextmanager
     async def generation(self, call: Callable[[], Iterator[Event]]) -> AsyncIterator[Generation]:
-        """A generation started (bad input is a 400), stopped on the way out however that comes."""
+        """A generation started (bad input is a 400, an engine failure a 500), stopped on the way out
+        however that comes. A start cannot be abandoned halfway (the engine may hold its own lock until
+        its events are read): if this task is cancelled meanwhile, what was started is stopped first."""
+        starting = asyncio.ensure_future(asyncio.to_thread(call))
+        cancelled: asyncio.CancelledError | None = None
         try:
-            events = await finish_shielded(asyncio.ensure_future(asyncio.to_thread(call)))
+            events = await finish_shielded(starting)
         except ValueError as error:
             raise RequestError(400, one_line(error)) from None
+        except asyncio.CancelledError as error:
+            if starting.cancelled() or starting.exception() is not None:
+                raise
+            events, cancelled = starting.result(), error
+        except Exception as error:  # noqa: BLE001 - e.g. the worker process died: one line, not a traceback
+            raise RequestError(500, f"the engine failed: {one_line(error)}", "server_error") from None
         generation = Generation(self.backend, events)
         try:
+            if cancelled is not None:
+                raise cancelled
             yield generation
         finally:
             await generation.stop()
@@ -425,9 +457,13 @@ class Engine:
 
 # --- responses ---
 
+
 def usage(finished: Finished) -> dict:
-    return {"prompt_tokens": finished.prompt_tokens, "completion_tokens": finished.completion_tokens,
-            "total_tokens": finished.prompt_tokens + finished.completion_tokens}
+    return {
+        "prompt_tokens": finished.prompt_tokens,
+        "completion_tokens": finished.completion_tokens,
+        "total_tokens": finished.prompt_tokens + finished.completion_tokens,
+    }
 
 
 def sse(data) -> str:
@@ -443,17 +479,30 @@ class Reply:
         self.created = int(time.time())
 
     def envelope(self, kind: str, choices: list, **extra) -> dict:
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model_id, "choices": choices,
-                **extra}
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.model_id,
+            "choices": choices,
+            **extra,
+        }
 
     def whole(self, text: str, finished: Finished) -> dict:
         reason = FINISH_REASON.get(finished.reason, "stop")
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason,
-                      "logprobs": None}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": reason,
+                "logprobs": None,
+            }
             return self.envelope("chat.completion", [choice], usage=usage(finished))
-        return self.envelope("text_completion", [{"index": 0, "text": text, "finish_reason": reason, "logprobs": None}],
-                             usage=usage(finished))
+        return self.envelope(
+            "text_completion",
+            [{"index": 0, "text": text, "finish_reason": reason, "logprobs": None}],
+            usage=usage(finished),
+        )
 
     def chunk(self, text: str | None = None, finished: Finished | None = None, first: bool = False) -> dict:
         reason = FINISH_REASON.get(finished.reason, "stop") if finished else None
@@ -461,8 +510,9 @@ class Reply:
             choice = {"index": 0, "text": text or "", "finish_reason": reason, "logprobs": None}
             return self.envelope("text_completion", [choice])
         delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text is not None else {})
-        return self.envelope("chat.completion.chunk",
-                             [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}])
+        return self.envelope(
+            "chat.completion.chunk", [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]
+        )
 
     def usage_chunk(self, finished: Finished) -> dict:
         kind = "chat.completion.chunk" if self.chat else "text_completion"
@@ -503,8 +553,9 @@ class Completion:
     inside it and held exactly as long as the reply is being made and sent, whatever happens: an
     error, a client that leaves while queued, mid-reply or before a stream's first chunk, shutdown."""
 
-    def __init__(self, engine: Engine, call: Callable[[], Iterator[Event]], reply: Reply, stream: bool,
-                 with_usage: bool):
+    def __init__(
+        self, engine: Engine, call: Callable[[], Iterator[Event]], reply: Reply, stream: bool, with_usage: bool
+    ):
         self.engine, self.call, self.reply, self.stream, self.with_usage = engine, call, reply, stream, with_usage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -514,8 +565,11 @@ class Completion:
         response: Response
         async with self.engine.turn(gone), self.engine.generation(self.call) as generation:
             if self.stream:  # StreamingResponse itself stops the stream when the client leaves
-                response = StreamingResponse(sse_events(generation, self.reply, self.with_usage),
-                                             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+                response = StreamingResponse(
+                    sse_events(generation, self.reply, self.with_usage),
+                    media_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache"},
+                )
             else:
                 whole = await unless_client_leaves(collected(generation), gone)
                 if whole.finished is None:
@@ -525,6 +579,7 @@ class Completion:
 
 
 # --- the app ---
+
 
 def split_host(value: str) -> tuple[str, int | None] | None:
     """A Host header (or --allow-host) as (name, port): the name lowercased, an IP address in its
@@ -618,9 +673,12 @@ class HostCheck:
             server = scope.get("server")
             if not self.rule.allows(host, tuple(server) if server else None):
                 port = server[1] if server else None
-                error = RequestError(421, f"this server answers to {self.rule.describe(port)}, not Host: "
-                                          f"{echo(host or '')}; `chatapp serve --allow-host NAME` adds a name",
-                                     code="host_not_allowed")
+                error = RequestError(
+                    421,
+                    f"this server answers to {self.rule.describe(port)}, not Host: "
+                    f"{echo(host or '')}; `chatapp serve --allow-host NAME` adds a name",
+                    code="host_not_allowed",
+                )
                 await error.response()(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -635,9 +693,12 @@ class JSONCORSMiddleware(CORSMiddleware):
             return response
         reason = bytes(response.body).decode("utf-8", "replace")
         headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-type", "content-length")}
-        return RequestError(response.status_code, f"{reason}: this server allows browser pages from "
-                                                   f"{', '.join(self.allow_origins)} only", code="cors_refused",
-                            headers=headers).response()
+        return RequestError(
+            response.status_code,
+            f"{reason}: this server allows browser pages from {', '.join(self.allow_origins)} only",
+            code="cors_refused",
+            headers=headers,
+        ).response()
 
 
 class OpenAIServer:
@@ -654,8 +715,13 @@ class OpenAIServer:
 
     async def models(self, request: Request) -> Response:
         self.check_key(request)
-        entry = {"id": self.options.model_id, "object": "model", "created": 0, "owned_by": "chatapp",
-                 "context_length": self.backend.context_length}
+        entry = {
+            "id": self.options.model_id,
+            "object": "model",
+            "created": 0,
+            "owned_by": "chatapp",
+            "context_length": self.backend.context_length,
+        }
         return JSONResponse({"object": "list", "data": [entry]})
 
     async def chat_completions(self, request: Request) -> Completion:
@@ -673,24 +739,32 @@ class OpenAIServer:
     def check_key(self, request: Request) -> None:
         key = self.options.api_key
         if key and not authorization_matches(request.headers.get("authorization", ""), key):
-            raise RequestError(401, "a valid API key is needed: Authorization: Bearer KEY", "authentication_error",
-                               "invalid_api_key")
+            raise RequestError(
+                401, "a valid API key is needed: Authorization: Bearer KEY", "authentication_error", "invalid_api_key"
+            )
 
     async def read(self, request: Request, model: type[Body]) -> Body:
         """The key checked, then the body: JSON by its Content-Type, bounded, as `model` declares it."""
         self.check_key(request)
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
-            raise RequestError(415, "the request body must be JSON, sent with Content-Type: application/json",
-                               code="unsupported_media_type")
+            raise RequestError(
+                415,
+                "the request body must be JSON, sent with Content-Type: application/json",
+                code="unsupported_media_type",
+            )
         try:
             parsed = model.model_validate_json(await self.read_body(request))
         except ValidationError as error:
             raise invalid_request(error) from None
         name = parsed.model
         if name is not None and name not in self.names:
-            raise RequestError(404, f"the model {echo(name)} does not exist here (this server has "
-                                    f"{self.options.model_id!r})", code="model_not_found", param="model")
+            raise RequestError(
+                404,
+                f"the model {echo(name)} does not exist here (this server has {self.options.model_id!r})",
+                code="model_not_found",
+                param="model",
+            )
         return parsed
 
     async def read_body(self, request: Request) -> bytes:
@@ -721,12 +795,20 @@ class OpenAIServer:
     def app(self) -> Starlette:
         middleware = [Middleware(HostCheck, rule=self.host_rule())]
         if self.options.cors_origins:
-            middleware.append(Middleware(JSONCORSMiddleware, allow_origins=self.options.cors_origins,
-                                         allow_methods=["GET", "POST"],
-                                         allow_headers=["Authorization", "Content-Type"]))
-        routes = [Route("/health", self.health), Route("/v1/models", self.models),
-                  Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
-                  Route("/v1/completions", self.completions, methods=["POST"])]
+            middleware.append(
+                Middleware(
+                    JSONCORSMiddleware,
+                    allow_origins=self.options.cors_origins,
+                    allow_methods=["GET", "POST"],
+                    allow_headers=["Authorization", "Content-Type"],
+                )
+            )
+        routes = [
+            Route("/health", self.health),
+            Route("/v1/models", self.models),
+            Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+            Route("/v1/completions", self.completions, methods=["POST"]),
+        ]
         handlers = {RequestError: error_response, HTTPException: error_response, Exception: error_response}
         return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
 
@@ -758,15 +840,25 @@ def serve(backend, options: ServerOptions, host: str = "127.0.0.1", port: int = 
             self.should_exit = True
 
     options = replace(options, host=host)
-    config = uvicorn.Config(create_app(backend, options), host=host, port=port, log_level="warning",
-                            timeout_graceful_shutdown=3, access_log=False)
-    log(f"serving {options.model_id} ({backend.name}) on http://{host}:{port}/v1 "
-        f"(OpenAI API{', API key required' if options.api_key else ''}); Ctrl+C stops")
+    config = uvicorn.Config(
+        create_app(backend, options),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=3,
+        access_log=False,
+    )
+    log(
+        f"serving {options.model_id} ({backend.name}) on http://{host}:{port}/v1 "
+        f"(OpenAI API{', API key required' if options.api_key else ''}); Ctrl+C stops"
+    )
     if options.any_host:
         log("--allow-any-host: requests naming any Host are answered (no DNS-rebinding check)")
     elif host in WILDCARD_HOSTS:
         rule = HostRule(host, tuple(options.allowed_hosts))
-        log(f"listening on every interface: requests must name this server as {rule.describe(port)} "
-            "(a Host header); --allow-host NAME adds a name (a DNS name, a proxy's), --allow-any-host drops the check")
+        log(
+            f"listening on every interface: requests must name this server as {rule.describe(port)} "
+            "(a Host header); --allow-host NAME adds a name (a DNS name, a proxy's), --allow-any-host drops the check"
+        )
     Server(config).run()
     return 0

@@ -13,13 +13,13 @@ import time
 import pytest
 
 from chatapp.serving.endpoint import EndpointBackend, EndpointError
-from tests.helpers.paths import ROOT
 from model.inference.backend import TextPiece, collect_reply
 from model.inference.sampling import SamplingParams
 from model.text.chat_format import Message
-from tests.helpers.gguf_exports import exported
-from tests.helpers.served import free_port, running
 from tests.helpers.fake_backend import FakeBackend
+from tests.helpers.gguf_exports import exported
+from tests.helpers.paths import ROOT
+from tests.helpers.served import free_port, running
 from tests.helpers.tui_app import make_app, reply_texts, send, wait_idle
 
 
@@ -107,8 +107,25 @@ async def test_the_tui_chats_over_an_endpoint(served_engine):
 
 def test_chatapp_run_with_an_endpoint(served_engine):
     _, url = served_engine
-    result = subprocess.run([sys.executable, "-m", "chatapp", "run", "--endpoint", url, "--max-tokens", "6", "--seed", "2",
-                             "--json", "Good morrow"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chatapp",
+            "run",
+            "--endpoint",
+            url,
+            "--max-tokens",
+            "6",
+            "--seed",
+            "2",
+            "--json",
+            "Good morrow",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["backend"] == "endpoint" and data["model"] == "tiny" and 1 <= data["completion_tokens"] <= 6
@@ -120,8 +137,25 @@ def test_against_llama_cpp_pythons_own_server(tiny_model_dir, tmp_path):
     gguf = exported(tiny_model_dir, "f32")[0]
     port = free_port()
     log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-                               "--port", str(port), "--n_ctx", "256", "--verbose", "false"], stdout=log, stderr=log)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "256",
+            "--verbose",
+            "false",
+        ],
+        stdout=log,
+        stderr=log,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -129,7 +163,9 @@ def test_against_llama_cpp_pythons_own_server(tiny_model_dir, tmp_path):
                 remote = EndpointBackend(f"http://127.0.0.1:{port}")
                 break
             except EndpointError:
-                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-2000:]
+                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[
+                    -2000:
+                ]
                 time.sleep(0.2)
         text, finished = collect(remote.chat([Message("user", "Good morrow")], SamplingParams(max_tokens=12, seed=3)))
         assert finished.reason in ("stop", "length") and finished.completion_tokens >= 1
@@ -143,16 +179,24 @@ def test_against_llama_cpp_pythons_own_server(tiny_model_dir, tmp_path):
 
 
 def test_the_endpoint_path_imports_no_torch():
-    script = "import sys\nimport chatapp.serving.endpoint, chatapp.serving.server\nassert 'torch' not in sys.modules\nprint('ok')\n"
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    script = (
+        "import sys\nimport chatapp.serving.endpoint, chatapp.serving.server\n"
+        "assert 'torch' not in sys.modules\nprint('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert result.stdout.strip() == "ok", result.stderr[-1000:]
 
 
 @pytest.mark.asyncio
 async def test_f4_lists_the_models_of_known_servers_and_opens_one(served_engine, tmp_path):
-    from chatapp.serving.endpoint import endpoint_spec
     from chatapp.history import HistoryStore
+    from chatapp.serving.endpoint import endpoint_spec
     from chatapp.settings import Settings, load_settings
     from chatapp.tui.app import ChatApp
     from chatapp.tui.screens.models import ModelPickerScreen

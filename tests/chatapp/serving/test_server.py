@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from model.text.chat_format import Message
+from tests.helpers.fake_backend import FakeBackend
 from tests.helpers.gguf_exports import exported
 from tests.helpers.served import free_port, running
-from tests.helpers.fake_backend import FakeBackend
 
 
 @pytest.fixture(scope="module", params=["torch", "llama.cpp"])
@@ -54,9 +54,14 @@ def test_the_openai_client_gets_a_reply_and_its_usage(engine_server):
 def test_streaming_gives_the_same_reply_as_not_streaming_and_usage_last(engine_server):
     _, url = engine_server
     api = client(url)
-    whole = api.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=16, seed=7).choices[0].message.content
-    chunks = list(api.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=16, seed=7, stream=True,
-                                              stream_options={"include_usage": True}))
+    whole = (
+        api.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=16, seed=7).choices[0].message.content
+    )
+    chunks = list(
+        api.chat.completions.create(
+            model="tiny", messages=MESSAGES, max_tokens=16, seed=7, stream=True, stream_options={"include_usage": True}
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -71,8 +76,10 @@ def test_a_seed_reproduces_and_stop_strings_end_the_text(engine_server):
     again = api.completions.create(model="tiny", prompt="The king", max_tokens=30, seed=11, temperature=1.0)
     assert first.choices[0].text == again.choices[0].text and len(first.choices[0].text) > 4
     stop = first.choices[0].text[2:4]
-    stopped = api.completions.create(model="tiny", prompt="The king", max_tokens=30, seed=11, temperature=1.0, stop=[stop])
-    assert stopped.choices[0].text == first.choices[0].text[:first.choices[0].text.index(stop)]
+    stopped = api.completions.create(
+        model="tiny", prompt="The king", max_tokens=30, seed=11, temperature=1.0, stop=[stop]
+    )
+    assert stopped.choices[0].text == first.choices[0].text[: first.choices[0].text.index(stop)]
     assert stopped.choices[0].finish_reason == "stop"
 
 
@@ -95,13 +102,16 @@ def test_bad_parameters_are_400_with_the_engines_rule_and_an_unknown_model_404(e
 def test_health_and_json_errors_never_a_traceback():
     with running(FakeBackend()) as url:
         assert httpx.get(url + "/health").json()["status"] == "ok"
-        for response in (httpx.post(url + "/v1/chat/completions", content=b"{not json",
-                                    headers={"Content-Type": "application/json"}),
-                         httpx.post(url + "/v1/chat/completions", content=b"{}", headers={"Content-Type": "text/plain"}),
-                         httpx.post(url + "/v1/chat/completions", json=[1, 2]),
-                         httpx.post(url + "/v1/chat/completions", json={"messages": []}),
-                         httpx.get(url + "/v1/nothing-here"),
-                         httpx.get(url + "/v1/chat/completions")):
+        for response in (
+            httpx.post(
+                url + "/v1/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"}
+            ),
+            httpx.post(url + "/v1/chat/completions", content=b"{}", headers={"Content-Type": "text/plain"}),
+            httpx.post(url + "/v1/chat/completions", json=[1, 2]),
+            httpx.post(url + "/v1/chat/completions", json={"messages": []}),
+            httpx.get(url + "/v1/nothing-here"),
+            httpx.get(url + "/v1/chat/completions"),
+        ):
             assert 400 <= response.status_code < 500
             assert set(response.json()["error"]) >= {"message", "type"} and "Traceback" not in response.text
 
@@ -110,7 +120,10 @@ def test_a_key_is_required_when_set():
     with running(FakeBackend(), api_key="sekrit") as url:
         body = {"messages": [{"role": "user", "content": "hi"}]}
         assert httpx.post(url + "/v1/chat/completions", json=body).status_code == 401
-        assert httpx.post(url + "/v1/chat/completions", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert (
+            httpx.post(url + "/v1/chat/completions", json=body, headers={"Authorization": "Bearer wrong"}).status_code
+            == 401
+        )
         ok = httpx.post(url + "/v1/chat/completions", json=body, headers={"Authorization": "Bearer sekrit"})
         assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] == "Hello there, friend."
 
@@ -128,7 +141,9 @@ def test_a_client_that_leaves_mid_stream_cancels_its_generation():
             assert time.monotonic() < deadline, "the generation was not cancelled"
             time.sleep(0.01)
         engine.hold_after = None
-        after = httpx.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "again"}]}, timeout=10)
+        after = httpx.post(
+            url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "again"}]}, timeout=10
+        )
         assert after.status_code == 200  # the engine is free again
 
 
@@ -168,10 +183,13 @@ def test_chatapp_serve_stops_cleanly_on_sigterm_mid_stream(tiny_model_dir):
     import subprocess
     import sys
 
-
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "chatapp", "serve", str(tiny_model_dir), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "chatapp", "serve", str(tiny_model_dir), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -10,9 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import socket
-import stat
 import threading
 import time
 
@@ -20,7 +18,10 @@ import httpx
 import pytest
 
 from chatapp.serving import server as server_module
-from chatapp.serving.server import HostRule, ServerOptions, create_app, split_host
+from chatapp.serving.server import Engine, HostRule, ServerOptions, create_app, split_host
+from model.inference.backend import EngineCrashed
+from model.inference.sampling import SamplingParams
+from model.text.chat_format import Message
 from tests.helpers.fake_backend import FakeBackend
 from tests.helpers.served import running
 
@@ -57,6 +58,7 @@ def wait_until(condition, seconds: float = 10.0, what: str = "the condition") ->
 
 # --- 1. the engine's turn: nothing between taking and giving it back can keep it ---
 
+
 @pytest.mark.parametrize("path", [CHAT, COMPLETIONS])
 @pytest.mark.parametrize("stream_options", ["x", [1], 1, True])
 def test_a_bad_stream_options_is_a_400_and_the_engine_stays_free(path, stream_options):
@@ -77,11 +79,24 @@ def test_the_curl_that_wedged_the_server_is_refused_and_the_engine_stays_free():
 
 
 def asgi_scope(path: str, body: bytes) -> dict:
-    return {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-            "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-            "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
-            "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode())]}
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
 
 
 async def call_app(app, body: dict, leave_on_receive: int | None) -> list[dict]:
@@ -126,6 +141,84 @@ def test_a_stream_whose_client_left_before_its_first_chunk_frees_the_engine(leav
         assert len(engine.calls) == 1
 
 
+class FailsToStart(FakeBackend):
+    """An engine whose worker died: chat() raises before any event (once)."""
+
+    failures = 1
+
+    def chat(self, *args, **kwargs):
+        if self.failures:
+            self.failures -= 1
+            raise EngineCrashed("the llama.cpp worker stopped (exit code -6)")
+        return super().chat(*args, **kwargs)
+
+
+def test_an_engine_that_fails_to_start_or_mid_reply_is_a_500_and_the_engine_stays_free():
+    with running(FailsToStart()) as url:
+        error = assert_openai_error(httpx.post(url + CHAT, json=HI, timeout=3), 500)
+        assert error["message"] == "the engine failed: the llama.cpp worker stopped (exit code -6)"
+        assert_served(url)
+    engine = FakeBackend(fail_after=1)
+    with running(engine) as url:
+        assert "broke down" in assert_openai_error(httpx.post(url + CHAT, json=HI, timeout=3), 500)["message"]
+        engine.fail_after = None
+        assert_served(url)
+
+
+async def never_gone() -> None:
+    await asyncio.Event().wait()
+
+
+def test_a_request_cancelled_while_its_generation_starts_still_stops_what_started():
+    backend, started, proceed = FakeBackend(), threading.Event(), threading.Event()
+    engine = Engine(backend, max_waiting=4)
+
+    def slow_start():
+        started.set()
+        proceed.wait(5)
+        return backend.chat([Message("user", "hi")], SamplingParams(max_tokens=4))
+
+    async def request() -> None:
+        async with engine.turn(never_gone), engine.generation(slow_start):
+            raise AssertionError("a cancelled request went on")
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(request())
+        await asyncio.to_thread(started.wait, 5)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        assert not task.done()  # a start in a thread cannot be abandoned halfway
+        proceed.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+        assert not engine.lock.locked() and engine.waiting == 0
+        assert backend.cancelled == 1  # what had started was stopped
+
+    asyncio.run(scenario())
+
+
+def test_a_request_cancelled_in_the_queue_leaves_the_turn_alone():
+    engine = Engine(FakeBackend(), max_waiting=4)
+
+    async def wait_for_turn() -> None:
+        async with engine.turn(never_gone):
+            raise AssertionError("a cancelled request got the engine")
+
+    async def scenario() -> None:
+        async with engine.turn(never_gone):
+            waiter = asyncio.ensure_future(wait_for_turn())
+            await asyncio.sleep(0.02)
+            assert engine.waiting == 1
+            waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+            assert engine.waiting == 0 and engine.lock.locked()  # still ours
+        assert not engine.lock.locked()
+        async with engine.turn(never_gone):
+            pass
+
+    asyncio.run(asyncio.wait_for(scenario(), 5))
+
+
 # --- 3. bodies validated by declared models: 400 in OpenAI's shape, never 500 ---
 
 HUGE = 10**400
@@ -159,7 +252,7 @@ BAD_BODIES = {
 }
 BAD_RAW = {
     "nested-10k-deep": b'{"messages": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
-    "nested-10k-deep-in-an-unknown-key": b'{"messages": [], "x": ' + b"{\"a\":" * 10_000 + b"1" + b"}" * 10_000 + b"}",
+    "nested-10k-deep-in-an-unknown-key": b'{"messages": [], "x": ' + b'{"a":' * 10_000 + b"1" + b"}" * 10_000 + b"}",
     "not-json": b"{not json",
     "invalid-utf8": b'{"messages": [{"role": "user", "content": "\xff"}]}',
     "lone-surrogate": b'{"messages": [{"role": "user", "content": "\\ud800"}]}',
@@ -188,29 +281,38 @@ def test_a_wrong_body_is_a_400_in_openai_shape_never_a_500(fake_url, name):
     assert_served(fake_url)
 
 
-@pytest.mark.parametrize("body", [{"prompt": 5}, {"prompt": ["a", "b"]}, {}, {"prompt": [1, 2]}, {"prompt": "x", "top_p": HUGE}])
+@pytest.mark.parametrize(
+    "body", [{"prompt": 5}, {"prompt": ["a", "b"]}, {}, {"prompt": [1, 2]}, {"prompt": "x", "top_p": HUGE}]
+)
 def test_a_wrong_completion_body_is_a_400(fake_url, body):
     assert_openai_error(httpx.post(fake_url + COMPLETIONS, json=body, timeout=5), 400)
 
 
 def test_the_error_messages_name_the_rule_and_where():
     with running(FakeBackend()) as url:
+
         def error(body):
             return assert_openai_error(httpx.post(url + CHAT, json=body, timeout=5), 400)
 
         assert error({"messages": []})["message"] == "messages must be a non-empty list"
         assert error({**HI, "n": 2})["message"].startswith("n must be 1")
         assert error({"messages": [{"role": "wizard", "content": "hi"}]})["message"].startswith(
-            "message role must be one of system, user, assistant")
+            "message role must be one of system, user, assistant"
+        )
         assert error({**HI, "stop": 5})["message"] == "stop must be a string or a list of at most 16 strings"
         assert error({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})["message"] == (
-            "only text content is supported")
+            "only text content is supported"
+        )
         assert error({**HI, "temperature": -1})["message"].startswith("temperature must be a finite number >= 0")
         wrong_role = error({"messages": [{"role": ["user"], "content": "hi"}]})
         assert wrong_role["param"] == "messages[0].role" and "valid string" in wrong_role["message"]
         assert error({**HI, "temperature": HUGE})["param"] == "temperature"
-        assert "not valid JSON" in assert_openai_error(
-            httpx.post(url + CHAT, content=b"[" * 5000, headers={"Content-Type": "application/json"}), 400)["message"]
+        assert (
+            "not valid JSON"
+            in assert_openai_error(
+                httpx.post(url + CHAT, content=b"[" * 5000, headers={"Content-Type": "application/json"}), 400
+            )["message"]
+        )
         unknown = assert_openai_error(httpx.post(url + CHAT, json={**HI, "model": "gpt-4"}), 404)
         assert unknown["code"] == "model_not_found"
 
@@ -218,26 +320,72 @@ def test_the_error_messages_name_the_rule_and_where():
 def test_what_was_accepted_before_still_is():
     engine = FakeBackend()
     with running(engine) as url:
+
         def ok(path, body):
             response = httpx.post(url + path, json=body, timeout=5)
             assert response.status_code == 200, response.text
             return response.json()
 
-        ok(CHAT, {"model": "test-model", "messages": [
-            {"role": "developer", "content": "Be brief."},
-            {"role": "user", "content": [{"type": "text", "text": "Good "}, {"type": "text", "text": "morrow"}]},
-            {"role": "assistant", "content": None}, {"role": "user"}],
-            "stop": "\n", "max_completion_tokens": 3, "n": 1, "seed": 5, "repeat_penalty": 1.1, "min_p": 0.05,
-            "top_k": 40, "temperature": 0, "top_p": 1, "logprobs": False, "user": "someone", "tools": [],
-            "frequency_penalty": 0, "response_format": {"type": "text"}})
+        ok(
+            CHAT,
+            {
+                "model": "test-model",
+                "messages": [
+                    {"role": "developer", "content": "Be brief."},
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": "Good "}, {"type": "text", "text": "morrow"}],
+                    },
+                    {"role": "assistant", "content": None},
+                    {"role": "user"},
+                ],
+                "stop": "\n",
+                "max_completion_tokens": 3,
+                "n": 1,
+                "seed": 5,
+                "repeat_penalty": 1.1,
+                "min_p": 0.05,
+                "top_k": 40,
+                "temperature": 0,
+                "top_p": 1,
+                "logprobs": False,
+                "user": "someone",
+                "tools": [],
+                "frequency_penalty": 0,
+                "response_format": {"type": "text"},
+            },
+        )
         call = engine.calls[-1]
         assert [(m.role, m.content) for m in call["messages"]] == [
-            ("system", "Be brief."), ("user", "Good morrow"), ("assistant", ""), ("user", "")]
+            ("system", "Be brief."),
+            ("user", "Good morrow"),
+            ("assistant", ""),
+            ("user", ""),
+        ]
         params = call["params"]
-        assert (params.max_tokens, params.seed, params.repetition_penalty, params.min_p, params.top_k,
-                params.temperature, params.stop) == (3, 5, 1.1, 0.05, 40, 0.0, ["\n"])
-        ok(CHAT, {**HI, "stop": ["a", "b"], "repetition_penalty": 1.2, "max_tokens": 4, "temperature": None,
-                  "stream": False, "stream_options": None, "n": None, "model": "fake-model"})
+        assert (
+            params.max_tokens,
+            params.seed,
+            params.repetition_penalty,
+            params.min_p,
+            params.top_k,
+            params.temperature,
+            params.stop,
+        ) == (3, 5, 1.1, 0.05, 40, 0.0, ["\n"])
+        ok(
+            CHAT,
+            {
+                **HI,
+                "stop": ["a", "b"],
+                "repetition_penalty": 1.2,
+                "max_tokens": 4,
+                "temperature": None,
+                "stream": False,
+                "stream_options": None,
+                "n": None,
+                "model": "fake-model",
+            },
+        )
         assert engine.calls[-1]["params"].repetition_penalty == 1.2
         assert ok(COMPLETIONS, {"prompt": ["The king"], "max_tokens": 2})["choices"][0]["text"] == "Hello there"
         chunks = httpx.post(url + CHAT, json={**HI, "stream": True, "stream_options": {"include_usage": True}}).text
@@ -246,10 +394,20 @@ def test_what_was_accepted_before_still_is():
 
 # --- 4. content types, Host, the key, CORS, body limits, clients that leave mid-body ---
 
-@pytest.mark.parametrize("content_type,status", [
-    ("text/plain", 415), ("application/x-www-form-urlencoded", 415), ("multipart/form-data; boundary=x", 415),
-    ("application/jsonp", 415), (None, 415),
-    ("application/json", 200), ("application/json; charset=utf-8", 200), ("Application/JSON", 200)])
+
+@pytest.mark.parametrize(
+    "content_type,status",
+    [
+        ("text/plain", 415),
+        ("application/x-www-form-urlencoded", 415),
+        ("multipart/form-data; boundary=x", 415),
+        ("application/jsonp", 415),
+        (None, 415),
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("Application/JSON", 200),
+    ],
+)
 def test_only_json_bodies_are_accepted(fake_url, content_type, status):
     headers = {"Content-Type": content_type} if content_type else {}
     response = httpx.post(fake_url + CHAT, content=json.dumps(HI).encode(), headers=headers, timeout=5)
@@ -263,8 +421,16 @@ def test_the_host_header_must_name_this_server(fake_url):
     port = port_of(fake_url)
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}"):
         assert httpx.post(fake_url + CHAT, json=HI, headers={"Host": host}).status_code == 200, host
-    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1:1", "localhost", f"127.0.0.2:{port}",
-                 f"localhost.evil.example:{port}", "a:b:c", f"[::2]:{port}"):
+    for host in (
+        "evil.example",
+        f"evil.example:{port}",
+        "127.0.0.1:1",
+        "localhost",
+        f"127.0.0.2:{port}",
+        f"localhost.evil.example:{port}",
+        "a:b:c",
+        f"[::2]:{port}",
+    ):
         for method, path in (("POST", CHAT), ("GET", "/health"), ("GET", "/v1/models")):
             response = httpx.request(method, fake_url + path, json=HI, headers={"Host": host})
             assert assert_openai_error(response, 421)["code"] == "host_not_allowed", host
@@ -273,6 +439,7 @@ def test_the_host_header_must_name_this_server(fake_url):
 
 def test_allow_host_and_allow_any_host_open_the_server_deliberately():
     with running(FakeBackend(), allowed_hosts=["chat.example", "proxy.example:8443"]) as url:
+
         def status(host):
             return httpx.post(url + CHAT, json=HI, headers={"Host": host}).status_code
 
@@ -330,8 +497,9 @@ def test_a_refused_cors_preflight_is_openai_json():
         assert "access-control-allow-origin" not in refused.headers
         allowed = httpx.options(url + CHAT, headers={"Origin": "http://ok.example", **preflight})
         assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "http://ok.example"
-        wrong_header = httpx.options(url + CHAT, headers={"Origin": "http://ok.example", **preflight,
-                                                          "Access-Control-Request-Headers": "x-evil"})
+        wrong_header = httpx.options(
+            url + CHAT, headers={"Origin": "http://ok.example", **preflight, "Access-Control-Request-Headers": "x-evil"}
+        )
         assert assert_openai_error(wrong_header, 400)["code"] == "cors_refused"
 
 
@@ -339,8 +507,9 @@ def test_a_body_past_the_limit_is_413():
     with running(FakeBackend(), max_body_bytes=1000) as url:
         big = {"messages": [{"role": "user", "content": "x" * 2000}]}
         assert assert_openai_error(httpx.post(url + CHAT, json=big), 413)["code"] == "request_too_large"
-        chunked = httpx.post(url + CHAT, content=iter([json.dumps(big).encode()[:600]] * 3),
-                             headers={"Content-Type": "application/json"})
+        chunked = httpx.post(
+            url + CHAT, content=iter([json.dumps(big).encode()[:600]] * 3), headers={"Content-Type": "application/json"}
+        )
         assert assert_openai_error(chunked, 413)["code"] == "request_too_large"
         assert_served(url)
 
@@ -364,8 +533,11 @@ def no_traceback_logged():
         yield
     finally:
         logger.removeHandler(lines)
-    assert not [line for line in lines.lines if "Traceback" in line or "ClientDisconnect" in line
-                or "Exception in ASGI" in line or "Error" in line], lines.lines
+    assert not [
+        line
+        for line in lines.lines
+        if "Traceback" in line or "ClientDisconnect" in line or "Exception in ASGI" in line or "Error" in line
+    ], lines.lines
 
 
 def test_a_client_that_leaves_mid_body_logs_no_traceback():
@@ -373,15 +545,18 @@ def test_a_client_that_leaves_mid_body_logs_no_traceback():
         port = port_of(url)
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-                raw.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-                            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
-                            b'{"messages": [' % port)
+                raw.sendall(
+                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                    b'{"messages": [' % port
+                )
                 time.sleep(0.1)
         time.sleep(0.3)
         assert_served(url)
 
 
 # --- 5. abandoned work is cancelled, queued work whose client left never starts ---
+
 
 def test_a_reply_whose_client_left_is_cancelled_and_the_next_is_served():
     engine = FakeBackend(replies=[["one", " two", " three"]], hold_after=1)
@@ -413,11 +588,13 @@ def test_a_queued_request_whose_client_left_is_never_started():
 
 # --- the serve command ---
 
+
 def test_serve_takes_allow_host_and_allow_any_host():
     from chatapp.cli import build_parser
 
-    args = build_parser().parse_args(["serve", "m", "--allow-host", "chat.example", "--allow-host", "proxy:8443",
-                                      "--allow-any-host"])
+    args = build_parser().parse_args(
+        ["serve", "m", "--allow-host", "chat.example", "--allow-host", "proxy:8443", "--allow-any-host"]
+    )
     assert args.allow_host == ["chat.example", "proxy:8443"] and args.allow_any_host
     plain = build_parser().parse_args(["serve", "m"])
     assert plain.allow_host == [] and not plain.allow_any_host
@@ -443,21 +620,3 @@ def test_serve_on_every_interface_says_what_the_host_rule_is(monkeypatch):
     lines.clear()
     server_module.serve(FakeBackend(), ServerOptions(model_id="m", any_host=True), "0.0.0.0", 8123, log=lines.append)
     assert any("--allow-any-host" in line for line in lines)
-
-
-# --- 6. llama.cpp's log file is private ---
-
-def test_llama_log_is_created_readable_by_its_owner_only(tmp_path):
-    from quant.llama_log import LOG_FILE_NAME, route_logs
-
-    old = os.umask(0o022)
-    try:
-        path = route_logs(tmp_path / "logs")
-        assert path is not None and stat.S_IMODE(path.stat().st_mode) == 0o600
-        older = tmp_path / "older"
-        older.mkdir()
-        (older / LOG_FILE_NAME).write_text("old\n")
-        os.chmod(older / LOG_FILE_NAME, 0o644)
-        assert stat.S_IMODE(route_logs(older).stat().st_mode) == 0o600
-    finally:
-        os.umask(old)
