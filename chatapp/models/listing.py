@@ -15,6 +15,7 @@ from pathlib import Path
 
 from chatapp.models.registry import ModelRef, split_parts
 from chatapp.paths import user_models_dir
+from chatapp.serving.endpoint import EndpointModel
 from model.network.model_folder import read_config
 from quant.gguf_header import read_gguf_metadata
 
@@ -84,9 +85,9 @@ def describe(ref: ModelRef) -> str:
     return "GGUF"
 
 
-def model_label(ref: ModelRef) -> str:
+def model_label(ref: ModelRef | EndpointModel) -> str:
     """What a model is, in one line: a GGUF file's name, type and size, a model folder's shape."""
-    if ref.kind == "endpoint":
+    if isinstance(ref, EndpointModel):
         return "on an OpenAI-compatible server"
     return gguf_label(ref.path) if ref.kind == "gguf" else describe(ref)
 

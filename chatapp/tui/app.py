@@ -8,8 +8,9 @@ Models load in a worker thread, so the first frame never waits for torch.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -26,7 +27,7 @@ from chatapp.tui.keys import APP_KEYS
 from chatapp.tui.screens.chat import APP_ACTIONS, ChatScreen
 from chatapp.tui.screens.help import HelpScreen
 from chatapp.tui.screens.history_problem import HistoryProblemScreen
-from chatapp.tui.screens.models import choice_spec, model_phrase
+from chatapp.tui.screens.models import model_phrase
 from chatapp.tui.search_palette import HistorySearch
 from model.inference.backend import Backend
 
@@ -42,6 +43,7 @@ JUST_ENDED_S = 1.0  # Ctrl+C this soon after a reply ended (or was stopped) asks
 
 def model_opener(context: int | None = None, api_key: str | None = None, compile: str | None = None) -> Opener:
     """The real opener (chatapp.models.opening.open_model), with the command line's options."""
+
     def open_engine(spec: str, backend: str, device: str) -> Backend:
         from chatapp.models.opening import open_model
 
@@ -55,16 +57,24 @@ class ChatApp(App[None]):
     TITLE = "chatapp"
     COMMANDS = App.COMMANDS | {HistorySearch}
 
-    def __init__(self, model_spec: str | None = None, backend: str = "auto", device: str = "auto", *,
-                 engine: Backend | None = None, store: HistoryStore | None = None, settings: Settings | None = None,
-                 opener: Opener | None = None):
+    def __init__(
+        self,
+        model_spec: str | None = None,
+        backend: str = "auto",
+        device: str = "auto",
+        *,
+        engine: Backend | None = None,
+        store: HistoryStore | None = None,
+        settings: Settings | None = None,
+        opener: Opener | None = None,
+    ):
         """engine: an already open backend (tests); otherwise the chat screen's model is opened in a worker thread."""
         super().__init__()
         self.settings = settings or load_settings()
         self.default_spec: str = model_spec or self.settings.model
         self.backend_kind: str = backend if backend != "auto" else self.settings.backend
         self.device, self.opener = device, opener or model_opener()
-        self.api_key_for_endpoints: str | None = None  # the --api-key given with --endpoint, for listing servers' models
+        self.api_key_for_endpoints: str | None = None  # --endpoint's --api-key, for listing servers' models
         self.engine: Backend | None = engine
         self.loaded_spec: str | None = self.default_spec if engine is not None else None
         self.load_error: str | None = None
@@ -100,8 +110,11 @@ class ChatApp(App[None]):
         for notice in self.settings.notices:
             self.notify(notice, severity="warning", timeout=10)
         if store.recovered:
-            self.notify(f"{store.recovered} reply(s) were interrupted when the app last closed; "
-                        "they are kept, marked as interrupted", timeout=8)
+            self.notify(
+                f"{store.recovered} reply(s) were interrupted when the app last closed; "
+                "they are kept, marked as interrupted",
+                timeout=8,
+            )
 
     @notifies_failures
     async def history_problem_answered(self, answer: str | None) -> None:
@@ -123,8 +136,12 @@ class ChatApp(App[None]):
                 self.notify(f"The old history is kept as {moved_to}; this is a fresh one", timeout=10)
         self.chat.model_changed()
 
-    async def run_action(self, action: str | ActionParseResult, default_namespace: DOMNode | None = None,
-                         namespaces: Mapping[str, DOMNode] | None = None) -> bool:
+    async def run_action(
+        self,
+        action: str | ActionParseResult,
+        default_namespace: DOMNode | None = None,
+        namespaces: Mapping[str, DOMNode] | None = None,
+    ) -> bool:
         """Every action (a key, the command palette): a history or settings write that fails in it is a
         notice, not the end of the app (failures.py)."""
         with failures_as_notices(self):
@@ -188,9 +205,8 @@ class ChatApp(App[None]):
     def model_title(self) -> str:
         """The model's name and where it runs, for the welcome text."""
         if self.engine is None:
-            return f"{model_phrase(self.loaded_spec)} (loading…)"
-        return (f"{self.engine.model_name} · {self.engine.name} · "
-                f"context {self.engine.context_length:,} tokens")
+            return f"{model_phrase(self.loaded_spec)} ({'not loaded' if self.load_error else 'loading…'})"
+        return f"{self.engine.model_name} · {self.engine.name} · context {self.engine.context_length:,} tokens"
 
     def model_choices(self) -> list[ModelChoice]:
         """Local models, then what each known server offers (a server that does not answer is left out)."""
@@ -219,6 +235,7 @@ class ChatApp(App[None]):
     def remember_model_path(self, spec: str, choices: list[ModelChoice] | None = None) -> None:
         """A model the picker was given by path is listed from then on (a server's model is listed by its
         server, a listed model already is). choices: the models the picker showed, if at hand."""
+        from chatapp.models.resolve import model_spec
         from chatapp.serving.endpoint import parse_endpoint_spec
 
         endpoint = parse_endpoint_spec(spec)
@@ -226,7 +243,7 @@ class ChatApp(App[None]):
             self.remember_endpoint(endpoint[0])
             return
         choices = self.model_choices() if choices is None else choices
-        known = {choice_spec(ref) for ref in choices} | {ref.name for ref in choices}
+        known = {model_spec(ref) for ref in choices} | {ref.name for ref in choices}
         known |= {str(ref.path) for ref in choices if isinstance(ref, ModelRef)}
         if spec not in known and spec not in self.settings.extra_paths:
             self.settings.extra_paths.append(spec)
@@ -297,8 +314,15 @@ def describe_model(spec: str) -> str:
         return ""
 
 
-def run_app(model_spec: str | None = None, backend: str = "auto", device: str = "auto", context: int | None = None,
-            endpoint: str | None = None, api_key: str | None = None, compile: str = "auto") -> int:
+def run_app(
+    model_spec: str | None = None,
+    backend: str = "auto",
+    device: str = "auto",
+    context: int | None = None,
+    endpoint: str | None = None,
+    api_key: str | None = None,
+    compile: str = "auto",
+) -> int:
     """`chatapp` and `chatapp chat`: open the app; returns the exit code."""
     app = ChatApp(model_spec, backend, device, opener=model_opener(context, api_key, compile))
     if endpoint:

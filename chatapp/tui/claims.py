@@ -57,6 +57,17 @@ class ConversationClaims:
     def release_all(self) -> None:
         self.keep_only(set())
 
+    def forget(self, conversation_id: int) -> None:
+        """The conversation was deleted: its lock file goes too (removed while still locked)."""
+        descriptor = self._held.pop(conversation_id, None)
+        if descriptor is None or self.folder is None:
+            return
+        try:
+            (self.folder / f"{conversation_id}.lock").unlink()
+        except OSError:
+            pass
+        self._unlock(descriptor)
+
     def _lock(self, conversation_id: int) -> int | None:
         """The descriptor of the locked file; None when another window holds it; -1 when nothing can be
         locked here (then every window is on its own, as before claims)."""

@@ -48,8 +48,13 @@ def _copy_with_a_tool(text: str) -> str | None:
         data = ("\ufeff" + text).encode("utf-16-le") if tool == "clip.exe" else text.encode("utf-8")
         try:
             # xclip and wl-copy stay behind to serve the clipboard: their output must not be a pipe we wait on
-            finished = subprocess.run([program, *arguments], input=data, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, timeout=TOOL_TIMEOUT_S)
+            finished = subprocess.run(
+                [program, *arguments],
+                input=data,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=TOOL_TIMEOUT_S,
+            )
         except (OSError, subprocess.SubprocessError):
             continue
         if finished.returncode == 0:

@@ -27,15 +27,25 @@ def to_json(conversation: StoredConversation, messages: list[StoredMessage]) -> 
     def when(timestamp: float) -> str:
         return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
 
-    return json.dumps({
-        "title": conversation.title,
-        "created_at": when(conversation.created_at),
-        "settings": conversation.settings,
-        "messages": [
-            {"role": m.role, "content": m.content, "status": m.status, "stats": m.stats, "created_at": when(m.created_at)}
-            for m in messages
-        ],
-    }, indent=2, ensure_ascii=False)
+    return json.dumps(
+        {
+            "title": conversation.title,
+            "created_at": when(conversation.created_at),
+            "settings": conversation.settings,
+            "messages": [
+                {
+                    "role": m.role,
+                    "content": m.content,
+                    "status": m.status,
+                    "stats": m.stats,
+                    "created_at": when(m.created_at),
+                }
+                for m in messages
+            ],
+        },
+        indent=2,
+        ensure_ascii=False,
+    )
 
 
 def export_files(folder: Path, conversation: StoredConversation, messages: list[StoredMessage]) -> list[Path]:

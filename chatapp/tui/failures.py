@@ -9,9 +9,10 @@ callbacks with `with failures_as_notices(screen):`. The reply thread catches its
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
-from typing import Any, Callable, Iterator, TypeVar, Union, cast
+from typing import Any, TypeVar, cast
 
 from textual.app import App
 from textual.widget import Widget
@@ -23,7 +24,7 @@ SAVE_ERRORS = (HistoryError, SettingsError)
 NOTICE_S = 15
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
-Node = Union[Widget, App[Any]]  # what can show a notice
+Node = Widget | App[Any]  # what can show a notice
 
 
 def failure_text(error: BaseException) -> str:
@@ -45,6 +46,7 @@ def notifies_failures(handler: Handler) -> Handler:
     """A handler method (sync or async) whose failed history or settings write becomes a notice; it then
     returns None. Its signature is kept: Textual counts a handler's parameters."""
     if inspect.iscoroutinefunction(handler):
+
         @wraps(handler)
         async def guarded_coroutine(self: Node, *args: Any, **kwargs: Any) -> Any:
             with failures_as_notices(self):

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 from textual.message import Message as TextualMessage
 
@@ -54,7 +54,7 @@ class ReplySaveFailed(TextualMessage):
 
 
 class ReplyDone(TextualMessage):
-    def __init__(self, job: "ReplyJob"):
+    def __init__(self, job: ReplyJob):
         super().__init__()
         self.job = job
 
@@ -92,7 +92,9 @@ class ReplyJob:
 
     def start_events(self) -> Iterator[Event]:
         inspect = self.inspection.append if self.backend.supports_inspection else None
-        return self.backend.chat(self.messages, self.params, self.reserve, inspect=inspect, continue_last=self.continue_last)
+        return self.backend.chat(
+            self.messages, self.params, self.reserve, inspect=inspect, continue_last=self.continue_last
+        )
 
     def run(self, report: Report) -> None:
         """In the worker thread: generate, save, report; never raises, and always reports ReplyDone."""
@@ -121,10 +123,12 @@ class ReplyJob:
                 elif isinstance(event, Finished):
                     self.status = STATUS_FOR_REASON.get(event.reason, Status.COMPLETE)
                     self.stats = {
-                        "reason": event.reason, "prompt_tokens": event.prompt_tokens,
+                        "reason": event.reason,
+                        "prompt_tokens": event.prompt_tokens,
                         "completion_tokens": event.completion_tokens,
                         "time_to_first_token_s": event.time_to_first_token_s,
-                        "tokens_per_second": event.tokens_per_second, "notices": list(event.notices),
+                        "tokens_per_second": event.tokens_per_second,
+                        "notices": list(event.notices),
                     }
             if self.status == Status.STREAMING:
                 self.status, self.error = Status.ERROR, "the engine ended without finishing the reply"
@@ -164,7 +168,8 @@ class ReplyJob:
     def _report_save_failure(self, error: HistoryError) -> None:
         if not self._save_failure_reported and self._report is not None:
             self._save_failure_reported = True
-            self._report(ReplySaveFailed(self.message_id, DISK_FULL_REASON if isinstance(error, HistoryFull) else error.reason))
+            reason = DISK_FULL_REASON if isinstance(error, HistoryFull) else error.reason
+            self._report(ReplySaveFailed(self.message_id, reason))
 
     def _heartbeat_until(self, done: threading.Event) -> None:
         while not done.wait(HEARTBEAT_S):

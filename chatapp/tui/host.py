@@ -4,7 +4,7 @@ checks that ChatApp is one."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, Union
+from typing import TYPE_CHECKING, Protocol
 
 from chatapp.history import HistoryStore
 from chatapp.settings import Settings
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from chatapp.models.registry import ModelRef
     from chatapp.serving.endpoint import EndpointModel
 
-    ModelChoice = Union[ModelRef, EndpointModel]  # a local model, or one a server offers
+    ModelChoice = ModelRef | EndpointModel  # a local model, or one a server offers
 
 
 class ChatHost(Protocol):

@@ -53,8 +53,10 @@ PROMPT_KEYS = [
 
 
 def app_bindings() -> list[Binding]:
-    return [Binding(key, action, description, show=shown, priority=action in PRIORITY_ACTIONS)
-            for key, action, description, shown in APP_KEYS]
+    return [
+        Binding(key, action, description, show=shown, priority=action in PRIORITY_ACTIONS)
+        for key, action, description, shown in APP_KEYS
+    ]
 
 
 def key_for(action: str) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 
 from model.inference.backend import CancelFlag, Finished, TextPiece
-from model.text.chat_format import FittedPrompt, Message, fit_to_context
 from model.inference.sampling import SamplingParams
+from model.text.chat_format import FittedPrompt, Message, fit_to_context
 from model.text.tokenizer import SPECIAL_TOKENS
 
 DEFAULT_REPLY = ["Hello", " there", ", friend", "."]
@@ -40,8 +40,14 @@ class FakeBackend:
     supports_inspection = True
     supports_continue = True
 
-    def __init__(self, replies: list[list[str]] | None = None, context_length: int = 512,
-                 fail_after: int | None = None, hold_after: int | None = None, model_name: str = "fake-model"):
+    def __init__(
+        self,
+        replies: list[list[str]] | None = None,
+        context_length: int = 512,
+        fail_after: int | None = None,
+        hold_after: int | None = None,
+        model_name: str = "fake-model",
+    ):
         self.replies = [list(r) for r in (replies or [])]
         self.context_length = context_length
         self.trained_context_length = context_length
@@ -80,8 +86,14 @@ class FakeBackend:
     def next_reply(self) -> list[str]:
         return self.replies.pop(0) if self.replies else list(DEFAULT_REPLY)
 
-    def chat(self, messages: list[Message], params: SamplingParams, reserve: int | None = None,
-             inspect=None, continue_last: bool = False):
+    def chat(
+        self,
+        messages: list[Message],
+        params: SamplingParams,
+        reserve: int | None = None,
+        inspect=None,
+        continue_last: bool = False,
+    ):
         params.validate()
         self.calls.append({"messages": list(messages), "params": params, "continue_last": continue_last})
         self.cancel_flag.clear()

@@ -38,3 +38,8 @@ def reply_texts(app) -> list[str]:
     from chatapp.tui.widgets.messages import AssistantMessage
 
     return [w.content for w in app.query(AssistantMessage)]
+
+
+def notices(app) -> list[str]:
+    """The messages of the notices (toasts) the app has shown and still shows."""
+    return [n.message for n in app._notifications]

@@ -1,10 +1,11 @@
 """The chat screen: a sidebar of conversations, the open conversation, the input, the context bar.
 
 It owns the open conversation, its reply job, its messages and every action on
-them (those on single messages are in screens/message_actions.py). The App (chatapp/tui/app.py) loads the engine and holds the history store
-and the settings; this screen asks it for them. A reply is generated in a
-worker thread (generation.ReplyJob) that saves it as it grows; the screen only
-shows what it is sent.
+them (those on single messages are in screens/message_actions.py). The App
+(chatapp/tui/app.py) loads the engine and holds the history store and the
+settings; this screen asks it for them (typed by host.ChatHost). A reply is
+generated in a worker thread (generation.ReplyJob) that saves it as it grows;
+the screen only shows what it is sent.
 
 A conversation opens with its newest PAGE_SIZE messages; earlier ones load as
 the user scrolls up, so a conversation of any length opens at once.
@@ -16,6 +17,7 @@ window has open is not opened here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
@@ -25,11 +27,9 @@ from textual.actions import SkipAction
 from textual.binding import Binding, BindingType
 from textual.command import CommandPalette
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
-from chatapp.history import (NOT_SENT_TO_MODEL, HistoryError, HistoryStore, Status,
-                             StoredConversation, StoredMessage)
+from chatapp.history import NOT_SENT_TO_MODEL, HistoryError, HistoryStore, Status, StoredConversation, StoredMessage
 from chatapp.settings import ChatDefaults, SettingsError, save_chat_defaults
 from chatapp.tui.claims import ConversationClaims
 from chatapp.tui.failures import failure_text, failures_as_notices, notifies_failures
@@ -37,7 +37,7 @@ from chatapp.tui.generation import ReplyDone, ReplyJob, ReplyPiece, ReplySaveFai
 from chatapp.tui.keys import APP_KEYS, app_bindings
 from chatapp.tui.screens.dialogs import ConfirmScreen, TextPromptScreen
 from chatapp.tui.screens.message_actions import MessageActions
-from chatapp.tui.screens.models import ModelPickerScreen, choice_spec, model_phrase
+from chatapp.tui.screens.models import ModelPickerScreen, model_phrase
 from chatapp.tui.screens.settings import ConversationSettings, SettingsScreen
 from chatapp.tui.search_palette import HistorySearch
 from chatapp.tui.widgets.context_bar import ContextBar
@@ -56,6 +56,7 @@ MOST_MOUNTED = 3 * PAGE_SIZE
 FIRST_BATCH = 32  # messages read to fit the context; more (x4 each time) while all of them fit
 SIDEBAR_ROWS = 200  # the newest conversations listed; the filter finds every one
 SAVE_RETRY_S = 2.0  # how often a reply the disk had no room for is saved again
+CATCH_UP_S = 1.0  # the longest Enter waits for the input to take the keys typed before it
 APP_ACTIONS = {"help", "stop_or_quit"}  # the App's own among keys.APP_KEYS; every other one is this screen's
 CHAT_ACTIONS = {action for _, action, _, _ in APP_KEYS} - APP_ACTIONS
 
@@ -64,8 +65,9 @@ def screen_bindings() -> list[BindingType]:
     """Every key of keys.APP_KEYS in its order, which is the footer's; the App's own ones go to the App.
     Enter in the input sends through a priority binding too, so that the App handles it in order with
     Ctrl+C: a Ctrl+C pressed right after Enter finds the message saved and its reply started."""
-    keys: list[BindingType] = [replace(b, action=f"app.{b.action}") if b.action in APP_ACTIONS else b
-                               for b in app_bindings()]
+    keys: list[BindingType] = [
+        replace(b, action=f"app.{b.action}") if b.action in APP_ACTIONS else b for b in app_bindings()
+    ]
     return keys + [Binding("enter", "send", "Send", show=False, priority=True)]
 
 
@@ -145,8 +147,9 @@ class ChatScreen(MessageActions):
             return self.new_conversation().id
         if self.claims.claim(last) and not self.streaming_elsewhere(last):
             return last
-        self.notify("Your last conversation is open in another chatapp window: this one starts a new conversation",
-                    timeout=8)
+        self.notify(
+            "Your last conversation is open in another chatapp window: this one starts a new conversation", timeout=8
+        )
         return self.new_conversation().id
 
     def streaming_elsewhere(self, conversation_id: int) -> bool:
@@ -283,8 +286,16 @@ class ChatScreen(MessageActions):
             job = self.job if self.job is not None and self.job.message_id == message.id else None
             content = job.text if job is not None else message.content
             status = Status.STREAMING if job is not None else message.status
-            return AssistantMessage(message.id, content, status, message.stats, message.error,
-                                    message.model or "Assistant", message.version, message.version_count)
+            return AssistantMessage(
+                message.id,
+                content,
+                status,
+                message.stats,
+                message.error,
+                message.model or "Assistant",
+                message.version,
+                message.version_count,
+            )
         return UserMessage(message.id, message.role, message.content)
 
     @notifies_failures
@@ -330,8 +341,11 @@ class ChatScreen(MessageActions):
             return False
         if self.engine is None:
             if self.chat_app.load_error:  # the last try failed (a server that was down may be back): try again
-                self.notify(f"Opening {model_phrase(self.wanted_spec())} again; your message is kept: "
-                            "Enter sends it once the model is ready", timeout=8)
+                self.notify(
+                    f"Opening {model_phrase(self.wanted_spec())} again; your message is kept: "
+                    "Enter sends it once the model is ready",
+                    timeout=8,
+                )
                 self.load_wanted_model()
             else:
                 self.notify("The model is still loading; your message is kept", severity="warning")
@@ -342,8 +356,17 @@ class ChatScreen(MessageActions):
         """Enter in the input (a priority binding: see screen_bindings); anywhere else Enter is the widget's."""
         if self.focused is not self.prompt:
             raise SkipAction()
+        await self.input_caught_up()
         if self.prompt.text.strip():
             await self.send(self.prompt.text)
+
+    async def input_caught_up(self) -> None:
+        """Let the input handle the keys that came before this Enter (typed fast, or arriving in one burst):
+        the App has passed them on to it already, but they wait in its queue, behind which this waits."""
+        caught_up = asyncio.Event()
+        if self.prompt.call_later(caught_up.set):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(caught_up.wait(), CATCH_UP_S)
 
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
         await self.send(event.text)
@@ -372,8 +395,11 @@ class ChatScreen(MessageActions):
         try:
             await self.start_reply()
         except HistoryError as error:  # the reply's row could not be added: the message is saved, the reply is not
-            self.notify(f"No reply: {failure_text(error)}. Your message is saved: Ctrl+R asks for the reply again.",
-                        severity="error", timeout=15)
+            self.notify(
+                f"No reply: {failure_text(error)}. Your message is saved: Ctrl+R asks for the reply again.",
+                severity="error",
+                timeout=15,
+            )
         self.refresh_sidebar()
 
     async def start_reply(self, continuing: StoredMessage | None = None, version_of: int | None = None) -> None:
@@ -384,20 +410,35 @@ class ChatScreen(MessageActions):
         assert engine is not None, "can_generate() said yes"
         self.quit_armed = False
         if continuing is None:  # a new reply (or version) is added first: the version it replaces is not sent
-            stored = self.store.add_message(conversation.id, "assistant", "", status=Status.STREAMING,
-                                            model=engine.model_name, version_of=version_of)
+            stored = self.store.add_message(
+                conversation.id,
+                "assistant",
+                "",
+                status=Status.STREAMING,
+                model=engine.model_name,
+                version_of=version_of,
+            )
         else:
             stored = continuing
         try:
             messages, _, _ = self.model_view(continue_last=continuing is not None)
         except Exception as error:  # noqa: BLE001 - the engine's own words, in one line; the app goes on
-            await self.reply_refused(stored, continuing is None, engine_error_text(error))
+            text = failure_text(error) if isinstance(error, HistoryError) else engine_error_text(error)
+            await self.reply_refused(stored, continuing is None, text)
             return
         if continuing is not None:  # the reply to continue is sent as it is, then reopened
             self.store.reopen_message(stored.id)
         params = self.chat_settings().sampling_params()
-        self.job = ReplyJob(engine, self.store, conversation.id, stored.id, messages, params,
-                            continue_last=continuing is not None, text=stored.content)
+        self.job = ReplyJob(
+            engine,
+            self.store,
+            conversation.id,
+            stored.id,
+            messages,
+            params,
+            continue_last=continuing is not None,
+            text=stored.content,
+        )
         self.claims.claim(conversation.id)
         await self.log_view.mount(self.widget_for(stored))  # the job is set: it shows as streaming
         self.log_view.scroll_end(animate=False)
@@ -456,7 +497,7 @@ class ChatScreen(MessageActions):
         log = self.log_view
         mounted = log.message_widgets()
         if len(mounted) > MOST_MOUNTED and log.is_vertical_scroll_end:
-            await log.remove_children(mounted[:len(mounted) - MOST_MOUNTED])
+            await log.remove_children(mounted[: len(mounted) - MOST_MOUNTED])
             self.has_earlier = True
 
     def save_unsaved(self) -> None:
@@ -482,6 +523,7 @@ class ChatScreen(MessageActions):
             self.job.cancel()
         self.claims.release_all()
 
+    @notifies_failures
     def update_context(self) -> None:
         bars = self.query(ContextBar)
         if not bars:
@@ -520,8 +562,9 @@ class ChatScreen(MessageActions):
         return action not in CHAT_ACTIONS or self.app.screen is self
 
     def action_stop(self) -> bool:
-        """Stop the streaming reply (also one whose engine has not started yet); False when nothing streams."""
-        if self.job is None:
+        """Stop the streaming reply (also one whose engine has not started yet); False when nothing streams,
+        or the reply is stopping already."""
+        if self.job is None or self.job.cancelled.is_set():
             return False
         self.job.cancel()
         return True
@@ -565,6 +608,7 @@ class ChatScreen(MessageActions):
                 if self.current.id == conversation.id:
                     self.conversation = self.store.conversation(conversation.id)
                 self.refresh_sidebar()
+
         self.app.push_screen(TextPromptScreen("Rename this conversation", conversation.title), rename)
 
     def action_delete_conversation(self) -> None:
@@ -577,8 +621,10 @@ class ChatScreen(MessageActions):
                 if self.job is not None and self.job.conversation_id == conversation.id:
                     await self.stop_and_wait()
                 self.store.delete(conversation.id)
+                self.claims.forget(conversation.id)
                 remaining = [c.id for c in self.store.conversations() if not self.claims.held_elsewhere(c.id)]
                 await self.open_conversation(remaining[0] if remaining else self.new_conversation().id)
+
         self.app.push_screen(ConfirmScreen(f"Delete “{conversation.title}” and all its messages?"), delete)
 
     def action_filter(self) -> None:
@@ -590,10 +636,14 @@ class ChatScreen(MessageActions):
         sidebar.display = not sidebar.display
 
     def action_settings(self) -> None:
+        from chatapp.models.resolve import model_spec
+
         app, conversation = self.chat_app, self.current
         settings = conversation.settings
-        current = ConversationSettings(self.chat_settings(), settings.get("model", ""), settings.get("backend") or "auto")
-        models = [(f"{ref.name} ({ref.source})", choice_spec(ref)) for ref in app.model_choices()]
+        current = ConversationSettings(
+            self.chat_settings(), settings.get("model", ""), settings.get("backend") or "auto"
+        )
+        models = [(f"{ref.name} ({ref.source})", model_spec(ref)) for ref in app.model_choices()]
 
         def save(result: ConversationSettings | None) -> None:
             if result is None:
@@ -616,6 +666,7 @@ class ChatScreen(MessageActions):
                 self.update_context()
                 if self.job is None and (self.wanted_spec() != app.loaded_spec or result.backend != current.backend):
                     self.load_wanted_model()
+
         self.app.push_screen(SettingsScreen(current, models), save)
 
     def action_models(self) -> None:
@@ -631,5 +682,6 @@ class ChatScreen(MessageActions):
                     self.conversation = self.store.conversation(conversation.id)
                 if self.job is None:
                     self.load_wanted_model()
-                app.remember_model_path(spec, choices)  # last: a settings file that cannot be written changes nothing else
+                app.remember_model_path(spec, choices)  # last: a settings file that cannot be written spoils nothing
+
         self.app.push_screen(ModelPickerScreen(choices, app.loaded_spec or ""), chosen)

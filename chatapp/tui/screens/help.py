@@ -20,16 +20,22 @@ def _two_per_row(pairs: list[tuple[str, str]]) -> list[str]:
 
 def keys_markdown() -> str:
     pairs = [(key, description) for key, _, description, _ in APP_KEYS] + list(PROMPT_KEYS)
-    return "\n".join([
-        "| Key | Action | Key | Action |", "|---|---|---|---|", *_two_per_row(pairs), "",
-        f"**Enter** sends. Most terminals send **Shift+Enter** as Enter, so it sends too: "
-        f"`{NEWLINE_KEY}` adds a new line in every terminal.",
-        "",
-        f"Select a message with the mouse or Tab: `{key_for('copy_message')}` copies it, "
-        f"`{key_for('inspect')}` inspects its tokens, `{key_for('previous_version')}` / "
-        f"`{key_for('next_version')}` step through the versions of a reply. "
-        f"`{key_for('stop_or_quit')}` stops a streaming reply; with none streaming it quits. Esc or F1 closes this.",
-    ])
+    return "\n".join(
+        [
+            "| Key | Action | Key | Action |",
+            "|---|---|---|---|",
+            *_two_per_row(pairs),
+            "",
+            f"**Enter** sends. Most terminals send **Shift+Enter** as Enter, so it sends too: "
+            f"`{NEWLINE_KEY}` adds a new line in every terminal.",
+            "",
+            f"Select a message with the mouse or Tab: `{key_for('copy_message')}` copies it, "
+            f"`{key_for('inspect')}` inspects its tokens, `{key_for('previous_version')}` / "
+            f"`{key_for('next_version')}` step through the versions of a reply. "
+            f"`{key_for('stop_or_quit')}` stops a streaming reply; with none streaming it quits. "
+            "Esc or F1 closes this.",
+        ]
+    )
 
 
 class HelpScreen(ModalScreen[None]):

@@ -21,7 +21,7 @@ from textual.widgets.option_list import Option
 
 
 def candidate_verdict(candidate: dict) -> str:
-    """"drawn", "kept", "cut by top-k" (or another filter), or "cut" when the step does not say which."""
+    """ "drawn", "kept", "cut by top-k" (or another filter), or "cut" when the step does not say which."""
     if candidate.get("drawn"):
         return "drawn"
     if candidate.get("final_prob", 0.0) > 0.0:
@@ -69,8 +69,11 @@ class InspectorScreen(ModalScreen[None]):
                 with Vertical(id="step"):
                     yield Label("", id="step-summary")
                     yield DataTable(id="candidates", cursor_type="row", zebra_stripes=True)
-            yield Label("raw p: from the logits · after filters: penalty, temperature, top-k, top-p, min-p, "
-                        "in that order · #n: drawn as the n-th likeliest · Esc closes", classes="hint")
+            yield Label(
+                "raw p: from the logits · after filters: penalty, temperature, top-k, top-p, min-p, "
+                "in that order · #n: drawn as the n-th likeliest · Esc closes",
+                classes="hint",
+            )
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

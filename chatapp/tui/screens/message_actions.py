@@ -92,8 +92,11 @@ class MessageActions(Screen[None]):
         self.prompt.text = last.content
         self.prompt.move_cursor(self.prompt.document.end)
         self.prompt.focus()
-        self.notify("Editing your last message: Enter sends it in place of the old one and its reply; "
-                    "clearing the input cancels", timeout=6)
+        self.notify(
+            "Editing your last message: Enter sends it in place of the old one and its reply; "
+            "clearing the input cancels",
+            timeout=6,
+        )
 
     def cancel_edit(self) -> None:
         if self.editing is None:
@@ -115,8 +118,9 @@ class MessageActions(Screen[None]):
             return
         engine = self.engine
         if engine is None or not engine.supports_continue:
-            self.notify(f"The {engine.name if engine else 'current'} backend cannot continue a reply yet",
-                        severity="warning")
+            self.notify(
+                f"The {engine.name if engine else 'current'} backend cannot continue a reply yet", severity="warning"
+            )
             return
         widget = self.log_view.widget_for(last.id)
         if widget is not None:
@@ -144,8 +148,11 @@ class MessageActions(Screen[None]):
         ids = [version.id for version in self.store.versions(widget.message_id)]
         index = ids.index(widget.message_id) + step if widget.message_id in ids else -1
         if not 0 <= index < len(ids):
-            self.notify("This reply has only one version (Ctrl+R makes another)" if len(ids) < 2
-                        else f"No {'earlier' if step < 0 else 'later'} version")
+            self.notify(
+                "This reply has only one version (Ctrl+R makes another)"
+                if len(ids) < 2
+                else f"No {'earlier' if step < 0 else 'later'} version"
+            )
             return
         shown = self.widget_for(self.store.show_version(ids[index]))
         had_focus = widget.has_focus
@@ -191,8 +198,11 @@ class MessageActions(Screen[None]):
         job = self.job if self.job is not None and self.job.message_id == message.message_id else None
         steps = job.inspection if job is not None else (self.store.inspection(message.message_id) or [])
         if not steps:
-            self.notify("No token data for this reply: the backend did not report candidates, "
-                        "or the reply is older than the inspector keeps", severity="warning")
+            self.notify(
+                "No token data for this reply: the backend did not report candidates, "
+                "or the reply is older than the inspector keeps",
+                severity="warning",
+            )
             return
         params = self.chat_settings()
         text = f"temperature {params.temperature}, top-k {params.top_k}, top-p {params.top_p}, min-p {params.min_p}"

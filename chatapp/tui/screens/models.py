@@ -4,7 +4,7 @@ and a box to add a GGUF file by path."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.binding import Binding
@@ -14,22 +14,12 @@ from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from chatapp.models.listing import model_label
-from chatapp.models.registry import DEFAULT_MODEL, ModelNotFound, ModelRef, default_model
+from chatapp.models.registry import DEFAULT_MODEL, ModelNotFound, default_model
 from chatapp.models.resolve import model_spec
 from chatapp.serving.endpoint import EndpointModel, parse_endpoint_spec
 
 if TYPE_CHECKING:
     from chatapp.tui.host import ModelChoice
-
-
-def choice_spec(ref: ModelChoice) -> str:
-    """The spec that picks a listed model again (a local one's, or a server's model's)."""
-    return ref.spec if isinstance(ref, EndpointModel) else model_spec(ref)
-
-
-def choice_label(ref: ModelChoice) -> str:
-    # model_label tells a server's model by its kind, though its annotation names ModelRef only
-    return model_label(cast(ModelRef, ref))
 
 
 def model_phrase(spec: str | None) -> str:
@@ -46,7 +36,7 @@ def model_phrase(spec: str | None) -> str:
 
 def model_option_text(ref: ModelChoice) -> Text:
     """Name, label and source, like "llama3.2:3b  Llama 3.2 3B Instruct · Q4_K_M · 2.0 GB  Ollama"."""
-    return Text.assemble((ref.name, "bold"), "  ", choice_label(ref), "  ", (ref.source, "dim"))
+    return Text.assemble((ref.name, "bold"), "  ", model_label(ref), "  ", (ref.source, "dim"))
 
 
 def current_index(models: list[ModelChoice], current: str) -> int | None:
@@ -59,7 +49,7 @@ def current_index(models: list[ModelChoice], current: str) -> int | None:
             return None
         matches = [i for i, ref in enumerate(models) if getattr(ref, "path", None) == default.path]
     else:
-        matches = [i for i, ref in enumerate(models) if current in (choice_spec(ref), str(getattr(ref, "path", "")))]
+        matches = [i for i, ref in enumerate(models) if current in (model_spec(ref), str(getattr(ref, "path", "")))]
         matches = matches or [i for i, ref in enumerate(models) if ref.name == current]
         endpoint = parse_endpoint_spec(current)
         if not matches and endpoint is not None and endpoint[1] is None:
@@ -92,9 +82,8 @@ class ModelPickerScreen(ModalScreen[str | None]):
 
     def compose(self):
         with Vertical(classes="dialog wide", id="model-picker"):
-            yield Label(f"Models · now: {current_name(self.models, self.current, self.current_index)}",
-                        classes="title")
-            yield OptionList(*[Option(model_option_text(ref), id=choice_spec(ref)) for ref in self.models], id="models")
+            yield Label(f"Models · now: {current_name(self.models, self.current, self.current_index)}", classes="title")
+            yield OptionList(*[Option(model_option_text(ref), id=model_spec(ref)) for ref in self.models], id="models")
             if not self.models:
                 yield Label("No models found. Add a GGUF file below, or train one with `chatapp train`.")
             yield Input(placeholder="Add a GGUF file by path and press Enter", id="add-path")

@@ -59,8 +59,13 @@ class SettingsScreen(ModalScreen[ConversationSettings | None]):
             yield Label("Conversation settings", classes="title")
             yield Label("Model")
             specs = [spec for _, spec in self.models]
-            yield Select(self.models, value=self.current.model if self.current.model in specs else Select.NULL,
-                         allow_blank=True, prompt="default model", id="model")
+            yield Select(
+                self.models,
+                value=self.current.model if self.current.model in specs else Select.NULL,
+                allow_blank=True,
+                prompt="default model",
+                id="model",
+            )
             yield Label("Backend")
             yield Select([(b, b) for b in BACKENDS], value=self.current.backend, allow_blank=False, id="backend")
             yield Label("System prompt")
@@ -74,8 +79,10 @@ class SettingsScreen(ModalScreen[ConversationSettings | None]):
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Use for new chats too", id="save-as-default")
                 yield Button("Cancel", id="cancel")
-            yield Label("Ctrl+S saves for this chat · Ctrl+N saves and uses these for new chats too · Esc cancels",
-                        classes="hint")
+            yield Label(
+                "Ctrl+S saves for this chat · Ctrl+N saves and uses these for new chats too · Esc cancels",
+                classes="hint",
+            )
 
     def on_mount(self) -> None:
         for name in SAMPLING_FIELDS:  # a value stored before a rule changed is refused at once, not on Save
@@ -108,16 +115,21 @@ class SettingsScreen(ModalScreen[ConversationSettings | None]):
     def action_save(self, as_default: bool = False) -> None:
         if self.errors:
             wrong = [name for name in SAMPLING_FIELDS if name in self.errors]
-            self.notify("\n".join(self.errors[name] for name in wrong),
-                        title=f"Not saved: fix {', '.join(wrong)}", severity="warning", timeout=8)
+            self.notify(
+                "\n".join(self.errors[name] for name in wrong),
+                title=f"Not saved: fix {', '.join(wrong)}",
+                severity="warning",
+                timeout=8,
+            )
             self.query_one(f"#{wrong[0]}", Input).focus()
             return
-        values: dict[str, Any] = {name: check_field(name, self.query_one(f"#{name}", Input).value.strip())[0]
-                                  for name in SAMPLING_FIELDS}  # each checked: of its field's type
+        values: dict[str, Any] = {
+            name: check_field(name, self.query_one(f"#{name}", Input).value.strip())[0] for name in SAMPLING_FIELDS
+        }  # each checked: of its field's type
         chat = ChatDefaults(system_prompt=self.query_one("#system_prompt", TextArea).text, **values)
         model = self.query_one("#model", Select).value
-        self.dismiss(ConversationSettings(
-            chat, "" if model is Select.NULL else str(model), str(self.query_one("#backend", Select).value), as_default))
+        backend = str(self.query_one("#backend", Select).value)
+        self.dismiss(ConversationSettings(chat, "" if model is Select.NULL else str(model), backend, as_default))
 
     def action_save_as_default(self) -> None:
         self.action_save(as_default=True)

@@ -36,8 +36,15 @@ class ContextBar(Static):
         super().__init__(*args, **kwargs)
         self.use: ContextUse | None = None
 
-    def show(self, prompt_tokens: int, reserve_tokens: int, context_length: int, dropped: int, model: str,
-             trained_context_length: int | None = None) -> None:
+    def show(
+        self,
+        prompt_tokens: int,
+        reserve_tokens: int,
+        context_length: int,
+        dropped: int,
+        model: str,
+        trained_context_length: int | None = None,
+    ) -> None:
         """prompt_tokens: what is sent; reserve_tokens: the room kept for the reply; dropped: how many early
         messages no longer fit and are not sent."""
         self.use = ContextUse(prompt_tokens, reserve_tokens, context_length, dropped, model, trained_context_length)
@@ -67,8 +74,11 @@ def context_bar(use: ContextUse, width: int) -> Content:
     if use.reserve_tokens > 0 and prompt_cells + reserve_cells < width:
         reserve_cells = max(reserve_cells, 1)
     free_cells = width - prompt_cells - reserve_cells
-    return Content.assemble((PROMPT_GLYPH * prompt_cells, PROMPT_STYLE), (RESERVE_GLYPH * reserve_cells, RESERVE_STYLE),
-                            (FREE_GLYPH * free_cells, FREE_STYLE))
+    return Content.assemble(
+        (PROMPT_GLYPH * prompt_cells, PROMPT_STYLE),
+        (RESERVE_GLYPH * reserve_cells, RESERVE_STYLE),
+        (FREE_GLYPH * free_cells, FREE_STYLE),
+    )
 
 
 def _share(use: ContextUse) -> str:
@@ -79,8 +89,11 @@ def _share(use: ContextUse) -> str:
 def _tiers(use: ContextUse) -> list[list]:
     """The line without the model's name, from the most words to the fewest."""
     p, r, c = f"{use.prompt_tokens:,}", f"{use.reserve_tokens:,}", f"{use.context_length:,}"
-    trained = (f" (trained for {use.trained_context_length:,})"
-               if use.trained_context_length and use.trained_context_length != use.context_length else "")
+    trained = (
+        f" (trained for {use.trained_context_length:,})"
+        if use.trained_context_length and use.trained_context_length != use.context_length
+        else ""
+    )
     dropped_long = ""
     if use.dropped == 1:
         dropped_long = f"{SEPARATOR}the earliest message no longer fits and is not sent"
@@ -89,11 +102,24 @@ def _tiers(use: ContextUse) -> list[list]:
     dropped_short = f"{SEPARATOR}{use.dropped} dropped" if use.dropped else ""
     dropped = ("$warning bold",)
     return [
-        ["context ", context_bar(use, BAR_WIDTH), f" {p} prompt + {r} reply/{c} tokens ({_share(use)}){trained}",
-         (dropped_long, *dropped)],
-        ["context ", context_bar(use, BAR_WIDTH), f" {p} prompt + {r} reply/{c} tokens ({_share(use)})",
-         (dropped_short, *dropped)],
-        ["context ", context_bar(use, NARROW_BAR_WIDTH), f" {p}+{r}/{c} tokens {_share(use)}", (dropped_short, *dropped)],
+        [
+            "context ",
+            context_bar(use, BAR_WIDTH),
+            f" {p} prompt + {r} reply/{c} tokens ({_share(use)}){trained}",
+            (dropped_long, *dropped),
+        ],
+        [
+            "context ",
+            context_bar(use, BAR_WIDTH),
+            f" {p} prompt + {r} reply/{c} tokens ({_share(use)})",
+            (dropped_short, *dropped),
+        ],
+        [
+            "context ",
+            context_bar(use, NARROW_BAR_WIDTH),
+            f" {p}+{r}/{c} tokens {_share(use)}",
+            (dropped_short, *dropped),
+        ],
         ["context ", context_bar(use, NARROW_BAR_WIDTH), f" {p}+{r}/{c} {_share(use)}", (dropped_short, *dropped)],
         [context_bar(use, NARROW_BAR_WIDTH), f" {p}+{r}/{c} {_share(use)}", (dropped_short, *dropped)],
         [f"{p}+{r}/{c}", (dropped_short, *dropped)],
@@ -101,8 +127,10 @@ def _tiers(use: ContextUse) -> list[list]:
 
 
 def _length(parts: list) -> int:
-    return sum(part.cell_length if isinstance(part, Content) else len(part if isinstance(part, str) else part[0])
-               for part in parts)
+    return sum(
+        part.cell_length if isinstance(part, Content) else len(part if isinstance(part, str) else part[0])
+        for part in parts
+    )
 
 
 def context_line(use: ContextUse, width: int) -> Content:
@@ -118,4 +146,4 @@ def context_line(use: ContextUse, width: int) -> Content:
 
 
 def _shortened(name: str, width: int) -> str:
-    return name if len(name) <= width else name[:width - 1] + "…"
+    return name if len(name) <= width else name[: width - 1] + "…"

@@ -99,9 +99,18 @@ class UserMessage(ChatMessage):
 class AssistantMessage(ChatMessage):
     """A reply: a MarkdownStream while it streams, one full render at the end."""
 
-    def __init__(self, message_id: int, content: str, status: str = Status.COMPLETE, stats: dict | None = None,
-                 error: str | None = None, model_name: str = "Assistant", version: int = 1, version_count: int = 1,
-                 **kwargs):
+    def __init__(
+        self,
+        message_id: int,
+        content: str,
+        status: str = Status.COMPLETE,
+        stats: dict | None = None,
+        error: str | None = None,
+        model_name: str = "Assistant",
+        version: int = 1,
+        version_count: int = 1,
+        **kwargs,
+    ):
         super().__init__(message_id, "assistant", content, status, **kwargs)
         self.stats, self.error, self.model_name = stats, error, model_name
         self.version, self.version_count = version, version_count
@@ -190,6 +199,7 @@ class ChatLog(VerticalScroll):
 
         def keep_place() -> None:
             self.scroll_to(y=self.scroll_y + self.virtual_size.height - height_before, animate=False)
+
         self.call_after_refresh(keep_place)
 
     def message_widgets(self) -> list[ChatMessage]:

@@ -2,6 +2,9 @@
 
 Shift+Enter adds a line only where the terminal tells it from Enter (the kitty
 keyboard protocol); most terminals, and tmux, send it as Enter, which sends.
+In the chat screen Enter reaches the screen's priority binding first (so that the
+App handles Enter and Ctrl+C in the order they were pressed); on its own the
+input posts Submitted.
 """
 
 from __future__ import annotations

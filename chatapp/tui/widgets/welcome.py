@@ -38,4 +38,4 @@ class Welcome(Static):
 
 def _one_line(text: str, width: int) -> str:
     line = " ".join(text.split())
-    return line if len(line) <= width else line[:width - 1] + "…"
+    return line if len(line) <= width else line[: width - 1] + "…"

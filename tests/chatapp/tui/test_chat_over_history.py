@@ -194,8 +194,11 @@ async def test_search_finds_text_in_another_conversation_and_opens_it(tmp_path):
         await pilot.press("ctrl+o")
         await pilot.pause()
         await pilot.press(*"armada")
-        await wait_until(pilot, lambda: app.screen.query("CommandList")
-                         and app.screen.query("CommandList").first().option_count > 0, what="a search hit")
+        await wait_until(
+            pilot,
+            lambda: app.screen.query("CommandList") and app.screen.query("CommandList").first().option_count > 0,
+            what="a search hit",
+        )
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.chat.conversation.id == target, what="the conversation to open")
 

@@ -31,7 +31,9 @@ async def test_a_reply_streams_in_and_is_saved():
         assert app.chat.prompt.text == ""
         stored = app.store.messages(app.chat.conversation.id)
         assert [(m.role, m.content, m.status) for m in stored] == [
-            ("user", "Hello\nthere", "complete"), ("assistant", "**Good morrow**, sir.", "complete")]
+            ("user", "Hello\nthere", "complete"),
+            ("assistant", "**Good morrow**, sir.", "complete"),
+        ]
         assert engine.calls[0]["messages"][-1].content == "Hello\nthere"
         assert "context" in str(app.query_one(ContextBar).render())
 
@@ -48,7 +50,9 @@ async def test_verse_keeps_its_line_breaks_while_streaming_and_after():
         engine.release()
         await wait_idle(pilot)
         assert shown_reply_text(app.query_one(AssistantMessage)).splitlines() == [
-            "To be, or not to be:", "that is the question."]
+            "To be, or not to be:",
+            "that is the question.",
+        ]
 
 
 def paragraph_texts(app) -> list[str]:

@@ -54,12 +54,19 @@ def shown_text(container) -> str:
 
 # --- keys ---
 
+
 def test_every_key_is_bound_once_and_none_is_a_text_areas_own():
     keys = [key for key, _, _, _ in APP_KEYS]
     assert len(keys) == len(set(keys))
     actions = {action for _, action, _, _ in APP_KEYS}
-    assert {"next_conversation", "previous_conversation", "previous_version", "next_version", "search",
-            "stop_or_quit"} <= actions
+    assert {
+        "next_conversation",
+        "previous_conversation",
+        "previous_version",
+        "next_version",
+        "search",
+        "stop_or_quit",
+    } <= actions
     text_area_keys = {key for binding in TextArea.BINDINGS for key in binding.key.split(",")}
     assert not (set(keys) - {"ctrl+c"}) & text_area_keys  # ctrl+c is taken over on purpose (a priority binding)
     assert NEWLINE_KEY not in keys and NEWLINE_KEY not in text_area_keys
@@ -101,6 +108,7 @@ async def test_ctrl_c_reaches_the_screens_action_with_a_text_area_focused():
 
 # --- help ---
 
+
 @pytest.mark.asyncio
 async def test_the_help_shows_every_key_at_80_by_40_without_scrolling():
     app = Host()
@@ -122,6 +130,7 @@ async def test_the_help_shows_every_key_at_80_by_40_without_scrolling():
 
 # --- the input ---
 
+
 @pytest.mark.asyncio
 async def test_the_input_says_which_key_adds_a_line_and_that_key_does():
     prompt = PromptInput(id="prompt")
@@ -134,6 +143,7 @@ async def test_the_input_says_which_key_adds_a_line_and_that_key_does():
 
 
 # --- context bar ---
+
 
 def test_the_context_line_keeps_every_number_and_shortens_the_model_name():
     use = ContextUse(1_234, 256, 2_048, 3, "a-very-long-model-name-that-never-ends-q4_K_M.gguf", 131_072)
@@ -177,6 +187,7 @@ async def test_the_context_bar_is_one_line_at_80_columns():
 
 # --- inspector ---
 
+
 def real_steps() -> list[dict]:
     logits = [3.0, 2.5, 2.0, 1.0, 0.5, -1.0, -2.0, -3.0]
     texts = lambda i: f"t{i}"  # noqa: E731
@@ -204,10 +215,21 @@ async def test_the_inspector_shows_the_rank_and_which_filter_cut_each_candidate(
 
 @pytest.mark.asyncio
 async def test_the_inspector_shows_steps_stored_before_ranks_and_cut_by():
-    old = [{"text": "To", "candidates": [{"text": "To", "raw_prob": 0.6, "final_prob": 1.0, "drawn": True},
-                                         {"text": "Be", "raw_prob": 0.3, "final_prob": 0.0}]},
-           {"token_id": -1, "text": "be", "rank": -1, "candidates": [
-               {"id": -1, "text": "be", "raw_prob": 0.5, "final_prob": 1.0, "drawn": True, "cut_by": None}]}]
+    old = [
+        {
+            "text": "To",
+            "candidates": [
+                {"text": "To", "raw_prob": 0.6, "final_prob": 1.0, "drawn": True},
+                {"text": "Be", "raw_prob": 0.3, "final_prob": 0.0},
+            ],
+        },
+        {
+            "token_id": -1,
+            "text": "be",
+            "rank": -1,
+            "candidates": [{"id": -1, "text": "be", "raw_prob": 0.5, "final_prob": 1.0, "drawn": True, "cut_by": None}],
+        },
+    ]
     app = Host()
     async with app.run_test(size=(120, 40)) as pilot:
         app.push_screen(InspectorScreen(old, ""))
@@ -222,10 +244,13 @@ async def test_the_inspector_shows_steps_stored_before_ranks_and_cut_by():
 
 # --- model picker ---
 
+
 def models(tmp_path) -> list[ModelRef]:
-    return [ModelRef("alpha", tmp_path / "alpha", "folder", "user"),
-            ModelRef("beta", tmp_path / "beta.gguf", "gguf", "added"),
-            ModelRef("gamma", tmp_path / "gamma.gguf", "gguf", "LM Studio")]
+    return [
+        ModelRef("alpha", tmp_path / "alpha", "folder", "user"),
+        ModelRef("beta", tmp_path / "beta.gguf", "gguf", "added"),
+        ModelRef("gamma", tmp_path / "gamma.gguf", "gguf", "LM Studio"),
+    ]
 
 
 @pytest.mark.asyncio
@@ -259,6 +284,7 @@ async def test_the_model_picker_names_the_default_model(tmp_path):
 
 # --- clipboard ---
 
+
 class FakeApp:
     def __init__(self):
         self.clipboard = None
@@ -272,7 +298,7 @@ def test_a_clipboard_tool_gets_the_text(tmp_path, monkeypatch):
     tools.mkdir()
     received = tmp_path / "received.txt"
     script = tools / "xclip"
-    script.write_text(f"#!/bin/sh\necho \"$@\" > {received}.args\n/bin/cat > {received}\n")
+    script.write_text(f'#!/bin/sh\necho "$@" > {received}.args\n/bin/cat > {received}\n')
     script.chmod(0o755)
     monkeypatch.setenv("PATH", str(tools))
     monkeypatch.setenv("DISPLAY", ":0")
@@ -326,13 +352,17 @@ def test_a_tool_that_needs_a_display_is_not_tried_without_one(tmp_path, monkeypa
 
 # --- welcome ---
 
+
 @pytest.mark.asyncio
 async def test_the_welcome_is_short_at_80_columns():
     welcome = Welcome(id="welcome")
     app = Host(welcome)
     async with app.run_test(size=(80, 30)) as pilot:
-        welcome.show("shakespeare-chat", "A 5.85M-parameter GPT trained here on Shakespeare's plays, then taught to "
-                     "chat with LoRA; expect verse, not sense. " * 3)
+        welcome.show(
+            "shakespeare-chat",
+            "A 5.85M-parameter GPT trained here on Shakespeare's plays, then taught to "
+            "chat with LoRA; expect verse, not sense. " * 3,
+        )
         await pilot.pause()
         lines = rendered_lines(welcome)
         assert len(lines) <= 10
@@ -344,8 +374,8 @@ async def test_the_welcome_is_short_at_80_columns():
 
 @pytest.mark.parametrize("current", ["", "endpoint:http://127.0.0.1:9/v1#remote-model"])
 def test_the_picker_finds_the_current_model_among_servers_models_too(current):
-    from chatapp.serving.endpoint import EndpointModel
     from chatapp.models.registry import list_models
+    from chatapp.serving.endpoint import EndpointModel
     from chatapp.tui.screens.models import current_index
 
     local = list_models()

@@ -39,10 +39,16 @@ async def test_the_builtin_chat_model_loads_by_default_and_answers_in_character(
 
     app = ChatApp(store=HistoryStore())  # no engine given: the default model loads as it does for a user
     async with app.run_test() as pilot:
-        await wait_until(pilot, lambda: app.engine is not None or app.load_error, timeout=120, what="the built-in model")
+        await wait_until(
+            pilot, lambda: app.engine is not None or app.load_error, timeout=120, what="the built-in model"
+        )
         assert app.load_error is None and app.engine.model_name == "shakespeare-chat"
         settings = dict(app.chat.conversation.settings)
-        settings["chat"] = {**settings.get("chat", {}), "system_prompt": "You are Hamlet, Prince of Denmark.", "seed": 0}
+        settings["chat"] = {
+            **settings.get("chat", {}),
+            "system_prompt": "You are Hamlet, Prince of Denmark.",
+            "seed": 0,
+        }
         app.store.save_settings(app.chat.conversation.id, settings)
         app.chat.conversation = app.store.conversation(app.chat.conversation.id)
         await send(pilot, "How do you like the court, my lord?")

@@ -116,7 +116,9 @@ class SettingsHost(App):
         self.results: list[ConversationSettings | None] = []
 
     def on_mount(self) -> None:
-        self.push_screen(SettingsScreen(ConversationSettings(self.chat, ""), [("mine", "/m.gguf")]), self.results.append)
+        self.push_screen(
+            SettingsScreen(ConversationSettings(self.chat, ""), [("mine", "/m.gguf")]), self.results.append
+        )
 
 
 async def test_every_wrong_field_says_why_in_the_words_of_the_settings_file():
@@ -124,8 +126,15 @@ async def test_every_wrong_field_says_why_in_the_words_of_the_settings_file():
     async with app.run_test(size=(80, 40)) as pilot:
         await pilot.pause()
         screen = app.screen
-        wrong = {"temperature": "hot", "top_p": "0", "top_k": "2.5", "min_p": "2", "repetition_penalty": "0",
-                 "max_tokens": "0", "seed": "-5"}
+        wrong = {
+            "temperature": "hot",
+            "top_p": "0",
+            "top_k": "2.5",
+            "min_p": "2",
+            "repetition_penalty": "0",
+            "max_tokens": "0",
+            "seed": "-5",
+        }
         for field, text in wrong.items():
             await type_into(pilot, screen, field, text)
         for field, text in wrong.items():
@@ -199,7 +208,7 @@ async def test_save_alone_is_for_this_conversation_only():
 async def test_use_for_new_chats_reaches_the_settings_file_and_the_next_new_chat():
     path = settings_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# my settings\n[app]\ntheme = \"textual-dark\"\n", encoding="utf-8")
+    path.write_text('# my settings\n[app]\ntheme = "textual-dark"\n', encoding="utf-8")
     app = make_app(FakeBackend(), settings=load_settings())
     async with app.run_test(size=(120, 60)) as pilot:
         screen = await open_settings(pilot)

@@ -42,7 +42,9 @@ async def test_every_action_is_in_the_command_palette():
         await pilot.press("ctrl+p")
         await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette))
         await pilot.press(*"Help")
-        await wait_until(pilot, lambda: app.screen.query(OptionList) and app.screen.query_one(OptionList).option_count > 0)
+        await wait_until(
+            pilot, lambda: app.screen.query(OptionList) and app.screen.query_one(OptionList).option_count > 0
+        )
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
 
@@ -140,7 +142,9 @@ async def test_the_model_picker_lists_models_and_adds_a_gguf_by_path(tmp_path):
     gguf = tmp_path / "mine.gguf"
     gguf.write_bytes(b"GGUF")
     chosen = []
-    app = make_app(FakeBackend(), opener=lambda spec, backend, device: chosen.append(spec) or FakeBackend(model_name=spec))
+    app = make_app(
+        FakeBackend(), opener=lambda spec, backend, device: chosen.append(spec) or FakeBackend(model_name=spec)
+    )
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("f4")
         await wait_until(pilot, lambda: isinstance(app.screen, ModelPickerScreen))
