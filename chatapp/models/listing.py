@@ -13,6 +13,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from chatapp.models.pulled import pulled_paths
 from chatapp.models.registry import ModelRef, split_parts
 from chatapp.paths import user_models_dir
 from chatapp.serving.endpoint import EndpointModel
@@ -92,8 +93,10 @@ def model_label(ref: ModelRef | EndpointModel) -> str:
     return gguf_label(ref.path) if ref.kind == "gguf" else describe(ref)
 
 
-def model_records(refs: list[ModelRef], default_path: Path | None) -> list[dict]:
-    """`chatapp models --json`: one dict per model."""
+def model_records(refs: list[ModelRef], default_path: Path | None, pulled: set[Path] | None = None) -> list[dict]:
+    """`chatapp models --json`: one dict per model; "pulled": fetched by `chatapp pull` (by default as its record
+    says)."""
+    pulled = pulled_paths() if pulled is None else pulled
     return [
         {
             "name": ref.name,
@@ -103,6 +106,7 @@ def model_records(refs: list[ModelRef], default_path: Path | None) -> list[dict]
             "size_bytes": ref.size_bytes,
             "label": model_label(ref),
             "default": ref.path == default_path,
+            "pulled": ref.path in pulled,
         }
         for ref in refs
     ]
@@ -125,10 +129,13 @@ def model_lines(refs: list[ModelRef], default_path: Path | None) -> list[str]:
     lines = []
     for record, row in zip(records, rows):
         cells = [cell.rjust(widths[i]) if i == size_column else cell.ljust(widths[i]) for i, cell in enumerate(row)]
-        lines.append(("* " if record["default"] else "  ") + "  ".join(cells).rstrip())
+        mark = "* " if record["default"] else "+ " if record["pulled"] else "  "
+        lines.append(mark + "  ".join(cells).rstrip())
     if not records:
         lines.append("no models found")
     if any(record["default"] for record in records):
         lines.append("* the default model")
+    if any(record["pulled"] for record in records):
+        lines.append("+ pulled with `chatapp pull` (`chatapp rm NAME` removes it)")
     lines.append(f"your models folder: {user_models_dir()} (put model folders or .gguf files there)")
     return lines

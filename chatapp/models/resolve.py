@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from chatapp.models.discovery import discover_models
+from chatapp.models.pulled import find_pulled
 from chatapp.models.registry import ModelNotFound, ModelRef, default_model, ref_for_path
 from chatapp.serving.endpoint import EndpointModel
 
@@ -21,6 +22,9 @@ def resolve_model(spec: str | None = None) -> ModelRef:
     for ref in models:
         if ref.name == spec:
             return ref
+    pulled = find_pulled(spec)  # what `chatapp pull` fetched, by what it was pulled as: REPO:QUANT
+    if pulled is not None:
+        return ModelRef(pulled.name, Path(pulled.path), "gguf", "Hugging Face")
     names = ", ".join(sorted({m.name for m in models})) or "none"
     raise ModelNotFound(f"no model named {spec!r} and no such file (models: {names}; `chatapp models` lists them)")
 

@@ -26,6 +26,7 @@ ROLE_MARKERS = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT}
 class Message:
     role: str
     content: str
+    reasoning: str = ""  # an assistant reply's thinking, apart from its answer (model.text.reasoning)
 
     def __post_init__(self):
         if self.role not in ROLES:
@@ -47,7 +48,9 @@ class FittedPrompt:
         return self.token_count if self.token_count is not None else len(self.ids)
 
 
-def encode_message(message: Message, tokenizer: Tokenizer, closed: bool = True, known_replies: dict[str, list[int]] | None = None) -> list[int]:
+def encode_message(
+    message: Message, tokenizer: Tokenizer, closed: bool = True, known_replies: dict[str, list[int]] | None = None
+) -> list[int]:
     """Role marker, text, <|end|>. A reply the engine sampled itself keeps its
     sampled ids (known_replies), which may differ from re-encoding its text:
     that keeps the KV cache prefix valid in the next turn."""
@@ -136,7 +139,9 @@ def jinja_chat_template() -> str:
     parts = ["{%- for message in messages -%}"]
     for role, marker in ROLE_MARKERS.items():
         keyword = "if" if role == ROLES[0] else "elif"
-        parts.append(f"{{%- {keyword} message['role'] == '{role}' -%}}{marker}{{{{ message['content'] }}}}{END_OF_TURN}")
+        parts.append(
+            f"{{%- {keyword} message['role'] == '{role}' -%}}{marker}{{{{ message['content'] }}}}{END_OF_TURN}"
+        )
     parts.append("{%- endif -%}")
     parts.append("{%- endfor -%}")
     parts.append(f"{{%- if add_generation_prompt -%}}{ASSISTANT}{{%- endif -%}}")
@@ -157,8 +162,14 @@ class ChatappFormat:
         self.plain_stop_ids = set(self.stop_ids)  # a chat model ends plain text at <|end|> too
         self._control_ids = set(tokenizer.special_ids.values())
 
-    def fit(self, messages: list[Message], context_length: int, reserve: int,
-            known_replies: dict[str, list[int]] | None = None, continue_last: bool = False) -> FittedPrompt:
+    def fit(
+        self,
+        messages: list[Message],
+        context_length: int,
+        reserve: int,
+        known_replies: dict[str, list[int]] | None = None,
+        continue_last: bool = False,
+    ) -> FittedPrompt:
         return fit_to_context(messages, self.tokenizer, context_length, reserve, known_replies, continue_last)
 
     def plain_prompt(self, text: str) -> list[int]:

@@ -31,7 +31,10 @@ TOKENIZER_FILE = "tokenizer.tiktoken"
 
 
 def save_ranks(ranks: dict[bytes, int], path: str | Path) -> None:
-    lines = [f"{base64.b64encode(token).decode('ascii')} {rank}" for token, rank in sorted(ranks.items(), key=lambda kv: kv[1])]
+    lines = [
+        f"{base64.b64encode(token).decode('ascii')} {rank}"
+        for token, rank in sorted(ranks.items(), key=lambda kv: kv[1])
+    ]
     Path(path).write_text("\n".join(lines) + "\n", encoding="ascii")
 
 
@@ -81,7 +84,7 @@ class Tokenizer:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "Tokenizer":
+    def load(cls, path: str | Path) -> Tokenizer:
         return cls(load_ranks(path))
 
     def save(self, path: str | Path) -> None:

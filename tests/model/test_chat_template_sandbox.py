@@ -48,3 +48,62 @@ def test_an_ordinary_template_renders_and_the_limits_are_lifted_after():
     assert text == "[user] hi\n"
     assert resource.getrlimit(resource.RLIMIT_AS) == before
     assert len(bytearray(400_000_000)) == 400_000_000  # memory past the template's cap is allowed again
+
+
+def test_compiling_a_huge_template_is_refused_before_it_takes_memory():
+    """A 2.3 MB template once took 1.4 GB to compile: past MAX_TEMPLATE_SOURCE_CHARS it is refused."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    with pytest.raises(TemplateError) as error:
+        render_template("{{ a }}" * 330_000, bounded_memory=True, messages=[])
+    assert "too big to compile" in str(error.value) and "\n" not in str(error.value)
+    assert time.monotonic() - started < 1
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 50_000  # KiB: nothing much was taken
+
+
+def test_compiling_is_bounded_in_time():
+    started = time.monotonic()
+    with pytest.raises(TemplateError) as error:  # 199,000 characters of tags: about 2 s of Jinja's compiler
+        render_template("{{ a }}" * 28_400, bounded_memory=True, messages=[])
+    assert "to compile: refused" in str(error.value)
+    assert time.monotonic() - started < 3
+
+
+HF_EXTENSIONS = {
+    "generation": ("{% generation %}[{{ 'x' }}]{% endgeneration %}", {}, "[x]"),
+    "tojson's arguments": (
+        "{{ {'b': 1, 'a': 'é'} | tojson(indent=2, sort_keys=True) }}|{{ [1, 2] | tojson(separators=(',', ':')) }}"
+        "|{{ 'é' | tojson(ensure_ascii=True) }}|{{ '<&>' | tojson }}",
+        {},
+        '{\n  "a": "é",\n  "b": 1\n}|[1,2]|"\\u00e9"|"<&>"',
+    ),
+    "strftime_now": ("{{ strftime_now('%Y') }}", {}, time.strftime("%Y")),
+    "tools and documents as none": (
+        "{{ tools is none }} {{ documents is none }}",
+        {"tools": None, "documents": None},
+        "True True",
+    ),
+    "keyword flags": (
+        "{{ enable_thinking }} {{ reasoning_effort }}",
+        {"enable_thinking": False, "reasoning_effort": "low"},
+        "False low",
+    ),
+    "namespace and dict": (
+        "{% set ns = namespace(n=1) %}{% set ns.n = ns.n + 1 %}{{ ns.n }}{{ dict(a=1).a }}",
+        {},
+        "21",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(HF_EXTENSIONS))
+def test_hugging_faces_template_extensions_work(name):
+    source, variables, expected = HF_EXTENSIONS[name]
+    assert render_template(source, **variables) == expected
+
+
+def test_a_namespace_refuses_underscore_attributes():
+    with pytest.raises(TemplateError):
+        render_template("{% set ns = namespace(_x=1) %}{{ ns._x }}")

@@ -297,6 +297,7 @@ def test_model_lines_align_the_columns_mark_the_default_and_name_the_models_fold
         "size_bytes": good.stat().st_size,
         "label": gguf_label(good),
         "default": True,
+        "pulled": False,
     }
     assert [record["default"] for record in records] == [True, False]
 
