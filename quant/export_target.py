@@ -1,7 +1,8 @@
 """Where an export may write: one rule for every format (GGUF, Ollama, Hugging Face).
 
-Never the model folder it reads, nor anything inside it; and never over a file
-or a folder that is not an earlier chatapp export, unless forced. A GGUF file
+Never the model folder it reads, nor anything inside it; never over a device, a
+pipe or a socket, forced or not; and never over a file or a folder that is not an
+earlier chatapp export, unless forced. A GGUF file
 chatapp wrote carries CHATAPP_KEY; a folder chatapp wrote says so in its own way
 (see `earlier_export`).
 
@@ -29,7 +30,11 @@ def check_target(source: str | Path, out: str | Path, force: bool, earlier_expor
     target = Path(out).expanduser().resolve()
     for folder in folders_read(Path(source).resolve()):
         if target == folder or folder in target.parents:
-            raise ExportError(f"{out}: is inside the model folder it is made from ({folder}); write the export elsewhere")
+            raise ExportError(
+                f"{out}: is inside the model folder it is made from ({folder}); write the export elsewhere"
+            )
+    if target.exists() and not (target.is_file() or target.is_dir()):
+        raise ExportError(f"{out}: is a device or other special file; an export writes a regular file or a folder")
     if target.exists() and not force and not earlier_export(target):
         what = "folder" if target.is_dir() else "file"
         raise ExportError(f"{out}: a {what} that is not an earlier chatapp export; --force replaces it")
@@ -72,7 +77,7 @@ def sweep_stale_temporaries(out: Path) -> list[Path]:
     except OSError:
         return removed
     for path in candidates:
-        pid = path.name[len(out.name) + 2:].split(".")[0]  # ".NAME." PID "." random [".f32"] ".tmp"
+        pid = path.name[len(out.name) + 2 :].split(".")[0]  # ".NAME." PID "." random [".f32"] ".tmp"
         if not pid.isdigit() or not _stale(path, int(pid)):
             continue
         try:

@@ -158,6 +158,29 @@ def test_an_export_replaces_only_an_earlier_export_unless_forced(folder, tmp_pat
     assert [p.name for p in precious.iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.parametrize("special", ["fifo", "socket", "link to a fifo"])
+def test_an_export_never_replaces_a_special_file_even_forced(folder, tmp_path, special, capsys):
+    """A device (`-o /dev/full --force` replaced it with a regular file), a pipe or a socket stays itself."""
+    import os
+    import socket
+    import stat
+
+    target = tmp_path / "target.gguf"
+    if special == "socket":
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(target))
+    else:
+        os.mkfifo(tmp_path / "pipe")
+        if special == "fifo":
+            os.rename(tmp_path / "pipe", target)
+        else:
+            target.symlink_to(tmp_path / "pipe")
+    before = os.stat(target).st_mode
+    assert main(["export", str(folder), "--type", "f16", "-o", str(target), "--force"]) == 1
+    assert "is a device or other special file" in one_line_error(capsys)
+    assert os.stat(target).st_mode == before and not stat.S_ISREG(before)
+
+
 def test_a_new_export_sweeps_the_temporaries_of_dead_or_stale_runs(folder, tmp_path):
     import os
     import subprocess
