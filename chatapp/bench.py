@@ -54,6 +54,9 @@ def run_bench(
         "gen_tokens": gen_tokens,
         "runs": runs,
     }
+    threads = getattr(backend, "threads", None)  # (decode, prompt); None: the engine's own (a GPU, a server)
+    if threads is not None:
+        result["threads"] = {"decode": threads[0], "prompt": threads[1]}
     if compile_status is not None:
         result["compile"] = {"status": compile_status, "seconds": backend.compile_seconds}
     measure(backend, prompt, 8, True)  # warm-up
@@ -78,6 +81,11 @@ def format_bench(result: dict) -> str:
     lines = [
         f"{result['backend']} on {result['model']}: prompt {result['prompt_tokens']} tokens, "
         f"generate {result['gen_tokens']}, median of {result['runs']} runs"
+        + (
+            f", {result['threads']['decode']} decode / {result['threads']['prompt']} prompt threads"
+            if "threads" in result
+            else ""
+        )
     ]
     if "compile" in result:
         seconds = result["compile"]["seconds"]

@@ -16,6 +16,7 @@ import sys
 from model.errors import one_line
 from model.network.device import DEVICE_CHOICES
 from chatapp import EXIT_ERROR, EXIT_INTERRUPTED, __version__
+from chatapp.interrupts import interrupt_seen
 from chatapp.training_flags import FINETUNE_OPTIONS, TRAIN_OPTIONS
 from chatapp.models.opening import BACKEND_CHOICES, COMPILE_CHOICES, COMPILE_VARIABLE, default_compile
 from quant.gguf_layout import DEFAULT_TYPE, EXPORT_TYPES
@@ -153,6 +154,15 @@ def add_context_argument(parser: Parser) -> None:
     parser.add_argument("--context", type=int, default=None, metavar="TOKENS", help=context_help)
 
 
+def add_threads_arguments(parser: Parser) -> None:
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads that generate tokens (default: by the model's size, one per core at most; "
+                             "for the TUI, [model] threads in settings.toml)")
+    parser.add_argument("--threads-batch", type=int, default=None, metavar="N",
+                        help="CPU threads that read the prompt (default: --threads when given, else by the "
+                             "model's size)")
+
+
 def add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", default=None, metavar="URL",
                         help="chat with a model on an OpenAI-compatible server (chatapp serve, llama-server, Ollama, "
@@ -181,6 +191,7 @@ def build_parser() -> Parser:
     chat.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
     add_endpoint_arguments(chat)
     add_context_argument(chat)
+    add_threads_arguments(chat)
     add_device_argument(chat)
     add_compile_argument(chat, LONG_RUNNING_AUTO)
 
@@ -194,6 +205,7 @@ def build_parser() -> Parser:
     add_sampling_arguments(run)
     add_endpoint_arguments(run)
     add_context_argument(run)
+    add_threads_arguments(run)
     add_device_argument(run)
     add_compile_argument(run, "off, as one reply ends before a compile would")
 
@@ -225,6 +237,7 @@ def build_parser() -> Parser:
     bench.add_argument("--in-process", action="store_true",
                        help="run llama.cpp in this process instead of a worker process (to measure what the worker costs)")
     add_context_argument(bench)
+    add_threads_arguments(bench)
     add_device_argument(bench)
     add_compile_argument(bench, LONG_RUNNING_AUTO + "; the bench waits for it and reports its time")
 
@@ -257,11 +270,23 @@ def build_parser() -> Parser:
     serve.add_argument("--allow-any-host", action="store_true",
                        help="answer whatever Host a request names (turns off the DNS-rebinding guard)")
     add_context_argument(serve)
+    add_threads_arguments(serve)
     add_device_argument(serve)
     add_compile_argument(serve, LONG_RUNNING_AUTO)
 
     models = commands.add_parser("models", help="list the models chatapp knows")
     models.add_argument("--json", action="store_true")
+
+    pull = commands.add_parser("pull", help="download a GGUF model from the Hugging Face hub (into its cache)")
+    pull.add_argument("spec", metavar="REPO[:QUANT]",
+                      help="a model repo on the hub, e.g. bartowski/Llama-3.2-1B-Instruct-GGUF, with :QUANT to pick "
+                           "a quantization (default Q4_K_M, else the smallest of at least 4 bits), or the URL of one "
+                           ".gguf")
+    pull.add_argument("--json", action="store_true", help="one JSON object per line: the plan, progress, the result")
+
+    rm = commands.add_parser("rm", help="remove a pulled model from the Hugging Face cache")
+    rm.add_argument("name", help="what it was pulled as (REPO:QUANT), or its name or path in `chatapp models`")
+    rm.add_argument("--yes", "-y", action="store_true", help="remove without asking")
     return parser
 
 
@@ -271,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     multiprocessing.freeze_support()  # the llama.cpp worker process, in the desktop bundle
     parser = build_parser()
     args = parser.parse_args(argv)
+    start_worker_early(args)
     from chatapp import commands
 
     handler = getattr(commands, f"command_{args.command or 'chat'}")
@@ -279,6 +305,41 @@ def main(argv: list[str] | None = None) -> int:
     code = run_command(handler, args)
     leave_now_if_compiling(code)
     return code
+
+
+def start_worker_early(args: argparse.Namespace) -> None:
+    """A GGUF file named by path: start its llama.cpp worker process now, so that it imports
+    llama.cpp while this process imports the rest of chatapp and checks the file (quant.worker_start)."""
+    spec = getattr(args, "model", None)
+    if (
+        args.command not in ("run", "chat", "serve", "bench")
+        or not isinstance(spec, str)
+        or not spec.lower().endswith(".gguf")
+        or getattr(args, "backend", "auto") == "torch"
+        or getattr(args, "endpoint", None)
+        or getattr(args, "in_process", False)
+        or (args.context is not None and args.context < 16)  # open_backend refuses it
+    ):
+        return
+    from pathlib import Path
+
+    if not Path(spec).expanduser().is_file():
+        return
+    from chatapp.models.opening import Threads, llama_options
+    from quant.llama_log import default_log_dir
+    from quant.worker_start import start_spare
+
+    threads = Threads(args.threads, args.threads_batch)
+    try:
+        threads.validate()
+    except ValueError:
+        return  # the command says so
+    # The TUI may take its threads from the settings file and another model: start the worker, load nothing.
+    path = None if args.command == "chat" else str(Path(spec).expanduser())
+    try:
+        start_spare(str(default_log_dir()), path, llama_options(args.context, threads))
+    except Exception:  # noqa: BLE001 - only a head start: the backend starts a worker itself and says what failed
+        pass
 
 
 def run_command(handler, args: argparse.Namespace) -> int:
@@ -290,6 +351,9 @@ def run_command(handler, args: argparse.Namespace) -> int:
     except BrokenPipeError:
         return 0
     except (ValueError, OSError, RuntimeError, ImportError) as error:
+        if interrupt_seen():  # a Ctrl+C that a C extension turned into its own error (chatapp/launch.py)
+            sys.stderr.write("\ninterrupted\n")
+            return EXIT_INTERRUPTED
         message = one_line(error)
         sys.stderr.write(f"chatapp: error: {message}\n")
         return EXIT_ERROR

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from dataclasses import fields
 
-from chatapp.models.opening import open_model
+from chatapp.models.opening import Threads, open_model, set_session_threads
 from chatapp.models.registry import ModelNotFound, default_model, torch_available
 from chatapp.models.resolve import resolve_model
 from model.inference.backend import collect_reply
@@ -39,7 +39,7 @@ def command_run(args) -> int:
         raise ValueError("no prompt: give one as an argument or on stdin")
     compile = "off" if args.compile == "auto" else args.compile  # one reply ends before a compile would
     opened = open_model(args.model, args.backend, args.device, context=args.context, compile=compile,
-                        api_key=args.api_key, endpoint=args.endpoint)
+                        api_key=args.api_key, endpoint=args.endpoint, threads=threads_from_args(args))
     backend = opened.backend
     if args.raw:
         events = backend.complete(prompt, params)
@@ -64,8 +64,17 @@ def command_run(args) -> int:
     return 0
 
 
+def threads_from_args(args, settings_threads: int = 0) -> Threads:
+    """--threads and --threads-batch; without --threads, the settings file's threads (0: automatic)."""
+    threads = args.threads if args.threads is not None else (settings_threads or None)
+    return Threads(threads, args.threads_batch).validate()
+
+
 def command_chat(args) -> int:
+    from chatapp.settings import load_settings
     from chatapp.tui.app import run_app
+
+    set_session_threads(threads_from_args(args, load_settings().threads))  # the models the TUI opens
 
     return run_app(args.model, args.backend, args.device, args.context, args.endpoint, args.api_key, args.compile)
 
@@ -81,7 +90,8 @@ def command_serve(args) -> int:
     for name in args.allow_host:
         if split_host(name) is None:
             raise ValueError(f"--allow-host takes a host name or NAME:PORT, got {name!r}")
-    opened = open_model(args.model, args.backend, args.device, context=args.context, compile=args.compile)
+    opened = open_model(args.model, args.backend, args.device, context=args.context, compile=args.compile,
+                        threads=threads_from_args(args))
     backend = opened.backend
     try:
         options = ServerOptions(model_id=opened.name, api_key=api_key(args.api_key), cors_origins=args.cors_origin,
@@ -251,7 +261,7 @@ def command_bench(args) -> int:
     from chatapp.bench import format_bench, run_bench
 
     backend = open_model(args.model, args.backend, args.device, in_process=args.in_process, context=args.context,
-                         compile=args.compile).backend
+                         compile=args.compile, threads=threads_from_args(args)).backend
     where = "" if backend.name != "llama.cpp" else ("in process" if args.in_process else "worker process")
     result = run_bench(backend, args.prompt_tokens, args.gen_tokens, args.runs, not args.no_compare, where)
     print_json(result) if args.json else print(format_bench(result))
@@ -271,4 +281,39 @@ def command_models(args) -> int:
         print_json(model_records(models, default_path))
     else:
         print("\n".join(model_lines(models, default_path)))
+    return 0
+
+
+def command_pull(args) -> int:
+    from chatapp.models.pull import PullError, pull, pulled_bytes_kept
+    from chatapp.models.pull_printer import PullPrinter
+
+    printer = PullPrinter.for_stdout(json_lines=args.json)
+    try:
+        pull(args.spec, on_event=printer)
+    except KeyboardInterrupt:
+        printer.interrupted(args.spec, pulled_bytes_kept(args.spec))
+        raise
+    except PullError as error:
+        printer.failed(error)
+        raise
+    finally:
+        printer.close()
+    return 0
+
+
+def command_rm(args) -> int:
+    from chatapp.models.listing import human_size
+    from chatapp.models.pull import find_removal, remove_model
+
+    removal = find_removal(args.name)
+    what = f"{removal.name} ({human_size(removal.size_bytes)}, {removal.files[0]})"
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ValueError(f"chatapp rm asks before it removes {removal.name}: --yes removes it without asking")
+        if input(f"remove {what}? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("not removed")
+            return 1
+    freed = remove_model(removal)
+    print(f"removed {removal.name} ({human_size(freed)} freed)")
     return 0

@@ -19,7 +19,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
     import tomli as tomllib
 
-from chatapp.models.opening import BACKEND_CHOICES
+from chatapp.models.opening import BACKEND_CHOICES, MAX_THREADS
 from chatapp.paths import config_dir
 from model.inference.sampling import SamplingError, SamplingParams
 
@@ -42,6 +42,8 @@ backend = {backend}
 extra_paths = {extra_paths}
 # OpenAI-compatible servers whose models the model picker (F4) lists; `chatapp chat --endpoint URL` adds one.
 endpoints = {endpoints}
+# CPU threads that generate tokens; 0 picks by the model's size and the cores (--threads overrides it).
+threads = {threads}
 
 [chat]
 # Defaults for new conversations; each conversation can change them in its settings panel (F2).
@@ -99,6 +101,7 @@ class Settings:
     backend: str = "auto"
     extra_paths: list[str] = field(default_factory=list)
     endpoints: list[str] = field(default_factory=list)
+    threads: int = 0  # 0: automatic (model.inference.threads)
     chat: ChatDefaults = field(default_factory=ChatDefaults)
     notices: list[str] = field(default_factory=list)  # what was wrong with the file
     path: Path | None = None
@@ -129,6 +132,7 @@ def render_settings(settings: Settings) -> str:
         backend=toml_value(settings.backend),
         extra_paths=toml_value(settings.extra_paths),
         endpoints=toml_value(settings.endpoints),
+        threads=toml_value(settings.threads),
         **values,
     )
 
@@ -235,7 +239,7 @@ class _Reader:
 
 SECTIONS = {
     "app": ("theme",),
-    "model": ("name", "backend", "extra_paths", "endpoints"),
+    "model": ("name", "backend", "extra_paths", "endpoints", "threads"),
     "chat": ("system_prompt", *SAMPLING_FIELDS),
 }
 
@@ -258,6 +262,13 @@ def parse_settings(data: dict, path: Path | None = None) -> Settings:
         reader.notice("model.backend", backend, f"it must be one of {', '.join(BACKEND_CHOICES)}", defaults.backend)
     settings.extra_paths = reader.strings(model, "model", "extra_paths", "path")
     settings.endpoints = reader.strings(model, "model", "endpoints", "URL")
+    threads = model.get("threads", defaults.threads)
+    if isinstance(threads, int) and not isinstance(threads, bool) and 0 <= threads <= MAX_THREADS:
+        settings.threads = threads
+    else:
+        reader.notice(
+            "model.threads", threads, f"it must be a whole number from 0 (automatic) to {MAX_THREADS}", defaults.threads
+        )
 
     settings.chat.system_prompt = reader.text(chat, "chat", "system_prompt", defaults.chat.system_prompt)
     for name in SAMPLING_FIELDS:

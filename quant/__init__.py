@@ -5,11 +5,13 @@
     weights         safetensors read with numpy (F32, F16, BF16), no torch
     gguf_export     a model folder -> a GGUF file of any supported type
     quantize        llama.cpp's own quantizer, and which tensors fell back
-    gguf_check      a GGUF file checked with the gguf reader before llama.cpp sees it
+    gguf_header     a bounded walk of a GGUF header and tensor table, without the gguf package
+    gguf_check      a GGUF file checked from its header before llama.cpp sees it
     llama_log       llama.cpp's log lines into a file, never onto the screen
     llama_load      a checked GGUF file opened in llama.cpp: the one place that calls llama_cpp.Llama()
     llama_backend   the llama.cpp engine: the engine core (model/inference/engine_core.py) on llama-cpp-python
     llama_worker    that engine in a worker process, behind the backend protocol (what the app uses)
+    worker_start    starting that worker process early (the command line forks it before its imports)
     gguf_validation_loss  nats per token / per character / perplexity of a GGUF file
     hf_export       a model folder -> a Hugging Face transformers folder (GPT2LMHeadModel)
     ollama_export   the Modelfile beside a GGUF file, for `ollama create`

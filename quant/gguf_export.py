@@ -36,9 +36,16 @@ from model.network.safetensors_header import HeaderError, check_tensors, checked
 from model.text.chat_format import jinja_chat_template
 from model.text.tokenizer import SPECIAL_TOKENS
 from quant.export_target import check_target, is_chatapp_gguf, sweep_stale_temporaries, temporary_prefix
-from quant.gguf_check import check_gguf, read_gguf
-from quant.gguf_layout import (CHATAPP_KEY, DEFAULT_TYPE, DIRECT_TYPES, EXPORT_TYPES, ExportError, ProgressFn,
-                               tensor_names)
+from quant.gguf_check import check_gguf, gguf_constants, read_header
+from quant.gguf_layout import (
+    CHATAPP_KEY,
+    DEFAULT_TYPE,
+    DIRECT_TYPES,
+    EXPORT_TYPES,
+    ExportError,
+    ProgressFn,
+    tensor_names,
+)
 from quant.gguf_vocab import vocab_for_gguf
 from quant.quantize import TensorNote, classify, quantize_file
 from quant.weights import SafetensorsFile
@@ -63,7 +70,10 @@ class ExportReport:
         for kind in self.tensor_types.values():
             counts[kind] = counts.get(kind, 0) + 1
         mix = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-        out = [f"wrote {self.path} ({self.type}, {self.size_bytes / 1e6:.1f} MB, {len(self.tensor_types)} tensors: {mix}) in {self.seconds:.1f} s"]
+        out = [
+            f"wrote {self.path} ({self.type}, {self.size_bytes / 1e6:.1f} MB, "
+            f"{len(self.tensor_types)} tensors: {mix}) in {self.seconds:.1f} s"
+        ]
         if self.fallbacks:
             out.append(f"{len(self.fallbacks)} tensor(s) fell back to another type:")
             out += [f"  {t.name} {list(t.shape)} -> {t.type}: {t.reason}" for t in self.fallbacks]
@@ -88,8 +98,7 @@ def _general_metadata(writer, config: dict, arch: dict) -> None:
     import gguf
 
     training = config.get("training") or {}
-    parameters = training.get("parameters") or sum(
-        int(np.prod(shape)) for shape in gpt_shapes(arch).values())
+    parameters = training.get("parameters") or sum(int(np.prod(shape)) for shape in gpt_shapes(arch).values())
     writer.add_type("model")
     writer.add_basename(str(config.get("name") or "model"))
     writer.add_size_label(gguf.utility.size_label(int(parameters), 0, 0, 0))
@@ -136,7 +145,10 @@ def write_gguf(
         raise ExportError(str(error)) from None
     arch = _architecture(config, folder)
     if arch["vocab_size"] != tokenizer.vocab_size:
-        raise ExportError(f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens, config.json says vocab_size {arch['vocab_size']}")
+        raise ExportError(
+            f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens, "
+            f"config.json says vocab_size {arch['vocab_size']}"
+        )
     weights = SafetensorsFile(folder / WEIGHTS_FILE)
     _check_weights(weights, arch)
     vocab = vocab_for_gguf(tokenizer)
@@ -144,8 +156,9 @@ def write_gguf(
     writer = gguf.GGUFWriter(str(path), "gpt2")
     writer.add_name(str(config.get("name") or folder.name))
     _general_metadata(writer, config, arch)
-    writer.add_description(config.get("description") or
-                           f"GPT {arch['n_layer']}x{arch['n_embd']} trained from scratch with chatapp")
+    writer.add_description(
+        config.get("description") or f"GPT {arch['n_layer']}x{arch['n_embd']} trained from scratch with chatapp"
+    )
     if config.get("license"):
         writer.add_license(str(config["license"]))
     writer.add_context_length(arch["context_length"])
@@ -180,8 +193,11 @@ def write_gguf(
         shape = weights.entries[source].shape
         kind = gguf.GGMLQuantizationType.F32
         if len(shape) == 2 and gguf_name != "position_embd.weight":
-            kind = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
-                    "bf16": gguf.GGMLQuantizationType.BF16}[out_type]
+            kind = {
+                "f32": gguf.GGMLQuantizationType.F32,
+                "f16": gguf.GGMLQuantizationType.F16,
+                "bf16": gguf.GGMLQuantizationType.BF16,
+            }[out_type]
         plan.append((gguf_name, source, kind))
         item_size = 4 if kind == gguf.GGMLQuantizationType.F32 else 2
         nbytes = int(np.prod(shape)) * item_size
@@ -191,7 +207,7 @@ def write_gguf(
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        for done, (gguf_name, source, kind) in enumerate(plan):
+        for done, (_gguf_name, source, kind) in enumerate(plan):
             data = weights.float32(source)
             if kind == gguf.GGMLQuantizationType.F16:
                 data = data.astype(np.float16)
@@ -270,10 +286,10 @@ def _export(model_folder, out: Path, kind: str, progress, threads, log_dir) -> E
             write_gguf(model_folder, intermediate, "f32", progress=progress)
             result = quantize_file(intermediate, temporary, kind, threads=threads, progress=progress, log_dir=log_dir)
             report.llama_fallback_count = result.llama_fallback_count
-        reader = read_gguf(temporary)
-        check_gguf(temporary, reader)  # what we publish must pass the same check as any file we load
-        shapes = {t.name: (t.tensor_type.name, tuple(int(d) for d in reversed(list(t.shape)))) for t in reader.tensors}
-        del reader
+        header = read_header(temporary)
+        check_gguf(temporary, header)  # what we publish must pass the same check as any file we load
+        kinds = gguf_constants().GGMLQuantizationType
+        shapes = {t.name: (kinds(t.ggml_type).name, tuple(reversed(t.dims))) for t in header.tensors}
         report.tensor_types = {name: kind_and_shape[0] for name, kind_and_shape in shapes.items()}
         if kind not in DIRECT_TYPES:
             report.fallbacks, report.kept = classify(shapes, kind, result.logged)

@@ -55,4 +55,3 @@ def tensor_names(n_layer: int) -> list[tuple[str, str]]:
                 names.append((f"blk.{i}.{gguf_part}.{suffix}", f"blocks.{i}.{ours}.{suffix}"))
     names += [("output_norm.weight", "ln_f.weight"), ("output_norm.bias", "ln_f.bias")]
     return names
-

@@ -9,15 +9,16 @@ by its end-of-sequence token) in windows of at most FOREIGN_WINDOW tokens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from model.training.dataset import encode_works
 from model.training.validation_loss import summarize, windows
-from quant.gguf_check import chatapp_tokenizer, check_gguf, read_gguf
+from quant.gguf_check import chatapp_tokenizer, check_gguf, read_header
 from quant.llama_load import context_for, load_llama
+from quant.llama_tokens import tokenize
 
 FOREIGN_WINDOW = 512  # logits for every position: window x vocabulary floats
 
@@ -40,22 +41,25 @@ def evaluate_gguf(
 ) -> dict:
     """model.training.validation_loss.summarize's dict for a GGUF file on the given works."""
     path = Path(path).expanduser()
-    reader = read_gguf(path)
-    info = check_gguf(path, reader)
-    tokenizer = chatapp_tokenizer(path, reader) if info.chatapp else None
-    del reader
+    header = read_header(path)
+    info = check_gguf(path, header)
+    tokenizer = chatapp_tokenizer(path, header) if info.chatapp else None
     context = context_for(info, FOREIGN_WINDOW)
-    llm, _ = load_llama(info, context, purpose="evaluating a GGUF file", logits_all=True, n_threads=n_threads,
-                        log_dir=log_dir)
+    llm, _ = load_llama(
+        info, context, purpose="evaluating a GGUF file", logits_all=True, n_threads=n_threads, log_dir=log_dir
+    )
     try:
         if tokenizer is not None:
             stream = encode_works(list(validation_works), tokenizer)
             ids, n_chars = stream.ids, stream.n_chars
         else:
             eos = llm.token_eos()
+            import llama_cpp
+
+            vocab = llama_cpp.llama_model_get_vocab(llm.model)
             pieces = []
             for work in validation_works:
-                pieces += llm.tokenize(work.text.encode("utf-8", errors="replace"), add_bos=False, special=False) + [eos]
+                pieces += tokenize(vocab, work.text.encode("utf-8", errors="replace")) + [eos]
             ids, n_chars = np.asarray(pieces, dtype=np.int64), sum(len(w.text) for w in validation_works)
         if len(ids) < 2:
             raise ValueError("nothing to evaluate: the validation text has fewer than 2 tokens")

@@ -62,7 +62,9 @@ def vocab_for_gguf(tokenizer: Tokenizer) -> GGUFVocab:
     tokens = [token_string(token) for token, _ in by_id] + list(SPECIAL_TOKENS)
     types = [TOKEN_NORMAL] * n_ranks + [TOKEN_CONTROL] * len(SPECIAL_TOKENS)
     if len(set(tokens)) != len(tokens):
-        raise ValueError("two tokens have the same text in the GGUF vocabulary (a learned token equals a special token)")
+        raise ValueError(
+            "two tokens have the same text in the GGUF vocabulary (a learned token equals a special token)"
+        )
     return GGUFVocab(
         tokens=tokens,
         token_types=types,

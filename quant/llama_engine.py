@@ -23,11 +23,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from model.inference.engine_core import EngineCore
+from model.inference.reply_stream import common_prefix_length
 from model.text.chat_format import ChatappFormat
 from model.text.chat_template import TemplateFormat
-from model.inference.engine_core import EngineCore
-from quant.gguf_check import GGUFInfo, chatapp_tokenizer, check_gguf, read_gguf
+from quant.gguf_check import GGUFInfo, chatapp_tokenizer, check_gguf, read_header
+from quant.kv_cache import DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES, ModelIdentity, StateCache
 from quant.llama_load import FOREIGN_MAX_CONTEXT, context_for, load_llama
+from quant.llama_tokens import tokenize
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -35,10 +38,64 @@ if TYPE_CHECKING:
 SPECIAL_ATTRIBUTES = ("LLAMA_TOKEN_ATTR_CONTROL", "LLAMA_TOKEN_ATTR_USER_DEFINED", "LLAMA_TOKEN_ATTR_UNKNOWN")
 
 
+# Token types (gguf's TokenType) whose tokens may carry a special attribute in llama.cpp:
+# UNDEFINED, UNKNOWN, CONTROL, USER_DEFINED. NORMAL, UNUSED and BYTE tokens get one only from
+# llama.cpp's own fix-ups, by text (an end-of-turn or fill-in-the-middle marker typed NORMAL).
+SPECIAL_TOKEN_TYPES = (0, 2, 3, 4)
+# The texts llama.cpp recognises as end-of-generation or fill-in-the-middle markers (llama-vocab.cpp),
+# and a few more: whichever of them llama.cpp parses as one special token is a candidate.
+MARKER_TEXTS = (
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>",
+    "<｜end▁of▁sentence｜>", "<|end▁of▁sentence|>", "<|end_of_text|>", "<|return|>", "<|call|>", "<|calls|>",
+    "<|flush|>", "<|fim_prefix|>", "<fim-prefix>", "<｜fim▁begin｜>", "<fim_prefix>", "<|fim_suffix|>",
+    "<fim-suffix>", "<｜fim▁hole｜>", "<fim_suffix>", "<|fim_middle|>", "<fim-middle>", "<｜fim▁end｜>",
+    "<fim_middle>", "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
+    "<reponame>", "<|file_sep|>", "<fim-sep>", "<file_sep>", "<|endofprompt|>",
+)  # fmt: skip
+SPECIAL_ID_GETTERS = (
+    "llama_vocab_bos", "llama_vocab_eos", "llama_vocab_eot", "llama_vocab_sep", "llama_vocab_nl", "llama_vocab_pad",
+    "llama_vocab_fim_pre", "llama_vocab_fim_suf", "llama_vocab_fim_mid", "llama_vocab_fim_pad",
+    "llama_vocab_fim_rep", "llama_vocab_fim_sep",
+)  # fmt: skip
+
+
+def special_candidates(info: GGUFInfo, llm: Llama) -> list[int] | None:
+    """The ids that may be special tokens, from the file's token types (read as one array, not
+    token by token), llama.cpp's own special ids and markers: a few hundred of 262,144, so that
+    LlamaVocab asks llama.cpp about those alone. None when the file has no usable token types."""
+    import llama_cpp
+
+    if info.token_types_at is None:
+        return None
+    start, count, dtype = info.token_types_at
+    n_vocab = llm.n_vocab()
+    if count != n_vocab:
+        return None
+    with open(info.path, "rb") as file:
+        file.seek(start)
+        data = file.read(count * 4)
+    if len(data) != count * 4:
+        return None
+    types = np.frombuffer(data, dtype=dtype)
+    found = set(np.flatnonzero(np.isin(types, SPECIAL_TOKEN_TYPES)).tolist())
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    for getter in SPECIAL_ID_GETTERS:
+        function = getattr(llama_cpp, getter, None)
+        if function is not None:
+            found.add(int(function(vocab)))
+    for text in MARKER_TEXTS:
+        ids = tokenize(vocab, text.encode("utf-8"), parse_special=True)
+        if len(ids) == 1:
+            found.add(ids[0])
+    return sorted(i for i in found if 0 <= i < n_vocab)
+
+
 class LlamaVocab:
     """A foreign GGUF's tokenizer, through llama.cpp (what model.text.chat_template needs)."""
 
-    def __init__(self, llm: Llama) -> None:
+    def __init__(self, llm: Llama, candidates: list[int] | None = None) -> None:
+        """`candidates`: the only ids that may be special (special_candidates); None asks llama.cpp
+        about every token (a quarter of a second for a 262,144-token vocabulary)."""
         import llama_cpp
 
         self.llm = llm
@@ -54,7 +111,7 @@ class LlamaVocab:
         user_defined = int(llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED)
         self.control_tokens: dict[str, int] = {}
         self._always_parsed: list[str] = []  # user-defined tokens: llama.cpp matches them even in plain text
-        for token_id in range(self.vocab_size):
+        for token_id in range(self.vocab_size) if candidates is None else candidates:
             attributes = int(llama_cpp.llama_vocab_get_attr(self.vocab, token_id))
             if attributes & special_mask:
                 text = self.token_text(token_id)
@@ -63,6 +120,7 @@ class LlamaVocab:
                     if attributes & user_defined:
                         self._always_parsed.append(text)
         self._always_parsed.sort(key=len, reverse=True)
+        self._always_parsed_by_first: dict[str, list[str]] | None = None  # built on the first encode
         self.eog_ids = {i for i in self.control_tokens.values() if llama_cpp.llama_vocab_is_eog(self.vocab, i)}
         self.eog_ids |= {i for i in (self.eos_id, llama_cpp.llama_vocab_eot(self.vocab)) if i >= 0}
 
@@ -86,20 +144,27 @@ class LlamaVocab:
     def _tokenize(self, text: str) -> list[int]:
         if not text:
             return []
-        return self.llm.tokenize(text.encode("utf-8", errors="replace"), add_bos=False, special=False)
+        return tokenize(self.vocab, text.encode("utf-8", errors="replace"))
 
-    def _split_always_parsed(self, text: str):
-        if not self._always_parsed or not any(t in text for t in self._always_parsed):
-            return [(text, False)]
-        parts, at = [], 0
-        while at < len(text):
-            found = min(((text.find(t, at), -len(t), t) for t in self._always_parsed if text.find(t, at) >= 0), default=None)
-            if found is None:
-                break
-            start, _, token_text = found
-            parts += [(text[at:start], False), (token_text, True)]
-            at = start + len(token_text)
-        return parts + [(text[at:], False)]
+    def _split_always_parsed(self, text: str) -> list[tuple[str, bool]]:
+        """`text` cut at each user-defined token's text, leftmost first and the longest there: one pass
+        over the text (a paste of thousands of lines was quadratic: a find per token per match)."""
+        if self._always_parsed_by_first is None:
+            self._always_parsed_by_first = {}
+            for token_text in self._always_parsed:  # longest first, so each list is too
+                self._always_parsed_by_first.setdefault(token_text[0], []).append(token_text)
+        by_first = self._always_parsed_by_first
+        parts: list[tuple[str, bool]] = []
+        at = scan = 0
+        while scan < len(text):
+            candidates = by_first.get(text[scan], ())
+            match = next((t for t in candidates if text.startswith(t, scan)), None)
+            if match is None:
+                scan += 1
+                continue
+            parts += [(text[at:scan], False), (match, True)]
+            at = scan = scan + len(match)
+        return parts + [(text[at:], False)] if parts else [(text, False)]
 
     def token_bytes(self, token_id: int) -> bytes:
         import llama_cpp
@@ -122,28 +187,59 @@ class LlamaEngine(EngineCore):
         self.log_path = log_path
         self.ours = info.chatapp
         self.n_vocab = llm.n_vocab()
+        self.threads = (int(llm.n_threads), int(llm.n_threads_batch))  # (decode, prompt), as `chatapp bench` shows
+        self.state_cache: StateCache | None = None  # saved KV states of recent prompts (quant/kv_cache.py)
+        self._cold = False  # reset_cache: the next prefill computes everything
 
     @classmethod
-    def load(cls, path: str | Path, *, n_threads: int | None = None, n_gpu_layers: int | None = None,
-             max_context: int = FOREIGN_MAX_CONTEXT, log_dir: str | Path | None = None,
-             bounded_template_memory: bool = False) -> "LlamaEngine":
-        """Check the file, then load it; a bad file raises GGUFFileError (one line)."""
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        n_threads: int | None = None,
+        n_threads_batch: int | None = None,
+        n_gpu_layers: int | None = None,
+        max_context: int = FOREIGN_MAX_CONTEXT,
+        log_dir: str | Path | None = None,
+        bounded_template_memory: bool = False,
+        info: GGUFInfo | None = None,
+        state_cache_dir: str | Path | None = None,
+        state_cache_mb: int = DEFAULT_MEMORY_BYTES // 2**20,
+        state_disk_mb: int = DEFAULT_DISK_BYTES // 2**20,
+    ) -> LlamaEngine:
+        """Check the file, then load it; a bad file raises GGUFFileError (one line). With `info`,
+        check_gguf's answer for this file from the caller (the worker's app), it is not checked again.
+        Recent prompts' KV states are kept in state_cache_mb of memory and, with state_cache_dir,
+        in state_disk_mb on disk (quant/kv_cache.py); state_cache_mb=0 keeps none."""
         path = Path(path).expanduser()
-        reader = read_gguf(path)
-        info = check_gguf(path, reader)
-        tokenizer = chatapp_tokenizer(path, reader) if info.chatapp else None
-        del reader  # its memory map is not needed once llama.cpp has the file
+        header = read_header(path) if info is None or info.chatapp else None
+        if info is None:
+            info = check_gguf(path, header)
+        tokenizer = chatapp_tokenizer(path, header) if info.chatapp else None
         context = context_for(info, max_context)
-        llm, log_path = load_llama(info, context, purpose="the llama.cpp backend", n_threads=n_threads,
-                                   n_gpu_layers=n_gpu_layers, log_dir=log_dir)
+        llm, log_path = load_llama(
+            info,
+            context,
+            purpose="the llama.cpp backend",
+            n_threads=n_threads,
+            n_threads_batch=n_threads_batch,
+            n_gpu_layers=n_gpu_layers,
+            log_dir=log_dir,
+        )
         prompt_format: ChatappFormat | TemplateFormat
         if tokenizer is not None:
             prompt_format = ChatappFormat(tokenizer)
         else:
-            vocab = LlamaVocab(llm)
-            prompt_format = TemplateFormat(vocab, info.chat_template, vocab.eog_ids, bounded_memory=bounded_template_memory,
-                                           source=str(path))
-        return cls(llm, info, prompt_format, context, log_path)
+            vocab = LlamaVocab(llm, special_candidates(info, llm))
+            prompt_format = TemplateFormat(
+                vocab, info.chat_template, vocab.eog_ids, bounded_memory=bounded_template_memory, source=str(path)
+            )
+        engine = cls(llm, info, prompt_format, context, log_path)
+        if state_cache_mb > 0:
+            engine.state_cache = StateCache(
+                ModelIdentity.of(path, context), state_cache_dir, state_cache_mb * 2**20, state_disk_mb * 2**20
+            )
+        return engine
 
     @property
     def tokenizer(self):
@@ -151,6 +247,8 @@ class LlamaEngine(EngineCore):
         return getattr(self.prompt_format, "tokenizer", None) or self.prompt_format.vocab
 
     def close(self) -> None:
+        if self.state_cache is not None:
+            self.state_cache.flush()  # the last reply's state reaches the disk
         llm, self.llm = self.llm, None
         if llm is not None and hasattr(llm, "close"):
             llm.close()
@@ -158,6 +256,48 @@ class LlamaEngine(EngineCore):
     def reset_cache(self) -> None:
         super().reset_cache()
         self.llm.reset()
+        self._cold = True
+
+    # --- saved states: a prompt computed once ---
+
+    def _prefill(self, prompt: list[int]) -> np.ndarray:
+        """The core's, after restoring the saved state that shares the longest prefix with `prompt`,
+        when it shares more than the context holds now."""
+        cold, self._cold = self._cold, False
+        if self.state_cache is not None and not cold:
+            held = common_prefix_length(self.cached_ids, prompt)
+            found = self.state_cache.best(prompt[:-1], better_than=held)  # one token must run to give logits
+            if found is not None:
+                ids, state = found
+                self.cached_ids = list(ids) if self._restore(state) else []
+        return super()._prefill(prompt)
+
+    def _restore(self, state: bytes) -> bool:
+        import llama_cpp
+
+        self.llm.reset()
+        self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if llama_cpp.llama_state_seq_set_data(self.llm.ctx, buffer, len(state), 0) == 0:
+            self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)  # a state llama.cpp refuses: compute everything
+            return False
+        return True
+
+    def save_state(self) -> None:
+        """Keep the context's state (its ids: the last prompt and reply) for a later prefill."""
+        import llama_cpp
+
+        if self.state_cache is None or not self.cached_ids:
+            return
+        size = llama_cpp.llama_state_seq_get_size(self.llm.ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self.llm.ctx, buffer, size, 0)
+        if written:
+            self.state_cache.put(self.cached_ids, bytes(buffer)[:written])
+
+    def _generate(self, *args, **kwargs):
+        yield from super()._generate(*args, **kwargs)
+        self.save_state()
 
     def evaluate(self, start: int, ids: list[int]) -> np.ndarray:
         import llama_cpp

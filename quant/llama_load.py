@@ -50,8 +50,17 @@ def context_for(info: GGUFInfo, foreign_cap: int) -> int:
     return min(info.context_length or foreign_cap, foreign_cap)
 
 
-def load_llama(info: GGUFInfo, context: int, *, purpose: str, logits_all: bool = False, n_threads: int | None = None,
-               n_gpu_layers: int | None = None, log_dir: str | Path | None = None):
+def load_llama(
+    info: GGUFInfo,
+    context: int,
+    *,
+    purpose: str,
+    logits_all: bool = False,
+    n_threads: int | None = None,
+    n_threads_batch: int | None = None,
+    n_gpu_layers: int | None = None,
+    log_dir: str | Path | None = None,
+):
     """(llama_cpp.Llama, the log file's path) for a file check_gguf passed (`info`), with a KV
     cache of `context` tokens. `purpose` names what needs llama.cpp in the error when it is missing."""
     try:
@@ -66,9 +75,15 @@ def load_llama(info: GGUFInfo, context: int, *, purpose: str, logits_all: bool =
         n_gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
     try:
         with _without_chat_handlers():
-            llm = llama_cpp.Llama(model_path=str(info.path), n_ctx=context, n_threads=n_threads or decode_threads,
-                                  n_threads_batch=n_threads or batch_threads, n_gpu_layers=n_gpu_layers,
-                                  logits_all=logits_all, verbose=False)
+            llm = llama_cpp.Llama(
+                model_path=str(info.path),
+                n_ctx=context,
+                n_threads=n_threads or decode_threads,
+                n_threads_batch=n_threads_batch or n_threads or batch_threads,
+                n_gpu_layers=n_gpu_layers,
+                logits_all=logits_all,
+                verbose=False,
+            )
     except (ValueError, RuntimeError, OSError) as error:
         where = f" (details in {log_path})" if log_path else ""
         reason = one_line(error)

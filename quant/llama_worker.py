@@ -11,109 +11,32 @@ request starts a new worker; the app keeps running.
 The child writes its stdout and stderr (llama.cpp prints there on an abort)
 to `llama-worker.log` in the log folder, never onto the user's terminal.
 A cancel goes through shared memory, not the pipe, so it reaches a reply
-within one token. No torch.
+within one token. The child's side is quant/worker_process.py; quant/worker_start.py
+starts it, early when the command line names a GGUF file. The file is checked
+once, here, while the child imports llama.cpp; the child trusts that check. No torch.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import signal
-import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from model.errors import one_line
-from model.inference.backend import Backend, EngineBusy, EngineCrashed, Event, Finished
-from model.text.chat_format import FittedPrompt, Message
+from model.inference.backend import EngineBusy, EngineCrashed, Event, Finished
 from model.inference.sampling import SamplingParams
-from quant.gguf_check import GGUFFileError, check_gguf
+from model.text.chat_format import FittedPrompt, Message
+from quant.gguf_check import GGUFFileError, GGUFInfo, check_gguf
 from quant.llama_log import default_log_dir
+from quant.worker_process import WORKER_LOG
+from quant.worker_start import spawn_worker, take_spare
 
-WORKER_LOG = "llama-worker.log"
 USER_ERRORS = {"ValueError", "GGUFFileError", "TemplateError", "SamplingError"}  # raised again as ValueError
-
-
-class _RequestCancel:
-    """The worker's cancel flag: set when the app cancelled this request (or a later one)."""
-
-    def __init__(self, cancelled_request, request_id: int):
-        self.cancelled_request, self.request_id = cancelled_request, request_id
-
-    def is_set(self) -> bool:
-        return self.cancelled_request.value >= self.request_id
-
-    def set(self) -> None:
-        self.cancelled_request.value = self.request_id
-
-    def clear(self) -> None:
-        pass  # the app side starts each request with a new id instead
-
-
-def _redirect_output(log_path: Path) -> None:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-
-
-def _serve(conn, cancelled_request, path: str, options: dict, log_dir: str) -> None:
-    """The worker process: load the model, then answer requests until told to close."""
-    os.environ["GGML_NO_BACKTRACE"] = "1"  # an abort prints one line, not a gdb session
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the app's to handle
-    try:
-        _redirect_output(Path(log_dir) / WORKER_LOG)
-    except OSError:
-        pass
-    from quant.llama_engine import LlamaEngine
-
-    try:
-        engine = LlamaEngine.load(path, log_dir=log_dir, bounded_template_memory=True, **options)
-    except Exception as error:  # noqa: BLE001 - reported to the app as one line
-        conn.send(("error", (type(error).__name__, one_line(error, 300))))
-        return
-    conn.send(("ready", {"model_name": engine.model_name, "context_length": engine.context_length,
-                         "trained_context_length": engine.trained_context_length}))
-    while True:
-        try:
-            request = conn.recv()
-        except (EOFError, OSError):
-            return
-        operation, request_id, arguments = request
-        if operation == "close":
-            engine.close()
-            return
-        engine.cancel_flag = _RequestCancel(cancelled_request, request_id)
-        try:
-            _answer(conn, engine, operation, arguments)
-        except Exception as error:  # noqa: BLE001 - reported to the app as one line
-            conn.send(("error", (type(error).__name__, one_line(error, 300))))
-
-
-def _answer(conn: Connection, engine: Backend, operation: str, arguments: dict) -> None:
-    if operation == "fit":
-        conn.send(("result", engine.fit(**arguments)))
-    elif operation == "prompt_ids":
-        conn.send(("result", engine.prompt_ids(**arguments)))
-    elif operation == "reset_cache":
-        engine.reset_cache()
-        conn.send(("result", None))
-    elif operation in ("chat", "complete", "generate_ids"):
-        if arguments.pop("inspect", False):
-            arguments["inspect"] = lambda step: conn.send(("inspect", step))
-        events = getattr(engine, operation)(**arguments)
-        conn.send(("started", None))
-        for event in events:
-            conn.send(("event", event))
-        conn.send(("end", None))
-    else:
-        raise ValueError(f"unknown request {operation!r}")
 
 
 def last_message(log_path: Path, offset: int) -> str:
@@ -127,25 +50,6 @@ def last_message(log_path: Path, offset: int) -> str:
     keys = ("GGML_ASSERT", "what():", "terminate called", "error", "Error", "failed")
     found = [line.strip() for line in lines if any(key in line for key in keys)]
     return (found[-1] if found else next((line.strip() for line in reversed(lines) if line.strip()), ""))[:300]
-
-
-def _start_resource_tracker() -> None:
-    """multiprocessing's resource tracker, started with the real stderr: under the TUI,
-    sys.stderr is Textual's capture, whose fileno() the tracker cannot pass on."""
-    from multiprocessing import resource_tracker
-
-    captured = sys.stderr
-    try:
-        captured.fileno()
-        usable = captured.fileno() >= 0
-    except (AttributeError, OSError, ValueError):
-        usable = False
-    if not usable and sys.__stderr__ is not None:
-        sys.stderr = sys.__stderr__
-    try:
-        resource_tracker.ensure_running()
-    finally:
-        sys.stderr = captured
 
 
 def _signal_name(exitcode: int | None) -> str:
@@ -167,40 +71,56 @@ class WorkerBackend:
     context_length: int
     trained_context_length: int
 
-    def __init__(self, path: str | Path, log_dir: str | Path | None = None, **options):
+    def __init__(self, path: str | Path, log_dir: str | Path | None = None, info: GGUFInfo | None = None, **options):
+        """Starts the worker process at once, checks the file here while the worker imports
+        llama.cpp, then has the worker load it. `info`: check_gguf's answer, when the caller has it."""
         self.path = Path(path).expanduser()
-        self.info = check_gguf(self.path)  # the cheap checks, before any process starts
-        self.ours = self.info.chatapp
         self.options = options
         self.log_dir = Path(log_dir) if log_dir is not None else default_log_dir()
         self.log_path = self.log_dir / WORKER_LOG
-        self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
-        self._cancelled_request = self._context.Value("q", 0, lock=False)
+        self._cancelled_request: Any = None  # the worker's shared cancel flag (quant.worker_start)
         self._request_id = 0
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._log_offset = 0
-        self._start()
+        loading = self._spawn()
+        if loading is not None:  # the command line checked the file and has the worker loading it
+            self.info = loading
+        else:
+            try:
+                self.info = info if info is not None else check_gguf(self.path)  # once: the worker trusts it
+            except BaseException:
+                self._stop(kill=True)
+                raise
+        self.ours = self.info.chatapp
+        self._load(send=loading is None)
 
     @classmethod
-    def load(cls, path: str | Path, **options) -> "WorkerBackend":
+    def load(cls, path: str | Path, **options) -> WorkerBackend:
         return cls(path, **options)
 
     # --- the worker's life ---
 
     def _start(self) -> None:
+        self._spawn(spare=False)
+        self._load()
+
+    def _spawn(self, spare: bool = True) -> GGUFInfo | None:
+        """A worker: the one the command line started (quant.worker_start), else a new one. The
+        GGUFInfo of the file it already loads, when the command line had it load this one."""
         try:
             self._log_offset = self.log_path.stat().st_size
         except OSError:
             self._log_offset = 0
-        _start_resource_tracker()
-        ours, theirs = self._context.Pipe()
-        process = self._context.Process(target=_serve, name="chatapp-llama-worker", daemon=True,
-                                        args=(theirs, self._cancelled_request, str(self.path), self.options, str(self.log_dir)))
-        process.start()
-        theirs.close()
-        self._process, self._conn = process, ours
+        worker = take_spare(str(self.log_dir), str(self.path), self.options) if spare else None
+        worker = worker or spawn_worker(str(self.log_dir))
+        self._process, self._conn, self._cancelled_request = worker.process, worker.conn, worker.cancelled_request
+        return worker.loading[1] if worker.loading is not None else None
+
+    def _load(self, send: bool = True) -> None:
+        if send:
+            self._send(("load", str(self.path), self.info, self.options))
         kind, payload = self._receive()
         if kind == "error":
             self._stop()
@@ -210,6 +130,7 @@ class WorkerBackend:
         self.model_name = ready["model_name"]
         self.context_length = ready["context_length"]
         self.trained_context_length = ready["trained_context_length"] or self.context_length
+        self.threads: tuple[int, int] | None = ready.get("threads")  # (decode, prompt) in the worker
 
     def _receive(self) -> Any:
         assert self._conn is not None  # a worker runs: _start made it
@@ -232,14 +153,19 @@ class WorkerBackend:
         exitcode = self._process.exitcode
         why = last_message(self.log_path, self._log_offset)
         self._stop()
-        return EngineCrashed(f"llama.cpp stopped ({_signal_name(exitcode)}) running {self.path.name}"
-                             + (f": {why}" if why else "") + f" (log: {self.log_path})")
+        return EngineCrashed(
+            f"llama.cpp stopped ({_signal_name(exitcode)}) running {self.path.name}"
+            + (f": {why}" if why else "")
+            + f" (log: {self.log_path})"
+        )
 
-    def _stop(self) -> None:
+    def _stop(self, kill: bool = False) -> None:
         conn, process, self._conn, self._process = self._conn, self._process, None, None
         if conn is not None:
             conn.close()
         if process is not None:
+            if kill:
+                process.kill()
             process.join(timeout=2)
             if process.is_alive():
                 process.kill()
@@ -256,7 +182,7 @@ class WorkerBackend:
 
     def __del__(self):
         try:
-            self._stop()
+            self._stop(kill=True)  # nothing in the worker needs a goodbye: the app leaves at once
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 
@@ -298,18 +224,38 @@ class WorkerBackend:
         """Raises EngineBusy rather than wait while a reply streams."""
         return self._call("fit", blocking=False, messages=messages, reserve=reserve, continue_last=continue_last)
 
-    def chat(self, messages: list[Message], params: SamplingParams, reserve: int | None = None,
-             inspect: Callable[[dict], None] | None = None, continue_last: bool = False) -> Iterator[Event]:
-        return self._stream("chat", on_inspect=inspect, messages=messages, params=params, reserve=reserve,
-                            inspect=inspect is not None, continue_last=continue_last)
+    def chat(
+        self,
+        messages: list[Message],
+        params: SamplingParams,
+        reserve: int | None = None,
+        inspect: Callable[[dict], None] | None = None,
+        continue_last: bool = False,
+    ) -> Iterator[Event]:
+        return self._stream(
+            "chat",
+            on_inspect=inspect,
+            messages=messages,
+            params=params,
+            reserve=reserve,
+            inspect=inspect is not None,
+            continue_last=continue_last,
+        )
 
     def complete(self, text: str, params: SamplingParams) -> Iterator[Event]:
         return self._stream("complete", text=text, params=params)
 
-    def generate_ids(self, prompt: list[int], params: SamplingParams, stop_ids: set[int], notices: list[str] | None = None,
-                     use_cache: bool = True) -> Iterator[Event]:
-        return self._stream("generate_ids", prompt=prompt, params=params, stop_ids=stop_ids, notices=notices,
-                            use_cache=use_cache)
+    def generate_ids(
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        stop_ids: set[int],
+        notices: list[str] | None = None,
+        use_cache: bool = True,
+    ) -> Iterator[Event]:
+        return self._stream(
+            "generate_ids", prompt=prompt, params=params, stop_ids=stop_ids, notices=notices, use_cache=use_cache
+        )
 
     def _stream(self, operation: str, on_inspect: Callable[[dict], None] | None = None, **arguments) -> Iterator[Event]:
         """Start the request now (bad input raises here); the events as they come."""

@@ -30,22 +30,25 @@ def go_template() -> str:
     """Our chat format (model/text/chat_format.py) for Ollama: every message, then the assistant's marker."""
     branches = "".join(
         f'{{{{- {"if" if index == 0 else "else if"} eq .Role "{role}" }}}}{marker}{{{{ .Content }}}}{END_OF_TURN}'
-        for index, (role, marker) in enumerate(ROLE_MARKERS.items()))
+        for index, (role, marker) in enumerate(ROLE_MARKERS.items())
+    )
     return f"{{{{- range .Messages }}}}{branches}{{{{- end }}}}{{{{- end }}}}{ASSISTANT}"
 
 
 def modelfile(gguf_name: str, context_length: int) -> str:
     defaults = SamplingParams()
-    return "\n".join([
-        f"FROM ./{gguf_name}",
-        f'TEMPLATE """{go_template()}"""',
-        f'PARAMETER stop "{END_OF_TURN}"',
-        f'PARAMETER stop "{END_OF_TEXT}"',
-        f"PARAMETER num_ctx {context_length}",
-        f"PARAMETER temperature {defaults.temperature}",
-        f"PARAMETER top_p {defaults.top_p}",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"FROM ./{gguf_name}",
+            f'TEMPLATE """{go_template()}"""',
+            f'PARAMETER stop "{END_OF_TURN}"',
+            f'PARAMETER stop "{END_OF_TEXT}"',
+            f"PARAMETER num_ctx {context_length}",
+            f"PARAMETER temperature {defaults.temperature}",
+            f"PARAMETER top_p {defaults.top_p}",
+            "",
+        ]
+    )
 
 
 def is_ollama_export(out: Path) -> bool:

@@ -83,13 +83,29 @@ def classify(
             continue
         if logged and name in logged:
             width, wanted_block, wanted = logged[name]
-            fallbacks.append(TensorNote(name, shape, kind, f"rows of {width} values are not a multiple of {wanted_block}, the {wanted} block size"))
+            fallbacks.append(
+                TensorNote(
+                    name,
+                    shape,
+                    kind,
+                    f"rows of {width} values are not a multiple of {wanted_block}, the {wanted} block size",
+                )
+            )
         elif name == "position_embd.weight":
             kept.append(TensorNote(name, shape, kind, "llama.cpp never quantizes position embeddings"))
         elif shape[-1] % block:
-            fallbacks.append(TensorNote(name, shape, kind, f"rows of {shape[-1]} values are not a multiple of {block}, the {base} block size"))
+            fallbacks.append(
+                TensorNote(
+                    name,
+                    shape,
+                    kind,
+                    f"rows of {shape[-1]} values are not a multiple of {block}, the {base} block size",
+                )
+            )
         elif bits_per_weight(kind) > bits_per_weight(base):
-            kept.append(TensorNote(name, shape, kind, f"llama.cpp's {out_type.upper()} recipe gives this tensor more bits"))
+            kept.append(
+                TensorNote(name, shape, kind, f"llama.cpp's {out_type.upper()} recipe gives this tensor more bits")
+            )
         else:
             kept.append(TensorNote(name, shape, kind, f"llama.cpp chose {kind} for this tensor"))
     return fallbacks, kept
@@ -156,8 +172,9 @@ def quantize_file(
                 pass
 
     with capture(on_line) as lines:
-        code = interruptible(llama_cpp.llama_model_quantize, str(source).encode(), str(target).encode(),
-                             ctypes.byref(params))
+        code = interruptible(
+            llama_cpp.llama_model_quantize, str(source).encode(), str(target).encode(), ctypes.byref(params)
+        )
     if code != 0:
         errors = [line.strip() for line in lines if "error" in line.lower() or "failed" in line.lower()]
         detail = errors[-1] if errors else "see the llama.cpp log"

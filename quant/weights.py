@@ -15,7 +15,11 @@ import numpy as np
 from model.network.safetensors_header import HeaderError, TensorEntry, read_header
 
 DTYPES: dict[str, np.dtype] = {
-    "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "F64": np.dtype("<f8")}
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+    "F64": np.dtype("<f8"),
+}
 
 
 class WeightsError(ValueError):
@@ -35,8 +39,9 @@ class SafetensorsFile:
             raise WeightsError(str(error)) from None
         for name, entry in self.entries.items():
             if entry.dtype not in DTYPES:
-                raise WeightsError(f"{self.path}: {name} has dtype {entry.dtype}; "
-                                   f"only F32, F16, BF16 and F64 can be exported")
+                raise WeightsError(
+                    f"{self.path}: {name} has dtype {entry.dtype}; only F32, F16, BF16 and F64 can be exported"
+                )
         size = self.path.stat().st_size
         self._map: np.memmap | None = np.memmap(self.path, dtype=np.uint8, mode="r") if size else None
 

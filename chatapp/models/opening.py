@@ -30,6 +30,46 @@ def default_compile() -> str:
 
 
 @dataclass(frozen=True)
+class Threads:
+    """CPU threads for an engine: `decode` generates tokens, `batch` reads prompts (llama.cpp's n_threads and
+    n_threads_batch; torch uses `decode`). None: model.inference.threads picks by the model's size."""
+
+    decode: int | None = None
+    batch: int | None = None
+
+    def validate(self) -> Threads:
+        for flag, value in (("--threads", self.decode), ("--threads-batch", self.batch)):
+            if value is not None and not (isinstance(value, int) and 1 <= value <= MAX_THREADS):
+                raise ValueError(f"{flag} must be a whole number from 1 to {MAX_THREADS}, got {value!r}")
+        return self
+
+
+MAX_THREADS = 1024
+
+# What open_model uses when its caller names no threads: the command line's --threads or the settings
+# file's, set once by the command (the TUI opens its models without knowing either).
+_session_threads = Threads()
+
+
+def set_session_threads(threads: Threads) -> None:
+    global _session_threads
+    _session_threads = threads.validate()
+
+
+def llama_options(context: int | None, threads: Threads) -> dict:
+    """What the llama.cpp worker is told to load a file with (the command line's early start sends the same)."""
+    from chatapp.paths import cache_dir
+
+    options: dict[str, int | str] = {"max_context": context} if context else {}
+    options["state_cache_dir"] = str(cache_dir() / "kv-states")  # a conversation's prompt computed once
+    if threads.decode is not None:
+        options["n_threads"] = threads.decode
+    if threads.batch is not None:
+        options["n_threads_batch"] = threads.batch
+    return options
+
+
+@dataclass(frozen=True)
 class OpenedModel:
     backend: Backend
     name: str  # what to call it: its name in `chatapp models`, or the server's model id
@@ -45,6 +85,7 @@ def open_model(
     api_key: str | None = None,
     endpoint: str | None = None,
     in_process: bool = False,
+    threads: Threads | None = None,
 ) -> OpenedModel:
     """The model `spec` names, running. With `endpoint` (a server's URL), or for a spec made by
     chatapp.serving.endpoint.endpoint_spec, the model is the server's (spec is its model id)."""
@@ -62,7 +103,13 @@ def open_model(
 
     ref = resolve_model(spec or None)
     opened = open_backend(
-        ref, backend, device, in_process=in_process, context=context, compile=compile or default_compile()
+        ref,
+        backend,
+        device,
+        in_process=in_process,
+        context=context,
+        compile=compile or default_compile(),
+        threads=threads if threads is not None else _session_threads,
     )
     return OpenedModel(opened, ref.name)
 
@@ -74,7 +121,9 @@ def open_backend(
     in_process: bool = False,
     context: int | None = None,
     compile: str = "off",
+    threads: Threads | None = None,
 ) -> Backend:
+    threads = (threads or Threads()).validate()
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, not {backend!r}")
     if backend == "auto":
@@ -87,6 +136,9 @@ def open_backend(
         try:
             from model.inference.torch_engine import TorchEngine
         except ImportError as error:
+            import traceback
+
+            open("/tmp/ie.txt", "a").write("".join(traceback.format_exception(error)) + "\n=====\n")
             raise ValueError(
                 f"the torch backend needs PyTorch, which this install lacks ({error}); use a GGUF model"
             ) from None
@@ -94,16 +146,23 @@ def open_backend(
             raise ValueError(f"--compile must be one of {', '.join(COMPILE_CHOICES)}, not {compile!r}")
         from chatapp.paths import compile_cache_dir
 
-        return TorchEngine.load(ref.path, device=device, compile=compile, compile_cache=compile_cache_dir())
+        return TorchEngine.load(
+            ref.path,
+            device=device,
+            compile=compile,
+            compile_cache=compile_cache_dir(),
+            threads=threads.decode,
+            threads_batch=threads.batch,
+        )
     if ref.kind != "gguf":
         raise ValueError(f"{ref.path}: llama.cpp needs a GGUF file; make one with `chatapp export {ref.name}`")
     if context is not None and context < 16:
         raise ValueError(f"--context must be at least 16 tokens, got {context}")
-    options: dict[str, int] = {"max_context": context} if context else {}
+    options = llama_options(context, threads)
     if in_process:
         from quant.llama_engine import LlamaEngine
 
-        return LlamaEngine.load(ref.path, max_context=context) if context else LlamaEngine.load(ref.path)
+        return LlamaEngine.load(ref.path, **options)
     from quant.llama_worker import WorkerBackend
 
     return WorkerBackend.load(ref.path, **options)

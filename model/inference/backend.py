@@ -22,10 +22,14 @@ from model.text.chat_format import FittedPrompt, Message
 FINISH_REASONS = ("stop", "length", "cancelled")
 
 
+THINKING, ANSWER = "thinking", "answer"  # a TextPiece's kind (model.text.reasoning splits a reply)
+
+
 @dataclass
 class TextPiece:
     text: str
     token_ids: list[int] = field(default_factory=list)
+    kind: str = ANSWER  # "answer", or "thinking": a reasoning model's thinking, shown apart and never the answer
 
 
 @dataclass
@@ -37,6 +41,8 @@ class Finished:
     tokens_per_second: float
     prefilled_tokens: int = 0  # prompt tokens actually computed (the rest came from the cache)
     notices: list[str] = field(default_factory=list)
+    thinking_tokens: int = 0  # of completion_tokens, those spent thinking (markers included)
+    thinking_s: float = 0.0  # from the first token to the thinking's end
 
 
 Event = TextPiece | Finished
@@ -44,31 +50,44 @@ Event = TextPiece | Finished
 
 @dataclass
 class CollectedReply:
-    """A reply's events gathered: its text pieces, their token ids, and how it finished."""
+    """A reply's events gathered: its answer's pieces, its thinking's, their token ids, and how it finished."""
 
     pieces: list[str] = field(default_factory=list)
+    thinking_pieces: list[str] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)
     finished: Finished | None = None
 
     @property
     def text(self) -> str:
+        """The answer (without the thinking)."""
         return "".join(self.pieces)
+
+    @property
+    def thinking(self) -> str:
+        return "".join(self.thinking_pieces)
 
     def add(self, event: Event) -> None:
         if isinstance(event, TextPiece):
-            self.pieces.append(event.text)
+            (self.thinking_pieces if event.kind == THINKING else self.pieces).append(event.text)
             self.token_ids += event.token_ids
         else:
             self.finished = event
 
 
-def collect_reply(events: Iterable[Event], on_text: Callable[[str], None] | None = None) -> CollectedReply:
-    """Read a reply to its end; `on_text` sees each piece of text as it comes (to print it, say)."""
+def collect_reply(
+    events: Iterable[Event],
+    on_text: Callable[[str], None] | None = None,
+    on_thinking: Callable[[str], None] | None = None,
+) -> CollectedReply:
+    """Read a reply to its end; `on_text` sees each piece of the answer as it comes (to print it, say),
+    `on_thinking` each piece of the thinking."""
     reply = CollectedReply()
     for event in events:
         reply.add(event)
-        if on_text is not None and isinstance(event, TextPiece):
-            on_text(event.text)
+        if isinstance(event, TextPiece) and event.text:
+            callback = on_thinking if event.kind == THINKING else on_text
+            if callback is not None:
+                callback(event.text)
     return reply
 
 

@@ -142,9 +142,8 @@ class CompiledStep:
             import torch
             import torch._inductor.config
 
-            torch._inductor.config.compile_threads = (
-                1  # no worker pool: a process may exit mid-compile, and decoding keeps a core
-            )
+            # no worker pool: a process may exit mid-compile, and decoding keeps a core
+            torch._inductor.config.compile_threads = 1
             if self.device == "cuda":  # CUDA graphs need the cache at a fixed address
                 for tensor in self.cache.keys + self.cache.values:
                     torch._dynamo.mark_static_address(tensor)
@@ -168,8 +167,7 @@ class CompiledStep:
     @staticmethod
     def _lower_priority() -> None:
         try:
-            os.setpriority(
-                os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS
-            )  # this thread only, on Linux
+            # this thread only, on Linux
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
         except (AttributeError, OSError):
             pass

@@ -22,6 +22,7 @@ from model.inference.backend import CancelFlag, CancelSignal, Event
 from model.inference.reply_stream import ReplyStream, common_prefix_length
 from model.inference.sampling import SamplingParams, inspection_step, sample_next
 from model.text.chat_format import FittedPrompt, Message
+from model.text.reasoning import ReasoningFormat
 
 REPETITION_WINDOW = 64  # tokens the repetition penalty looks back over
 
@@ -40,6 +41,14 @@ class EngineCore:
         self.cached_ids: list[int] = []  # the tokens whose keys/values are in the engine's cache
         self.prefilled_tokens = 0
         self.known_replies: dict[str, list[int]] = {}  # the last reply's text -> the ids sampled for it
+        if self.reasoning_format is not None:  # the splitter must see the markers' text, control tokens too
+            prompt_format.show_reasoning_markers = True
+
+    @property
+    def reasoning_format(self) -> ReasoningFormat | None:
+        """How the model's replies write their thinking (model.text.reasoning), None for a model that
+        does not think (or whose template says nothing of it): then every piece is answer."""
+        return getattr(self.prompt_format, "reasoning_format", None)
 
     # --- what each engine supplies ---
 
@@ -94,6 +103,7 @@ class EngineCore:
             inspect=inspect,
             stop_strings=self.prompt_format.stop_strings,
             earlier_reply=earlier,
+            reasoning=None if continue_last else self.reasoning_format,
         )
 
     def complete(self, text: str, params: SamplingParams) -> Iterator[Event]:
@@ -117,9 +127,11 @@ class EngineCore:
         inspect: Callable[[dict], None] | None = None,
         stop_strings: Sequence[str] = (),
         earlier_reply: Sequence[int] = (),
+        reasoning: ReasoningFormat | None = None,
     ) -> Iterator[Event]:
         """Generate after prompt ids. The cancel flag is cleared now, not at the first token,
-        so a cancel() sent before the first token is honoured."""
+        so a cancel() sent before the first token is honoured. With `reasoning`, the reply is
+        split into thinking and answer pieces (chat() passes the prompt format's)."""
         if not prompt or len(prompt) >= self.context_length:
             raise ValueError(f"a prompt of {len(prompt)} tokens does not fit the context of {self.context_length}")
         params.validate()
@@ -139,6 +151,7 @@ class EngineCore:
             inspect,
             list(params.stop) + list(stop_strings),
             list(earlier_reply),
+            reasoning,
         )
 
     # --- the loop ---
@@ -155,12 +168,12 @@ class EngineCore:
         return self.prompt_format.token_bytes(token_id).decode("utf-8", errors="replace")
 
     def _generate(
-        self, prompt, params, stop_ids, notices, use_cache, inspect, stop_strings, earlier_reply
+        self, prompt, params, stop_ids, notices, use_cache, inspect, stop_strings, earlier_reply, reasoning=None
     ) -> Iterator[Event]:
         seed = params.seed if params.seed is not None else random.randrange(2**63)
         rng = np.random.default_rng(seed)
         budget = min(params.max_tokens, self.context_length - len(prompt))
-        reply = ReplyStream(self.prompt_format, len(prompt), stop_strings, budget)
+        reply = ReplyStream(self.prompt_format, len(prompt), stop_strings, budget, reasoning)
         self.prefilled_tokens = 0
         prompt_tail = prompt[-REPETITION_WINDOW:]  # the penalty's window, without copying the whole prompt per token
 
@@ -190,7 +203,9 @@ class EngineCore:
             yield from reply.run(logits, sample, lambda token: token in stop_ids, next_logits, self.cancel_flag.is_set)
         if not reply.ended_on_stop_string:
             ids = earlier_reply + reply.generated
-            self.known_replies = {self._decode(ids): ids}
+            # the next turn sends the answer alone (its thinking apart): the ids stand for the text
+            # only where it is all answer (a reply that thought is tokenized again)
+            self.known_replies = {self._decode(ids): ids} if not reply.thinking_tokens else {}
         yield from reply.finish(self.prefilled_tokens, notices)
 
     def _decode(self, ids: list[int]) -> str:

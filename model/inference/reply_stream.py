@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from model.inference.backend import Event, Finished, TextPiece
+from model.inference.backend import ANSWER, THINKING, Event, Finished, TextPiece
+from model.text.reasoning import ReasoningFormat, ReasoningSplitter
 
 
 class Utf8Stream:
@@ -74,16 +75,32 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
 class ReplyStream:
     """One reply being generated: the engine yields from `run()` (the sampling
     loop, with its own ways to sample and to compute logits), sets `reason` if it
-    never starts, and yields from `finish()` at the end."""
+    never starts, and yields from `finish()` at the end.
 
-    def __init__(self, tokenizer, prompt_tokens: int, stop_strings: list[str], max_new_tokens: int):
+    With a reasoning format (model.text.reasoning), the text is split as it streams into thinking
+    and answer: each TextPiece says its kind, the format's markers are not shown, and Finished
+    counts the tokens spent thinking. The tokenizer must then write the markers' text (a
+    TemplateFormat with show_reasoning_markers on)."""
+
+    def __init__(
+        self,
+        tokenizer,
+        prompt_tokens: int,
+        stop_strings: list[str],
+        max_new_tokens: int,
+        reasoning: ReasoningFormat | None = None,
+    ):
         self.tokenizer = tokenizer
+        self.splitter = ReasoningSplitter(reasoning) if reasoning is not None else None
+        self.thinking_tokens = 0
+        self.thinking_ended_at: float | None = None
         self.prompt_tokens = prompt_tokens
         self.max_new_tokens = max_new_tokens
         self.text_stream = Utf8Stream()
         self.stop_matcher = StopMatcher(stop_strings)
         self.generated: list[int] = []
         self.unreported: list[int] = []  # ids whose text is still held back (a split character, a possible stop string)
+        self.held_pieces: list[TextPiece] = []  # pieces push() split off after the one it returned
         self.reason = "length"
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
@@ -107,6 +124,7 @@ class ReplyStream:
             piece = self.push(token)
             if piece:
                 yield piece
+                yield from self.take_held()
             if self.should_end:
                 return
             if cancelled():
@@ -122,16 +140,37 @@ class ReplyStream:
         """Add a token to the reply; the text now safe to show, if any."""
         self.generated.append(token)
         self.unreported.append(token)
+        thinking_before = self.splitter is not None and self.splitter.thinking
         text = self.stop_matcher.push(self.text_stream.push(self.tokenizer.token_bytes(token)))
         if self.stop_matcher.stopped:
             self.reason = "stop"
-        return self._piece(text) if text else None
+        pieces = self._pieces(text) if text else []
+        if self.splitter is not None and (thinking_before or self.splitter.thinking):
+            self.thinking_tokens += 1
+            self.thinking_ended_at = time.perf_counter()
+        return pieces[0] if pieces else None
 
-    def _piece(self, text: str) -> TextPiece:
-        """A piece carrying every id not reported yet, so the pieces' ids add up to the reply's."""
-        piece = TextPiece(text, self.unreported)
-        self.unreported = []
-        return piece
+    def _pieces(self, text: str, final: bool = False) -> list[TextPiece]:
+        """The text as pieces of one kind each; the first carries every id not reported yet, so the
+        pieces' ids add up to the reply's (ids whose text was all markers wait for the next piece)."""
+        if self.splitter is None:
+            parts = [(ANSWER, text)] if text else []
+        else:
+            parts = self.splitter.feed(text) + (self.splitter.finish() if final else [])
+        if not parts and final and self.unreported:
+            parts = [(THINKING if self.splitter is not None and self.splitter.thinking else ANSWER, "")]
+        pieces = [TextPiece(part, [], kind) for kind, part in parts]
+        if pieces:
+            pieces[0].token_ids, self.unreported = self.unreported, []
+        if len(pieces) > 1:
+            self.held_pieces.extend(pieces[1:])
+        return pieces[:1]
+
+    def take_held(self) -> list[TextPiece]:
+        """The pieces after the one push() returned (one token's text may hold the thinking's end
+        and the answer's start)."""
+        held, self.held_pieces = self.held_pieces, []
+        return held
 
     @property
     def should_end(self) -> bool:
@@ -147,8 +186,11 @@ class ReplyStream:
         tail = self.stop_matcher.push(self.text_stream.flush())
         if not self.stop_matcher.stopped:
             tail += self.stop_matcher.flush()
-        if tail or self.unreported:
-            yield self._piece(tail)
+        pieces = self._pieces(tail, final=True) + self.take_held()
+        if self.unreported:  # ids whose text was all markers
+            pieces.append(TextPiece("", self.unreported, pieces[-1].kind if pieces else ANSWER))
+            self.unreported = []
+        yield from pieces
         finished_at = time.perf_counter()
         first = self.first_token_at or finished_at
         decoded = len(self.generated) - 1  # the first token's time is the prefill's
@@ -161,4 +203,6 @@ class ReplyStream:
             tokens_per_second=decode_rate,
             prefilled_tokens=prefilled_tokens,
             notices=list(notices),
+            thinking_tokens=self.thinking_tokens,
+            thinking_s=(self.thinking_ended_at - first) if self.thinking_ended_at is not None else 0.0,
         )

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 TOP_CANDIDATES = 10  # tokens the sampling inspector shows per step
 MAX_TEMPERATURE = 100.0  # past it every token is as likely as any other: noise, not a setting
@@ -82,6 +84,8 @@ class SamplingParams:
 
 
 def apply_repetition_penalty(logits: np.ndarray, previous_ids, penalty: float) -> np.ndarray:
+    import numpy as np
+
     if penalty == 1.0 or len(previous_ids) == 0:
         return logits
     logits = logits.copy()
@@ -92,6 +96,8 @@ def apply_repetition_penalty(logits: np.ndarray, previous_ids, penalty: float) -
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     probs = np.exp(logits - logits.max())
     return probs / probs.sum()
 
@@ -101,6 +107,8 @@ def top_p_kept(logits: np.ndarray, top_p: float) -> np.ndarray:
 
     Found among the m most likely tokens, m doubling until the set ends inside
     them: a 150,000-token vocabulary is not sorted whole for every token."""
+    import numpy as np
+
     probs = softmax(logits)
     m = min(64, probs.size)
     while True:
@@ -116,6 +124,8 @@ def top_p_kept(logits: np.ndarray, top_p: float) -> np.ndarray:
 def filter_stages(logits: np.ndarray, params: SamplingParams):
     """The temperature-scaled logits, then the logits after each filter that is on, in the order the sampler
     applies them: ("temperature", ...), ("top-k", ...), ("top-p", ...), ("min-p", ...). A cut token is at -inf."""
+    import numpy as np
+
     logits = np.asarray(logits, dtype=np.float64) / max(params.temperature, 1e-8)
     yield "temperature", logits
     if 0 < params.top_k < logits.size:
@@ -142,6 +152,8 @@ def filtered_logits(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
 
 def final_probabilities(penalized: np.ndarray, params: SamplingParams) -> np.ndarray:
     """What the draw uses: one-hot for greedy, else the softmax of the filtered logits."""
+    import numpy as np
+
     if params.temperature == 0:
         probs = np.zeros(penalized.shape)
         probs[int(np.argmax(penalized))] = 1.0
@@ -150,6 +162,8 @@ def final_probabilities(penalized: np.ndarray, params: SamplingParams) -> np.nda
 
 
 def sample_next(logits, params: SamplingParams, previous_ids, rng: np.random.Generator) -> int:
+    import numpy as np
+
     penalized = apply_repetition_penalty(np.asarray(logits, dtype=np.float32), previous_ids, params.repetition_penalty)
     if params.temperature == 0:
         return int(np.argmax(penalized))
@@ -169,6 +183,8 @@ def inspection_step(logits, params: SamplingParams, previous_ids, drawn: int, to
     candidate at probability 0: the first filter that removed it, in the sampler's own order
     (filter_stages), "greedy" at temperature 0, "temperature" when no filter did but a low temperature
     left it too little to be drawn, None when it could have been drawn."""
+    import numpy as np
+
     logits = np.asarray(logits, dtype=np.float32)
     raw = softmax(logits.astype(np.float64))
     penalized = apply_repetition_penalty(logits, previous_ids, params.repetition_penalty)
@@ -199,11 +215,15 @@ def inspection_step(logits, params: SamplingParams, previous_ids, drawn: int, to
 
 def raw_rank(probs: np.ndarray, token: int) -> int:
     """The token's 1-based place in a stable descending sort of probs, without sorting the vocabulary."""
+    import numpy as np
+
     value = probs[token]
     return int(np.count_nonzero(probs > value) + np.count_nonzero(probs[:token] == value) + 1)
 
 
 def _cut_by(penalized: np.ndarray, params: SamplingParams, final: np.ndarray, ids: list[int]) -> dict:
+    import numpy as np
+
     if params.temperature == 0:
         return {i: None if final[i] > 0 else "greedy" for i in ids}
     reasons = dict.fromkeys(ids)

@@ -26,9 +26,14 @@ from model.network.model_folder import load_model
 from model.text.chat_format import ChatappFormat
 
 
-def cpu_threads(model) -> tuple[int, int] | None:
-    """(decode, prompt) threads for this model on the CPU (model/inference/threads.py);
-    None when the user chose with OMP_NUM_THREADS."""
+def cpu_threads(model, threads: int | None = None, threads_batch: int | None = None) -> tuple[int, int] | None:
+    """(decode, prompt) threads for this model on the CPU: the ones asked for (--threads,
+    --threads-batch: the prompt's follow the decode's when only those are given, as in llama.cpp),
+    else model/inference/threads.py's; None when the user chose with OMP_NUM_THREADS alone."""
+    if threads is not None or threads_batch is not None:
+        decode, prompt = default_threads(sum(p.numel() * p.element_size() for p in model.parameters()))
+        decode = threads or decode
+        return decode, threads_batch or threads or prompt
     if os.environ.get("OMP_NUM_THREADS"):
         return None
     return default_threads(sum(p.numel() * p.element_size() for p in model.parameters()))
@@ -37,14 +42,25 @@ def cpu_threads(model) -> tuple[int, int] | None:
 class TorchEngine(EngineCore):
     name = "torch"
 
-    def __init__(self, model, tokenizer, config: dict, device: str = "cpu", compile: bool = False):
-        """compile: compile the decode step in the background and switch to it when ready."""
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        config: dict,
+        device: str = "cpu",
+        compile: bool = False,
+        threads: int | None = None,
+        threads_batch: int | None = None,
+    ):
+        """compile: compile the decode step in the background and switch to it when ready; threads,
+        threads_batch: CPU threads for decoding and for prompts (torch.set_num_threads)."""
         super().__init__(ChatappFormat(tokenizer), model.config.context_length, config.get("name", "model"))
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
         self.device = device
-        self.threads = cpu_threads(model) if device == "cpu" else None  # (decode, prompt); None: leave torch's
+        # (decode, prompt); None: leave torch's
+        self.threads = cpu_threads(model, threads, threads_batch) if device == "cpu" else None
         self.cache = model.new_cache(batch=1)
         self.decode_step = model.decode_step  # eager until a compiled step is adopted
         self.compiling = CompiledStep(model, device) if compile else None
@@ -55,15 +71,22 @@ class TorchEngine(EngineCore):
 
     @classmethod
     def load(
-        cls, folder: str | Path, device: str = "auto", compile: str = "off", compile_cache: str | Path | None = None
+        cls,
+        folder: str | Path,
+        device: str = "auto",
+        compile: str = "off",
+        compile_cache: str | Path | None = None,
+        threads: int | None = None,
+        threads_batch: int | None = None,
     ) -> TorchEngine:
-        """compile: on, off, or auto (compile_by_default); compile_cache: where compiled kernels persist."""
+        """compile: on, off, or auto (compile_by_default); compile_cache: where compiled kernels persist;
+        threads, threads_batch: CPU threads (None: by the model's size, or OMP_NUM_THREADS)."""
         device = resolve_device(device)
         wanted = compile == "on" or (compile == "auto" and compile_by_default(device))
         if wanted:
             use_compile_cache(compile_cache)  # before torch reads where its cache is
         model, tokenizer, config = load_model(folder, device=device, dtype=inference_dtype(device))
-        return cls(model, tokenizer, config, device, wanted)
+        return cls(model, tokenizer, config, device, wanted, threads=threads, threads_batch=threads_batch)
 
     @property
     def compile_state(self) -> str:

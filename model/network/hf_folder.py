@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from model.errors import one_line
 from model.text.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+if TYPE_CHECKING:
+    import numpy as np
 
 HF_WEIGHTS = "model.safetensors"
 HF_VOCAB = "vocab.json"
@@ -140,6 +142,7 @@ def hf_tokenizer(folder: str | Path) -> Tokenizer:
 
 def hf_weights(folder: str | Path, n_layer: int) -> dict[str, np.ndarray]:
     """Our model.safetensors names and shapes, from HF's."""
+    import numpy as np
     from safetensors.numpy import load_file
 
     path = Path(folder) / HF_WEIGHTS

@@ -1,0 +1,127 @@
+"""Starting a llama.cpp worker process, early: standard library only.
+
+A worker is a fresh Python (multiprocessing's "spawn") that imports llama.cpp, a third of a second
+or more, before it can load anything. So the command line starts one (`start_spare`) as soon as it
+has parsed its arguments and knows the model is a GGUF file, before its own imports; the worker then
+imports llama.cpp while the app imports, finds and checks the model, and waits for the app's
+("load", path, GGUFInfo, options). `quant.llama_worker.WorkerBackend` takes that spare
+(`take_spare`) or starts a worker of its own. This module imports nothing heavy, so calling it costs
+the app only the spawn.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import threading
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, NamedTuple
+
+_lock = threading.Lock()
+_spare: list[StartedWorker] = []
+
+
+class StartedWorker(NamedTuple):
+    process: BaseProcess
+    conn: Connection  # the app's end of the pipe
+    cancelled_request: Any  # a shared 64-bit integer: the highest request id the app cancelled
+    log_dir: str
+    loading: tuple[str, Any, dict] | None = None  # (path, GGUFInfo, options) it was told to load, if any
+
+
+def _worker_main(conn: Connection, cancelled_request, log_dir: str) -> None:
+    from quant.worker_process import serve
+
+    serve(conn, cancelled_request, log_dir)
+
+
+def start_resource_tracker() -> None:
+    """multiprocessing's resource tracker, started with the real stderr: under the TUI,
+    sys.stderr is Textual's capture, whose fileno() the tracker cannot pass on."""
+    from multiprocessing import resource_tracker
+
+    captured = sys.stderr
+    try:
+        usable = captured.fileno() >= 0
+    except (AttributeError, OSError, ValueError):
+        usable = False
+    if not usable and sys.__stderr__ is not None:
+        sys.stderr = sys.__stderr__
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.stderr = captured
+
+
+def spawn_worker(log_dir: str, early: bool = False) -> StartedWorker:
+    """A new worker process, importing llama.cpp; it loads nothing until it is told what.
+
+    Started with "spawn" (a fresh interpreter), which is safe in a process with threads (the
+    TUI). `early`: the command line, before its imports and with no thread but the main one, on
+    Linux, forks instead: the worker then skips Python's start, multiprocessing's resource tracker
+    (another interpreter) and the imports it shares with the app, about a tenth of a second."""
+    forking = early and sys.platform == "linux" and threading.active_count() == 1
+    context: Any = multiprocessing.get_context("fork" if forking else "spawn")
+    if not forking:
+        start_resource_tracker()
+    cancelled_request = context.Value("q", 0, lock=False)
+    ours, theirs = context.Pipe()
+    process = context.Process(
+        target=_worker_main, name="chatapp-llama-worker", daemon=True, args=(theirs, cancelled_request, log_dir)
+    )
+    process.start()
+    theirs.close()
+    return StartedWorker(process, ours, cancelled_request, log_dir)
+
+
+def start_spare(log_dir: str, path: str | None = None, options: dict | None = None) -> None:
+    """Start a worker now for the GGUF model the app is about to open (at most one waits). With
+    `path`, check the file here, right after the fork, and have the worker load it with `options`
+    (what quant.llama_worker.WorkerBackend would send): a file the check refuses is not sent, and
+    the backend, checking it again, says why."""
+    with _lock:
+        if _spare:
+            return
+        worker = spawn_worker(str(log_dir), early=True)
+        if path is not None:
+            from quant.gguf_check import check_gguf
+
+            try:
+                info = check_gguf(path)
+            except Exception:  # noqa: BLE001 - a bad file: the backend checks it again and says why
+                info = None
+            if info is not None:
+                worker.conn.send(("load", str(path), info, dict(options or {})))
+                worker = worker._replace(loading=(str(path), info, dict(options or {})))
+        _spare.append(worker)
+
+
+def take_spare(log_dir: str, path: str, options: dict) -> StartedWorker | None:
+    """The worker start_spare started, if it is alive, logs where the caller wants and loads
+    nothing or this very file with these very options; else None (and that worker is stopped)."""
+    with _lock:
+        spare = _spare.pop() if _spare else None
+    if spare is None:
+        return None
+    usable = spare.log_dir == str(log_dir) and spare.process.is_alive()
+    if spare.loading is not None and (spare.loading[0], spare.loading[2]) != (str(path), options):
+        usable = False
+    if usable:
+        return spare
+    discard(spare)
+    return None
+
+
+def discard(worker: StartedWorker) -> None:
+    worker.conn.close()
+    worker.process.kill()
+    worker.process.join(timeout=2)
+
+
+def discard_spare() -> None:
+    """Stop a spare nobody took (the model turned out not to be a GGUF file)."""
+    with _lock:
+        spare = _spare.pop() if _spare else None
+    if spare is not None:
+        discard(spare)
