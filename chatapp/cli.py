@@ -13,12 +13,12 @@ import argparse
 import os
 import sys
 
-from model.errors import one_line
-from model.network.device import DEVICE_CHOICES
 from chatapp import EXIT_ERROR, EXIT_INTERRUPTED, __version__
 from chatapp.interrupts import interrupt_seen
-from chatapp.training_flags import FINETUNE_OPTIONS, TRAIN_OPTIONS
 from chatapp.models.opening import BACKEND_CHOICES, COMPILE_CHOICES, COMPILE_VARIABLE, default_compile
+from chatapp.training_flags import FINETUNE_OPTIONS, TRAIN_OPTIONS
+from model.errors import one_line
+from model.network.device import DEVICE_CHOICES
 from quant.gguf_layout import DEFAULT_TYPE, EXPORT_TYPES
 
 EXPORT_FORMATS = ("gguf", "ollama", "hf")
@@ -94,8 +94,10 @@ def at_least_one(value: str) -> int:
 def preset_help() -> str:
     from model.training.presets import PRESETS
 
-    sizes = "; ".join(f"{name}: {p.n_layer} layers x {p.n_embd} wide, context {p.context_length}, {p.steps} steps"
-                      for name, p in PRESETS.items())
+    sizes = "; ".join(
+        f"{name}: {p.n_layer} layers x {p.n_embd} wide, context {p.context_length}, {p.steps} steps"
+        for name, p in PRESETS.items()
+    )
     from model.training.options import TrainOptions
 
     return f"model size and schedule ({sizes}; default {TrainOptions.preset})"
@@ -126,8 +128,15 @@ def add_option_arguments(parser: Parser, options_class: str, table) -> None:
         if kind is bool:
             parser.add_argument(flag, dest=field, action="store_true", default=None, help=write_help)
         else:
-            parser.add_argument(flag, dest=field, type=types.get(kind, kind), default=None, required=field == "out",
-                                metavar=flag.removeprefix("--").replace("-", "_").upper(), help=write_help)
+            parser.add_argument(
+                flag,
+                dest=field,
+                type=types.get(kind, kind),
+                default=None,
+                required=field == "out",
+                metavar=flag.removeprefix("--").replace("-", "_").upper(),
+                help=write_help,
+            )
 
 
 def add_model_argument(parser: argparse.ArgumentParser, positional: bool = False) -> None:
@@ -140,8 +149,14 @@ def add_model_argument(parser: argparse.ArgumentParser, positional: bool = False
 
 def add_sampling_arguments(parser: Parser) -> None:
     for flag, field, kind, text in SAMPLING_OPTIONS:
-        parser.add_argument(flag, dest=field, metavar=flag.removeprefix("--").replace("-", "_").upper(), type=kind,
-                            default=None, help=sampling_help(field, text))
+        parser.add_argument(
+            flag,
+            dest=field,
+            metavar=flag.removeprefix("--").replace("-", "_").upper(),
+            type=kind,
+            default=None,
+            help=sampling_help(field, text),
+        )
 
 
 def context_help() -> str:
@@ -155,30 +170,49 @@ def add_context_argument(parser: Parser) -> None:
 
 
 def add_threads_arguments(parser: Parser) -> None:
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads that generate tokens (default: by the model's size, one per core at most; "
-                             "for the TUI, [model] threads in settings.toml)")
-    parser.add_argument("--threads-batch", type=int, default=None, metavar="N",
-                        help="CPU threads that read the prompt (default: --threads when given, else by the "
-                             "model's size)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads that generate tokens (default: by the model's size, one per core at most; "
+        "for the TUI, [model] threads in settings.toml)",
+    )
+    parser.add_argument(
+        "--threads-batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads that read the prompt (default: --threads when given, else by the model's size)",
+    )
 
 
 def add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint", default=None, metavar="URL",
-                        help="chat with a model on an OpenAI-compatible server (chatapp serve, llama-server, Ollama, "
-                             "LM Studio, vLLM), e.g. http://localhost:11434/v1; the model is then the server's model name")
+    parser.add_argument(
+        "--endpoint",
+        default=None,
+        metavar="URL",
+        help="chat with a model on an OpenAI-compatible server (chatapp serve, llama-server, Ollama, "
+        "LM Studio, vLLM), e.g. http://localhost:11434/v1; the model is then the server's model name",
+    )
     parser.add_argument("--api-key", default=None, help="the endpoint's API key (default: $CHATAPP_API_KEY, else none)")
 
 
 def add_compile_argument(parser: argparse.ArgumentParser, auto: str) -> None:
-    parser.add_argument("--compile", default=default_compile(), choices=COMPILE_CHOICES,
-                        help="compile the torch engine's decode step with torch.compile, in the background: replies "
-                             f"start at once, eagerly, and speed up when it is ready (auto: {auto}; "
-                             f"default: ${COMPILE_VARIABLE}, else auto)")
+    parser.add_argument(
+        "--compile",
+        default=default_compile(),
+        choices=COMPILE_CHOICES,
+        help="compile the torch engine's decode step with torch.compile, in the background: replies "
+        f"start at once, eagerly, and speed up when it is ready (auto: {auto}; "
+        f"default: ${COMPILE_VARIABLE}, else auto)",
+    )
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="torch device (default auto: CUDA, MPS, then CPU)")
+    parser.add_argument(
+        "--device", default="auto", choices=DEVICE_CHOICES, help="torch device (default auto: CUDA, MPS, then CPU)"
+    )
 
 
 def build_parser() -> Parser:
@@ -217,12 +251,16 @@ def build_parser() -> Parser:
     finetune = commands.add_parser("finetune", help="fine-tune a model for chat, with LoRA adapters or fully")
     finetune.add_argument("base", help="the base model: a model folder or a name from `chatapp models`")
     add_option_arguments(finetune, "FinetuneOptions", FINETUNE_OPTIONS)
-    finetune.add_argument("--force", action="store_true", help="overwrite --out when it is not empty (without --resume)")
+    finetune.add_argument(
+        "--force", action="store_true", help="overwrite --out when it is not empty (without --resume)"
+    )
     add_device_argument(finetune)
 
     evaluate = commands.add_parser("eval", help="validation loss: nats per token, nats per character, perplexity")
     add_model_argument(evaluate, positional=True)
-    evaluate.add_argument("--data", default=None, help="text to evaluate on: its last 5%% per file (default: the built-in held-out split)")
+    evaluate.add_argument(
+        "--data", default=None, help="text to evaluate on: its last 5%% per file (default: the built-in held-out split)"
+    )
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     add_device_argument(evaluate)
 
@@ -234,41 +272,81 @@ def build_parser() -> Parser:
     bench.add_argument("--runs", type=int, default=5)
     bench.add_argument("--no-compare", action="store_true", help="skip the run without the KV cache")
     bench.add_argument("--json", action="store_true")
-    bench.add_argument("--in-process", action="store_true",
-                       help="run llama.cpp in this process instead of a worker process (to measure what the worker costs)")
+    bench.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run llama.cpp in this process instead of a worker process (to measure what the worker costs)",
+    )
     add_context_argument(bench)
     add_threads_arguments(bench)
     add_device_argument(bench)
     add_compile_argument(bench, LONG_RUNNING_AUTO + "; the bench waits for it and reports its time")
 
-    export = commands.add_parser("export", help="export a model folder to GGUF (llama.cpp, LM Studio), Ollama or Hugging Face")
+    export = commands.add_parser(
+        "export", help="export a model folder to GGUF (llama.cpp, LM Studio), Ollama or Hugging Face"
+    )
     add_model_argument(export, positional=True)
-    export.add_argument("--format", default="gguf", choices=EXPORT_FORMATS,
-                        help="gguf: one file; ollama: a folder with the GGUF and a Modelfile; hf: a transformers folder "
-                             "(default gguf)")
-    export.add_argument("-o", "--output", default=None,
-                        help="the file (gguf) or folder (ollama, hf) to write (default: NAME-TYPE.gguf, NAME-ollama, NAME-hf)")
-    export.add_argument("--force", action="store_true",
-                        help="replace a file or folder that is not an earlier chatapp export (never the model folder itself)")
-    export.add_argument("--type", default=DEFAULT_TYPE, choices=EXPORT_TYPES, metavar="TYPE",
-                        help=f"{', '.join(EXPORT_TYPES)} (default %(default)s)")
+    export.add_argument(
+        "--format",
+        default="gguf",
+        choices=EXPORT_FORMATS,
+        help="gguf: one file; ollama: a folder with the GGUF and a Modelfile; hf: a transformers folder (default gguf)",
+    )
+    export.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="the file (gguf) or folder (ollama, hf) to write (default: NAME-TYPE.gguf, NAME-ollama, NAME-hf)",
+    )
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a file or folder that is not an earlier chatapp export (never the model folder itself)",
+    )
+    export.add_argument(
+        "--type",
+        default=DEFAULT_TYPE,
+        choices=EXPORT_TYPES,
+        metavar="TYPE",
+        help=f"{', '.join(EXPORT_TYPES)} (default %(default)s)",
+    )
 
-    serve = commands.add_parser("serve", help="serve a model over the OpenAI API (/v1/chat/completions) for other programs")
+    serve = commands.add_parser(
+        "serve", help="serve a model over the OpenAI API (/v1/chat/completions) for other programs"
+    )
     add_model_argument(serve, positional=True)
     serve.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
-    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)"
+    )
     serve.add_argument("--port", type=int, default=8000, help="default 8000")
-    serve.add_argument("--api-key", default=None,
-                       help="require this bearer token (default: $CHATAPP_API_KEY, else none)")
-    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
-                       help="allow browser pages from this origin (repeatable; default: none)")
-    serve.add_argument("--queue", type=int, default=16, help="requests that may wait for the engine; past it, 503 (default 16)")
-    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                       help="also answer requests whose Host header is NAME (any port) or NAME:PORT, e.g. a DNS name "
-                            "or a reverse proxy's (repeatable); by default only localhost, 127.0.0.1, [::1], --host "
-                            "and the IP address a request comes in on, with this port: a guard against DNS rebinding")
-    serve.add_argument("--allow-any-host", action="store_true",
-                       help="answer whatever Host a request names (turns off the DNS-rebinding guard)")
+    serve.add_argument(
+        "--api-key", default=None, help="require this bearer token (default: $CHATAPP_API_KEY, else none)"
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser pages from this origin (repeatable; default: none)",
+    )
+    serve.add_argument(
+        "--queue", type=int, default=16, help="requests that may wait for the engine; past it, 503 (default 16)"
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests whose Host header is NAME (any port) or NAME:PORT, e.g. a DNS name "
+        "or a reverse proxy's (repeatable); by default only localhost, 127.0.0.1, [::1], --host "
+        "and the IP address a request comes in on, with this port: a guard against DNS rebinding",
+    )
+    serve.add_argument(
+        "--allow-any-host",
+        action="store_true",
+        help="answer whatever Host a request names (turns off the DNS-rebinding guard)",
+    )
     add_context_argument(serve)
     add_threads_arguments(serve)
     add_device_argument(serve)
@@ -278,10 +356,13 @@ def build_parser() -> Parser:
     models.add_argument("--json", action="store_true")
 
     pull = commands.add_parser("pull", help="download a GGUF model from the Hugging Face hub (into its cache)")
-    pull.add_argument("spec", metavar="REPO[:QUANT]",
-                      help="a model repo on the hub, e.g. bartowski/Llama-3.2-1B-Instruct-GGUF, with :QUANT to pick "
-                           "a quantization (default Q4_K_M, else the smallest of at least 4 bits), or the URL of one "
-                           ".gguf")
+    pull.add_argument(
+        "spec",
+        metavar="REPO[:QUANT]",
+        help="a model repo on the hub, e.g. bartowski/Llama-3.2-1B-Instruct-GGUF, with :QUANT to pick "
+        "a quantization (default Q4_K_M, else the smallest of at least 4 bits), or the URL of one "
+        ".gguf",
+    )
     pull.add_argument("--json", action="store_true", help="one JSON object per line: the plan, progress, the result")
 
     rm = commands.add_parser("rm", help="remove a pulled model from the Hugging Face cache")

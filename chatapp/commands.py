@@ -12,8 +12,8 @@ from chatapp.models.opening import Threads, open_model, set_session_threads
 from chatapp.models.registry import ModelNotFound, default_model, torch_available
 from chatapp.models.resolve import resolve_model
 from model.inference.backend import collect_reply
-from model.text.chat_format import Message
 from model.inference.sampling import SamplingParams
+from model.text.chat_format import Message
 
 
 def sampling_from_args(args) -> SamplingParams:
@@ -32,14 +32,49 @@ def print_piece(text: str) -> None:
     sys.stdout.flush()
 
 
+class ThinkingPrinter:
+    """A reasoning model's thinking as `chatapp run` prints it: dimmed before the answer on a terminal,
+    else on stderr (so that stdout, piped, is the answer alone)."""
+
+    DIM, RESET = "\x1b[2m", "\x1b[0m"
+
+    def __init__(self) -> None:
+        self.on_terminal = sys.stdout.isatty()
+        self.open = False  # thinking was printed on stdout and the answer has not started
+
+    def thinking(self, text: str) -> None:
+        if self.on_terminal:
+            sys.stdout.write(self.DIM + text + self.RESET)
+            sys.stdout.flush()
+            self.open = True
+        else:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+            self.open = True
+
+    def answer(self, text: str) -> None:
+        if self.open:
+            (sys.stdout if self.on_terminal else sys.stderr).write("\n\n" if self.on_terminal else "\n")
+            self.open = False
+        print_piece(text)
+
+
 def command_run(args) -> int:
     params = sampling_from_args(args)
     prompt = args.prompt if args.prompt is not None else sys.stdin.read()
     if not prompt.strip():
         raise ValueError("no prompt: give one as an argument or on stdin")
     compile = "off" if args.compile == "auto" else args.compile  # one reply ends before a compile would
-    opened = open_model(args.model, args.backend, args.device, context=args.context, compile=compile,
-                        api_key=args.api_key, endpoint=args.endpoint, threads=threads_from_args(args))
+    opened = open_model(
+        args.model,
+        args.backend,
+        args.device,
+        context=args.context,
+        compile=compile,
+        api_key=args.api_key,
+        endpoint=args.endpoint,
+        threads=threads_from_args(args),
+    )
     backend = opened.backend
     if args.raw:
         events = backend.complete(prompt, params)
@@ -47,7 +82,12 @@ def command_run(args) -> int:
         messages = ([Message("system", args.system)] if args.system else []) + [Message("user", prompt.strip())]
         events = backend.chat(messages, params)
     try:
-        reply = collect_reply(events, on_text=None if args.json else print_piece)
+        printer = ThinkingPrinter()
+        reply = collect_reply(
+            events,
+            on_text=None if args.json else printer.answer,
+            on_thinking=None if args.json else printer.thinking,
+        )
     except KeyboardInterrupt:
         backend.cancel()
         sys.stdout.write("\n")
@@ -57,8 +97,17 @@ def command_run(args) -> int:
     for notice in finished.notices:
         sys.stderr.write(f"note: {notice}\n")
     if args.json:
-        print_json({"model": opened.name, "backend": backend.name, "context_length": backend.context_length,
-                    "trained_context_length": backend.trained_context_length, "text": reply.text, **finished.__dict__})
+        print_json(
+            {
+                "model": opened.name,
+                "backend": backend.name,
+                "context_length": backend.context_length,
+                "trained_context_length": backend.trained_context_length,
+                "text": reply.text,
+                "thinking": reply.thinking,
+                **finished.__dict__,
+            }
+        )
     else:
         sys.stdout.write("\n")
     return 0
@@ -90,12 +139,24 @@ def command_serve(args) -> int:
     for name in args.allow_host:
         if split_host(name) is None:
             raise ValueError(f"--allow-host takes a host name or NAME:PORT, got {name!r}")
-    opened = open_model(args.model, args.backend, args.device, context=args.context, compile=args.compile,
-                        threads=threads_from_args(args))
+    opened = open_model(
+        args.model,
+        args.backend,
+        args.device,
+        context=args.context,
+        compile=args.compile,
+        threads=threads_from_args(args),
+    )
     backend = opened.backend
     try:
-        options = ServerOptions(model_id=opened.name, api_key=api_key(args.api_key), cors_origins=args.cors_origin,
-                                max_waiting=args.queue, allowed_hosts=args.allow_host, any_host=args.allow_any_host)
+        options = ServerOptions(
+            model_id=opened.name,
+            api_key=api_key(args.api_key),
+            cors_origins=args.cors_origin,
+            max_waiting=args.queue,
+            allowed_hosts=args.allow_host,
+            any_host=args.allow_any_host,
+        )
         return serve(backend, options, args.host, args.port, log=lambda line: print(line, file=sys.stderr))
     finally:
         backend.close()
@@ -105,8 +166,9 @@ def command_export(args) -> int:
     ref = resolve_model(args.model)  # --type and --format were checked by the parser
     if ref.kind != "folder":
         raise ValueError(f"{ref.path}: export needs a model folder, not a GGUF file")
-    out = args.output or {"hf": f"{ref.name}-hf", "ollama": f"{ref.name}-ollama"}.get(args.format,
-                                                                                       f"{ref.name}-{args.type}.gguf")
+    out = args.output or {"hf": f"{ref.name}-hf", "ollama": f"{ref.name}-ollama"}.get(
+        args.format, f"{ref.name}-{args.type}.gguf"
+    )
     check_export_target(ref.path, out, args.format, args.force)  # before an adapters folder is merged elsewhere
     with plain_model_folder(ref.path) as folder:
         if args.format == "hf":
@@ -174,15 +236,18 @@ def plain_model_folder(folder):
         yield merged
 
 
-FULL_INSTALL = ("the full install has it: in a clone of chatapp, `pipx install .` or `uv tool install .` "
-                "(see packaging/README.md)")
+FULL_INSTALL = (
+    "the full install has it: in a clone of chatapp, `pipx install .` or `uv tool install .` (see packaging/README.md)"
+)
 
 
 def require_torch(what: str) -> None:
     """Training, fine-tuning and model folders need PyTorch; the desktop bundle has none."""
     if not torch_available():
-        raise ValueError(f"{what} needs PyTorch, which this install lacks (the desktop bundle runs GGUF models "
-                         f"with llama.cpp only); {FULL_INSTALL}")
+        raise ValueError(
+            f"{what} needs PyTorch, which this install lacks (the desktop bundle runs GGUF models "
+            f"with llama.cpp only); {FULL_INSTALL}"
+        )
 
 
 def refuse_to_overwrite(out: str, resume: bool, force: bool) -> None:
@@ -206,7 +271,10 @@ def command_train(args) -> int:
     from chatapp.training_flags import TRAIN_OPTIONS, option_values
     from model.training.train import TrainOptions, train
 
-    train(TrainOptions(**option_values(args, TRAIN_OPTIONS), device=args.device), log=lambda line: print(line, file=sys.stderr))
+    train(
+        TrainOptions(**option_values(args, TRAIN_OPTIONS), device=args.device),
+        log=lambda line: print(line, file=sys.stderr),
+    )
     return 0
 
 
@@ -252,16 +320,25 @@ def command_eval(args) -> int:
     if args.json:
         print_json(result)
     else:
-        print(f"{ref.name}: {result['nats_per_token']:.4f} nats/token, {result['nats_per_char']:.4f} nats/char, "
-              f"perplexity {result['perplexity']:.2f} ({result['tokens']:,} tokens, {result['chars']:,} characters)")
+        print(
+            f"{ref.name}: {result['nats_per_token']:.4f} nats/token, {result['nats_per_char']:.4f} nats/char, "
+            f"perplexity {result['perplexity']:.2f} ({result['tokens']:,} tokens, {result['chars']:,} characters)"
+        )
     return 0
 
 
 def command_bench(args) -> int:
     from chatapp.bench import format_bench, run_bench
 
-    backend = open_model(args.model, args.backend, args.device, in_process=args.in_process, context=args.context,
-                         compile=args.compile, threads=threads_from_args(args)).backend
+    backend = open_model(
+        args.model,
+        args.backend,
+        args.device,
+        in_process=args.in_process,
+        context=args.context,
+        compile=args.compile,
+        threads=threads_from_args(args),
+    ).backend
     where = "" if backend.name != "llama.cpp" else ("in process" if args.in_process else "worker process")
     result = run_bench(backend, args.prompt_tokens, args.gen_tokens, args.runs, not args.no_compare, where)
     print_json(result) if args.json else print(format_bench(result))

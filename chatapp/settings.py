@@ -62,6 +62,8 @@ repetition_penalty = {repetition_penalty}
 max_tokens = {max_tokens}
 # A fixed seed reproduces a reply; -1 draws a fresh one per reply.
 seed = {seed}
+# A reasoning model's thinking: "on", "off" or "default" (the model's own); ignored without a switch.
+thinking = {thinking}
 """
 
 
@@ -78,9 +80,12 @@ class ChatDefaults:
     repetition_penalty: float = SamplingParams.repetition_penalty
     max_tokens: int = SamplingParams.max_tokens
     seed: int | None = SamplingParams.seed
+    thinking: str = "default"  # THINKING_CHOICES: a reasoning model's thinking switch
 
     def sampling_params(self) -> SamplingParams:
-        return SamplingParams(**{name: getattr(self, name) for name in SAMPLING_FIELDS})
+        return SamplingParams(
+            **{name: getattr(self, name) for name in SAMPLING_FIELDS}, thinking=THINKING_CHOICES.get(self.thinking)
+        )
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -91,7 +96,8 @@ class ChatDefaults:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-SAMPLING_FIELDS = tuple(f.name for f in fields(ChatDefaults) if f.name != "system_prompt")
+SAMPLING_FIELDS = tuple(f.name for f in fields(ChatDefaults) if f.name not in ("system_prompt", "thinking"))
+THINKING_CHOICES: dict[str, bool | None] = {"on": True, "off": False, "default": None}  # -> SamplingParams.thinking
 
 
 @dataclass
@@ -125,7 +131,7 @@ def toml_value(value) -> str:
 
 def render_settings(settings: Settings) -> str:
     chat = settings.chat
-    values = {name: toml_value(getattr(chat, name)) for name in ("system_prompt", *SAMPLING_FIELDS)}
+    values = {name: toml_value(getattr(chat, name)) for name in ("system_prompt", *SAMPLING_FIELDS, "thinking")}
     return TEMPLATE.format(
         theme=toml_value(settings.theme),
         model=toml_value(settings.model),
@@ -240,7 +246,7 @@ class _Reader:
 SECTIONS = {
     "app": ("theme",),
     "model": ("name", "backend", "extra_paths", "endpoints", "threads"),
-    "chat": ("system_prompt", *SAMPLING_FIELDS),
+    "chat": ("system_prompt", *SAMPLING_FIELDS, "thinking"),
 }
 
 
@@ -281,6 +287,13 @@ def parse_settings(data: dict, path: Path | None = None) -> Settings:
             reader.notice(f"chat.{name}", chat[name], error, getattr(defaults.chat, name))
         else:
             setattr(settings.chat, name, value)
+    thinking = chat.get("thinking", defaults.chat.thinking)
+    if isinstance(thinking, str) and thinking in THINKING_CHOICES:
+        settings.chat.thinking = thinking
+    else:
+        reader.notice(
+            "chat.thinking", thinking, f"it must be one of {', '.join(THINKING_CHOICES)}", defaults.chat.thinking
+        )
     return settings
 
 

@@ -159,6 +159,9 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE messages ADD COLUMN inspection TEXT;
     """,
     _migrate_to_v3,
+    """
+    ALTER TABLE messages ADD COLUMN reasoning TEXT NOT NULL DEFAULT '';
+    """,  # v4: a reasoning model's thinking, kept apart from its answer (content)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -193,6 +196,7 @@ class StoredMessage:
     model: str | None = None  # the model that wrote a reply
     version: int = 1  # 1-based position among the versions of its slot
     version_count: int = 1
+    reasoning: str = ""  # a reply's thinking (a reasoning model's), apart from its answer in content
 
 
 @dataclass
@@ -550,6 +554,7 @@ class HistoryStore:
         status: str = Status.COMPLETE,
         model: str | None = None,
         version_of: int | None = None,
+        reasoning: str = "",
     ) -> StoredMessage:
         """A new message at the end of the conversation, or, with version_of, a new version of
         that message in its slot, which becomes the one shown."""
@@ -559,7 +564,7 @@ class HistoryStore:
             slot = self._hide_versions_of(db, conversation_id, version_of) if version_of is not None else None
             cursor = db.execute(
                 "INSERT INTO messages (conversation_id, role, content, status, created_at, model, slot, shown, "
-                "owner_pid, owner_host, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+                "owner_pid, owner_host, heartbeat_at, reasoning) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
                 (
                     conversation_id,
                     role,
@@ -571,6 +576,7 @@ class HistoryStore:
                     os.getpid() if streaming else None,
                     self._host if streaming else None,
                     now if streaming else None,
+                    reasoning,
                 ),
             )
             message_id = cursor.lastrowid
@@ -594,6 +600,7 @@ class HistoryStore:
             model=model,
             version=count,
             version_count=count,
+            reasoning=reasoning,
         )
 
     @staticmethod
@@ -604,12 +611,19 @@ class HistoryStore:
         db.execute("UPDATE messages SET shown = 0 WHERE slot = ? AND shown = 1", (row["slot"],))
         return row["slot"]
 
-    def update_content(self, message_id: int, content: str) -> None:
-        """A streaming reply so far (it also tells other instances its writer is alive)."""
+    def update_content(self, message_id: int, content: str, reasoning: str | None = None) -> None:
+        """A streaming reply so far, its thinking too when given (it also tells other instances its
+        writer is alive)."""
         with self._writing() as db:
-            db.execute(
-                "UPDATE messages SET content = ?, heartbeat_at = ? WHERE id = ?", (content, time.time(), message_id)
-            )
+            if reasoning is None:
+                db.execute(
+                    "UPDATE messages SET content = ?, heartbeat_at = ? WHERE id = ?", (content, time.time(), message_id)
+                )
+            else:
+                db.execute(
+                    "UPDATE messages SET content = ?, reasoning = ?, heartbeat_at = ? WHERE id = ?",
+                    (content, reasoning, time.time(), message_id),
+                )
 
     def heartbeat(self, message_id: int) -> None:
         """The streaming reply's writer is alive (while the engine thinks before its first token)."""
@@ -636,15 +650,17 @@ class HistoryStore:
         stats: dict | None = None,
         error: str | None = None,
         inspection: list | None = None,
+        reasoning: str | None = None,
     ) -> None:
+        """The reply's end: its answer, its thinking when given (else the thinking saved so far stays)."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"status must be one of {', '.join(FINAL_STATUSES)}, not {status!r}")
         packed = packed_inspection.encode(inspection) if inspection else None
         with self._writing() as db:
             finished = db.execute(
                 "UPDATE messages SET content = ?, status = ?, stats = ?, error = ?, owner_pid = NULL, "
-                "owner_host = NULL, heartbeat_at = NULL WHERE id = ?",
-                (content, status, json.dumps(stats) if stats else None, error, message_id),
+                "owner_host = NULL, heartbeat_at = NULL, reasoning = COALESCE(?, reasoning) WHERE id = ?",
+                (content, status, json.dumps(stats) if stats else None, error, reasoning, message_id),
             ).rowcount
             if not finished:
                 return  # deleted while it streamed: nothing to save
@@ -762,11 +778,12 @@ class HistoryStore:
             row["model"],
             row["version"],
             row["version_count"],
+            row["reasoning"],
         )
 
 
 MESSAGE_COLUMNS = (
-    "m.id, m.conversation_id, m.role, m.content, m.status, m.stats, m.error, m.created_at, m.model, "
+    "m.id, m.conversation_id, m.role, m.content, m.status, m.stats, m.error, m.created_at, m.model, m.reasoning, "
     "(SELECT COUNT(*) FROM messages v WHERE v.slot = m.slot AND v.id <= m.id) AS version, "
     "(SELECT COUNT(*) FROM messages v WHERE v.slot = m.slot) AS version_count"
 )

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from model.errors import one_line
-from model.inference.backend import Event, Finished, TextPiece
+from model.inference.backend import THINKING, Event, Finished, TextPiece
 from model.inference.sampling import SamplingParams
 from model.text.chat_format import FittedPrompt, Message
 
@@ -82,8 +82,16 @@ def endpoint_models(url: str, api_key: str | None = None, timeout: float = 2.0) 
     ]
 
 
+def as_openai_message(message: Message) -> dict:
+    """A message as an OpenAI-compatible server takes it; an earlier reply's thinking as
+    reasoning_content (llama-server's), only where there is some."""
+    if message.reasoning and message.role == "assistant":
+        return {"role": message.role, "content": message.content, "reasoning_content": message.reasoning}
+    return {"role": message.role, "content": message.content}
+
+
 def estimate_tokens(messages: list[Message]) -> int:
-    return sum(len(m.content) // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE for m in messages) + 1
+    return sum((len(m.content) + len(m.reasoning)) // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE for m in messages) + 1
 
 
 def api_base(url: str) -> str:
@@ -228,7 +236,7 @@ class EndpointBackend:
             raise ValueError("continuing a reply is not offered for a remote model")
         fitted = self.fit(messages, reserve or self.default_reserve(params))
         kept = fitted.messages or []  # fit() always fills both for a remote model
-        body = {"messages": [{"role": m.role, "content": m.content} for m in kept]}
+        body = {"messages": [as_openai_message(m) for m in kept]}
         return self._stream("/chat/completions", body, params, fitted.size, fitted.notices, chat=True)
 
     def complete(self, text: str, params: SamplingParams) -> Iterator[Event]:
@@ -259,6 +267,12 @@ class EndpointBackend:
         body.update(
             {key: value for key, (value, off) in extras.items() if value != off}
         )  # llama-server's, only when on
+        template_kwargs = {
+            **({"enable_thinking": params.thinking} if params.thinking is not None else {}),
+            **params.template_kwargs,
+        }
+        if template_kwargs:  # llama-server's and vLLM's, only when set
+            body["chat_template_kwargs"] = template_kwargs
         return body
 
     def _stream(
@@ -303,8 +317,15 @@ class EndpointBackend:
                     )
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-                    if text:
+                    delta = choice.get("delta") or {}
+                    # a reasoning model's thinking: llama-server's reasoning_content, or reasoning (vLLM, OpenRouter)
+                    thinking = (delta.get("reasoning_content") or delta.get("reasoning")) if chat else None
+                    if isinstance(thinking, str) and thinking:
+                        first_at = first_at or time.perf_counter()
+                        pieces += 1
+                        yield TextPiece(thinking, [], THINKING)
+                    text = delta.get("content") if chat else choice.get("text")
+                    if isinstance(text, str) and text:
                         first_at = first_at or time.perf_counter()
                         pieces += 1
                         yield TextPiece(text, [])

@@ -62,7 +62,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatapp.serving.api_key import authorization_matches
 from model.errors import one_line
-from model.inference.backend import CollectedReply, Event, Finished, TextPiece
+from model.inference.backend import THINKING, CollectedReply, Event, Finished, TextPiece
 from model.inference.sampling import SamplingParams
 from model.text.chat_format import ROLES, Message
 
@@ -209,6 +209,7 @@ Content = Annotated[
 class ChatMessage(Strict):
     role: str
     content: Content = None
+    reasoning_content: str | None = None  # an earlier reply's thinking (llama-server's field)
 
     @field_validator("role")
     @classmethod
@@ -220,7 +221,8 @@ class ChatMessage(Strict):
     def message(self) -> Message:
         content = self.content
         text = content if isinstance(content, str) else "".join(part.text or "" for part in content or [])
-        return Message(ROLE_ALIASES.get(self.role, self.role), text)
+        role = ROLE_ALIASES.get(self.role, self.role)
+        return Message(role, text, reasoning=(self.reasoning_content or "") if role == "assistant" else "")
 
 
 class StreamOptions(Strict):
@@ -275,6 +277,17 @@ class ChatRequest(CompletionFields):
     messages: Annotated[
         list[ChatMessage], Field(min_length=1), one_rule("messages must be a non-empty list", whole=False)
     ] = Field(None, validate_default=True)
+    # variables for the chat template (enable_thinking, reasoning_effort, ...), as llama-server and vLLM take them
+    chat_template_kwargs: dict[str, Any] | None = None
+
+    def sampling_params(self, context_length: int) -> SamplingParams:
+        params = super().sampling_params(context_length)
+        if not self.chat_template_kwargs:
+            return params
+        try:
+            return replace(params, template_kwargs=dict(self.chat_template_kwargs)).validate()
+        except (TypeError, ValueError) as error:
+            raise RequestError(400, str(error), param="chat_template_kwargs") from None
 
     def chat_messages(self) -> list[Message]:
         return [item.message() for item in self.messages]
@@ -488,12 +501,15 @@ class Reply:
             **extra,
         }
 
-    def whole(self, text: str, finished: Finished) -> dict:
+    def whole(self, text: str, finished: Finished, thinking: str = "") -> dict:
         reason = FINISH_REASON.get(finished.reason, "stop")
         if self.chat:
+            message = {"role": "assistant", "content": text}
+            if thinking:  # as llama-server writes a reasoning model's thinking
+                message["reasoning_content"] = thinking
             choice = {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "finish_reason": reason,
                 "logprobs": None,
             }
@@ -504,12 +520,15 @@ class Reply:
             usage=usage(finished),
         )
 
-    def chunk(self, text: str | None = None, finished: Finished | None = None, first: bool = False) -> dict:
+    def chunk(
+        self, text: str | None = None, finished: Finished | None = None, first: bool = False, thinking: bool = False
+    ) -> dict:
         reason = FINISH_REASON.get(finished.reason, "stop") if finished else None
         if not self.chat:
             choice = {"index": 0, "text": text or "", "finish_reason": reason, "logprobs": None}
             return self.envelope("text_completion", [choice])
-        delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text is not None else {})
+        field = "reasoning_content" if thinking else "content"  # thinking: llama-server's delta field
+        delta = {"role": "assistant", "content": ""} if first else ({field: text} if text is not None else {})
         return self.envelope(
             "chat.completion.chunk", [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]
         )
@@ -528,7 +547,7 @@ async def sse_events(generation: Generation, reply: Reply, with_usage: bool) -> 
         async for event in generation:
             if isinstance(event, TextPiece):
                 if event.text:
-                    yield sse(reply.chunk(event.text))
+                    yield sse(reply.chunk(event.text, thinking=event.kind == THINKING))
             else:
                 yield sse(reply.chunk(finished=event))
                 if with_usage:
@@ -574,7 +593,7 @@ class Completion:
                 whole = await unless_client_leaves(collected(generation), gone)
                 if whole.finished is None:
                     raise RequestError(500, "the engine ended a reply without finishing it", "server_error")
-                response = JSONResponse(self.reply.whole(whole.text, whole.finished))
+                response = JSONResponse(self.reply.whole(whole.text, whole.finished, whole.thinking))
             await response(scope, receive, send)
 
 

@@ -19,7 +19,10 @@ def to_markdown(conversation: StoredConversation, messages: list[StoredMessage])
         heading = ROLE_HEADINGS[message.role]
         if message.status not in (Status.COMPLETE, Status.STREAMING):
             heading += f" ({message.status})"
-        lines += [f"## {heading}", "", message.content, ""]
+        lines += [f"## {heading}", ""]
+        if message.reasoning:  # a reasoning model's thinking: collapsed where Markdown renders HTML (GitHub)
+            lines += ["<details><summary>Thinking</summary>", "", message.reasoning.strip("\n"), "", "</details>", ""]
+        lines += [message.content, ""]
     return "\n".join(lines)
 
 
@@ -36,6 +39,7 @@ def to_json(conversation: StoredConversation, messages: list[StoredMessage]) -> 
                 {
                     "role": m.role,
                     "content": m.content,
+                    **({"thinking": m.reasoning} if m.reasoning else {}),
                     "status": m.status,
                     "stats": m.stats,
                     "created_at": when(m.created_at),

@@ -25,7 +25,7 @@ from textual.message import Message as TextualMessage
 
 from chatapp.history import HistoryError, HistoryFull, HistoryStore, Status
 from model.errors import one_line
-from model.inference.backend import Backend, Event, Finished, TextPiece
+from model.inference.backend import THINKING, Backend, Event, Finished, TextPiece
 from model.inference.sampling import SamplingParams
 from model.text.chat_format import Message
 
@@ -39,6 +39,14 @@ Report = Callable[[TextualMessage], object]  # the chat screen's post_message, c
 
 class ReplyPiece(TextualMessage):
     """A piece of a reply; `end` is the reply's length with it, so a view never shows a piece twice."""
+
+    def __init__(self, message_id: int, text: str, end: int):
+        super().__init__()
+        self.message_id, self.text, self.end = message_id, text, end
+
+
+class ReplyThinking(TextualMessage):
+    """A piece of a reply's thinking; `end` is the thinking's length with it."""
 
     def __init__(self, message_id: int, text: str, end: int):
         super().__init__()
@@ -74,7 +82,8 @@ class ReplyJob:
     params: SamplingParams
     reserve: int | None = None
     continue_last: bool = False
-    text: str = ""  # the reply so far (with the earlier part when continuing)
+    text: str = ""  # the reply so far (with the earlier part when continuing): its answer
+    thinking: str = ""  # a reasoning model's thinking so far, kept apart from the answer
     status: str = Status.STREAMING
     stats: dict | None = None
     error: str | None = None
@@ -116,7 +125,11 @@ class ReplyJob:
         try:
             events = self.start_events()
             for event in self._cancel_again_if_stopped(events):
-                if isinstance(event, TextPiece) and event.text:
+                if isinstance(event, TextPiece) and event.text and event.kind == THINKING:
+                    self.thinking += event.text
+                    self._save_now_and_then()
+                    report(ReplyThinking(self.message_id, event.text, len(self.thinking)))
+                elif isinstance(event, TextPiece) and event.text:
                     self.text += event.text
                     self._save_now_and_then()
                     report(ReplyPiece(self.message_id, event.text, len(self.text)))
@@ -130,6 +143,9 @@ class ReplyJob:
                         "tokens_per_second": event.tokens_per_second,
                         "notices": list(event.notices),
                     }
+                    if event.thinking_tokens:
+                        self.stats["thinking_tokens"] = event.thinking_tokens
+                        self.stats["thinking_s"] = event.thinking_s
             if self.status == Status.STREAMING:
                 self.status, self.error = Status.ERROR, "the engine ended without finishing the reply"
         except Exception as error:  # noqa: BLE001 - any engine error (a template, a crash) fails this reply only
@@ -149,7 +165,9 @@ class ReplyJob:
     def save(self) -> bool:
         """Save the finished reply (again, after a failure); True once it is saved."""
         try:
-            self.store.finish_message(self.message_id, self.text, self.status, self.stats, self.error, self.inspection)
+            self.store.finish_message(
+                self.message_id, self.text, self.status, self.stats, self.error, self.inspection, self.thinking
+            )
         except HistoryError as error:
             self._report_save_failure(error)
             return False
@@ -161,7 +179,7 @@ class ReplyJob:
         if now - self._last_save >= SAVE_INTERVAL_S:
             self._last_save = now
             try:
-                self.store.update_content(self.message_id, self.text)
+                self.store.update_content(self.message_id, self.text, self.thinking)
             except HistoryError as error:
                 self._report_save_failure(error)
 

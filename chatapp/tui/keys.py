@@ -24,6 +24,7 @@ APP_KEYS = [
     ("alt+right", "next_version", "Next version of a reply", False),
     ("f2", "settings", "Settings", True),
     ("f3", "inspect", "Inspector", True),
+    ("f5", "toggle_thinking", "Show or hide a reply's thinking", False),
     ("f4", "models", "Models", False),
     ("alt+up", "previous_conversation", "Previous chat in the list", False),
     ("alt+down", "next_conversation", "Next chat in the list", False),

@@ -91,6 +91,31 @@ def collect_reply(
     return reply
 
 
+def thinking_switch(backend) -> tuple[str | None, str]:
+    """The chat template variable that turns a backend's thinking on or off (enable_thinking,
+    reasoning_effort, thinking), or None and why not, for a setting to grey out."""
+    fmt = getattr(backend, "reasoning_format", None)
+    if fmt is None and getattr(backend, "info", None) is not None:  # a llama.cpp worker: its file's template
+        template = getattr(backend.info, "chat_template", None)
+        if template:
+            from model.text.chat_template import template_variables
+            from model.text.reasoning import detect_format
+
+            try:
+                fmt = detect_format(template, None, template_variables(template))
+            except Exception:  # noqa: BLE001 - a template that does not parse has no switch to offer
+                fmt = None
+    if fmt is not None and fmt.switch is not None:
+        return fmt.switch, ""
+    if backend is None:
+        return None, "no model is loaded"
+    if getattr(backend, "url", None) is not None:
+        return None, "a server's model: set it on the server"
+    if fmt is not None:
+        return None, "this model always thinks: its chat template has no switch"
+    return None, "this model does not think apart (its chat template has no thinking)"
+
+
 class EngineBusy(RuntimeError):
     """The engine is generating a reply and cannot answer this now (e.g. fit() for the context bar)."""
 

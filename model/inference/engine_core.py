@@ -22,7 +22,7 @@ from model.inference.backend import CancelFlag, CancelSignal, Event
 from model.inference.reply_stream import ReplyStream, common_prefix_length
 from model.inference.sampling import SamplingParams, inspection_step, sample_next
 from model.text.chat_format import FittedPrompt, Message
-from model.text.reasoning import ReasoningFormat
+from model.text.reasoning import ReasoningFormat, thinking_kwargs
 
 REPETITION_WINDOW = 64  # tokens the repetition penalty looks back over
 
@@ -41,6 +41,7 @@ class EngineCore:
         self.cached_ids: list[int] = []  # the tokens whose keys/values are in the engine's cache
         self.prefilled_tokens = 0
         self.known_replies: dict[str, list[int]] = {}  # the last reply's text -> the ids sampled for it
+        self.base_template_kwargs = dict(getattr(prompt_format, "template_kwargs", {}))
         if self.reasoning_format is not None:  # the splitter must see the markers' text, control tokens too
             prompt_format.show_reasoning_markers = True
 
@@ -93,6 +94,7 @@ class EngineCore:
         """A reply to the conversation (or more of its last, unfinished reply); `inspect`
         receives each token's candidates. Bad input raises here, before any generation."""
         params.validate()
+        self._use_template_kwargs(params)
         fitted = self.fit(messages, reserve or self.default_reserve(params), continue_last)
         earlier = self.known_replies.get(messages[-1].content, []) if continue_last else []
         return self.generate_ids(
@@ -105,6 +107,14 @@ class EngineCore:
             earlier_reply=earlier,
             reasoning=None if continue_last else self.reasoning_format,
         )
+
+    def _use_template_kwargs(self, params: SamplingParams) -> None:
+        """The chat template's variables for this reply: the thinking switch (params.thinking, mapped
+        to the template's own keyword) and params.template_kwargs; fit() keeps them until the next."""
+        if not hasattr(self.prompt_format, "template_kwargs"):
+            return  # our own format has no template
+        switch = thinking_kwargs(self.reasoning_format, params.thinking)
+        self.prompt_format.template_kwargs = {**self.base_template_kwargs, **switch, **params.template_kwargs}
 
     def complete(self, text: str, params: SamplingParams) -> Iterator[Event]:
         """Continue plain text (no chat format), as a base model was trained."""

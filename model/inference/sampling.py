@@ -22,6 +22,7 @@ MAX_TEMPERATURE = 100.0  # past it every token is as likely as any other: noise,
 MAX_COUNT = 10**9  # top_k and max_tokens: past this a number is a typo (llama.cpp takes a 32-bit int)
 MIN_REPETITION_PENALTY = 1e-3  # below it logits / penalty overflow (1e-320 is positive but subnormal)
 MAX_REPETITION_PENALTY = 1e3
+MAX_TEMPLATE_KWARGS = 32  # chat-template variables one request may set
 
 
 class SamplingError(ValueError):
@@ -39,6 +40,10 @@ class SamplingParams:
     seed: int | None = None  # None: a fresh seed per request
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
+    thinking: bool | None = None  # a reasoning model's thinking on / off (its template's switch); None: its default
+    template_kwargs: dict = field(
+        default_factory=dict
+    )  # more chat-template variables (a server's chat_template_kwargs)
 
     def validate(self) -> SamplingParams:
         def finite(value) -> bool:
@@ -74,6 +79,19 @@ class SamplingParams:
                 "must be an integer in [0, 2^63)",
             ),
         ]
+        checks += [
+            ("thinking", self.thinking is None or isinstance(self.thinking, bool), "must be true, false or null"),
+            (
+                "template_kwargs",
+                isinstance(self.template_kwargs, dict)
+                and len(self.template_kwargs) <= MAX_TEMPLATE_KWARGS
+                and all(
+                    isinstance(k, str) and 0 < len(k) <= 64 and _template_value(v)
+                    for k, v in self.template_kwargs.items()
+                ),
+                f"must be an object of at most {MAX_TEMPLATE_KWARGS} names to strings, numbers, booleans or null",
+            ),
+        ]
         for name, ok, rule in checks:
             if not ok:
                 raise SamplingError(f"{name} {rule}, got {getattr(self, name)!r}")
@@ -81,6 +99,17 @@ class SamplingParams:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _template_value(value) -> bool:
+    """A chat-template variable a request may set: a short scalar (no objects the template could walk)."""
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return abs(value) < 2**63
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str) and len(value) <= 1000
 
 
 def apply_repetition_penalty(logits: np.ndarray, previous_ids, penalty: float) -> np.ndarray:

@@ -24,6 +24,7 @@ from model.inference.threads import default_threads
 from model.network.device import inference_dtype, resolve_device
 from model.network.model_folder import load_model
 from model.text.chat_format import ChatappFormat
+from model.text.reasoning import ReasoningFormat
 
 
 def cpu_threads(model, threads: int | None = None, threads_batch: int | None = None) -> tuple[int, int] | None:
@@ -127,10 +128,13 @@ class TorchEngine(EngineCore):
         inspect: Callable[[dict], None] | None = None,
         stop_strings: Sequence[str] = (),
         earlier_reply: Sequence[int] = (),
+        reasoning: ReasoningFormat | None = None,
     ) -> Iterator[Event]:
         """The core's, with the notices the compile left (a failed compile) added to this reply's."""
         notices, self.pending_notices = list(notices or []) + self.pending_notices, []
-        return super().generate_ids(prompt, params, stop_ids, notices, use_cache, inspect, stop_strings, earlier_reply)
+        return super().generate_ids(
+            prompt, params, stop_ids, notices, use_cache, inspect, stop_strings, earlier_reply, reasoning
+        )
 
     def _use_threads(self, for_prompt: bool) -> None:
         if self.threads is not None:

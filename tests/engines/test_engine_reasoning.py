@@ -131,9 +131,9 @@ def test_a_reply_that_starts_inside_the_thinking_is_thinking_until_it_closes():
     assert reply.finished is not None and reply.finished.thinking_tokens == len(script(fmt, "Hmm.", "</think>"))
 
 
-def test_thinking_switched_off_makes_the_whole_reply_the_answer():
-    engine, fmt = qwen3(QWEN35)
-    fmt.template_kwargs = {"enable_thinking": False}
+def test_thinking_switched_off_by_the_formats_own_variables_makes_the_whole_reply_the_answer():
+    fmt = TemplateFormat(Vocab(QWEN_VOCAB, ("<think>", "</think>")), QWEN35, template_kwargs={"enable_thinking": False})
+    engine = ScriptedEngine(fmt)
     engine.say(script(fmt, "Yes.", "<|im_end|>"))
     reply = collect_reply(engine.chat([Message("user", "Sure?")], GREEDY))
     assert (reply.thinking, reply.text) == ("", "Yes.")
@@ -219,3 +219,52 @@ def test_the_next_turn_passes_the_earlier_thinking_as_the_reference_renders_it(t
     )
     assert "".join(fmt.vocab.token_text(i) for i in engine.prompts[-1]) == rendered[0]
     assert "Add them" not in rendered[0]  # Qwen3 drops an earlier turn's thinking
+
+
+def test_the_thinking_switch_reaches_the_template_through_the_params():
+    engine, fmt = qwen3(QWEN35)
+    engine.say(script(fmt, "Yes.", "<|im_end|>"))
+    reply = collect_reply(engine.chat([Message("user", "Sure?")], SamplingParams(temperature=0.0, thinking=False)))
+    assert (reply.thinking, reply.text) == ("", "Yes.")  # off: the template closes an empty block itself
+    assert fmt.prompt_text([Message("user", "Sure?")]).endswith("<think>\n\n</think>\n\n")
+    assert fmt.template_kwargs == {"enable_thinking": False}
+
+    engine.say(script(fmt, "Hm.", "</think>", "Yes.", "<|im_end|>"))
+    reply = collect_reply(engine.chat([Message("user", "Sure?")], SamplingParams(temperature=0.0, thinking=None)))
+    assert (reply.thinking, reply.text) == ("Hm.", "Yes.")  # the model's default: on
+    assert fmt.template_kwargs == {}
+
+
+def test_gpt_oss_maps_thinking_off_to_low_reasoning_effort_and_takes_raw_template_kwargs():
+    fmt = TemplateFormat(Vocab(HARMONY_VOCAB), GPT_OSS, eog_ids={5, 6})
+    engine = ScriptedEngine(fmt)
+    engine.say(script(fmt, "<|channel|>", "final", "<|message|>", "Hi", "<|return|>"))
+    collect_reply(engine.chat([Message("user", "Hi")], SamplingParams(temperature=0.0, thinking=False)))
+    assert "Reasoning: low" in fmt.prompt_text([Message("user", "Hi")])
+    engine.say(script(fmt, "<|channel|>", "final", "<|message|>", "Hi", "<|return|>"))
+    params = SamplingParams(temperature=0.0, thinking=False, template_kwargs={"reasoning_effort": "high"})
+    collect_reply(engine.chat([Message("user", "Hi")], params))
+    assert "Reasoning: high" in fmt.prompt_text([Message("user", "Hi")])  # an explicit variable wins
+
+
+@pytest.mark.parametrize(
+    "values",
+    [dict(thinking="yes"), dict(template_kwargs={"a": {"b": 1}}), dict(template_kwargs={1: True})],
+    ids=["thinking", "nested", "key"],
+)
+def test_bad_template_variables_are_refused_before_any_generation(values):
+    from model.inference.sampling import SamplingError
+
+    with pytest.raises(SamplingError):
+        SamplingParams(**values).validate()
+
+
+def test_the_context_counts_the_thinking_the_template_keeps():
+    """What the context bar shows is fit()'s size: the last reply's thinking, which Qwen3 keeps in
+    the prompt, counts; an earlier turn's, which it drops, does not."""
+    engine, fmt = qwen3()
+    answer_only = [Message("user", "2+2?"), Message("assistant", "4.")]
+    with_thinking = [Message("user", "2+2?"), Message("assistant", "4.", reasoning="Add them up.")]
+    assert engine.fit(with_thinking, 16).size > engine.fit(answer_only, 16).size
+    later = [Message("user", "ok")]
+    assert engine.fit(with_thinking + later, 16).size == engine.fit(answer_only + later, 16).size

@@ -1,6 +1,7 @@
 """A scripted engine behind the backend protocol, for the TUI tests.
 
-Each call to chat() streams the next scripted reply, piece by piece. A test
+Each call to chat() streams the next scripted reply, piece by piece: a string is a
+piece of the answer, a ("thinking", text) pair a piece of the thinking. A test
 can make it fail after some pieces, hold it mid-stream until released (a slow
 stream without sleeps that race), and read what it was asked.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from model.inference.backend import CancelFlag, Finished, TextPiece
+from model.inference.backend import ANSWER, THINKING, CancelFlag, Finished, TextPiece
 from model.inference.sampling import SamplingParams
 from model.text.chat_format import FittedPrompt, Message, fit_to_context
 from model.text.tokenizer import SPECIAL_TOKENS
@@ -42,13 +43,13 @@ class FakeBackend:
 
     def __init__(
         self,
-        replies: list[list[str]] | None = None,
+        replies: list[list[str | tuple[str, str]]] | None = None,
         context_length: int = 512,
         fail_after: int | None = None,
         hold_after: int | None = None,
         model_name: str = "fake-model",
     ):
-        self.replies = [list(r) for r in (replies or [])]
+        self.replies: list[list[str | tuple[str, str]]] = [list(r) for r in (replies or [])]
         self.context_length = context_length
         self.trained_context_length = context_length
         self.model_name = model_name
@@ -83,7 +84,7 @@ class FakeBackend:
     def close(self) -> None:
         pass
 
-    def next_reply(self) -> list[str]:
+    def next_reply(self) -> list[str | tuple[str, str]]:
         return self.replies.pop(0) if self.replies else list(DEFAULT_REPLY)
 
     def chat(
@@ -110,10 +111,11 @@ class FakeBackend:
         self.holding.clear()
         self.released.clear()
 
-    def _stream(self, pieces: list[str], params: SamplingParams, inspect, messages):
+    def _stream(self, pieces: list[str | tuple[str, str]], params: SamplingParams, inspect, messages):
         prompt_tokens = sum(len(self.tokenizer.encode(m.content)) + 2 for m in messages) + 1
-        produced, reason = 0, "stop"
-        for index, piece in enumerate(pieces):
+        produced, reason, thinking = 0, "stop", 0
+        for index, scripted in enumerate(pieces):
+            kind, piece = scripted if isinstance(scripted, tuple) else (ANSWER, scripted)
             if self.fail_after is not None and index == self.fail_after:
                 raise FakeBackendError("the fake engine broke down mid-reply")
             if self.hold_after is not None and index == self.hold_after:
@@ -127,8 +129,19 @@ class FakeBackend:
             if inspect is not None:
                 inspect(self.inspection_step(piece))
             produced += 1
-            yield TextPiece(piece, [index])
-        yield Finished(reason, prompt_tokens, produced, 0.01, 100.0 if produced else 0.0, prompt_tokens, [])
+            thinking += kind == THINKING
+            yield TextPiece(piece, [index], kind)
+        yield Finished(
+            reason,
+            prompt_tokens,
+            produced,
+            0.01,
+            100.0 if produced else 0.0,
+            prompt_tokens,
+            [],
+            thinking_tokens=thinking,
+            thinking_s=0.01 * thinking,
+        )
 
     @staticmethod
     def inspection_step(piece: str) -> dict:

@@ -230,13 +230,20 @@ def byte_level_tokens() -> tuple[bytes, ...]:
     return tuple(bytes([b]) for b in bytes_to_unicode()) + tuple(learned)
 
 
-def byte_level_vocabulary(special_tokens: tuple[str, ...], pad_to_multiple: int = 1) -> Vocabulary:
-    """Learned tokens, then the special tokens (CONTROL), then "[PADn]" fillers
-    (UNUSED) up to a multiple of pad_to_multiple, as convert_hf_to_gguf pads."""
+def byte_level_vocabulary(
+    special_tokens: tuple[str, ...], pad_to_multiple: int = 1, text_tokens: tuple[str, ...] = ()
+) -> Vocabulary:
+    """Learned tokens, then the special tokens (CONTROL), then added tokens that are text
+    (USER_DEFINED: Qwen3's `<think>`), then "[PADn]" fillers (UNUSED) up to a multiple of
+    pad_to_multiple, as convert_hf_to_gguf pads."""
     learned = byte_level_tokens()
     ranks = {token: rank for rank, token in enumerate(learned)}
-    tokens = [token_string(token) for token in learned] + list(special_tokens)
-    types = [gguf.TokenType.NORMAL] * len(learned) + [gguf.TokenType.CONTROL] * len(special_tokens)
+    tokens = [token_string(token) for token in learned] + list(special_tokens) + list(text_tokens)
+    types = (
+        [gguf.TokenType.NORMAL] * len(learned)
+        + [gguf.TokenType.CONTROL] * len(special_tokens)
+        + [gguf.TokenType.USER_DEFINED] * len(text_tokens)
+    )
     while len(tokens) % pad_to_multiple:
         tokens.append(f"[PAD{len(tokens)}]")
         types.append(gguf.TokenType.UNUSED)
@@ -285,6 +292,20 @@ LLAMA31_SPECIAL_TOKENS = (
     "<|python_tag|>",
 ) + tuple(f"<|reserved_special_token_{i}|>" for i in range(3, 8))
 QWEN2_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+THINK_TOKENS = ("<think>", "</think>")  # Qwen3's: added tokens that are text ("special": false), not control
+# gpt-oss's harmony tokens (o200k_harmony): all control tokens
+HARMONY_TOKENS = (
+    "<|startoftext|>",
+    "<|endoftext|>",
+    "<|return|>",
+    "<|constrain|>",
+    "<|channel|>",
+    "<|start|>",
+    "<|end|>",
+    "<|message|>",
+    "<|call|>",
+)
+REAL_TEMPLATES = Path(__file__).parents[1] / "data" / "chat_templates"
 
 
 @dataclass(frozen=True)
@@ -319,6 +340,10 @@ def vocabulary_of(family: str, with_byte_tokens: bool = True) -> Vocabulary:
         return byte_level_vocabulary(LLAMA31_SPECIAL_TOKENS)
     if family == "qwen2":
         return byte_level_vocabulary(QWEN2_SPECIAL_TOKENS, pad_to_multiple=64)
+    if family == "qwen3":
+        return byte_level_vocabulary(QWEN2_SPECIAL_TOKENS, pad_to_multiple=64, text_tokens=THINK_TOKENS)
+    if family == "gpt-oss":
+        return byte_level_vocabulary(HARMONY_TOKENS)
     if family == "gemma":
         return sentencepiece_vocabulary(with_byte_tokens)
     raise ValueError(f"unknown family {family!r} (known: {', '.join(FAMILIES)})")
@@ -415,6 +440,42 @@ FAMILIES: dict[str, Family] = {
         layer_norm_epsilon=1e-6,
         rope_freq_base=10000.0,
         tied_output=True,
+    ),
+    # Qwen3's tokens and real template (thinking in <think>, which are text tokens), on qwen2's tensors.
+    "qwen3": _family(
+        "qwen3",
+        "qwen2",
+        "gpt2",
+        "qwen2",
+        QWEN2_SPECIAL_TOKENS,
+        bos="<|endoftext|>",
+        eos="<|im_end|>",
+        eot=None,
+        end_of_turn="<|im_end|>",
+        chat_template=(REAL_TEMPLATES / "Qwen-Qwen3-0.6B.jinja").read_text(encoding="utf-8"),
+        add_bos_token=False,
+        head_count_kv=2,
+        layer_norm_epsilon=1e-6,
+        rope_freq_base=1000000.0,
+        tied_output=False,
+    ),
+    # gpt-oss's harmony tokens and real template (analysis / final channels), on llama's tensors.
+    "gpt-oss": _family(
+        "gpt-oss",
+        "llama",
+        "gpt2",
+        "llama-bpe",
+        HARMONY_TOKENS,
+        bos="<|startoftext|>",
+        eos="<|return|>",
+        eot=None,
+        end_of_turn="<|return|>",  # a reply's end (<|end|> ends a channel, and llama.cpp does not stop there)
+        chat_template=(REAL_TEMPLATES / "openai-gpt-oss-120b.jinja").read_text(encoding="utf-8"),
+        add_bos_token=False,
+        head_count_kv=2,
+        layer_norm_epsilon=1e-5,
+        rope_freq_base=150000.0,
+        tied_output=False,
     ),
     "plain": _family(
         "plain",
@@ -546,7 +607,7 @@ def _write_vocabulary(writer: gguf.GGUFWriter, family: Family, vocab: Vocabulary
         writer.add_pad_token_id(vocab.id_of("<pad>"))
         writer.add_add_eos_token(False)
         writer.add_add_space_prefix(False)  # Gemma's SentencePiece adds no dummy prefix
-    elif family.name == "qwen2":
+    elif family.name in ("qwen2", "qwen3", "gpt-oss"):
         writer.add_pad_token_id(vocab.id_of("<|endoftext|>"))
 
 

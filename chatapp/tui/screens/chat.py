@@ -33,7 +33,14 @@ from chatapp.history import NOT_SENT_TO_MODEL, HistoryError, HistoryStore, Statu
 from chatapp.settings import ChatDefaults, SettingsError, save_chat_defaults
 from chatapp.tui.claims import ConversationClaims
 from chatapp.tui.failures import failure_text, failures_as_notices, notifies_failures
-from chatapp.tui.generation import ReplyDone, ReplyJob, ReplyPiece, ReplySaveFailed, engine_error_text
+from chatapp.tui.generation import (
+    ReplyDone,
+    ReplyJob,
+    ReplyPiece,
+    ReplySaveFailed,
+    ReplyThinking,
+    engine_error_text,
+)
 from chatapp.tui.keys import APP_KEYS, app_bindings
 from chatapp.tui.screens.dialogs import ConfirmScreen, TextPromptScreen
 from chatapp.tui.screens.message_actions import MessageActions
@@ -45,7 +52,7 @@ from chatapp.tui.widgets.messages import AssistantMessage, ChatLog, ChatMessage,
 from chatapp.tui.widgets.prompt import PromptInput
 from chatapp.tui.widgets.sidebar import ConversationSidebar
 from chatapp.tui.widgets.welcome import Welcome
-from model.inference.backend import Backend, EngineBusy
+from model.inference.backend import Backend, EngineBusy, thinking_switch
 from model.text.chat_format import FittedPrompt, Message
 
 if TYPE_CHECKING:
@@ -285,6 +292,7 @@ class ChatScreen(MessageActions):
         if message.role == "assistant":
             job = self.job if self.job is not None and self.job.message_id == message.id else None
             content = job.text if job is not None else message.content
+            thinking = job.thinking if job is not None else message.reasoning
             status = Status.STREAMING if job is not None else message.status
             return AssistantMessage(
                 message.id,
@@ -295,6 +303,7 @@ class ChatScreen(MessageActions):
                 message.model or "Assistant",
                 message.version,
                 message.version_count,
+                thinking,
             )
         return UserMessage(message.id, message.role, message.content)
 
@@ -324,7 +333,11 @@ class ChatScreen(MessageActions):
         while True:
             stored = self.store.messages(conversation.id, limit=batch)
             messages = [Message("system", system)] if system else []
-            messages += [Message(m.role, m.content) for m in stored if m.content and m.status not in NOT_SENT_TO_MODEL]
+            messages += [
+                Message(m.role, m.content, reasoning=m.reasoning)
+                for m in stored
+                if m.content and m.status not in NOT_SENT_TO_MODEL
+            ]
             fitted = engine.fit(messages, reserve, continue_last)
             if fitted.dropped_messages or len(stored) >= total:
                 return messages, fitted, total - len(stored)
@@ -438,6 +451,7 @@ class ChatScreen(MessageActions):
             params,
             continue_last=continuing is not None,
             text=stored.content,
+            thinking=stored.reasoning,
         )
         self.claims.claim(conversation.id)
         await self.log_view.mount(self.widget_for(stored))  # the job is set: it shows as streaming
@@ -467,6 +481,11 @@ class ChatScreen(MessageActions):
         if isinstance(widget, AssistantMessage):
             await widget.append(event.text, event.end)
 
+    def on_reply_thinking(self, event: ReplyThinking) -> None:
+        widget = self.log_view.widget_for(event.message_id)
+        if isinstance(widget, AssistantMessage):
+            widget.append_thinking(event.text, event.end)
+
     def on_reply_save_failed(self, event: ReplySaveFailed) -> None:
         self.notify(f"{event.reason}. The reply goes on and stays on screen.", severity="error", timeout=15)
 
@@ -481,7 +500,7 @@ class ChatScreen(MessageActions):
             self.unsaved.append(job)
         widget = self.log_view.widget_for(job.message_id)
         if isinstance(widget, AssistantMessage):
-            await widget.finish(job.text, job.status, job.stats, job.error)
+            await widget.finish(job.text, job.status, job.stats, job.error, job.thinking)
         if job.error:
             self.notify(f"The reply failed: {job.error}", severity="error", timeout=10)
         for notice in (job.stats or {}).get("notices", []):
@@ -667,7 +686,7 @@ class ChatScreen(MessageActions):
                 if self.job is None and (self.wanted_spec() != app.loaded_spec or result.backend != current.backend):
                     self.load_wanted_model()
 
-        self.app.push_screen(SettingsScreen(current, models), save)
+        self.app.push_screen(SettingsScreen(current, models, thinking_switch(self.engine)), save)
 
     def action_models(self) -> None:
         app, conversation = self.chat_app, self.current

@@ -190,6 +190,11 @@ class MessageActions(Screen[None]):
             return
         self.notify("Exported to " + " and ".join(str(p) for p in paths), timeout=10)
 
+    def action_toggle_thinking(self) -> None:
+        message = self.selected_message("assistant")
+        if not (isinstance(message, AssistantMessage) and message.toggle_thinking()):
+            self.notify("No thinking in that reply")
+
     def action_inspect(self) -> None:
         message = self.selected_message("assistant")
         if message is None:

@@ -18,6 +18,8 @@ from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
 from chatapp.settings import SAMPLING_FIELDS, ChatDefaults, check_field
 
+THINKING_OPTIONS = [("model default", "default"), ("on", "on"), ("off", "off")]
+
 # What each value does; the allowed range is check_field's to say, when a value is outside it.
 FIELD_HELP = {
     "temperature": "0 is greedy; higher is more random",
@@ -46,11 +48,18 @@ class SettingsScreen(ModalScreen[ConversationSettings | None]):
         Binding("ctrl+n", "save_as_default", "Save, and use for new chats"),
     ]
 
-    def __init__(self, current: ConversationSettings, models: list[tuple[str, str]]):
-        """models: (label, spec) pairs for the model choice."""
+    def __init__(
+        self,
+        current: ConversationSettings,
+        models: list[tuple[str, str]],
+        thinking_switch: tuple[str | None, str] = (None, "no model is loaded"),
+    ):
+        """models: (label, spec) pairs for the model choice; thinking_switch: the model's template
+        variable for thinking on / off, or None and why there is none (model.inference.backend)."""
         super().__init__()
         self.current = current
         self.models = models
+        self.thinking_switch = thinking_switch
         self.errors: dict[str, str] = {}
 
     def compose(self):
@@ -75,6 +84,15 @@ class SettingsScreen(ModalScreen[ConversationSettings | None]):
                 yield Label(f"{name.replace('_', ' ')}  ({FIELD_HELP[name]})")
                 yield Input("" if value is None else str(value), id=name, classes="sampling")
                 yield Static("", id=f"{name}-error", classes="field-error", markup=False)
+            switch, why_not = self.thinking_switch
+            yield Label(f"thinking  ({f'the template switch {switch}' if switch else why_not})", id="thinking-label")
+            yield Select(
+                THINKING_OPTIONS,
+                value=chat.thinking if chat.thinking in dict(THINKING_OPTIONS).values() else "default",
+                allow_blank=False,
+                id="thinking",
+                disabled=switch is None,
+            )
             with Horizontal(classes="buttons"):
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Use for new chats too", id="save-as-default")
@@ -126,7 +144,8 @@ class SettingsScreen(ModalScreen[ConversationSettings | None]):
         values: dict[str, Any] = {
             name: check_field(name, self.query_one(f"#{name}", Input).value.strip())[0] for name in SAMPLING_FIELDS
         }  # each checked: of its field's type
-        chat = ChatDefaults(system_prompt=self.query_one("#system_prompt", TextArea).text, **values)
+        thinking = str(self.query_one("#thinking", Select).value)
+        chat = ChatDefaults(system_prompt=self.query_one("#system_prompt", TextArea).text, thinking=thinking, **values)
         model = self.query_one("#model", Select).value
         backend = str(self.query_one("#backend", Select).value)
         self.dismiss(ConversationSettings(chat, "" if model is Select.NULL else str(model), backend, as_default))

@@ -73,6 +73,46 @@ class FinishedReply(Static):
         super().__init__(self.markdown, classes="body")
 
 
+def thinking_summary(stats: dict | None, streaming: bool) -> str:
+    """The thinking block's head: "thinking… 312 tokens, 9.4 s" (its numbers once the reply has them)."""
+    stats = stats or {}
+    numbers = []
+    if stats.get("thinking_tokens"):
+        numbers.append(f"{stats['thinking_tokens']:,} tokens")
+    if stats.get("thinking_s"):
+        numbers.append(f"{stats['thinking_s']:.1f} s")
+    head = "thinking…" if streaming or numbers else "thinking"
+    return f"{head} {', '.join(numbers)}".rstrip()
+
+
+class ThinkingBlock(Static):
+    """A reasoning model's thinking, above its answer: dimmed, collapsed to one line until opened
+    (a click, or the toggle-thinking key)."""
+
+    def __init__(self, thinking: str, stats: dict | None, streaming: bool):
+        super().__init__("", classes="thinking", markup=False)
+        self.thinking, self.stats, self.streaming = thinking, stats, streaming
+        self.expanded = False
+
+    def on_mount(self) -> None:
+        self.refresh_text()
+
+    def refresh_text(self) -> None:
+        self.display = bool(self.thinking)
+        head = ("▾ " if self.expanded else "▸ ") + thinking_summary(self.stats, self.streaming)
+        self.update(Text(head + ("\n" + self.thinking.strip("\n") if self.expanded else "")))
+        self.set_class(self.expanded, "expanded")
+
+    def toggle(self) -> None:
+        self.expanded = not self.expanded
+        self.refresh_text()
+
+    def on_mouse_down(self) -> None:
+        """On press, not on click: the press focuses the message, whose focus border moves the
+        block, so the release may land beside it (and a Click is never sent)."""
+        self.toggle()
+
+
 class ChatMessage(Vertical):
     """One message; focusable so that it can be selected for copy and the inspector."""
 
@@ -109,15 +149,18 @@ class AssistantMessage(ChatMessage):
         model_name: str = "Assistant",
         version: int = 1,
         version_count: int = 1,
+        thinking: str = "",
         **kwargs,
     ):
         super().__init__(message_id, "assistant", content, status, **kwargs)
+        self.thinking = thinking  # a reasoning model's thinking, shown apart above the answer
         self.stats, self.error, self.model_name = stats, error, model_name
         self.version, self.version_count = version, version_count
         self._stream: MarkdownStream | None = None
 
     def compose(self):
         yield Label(self.model_name, classes="role")
+        yield ThinkingBlock(self.thinking, self.stats, self.status == Status.STREAMING)
         if self.status == Status.STREAMING:
             yield Markdown(self.content, classes="body", parser_factory=reply_markdown_parser)
         else:
@@ -147,7 +190,38 @@ class AssistantMessage(ChatMessage):
         if self._stream is not None:
             await self._stream.write(text)
 
-    async def finish(self, content: str, status: str, stats: dict | None, error: str | None = None) -> None:
+    def append_thinking(self, text: str, end: int) -> None:
+        """Add a piece of thinking that ends at `end` characters (what this view has is skipped)."""
+        new = end - len(self.thinking)
+        if new <= 0:
+            return
+        self.thinking += text[-new:]
+        block = self.thinking_block
+        if block is not None:
+            block.thinking = self.thinking
+            block.refresh_text()
+
+    @property
+    def thinking_block(self) -> ThinkingBlock | None:
+        return next(iter(self.query(ThinkingBlock)), None)
+
+    def toggle_thinking(self) -> bool:
+        """Open or close the thinking; False where the reply has none."""
+        block = self.thinking_block
+        if block is None or not self.thinking:
+            return False
+        block.toggle()
+        return True
+
+    async def finish(
+        self, content: str, status: str, stats: dict | None, error: str | None = None, thinking: str | None = None
+    ) -> None:
+        block = self.thinking_block
+        if block is not None:
+            if thinking is not None:
+                self.thinking = block.thinking = thinking
+            block.stats, block.streaming = stats, False
+            block.refresh_text()
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None

@@ -91,7 +91,7 @@ def test_a_v2_history_migrates_with_its_messages_inspection_and_search(tmp_path,
     path = tmp_path / "history.sqlite3"
     v2_file(path, replies_with_inspection=3)
     store = HistoryStore(path)
-    assert store.schema_version == SCHEMA_VERSION == 3
+    assert store.schema_version == SCHEMA_VERSION == 4
     shown = store.messages(1)
     assert [m.content for m in shown] == [
         "question 0 about Elsinore",

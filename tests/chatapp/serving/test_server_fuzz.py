@@ -63,6 +63,9 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8,
 )
+FIELD_VALUES["chat_template_kwargs"] = st.none() | st.dictionaries(
+    st.sampled_from(["enable_thinking", "reasoning_effort", "thinking"]) | st.text(max_size=8), JSON_VALUES, max_size=3
+)
 
 
 def declared(annotation: Any, name: str = "") -> st.SearchStrategy:

@@ -1,0 +1,101 @@
+"""A reasoning model's thinking in the TUI (Pilot, on the scripted engine): it streams into a dimmed
+block above the answer, collapsed to "thinking… N tokens, S s" until F5 or a click opens it; the
+history keeps it apart from the answer and the next turn sends it apart; the settings panel's
+thinking switch is offered where the model's template has one, greyed out with the reason where not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.widgets import Select
+
+from chatapp.tui.screens.settings import SettingsScreen
+from chatapp.tui.widgets.messages import AssistantMessage, ThinkingBlock
+from model.inference.backend import THINKING
+from model.text.chat_format import Message
+from model.text.reasoning import detect_format
+from tests.helpers.fake_backend import FakeBackend
+from tests.helpers.tui_app import make_app, send, wait_idle, wait_until
+
+pytestmark = pytest.mark.asyncio
+
+THOUGHT = [(THINKING, "Two and"), (THINKING, " two."), "It is", " 4."]
+QWEN3 = (Path(__file__).parents[2] / "data" / "chat_templates" / "Qwen-Qwen3-0.6B.jinja").read_text()
+
+
+def block_text(widget: AssistantMessage) -> str:
+    block = widget.query_one(ThinkingBlock)
+    return str(block.render())
+
+
+async def test_the_thinking_streams_apart_collapsed_and_opens_with_f5_and_a_click():
+    fake = FakeBackend(replies=[THOUGHT, ["Yes."]])
+    app = make_app(fake)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await send(pilot, "2+2?")
+        await wait_idle(pilot)
+        reply = app.query(AssistantMessage).last()
+        assert reply.content == "It is 4." and reply.thinking == "Two and two."
+        block = reply.query_one(ThinkingBlock)
+        assert block.display and not block.expanded
+        assert block_text(reply) == "▸ thinking… 2 tokens, 0.0 s"
+        await pilot.press("f5")
+        assert block.expanded and block_text(reply) == "▾ thinking… 2 tokens, 0.0 s\nTwo and two."
+        assert await pilot.click(block)
+        await pilot.pause()
+        assert not block.expanded
+
+        stored = app.chat.store.messages(app.chat.current.id)[-1]
+        assert (stored.content, stored.reasoning) == ("It is 4.", "Two and two.")
+        assert stored.stats is not None and stored.stats["thinking_tokens"] == 2
+
+        await send(pilot, "Sure?")
+        await wait_idle(pilot)
+        assert fake.calls[-1]["messages"][-2] == Message("assistant", "It is 4.", reasoning="Two and two.")
+        plain = app.query(AssistantMessage).last()
+        assert not plain.query_one(ThinkingBlock).display  # a reply without thinking shows no block
+
+
+async def test_a_reply_read_back_from_the_history_shows_its_thinking():
+    fake = FakeBackend(replies=[THOUGHT])
+    app = make_app(fake)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await send(pilot, "2+2?")
+        await wait_idle(pilot)
+        conversation = app.chat.current.id
+        store = app.chat.store
+    again = make_app(FakeBackend(), store=store)
+    async with again.run_test(size=(100, 40)) as pilot:
+        await wait_until(pilot, lambda: bool(again.query(AssistantMessage)), what="the reply")
+        assert again.chat.current.id == conversation
+        reply = again.query(AssistantMessage).last()
+        assert reply.thinking == "Two and two." and reply.query_one(ThinkingBlock).display
+
+
+async def test_the_thinking_setting_is_greyed_out_with_the_reason_where_the_template_has_no_switch():
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(120, 60)) as pilot:
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen))
+        assert app.screen.query_one("#thinking", Select).disabled
+        label = str(app.screen.query_one("#thinking-label").render())
+        assert "does not think apart" in label
+
+
+async def test_the_thinking_setting_reaches_the_engine_where_the_template_has_a_switch():
+    fake = FakeBackend(replies=[["Hi."]])
+    fake.reasoning_format = detect_format(QWEN3)
+    app = make_app(fake)
+    async with app.run_test(size=(120, 60)) as pilot:
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen))
+        select = app.screen.query_one("#thinking", Select)
+        assert not select.disabled and "enable_thinking" in str(app.screen.query_one("#thinking-label").render())
+        select.value = "off"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        assert app.chat.conversation.settings["chat"]["thinking"] == "off"
+        await send(pilot, "hi")
+        await wait_idle(pilot)
+        assert fake.calls[-1]["params"].thinking is False
