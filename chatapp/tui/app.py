@@ -191,7 +191,9 @@ class ChatApp(App[None]):
             return
         state = getattr(engine, "compile_state", "off")
         notes = {"compiling": " · compiling its decode step (replies run meanwhile)", "on": " · compiled"}
-        self.sub_title = f"{engine.model_name} · {engine.name}" + notes.get(state, "")
+        threads = getattr(engine, "threads", None)  # (decode, prompt) for the local engines
+        shown_threads = f" · {threads[0]}/{threads[1]} threads" if threads else ""
+        self.sub_title = f"{engine.model_name} · {engine.name}{shown_threads}" + notes.get(state, "")
         if state != "compiling" and self.compile_watch is not None:
             self.compile_watch.stop()
             self.compile_watch = None

@@ -43,6 +43,8 @@ async def test_the_builtin_chat_model_loads_by_default_and_answers_in_character(
             pilot, lambda: app.engine is not None or app.load_error, timeout=120, what="the built-in model"
         )
         assert app.load_error is None and app.engine.model_name == "shakespeare-chat"
+        decode, prompt = app.engine.threads
+        assert app.sub_title == f"shakespeare-chat · torch · {decode}/{prompt} threads"  # CHATAPP_COMPILE=off
         settings = dict(app.chat.conversation.settings)
         settings["chat"] = {
             **settings.get("chat", {}),
