@@ -191,6 +191,15 @@ def check_field(name: str, raw) -> tuple[object, str | None]:
     return value, None
 
 
+def check_threads(text: str) -> tuple[int | None, str | None]:
+    """CPU threads typed in the settings panel: (n, None), or (None, what [model] threads accepts)."""
+    digits = text.strip()
+    value = int(digits) if re.fullmatch(r"[0-9]{1,5}", digits) else -1
+    if 0 <= value <= MAX_THREADS:
+        return value, None
+    return None, f"threads must be a whole number from 0 (automatic) to {MAX_THREADS}"
+
+
 def toml_shown(value) -> str:
     """A value as the user wrote it in the file, shortened for a one-line notice."""
     text = "a table" if isinstance(value, dict) else toml_value(value)

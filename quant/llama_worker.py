@@ -220,9 +220,17 @@ class WorkerBackend:
     def prompt_ids(self, text: str) -> list[int]:
         return self._call("prompt_ids", text=text)
 
-    def fit(self, messages: list[Message], reserve: int, continue_last: bool = False) -> FittedPrompt:
+    def fit(
+        self,
+        messages: list[Message],
+        reserve: int,
+        continue_last: bool = False,
+        params: SamplingParams | None = None,
+    ) -> FittedPrompt:
         """Raises EngineBusy rather than wait while a reply streams."""
-        return self._call("fit", blocking=False, messages=messages, reserve=reserve, continue_last=continue_last)
+        return self._call(
+            "fit", blocking=False, messages=messages, reserve=reserve, continue_last=continue_last, params=params
+        )
 
     def chat(
         self,

@@ -7,7 +7,8 @@ once per reply and every candidate becomes an index, two float16
 probabilities and a flag byte, column by column, then zlib: a few bytes per
 candidate. Probabilities keep about three significant digits, which is what
 the inspector shows. Steps written before token ids, ranks and cut_by existed
-come back with -1 and None.
+come back with -1 and None. A step of a reply's thinking has "thinking": True (the header lists
+their indices; a blob without the list has none).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def encode(steps: list[dict]) -> bytes:
             "candidates": len(candidate_tokens),
             "texts": [text for _, text in tokens.values],
             "cut_by": cut_reasons.values,
+            "thinking": [index for index, step in enumerate(steps) if step.get("thinking")],
         },
         separators=(",", ":"),
     ).encode()
@@ -107,7 +109,9 @@ def decode(blob: bytes) -> list[dict]:
     final_probs, offset = _unpack("e", data, offset, candidate_count)
     flags, offset = _unpack("B", data, offset, candidate_count)
     cut_reasons = header["cut_by"]
-    steps, next_candidate = [], 0
+    thinking = set(header.get("thinking", ()))
+    steps: list[dict] = []
+    next_candidate = 0
     for token, rank, size in zip(step_tokens, step_ranks, step_sizes):
         candidates = []
         for position in range(next_candidate, next_candidate + size):
@@ -123,5 +127,8 @@ def decode(blob: bytes) -> list[dict]:
                 }
             )
         next_candidate += size
-        steps.append({"token_id": token_ids[token], "text": texts[token], "rank": rank, "candidates": candidates})
+        step = {"token_id": token_ids[token], "text": texts[token], "rank": rank, "candidates": candidates}
+        if len(steps) in thinking:
+            step["thinking"] = True
+        steps.append(step)
     return steps

@@ -56,6 +56,11 @@ def set_session_threads(threads: Threads) -> None:
     _session_threads = threads.validate()
 
 
+def session_threads() -> Threads:
+    """What open_model uses when its caller names no threads (set_session_threads)."""
+    return _session_threads
+
+
 def llama_options(context: int | None, threads: Threads) -> dict:
     """What the llama.cpp worker is told to load a file with (the command line's early start sends the same)."""
     from chatapp.paths import cache_dir

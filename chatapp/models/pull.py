@@ -192,10 +192,14 @@ class Plan:
     @property
     def again(self) -> str:
         """What pulls (and names) this choice again: REPO:QUANT, or REPO:FILE when the quant does not tell."""
-        same_quant = [c for c in self.candidates if c.quant and c.quant == self.chosen.quant]
-        if self.chosen.quant and len(same_quant) == 1:
-            return f"{self.repo}:{self.chosen.quant}"
-        return f"{self.repo}:{self.chosen.path}"
+        return self.spec_for(self.chosen)
+
+    def spec_for(self, candidate: Candidate) -> str:
+        """What pulls one of the candidates: REPO:QUANT, or REPO:FILE when the quant does not tell."""
+        same_quant = [c for c in self.candidates if c.quant and c.quant == candidate.quant]
+        if candidate.quant and len(same_quant) == 1:
+            return f"{self.repo}:{candidate.quant}"
+        return f"{self.repo}:{candidate.path}"
 
     def others(self) -> list[Candidate]:
         return [c for c in self.candidates if c is not self.chosen]
@@ -1074,3 +1078,50 @@ def remove_empty_folders(folder: Path, stop: Path | None) -> None:
         except OSError:
             return
         folder = folder.parent
+
+
+# Suggested models (the TUI's "Download a model…")
+
+SUGGESTED_FILE = Path(__file__).with_name("suggested_models.toml")
+
+
+@dataclass(frozen=True)
+class SuggestedModel:
+    name: str
+    repo: str
+    quant: str
+    size_bytes: int
+    memory_bytes: int  # about what it needs to run
+
+    @property
+    def spec(self) -> str:
+        return f"{self.repo}:{self.quant}"
+
+
+def suggested_models(path: Path = SUGGESTED_FILE) -> list[SuggestedModel]:
+    """The small instruct models of suggested_models.toml, in its order."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    with open(path, "rb") as f:
+        entries = tomllib.load(f).get("model", [])
+    return [
+        SuggestedModel(
+            str(e["name"]),
+            str(e["repo"]),
+            str(e["quant"]),
+            int(float(e["size_mb"]) * 1e6),
+            int(float(e["memory_gb"]) * 1e9),
+        )
+        for e in entries
+    ]
+
+
+def machine_memory() -> int | None:
+    """This machine's RAM in bytes (os.sysconf); None where it cannot tell."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None

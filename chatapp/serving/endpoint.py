@@ -211,8 +211,15 @@ class EndpointBackend:
     def generate_ids(self, prompt, params, stop_ids, notices=None, use_cache=True) -> Iterator[Event]:
         raise ValueError("a remote model takes text, not token ids: this needs a local model")
 
-    def fit(self, messages: list[Message], reserve: int, continue_last: bool = False) -> FittedPrompt:
-        """The newest turns that fit (estimated); ids are not known here, only their count."""
+    def fit(
+        self,
+        messages: list[Message],
+        reserve: int,
+        continue_last: bool = False,
+        params: SamplingParams | None = None,
+    ) -> FittedPrompt:
+        """The newest turns that fit (estimated); ids are not known here, only their count (the
+        server renders the template, so `params` change nothing in the estimate)."""
         budget = self.context_length - reserve
         system = [m for m in messages if m.role == "system"][:1]
         turns = [m for m in messages if m.role != "system"]

@@ -25,6 +25,7 @@ from chatapp.settings import Settings, SettingsError, load_settings, save_value
 from chatapp.tui.failures import failures_as_notices, notifies_failures
 from chatapp.tui.keys import APP_KEYS
 from chatapp.tui.screens.chat import APP_ACTIONS, ChatScreen
+from chatapp.tui.screens.download import Download
 from chatapp.tui.screens.help import HelpScreen
 from chatapp.tui.screens.history_problem import HistoryProblemScreen
 from chatapp.tui.screens.models import model_phrase
@@ -77,12 +78,14 @@ class ChatApp(App[None]):
         self.api_key_for_endpoints: str | None = None  # --endpoint's --api-key, for listing servers' models
         self.engine: Backend | None = engine
         self.loaded_spec: str | None = self.default_spec if engine is not None else None
+        self.loaded_backend: str = self.backend_kind  # the backend kind loaded_spec was opened with
         self.load_error: str | None = None
         self.model_description = ""
         self.compile_watch: Timer | None = None  # shows the torch engine's compile in the header while it runs
         self._store = store
         self.history_problem: HistoryUnavailable | None = None
         self.history_notice: str | None = None  # shown in the banner while the history is not saved
+        self.download: Download | None = None  # the model downloading in the background (F4 → Download)
         self.chat = ChatScreen()
 
     def get_default_screen(self) -> ChatScreen:
@@ -162,7 +165,7 @@ class ChatApp(App[None]):
     # --- models ---
 
     def start_loading(self, spec: str, backend: str) -> None:
-        self.engine, self.loaded_spec, self.load_error = None, spec, None
+        self.engine, self.loaded_spec, self.loaded_backend, self.load_error = None, spec, backend, None
         self.chat.model_changed()
         self.load_model(spec, backend)
 
@@ -210,6 +213,23 @@ class ChatApp(App[None]):
             return f"{model_phrase(self.loaded_spec)} ({'not loaded' if self.load_error else 'loading…'})"
         return f"{self.engine.model_name} · {self.engine.name} · context {self.engine.context_length:,} tokens"
 
+    def apply_threads(self, threads: int) -> None:
+        """The settings panel's CPU threads (0: automatic): kept in settings.toml, and the current model
+        reopened with them (after the reply, if one is streaming: then with the next model loaded)."""
+        from chatapp.models.opening import Threads, session_threads, set_session_threads
+
+        self.settings.threads = threads
+        set_session_threads(Threads(threads or None, session_threads().batch))
+        try:
+            if self.settings.path is not None:
+                save_value(self.settings.path, "model", "threads", threads)
+        except SettingsError as error:
+            self.notify(f"CPU threads apply to this session only: {error}", severity="error", timeout=10)
+        if self.chat.job is not None:
+            self.notify("CPU threads change when the model next loads (a reply is streaming)")
+        elif self.loaded_spec is not None:
+            self.start_loading(self.loaded_spec, self.loaded_backend)
+
     def model_choices(self) -> list[ModelChoice]:
         """Local models, then what each known server offers (a server that does not answer is left out)."""
         from chatapp.models.discovery import discover_models
@@ -252,12 +272,37 @@ class ChatApp(App[None]):
             if self.settings.path is not None:
                 save_value(self.settings.path, "model", "extra_paths", self.settings.extra_paths)
 
+    # --- downloads (F4 → "Download a model…"; screens/download.py) ---
+
+    def start_download(self, spec: str) -> None:
+        """Pull `spec` in the background, its progress above the input; the model opens when it is done."""
+        if self.download is not None:
+            self.notify(f"{self.download.spec} is downloading: cancel it first (F4)", severity="warning")
+            return
+        self.download = Download(self, spec, self.download_finished)
+        self.download.start(self.chat.query_one("#main"), before="#context")
+
+    @notifies_failures
+    def download_finished(self, spec: str | None) -> None:
+        """spec: the downloaded model, opened in the conversation in view as if picked with F4 (after the
+        reply, if one streams); None: the download failed or was cancelled."""
+        self.download = None
+        chat, conversation = self.chat, self.chat.conversation
+        if not spec or conversation is None:
+            return
+        self.store.save_settings(conversation.id, {**conversation.settings, "model": spec})
+        chat.conversation = self.store.conversation(conversation.id)
+        if chat.job is None:
+            chat.load_wanted_model()
+
     # --- the App's own actions; the chat screen has the others ---
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
+        if self.download is not None:
+            self.download.cancel()  # what arrived is kept for the next try
         await self.chat.stop_and_wait()
         self.chat.save_unsaved()
         self.chat.claims.release_all()

@@ -152,7 +152,13 @@ class Backend(Protocol):
         use_cache: bool = True,
     ) -> Iterator[Event]: ...
 
-    def fit(self, messages: list[Message], reserve: int, continue_last: bool = False) -> FittedPrompt: ...
+    def fit(
+        self,
+        messages: list[Message],
+        reserve: int,
+        continue_last: bool = False,
+        params: SamplingParams | None = None,
+    ) -> FittedPrompt: ...
 
     def prompt_ids(self, text: str) -> list[int]: ...
 

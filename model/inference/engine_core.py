@@ -79,8 +79,18 @@ class EngineCore:
         """The ids complete() starts from for this text (before fitting)."""
         return self.prompt_format.plain_prompt(text)
 
-    def fit(self, messages: list[Message], reserve: int, continue_last: bool = False) -> FittedPrompt:
-        """The prompt ids for a conversation, leaving `reserve` tokens for the reply."""
+    def fit(
+        self,
+        messages: list[Message],
+        reserve: int,
+        continue_last: bool = False,
+        params: SamplingParams | None = None,
+    ) -> FittedPrompt:
+        """The prompt ids for a conversation, leaving `reserve` tokens for the reply. `params`: the
+        sampling parameters the reply will use, whose thinking switch and template_kwargs change the
+        prompt (an empty think block or none); without them, the last reply's are kept."""
+        if params is not None:
+            self._use_template_kwargs(params)
         return self.prompt_format.fit(messages, self.context_length, reserve, self.known_replies, continue_last)
 
     def chat(
@@ -94,8 +104,7 @@ class EngineCore:
         """A reply to the conversation (or more of its last, unfinished reply); `inspect`
         receives each token's candidates. Bad input raises here, before any generation."""
         params.validate()
-        self._use_template_kwargs(params)
-        fitted = self.fit(messages, reserve or self.default_reserve(params), continue_last)
+        fitted = self.fit(messages, reserve or self.default_reserve(params), continue_last, params)
         earlier = self.known_replies.get(messages[-1].content, []) if continue_last else []
         return self.generate_ids(
             fitted.ids,
@@ -110,7 +119,7 @@ class EngineCore:
 
     def _use_template_kwargs(self, params: SamplingParams) -> None:
         """The chat template's variables for this reply: the thinking switch (params.thinking, mapped
-        to the template's own keyword) and params.template_kwargs; fit() keeps them until the next."""
+        to the template's own keyword) and params.template_kwargs; a fit() without params keeps them."""
         if not hasattr(self.prompt_format, "template_kwargs"):
             return  # our own format has no template
         switch = thinking_kwargs(self.reasoning_format, params.thinking)
@@ -187,11 +196,24 @@ class EngineCore:
         self.prefilled_tokens = 0
         prompt_tail = prompt[-REPETITION_WINDOW:]  # the penalty's window, without copying the whole prompt per token
 
+        # a step goes to `inspect` once its token is added to the reply, marked "thinking" where it was
+        pending: list[tuple[int, dict]] = []  # (the token's index in the reply, its step)
+
+        def flush_step() -> None:
+            if inspect is not None and pending:
+                index, step = pending.pop()
+                if reply.was_thinking(index):
+                    step["thinking"] = True
+                inspect(step)
+
         def sample(logits: np.ndarray) -> int:
             history = (prompt_tail + reply.generated[-REPETITION_WINDOW:])[-REPETITION_WINDOW:]
             token = sample_next(logits, params, history, rng)
             if inspect is not None:
-                inspect(inspection_step(logits, params, history, token, self._token_text))
+                flush_step()
+                pending.append(
+                    (len(reply.generated), inspection_step(logits, params, history, token, self._token_text))
+                )
             return token
 
         def next_logits(token: int) -> np.ndarray:
@@ -211,6 +233,7 @@ class EngineCore:
                 logits = self.evaluate_uncached(prompt)
                 self.prefilled_tokens = len(prompt)
             yield from reply.run(logits, sample, lambda token: token in stop_ids, next_logits, self.cancel_flag.is_set)
+            flush_step()
         if not reply.ended_on_stop_string:
             ids = earlier_reply + reply.generated
             # the next turn sends the answer alone (its thinking apart): the ids stand for the text

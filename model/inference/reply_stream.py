@@ -93,6 +93,7 @@ class ReplyStream:
         self.tokenizer = tokenizer
         self.splitter = ReasoningSplitter(reasoning) if reasoning is not None else None
         self.thinking_tokens = 0
+        self.thinking_flags: list[bool] = []  # per generated token: counted as thinking
         self.thinking_ended_at: float | None = None
         self.prompt_tokens = prompt_tokens
         self.max_new_tokens = max_new_tokens
@@ -145,10 +146,19 @@ class ReplyStream:
         if self.stop_matcher.stopped:
             self.reason = "stop"
         pieces = self._pieces(text) if text else []
-        if self.splitter is not None and (thinking_before or self.splitter.thinking):
+        thinking = self.splitter is not None and (thinking_before or self.splitter.thinking)
+        self.thinking_flags.append(thinking)
+        if thinking:
             self.thinking_tokens += 1
             self.thinking_ended_at = time.perf_counter()
         return pieces[0] if pieces else None
+
+    def was_thinking(self, index: int) -> bool:
+        """Whether the reply's index-th token was thinking (its markers included, as thinking_tokens
+        counts them); a token drawn but not added (the stop token) is thinking if the reply was."""
+        if index < len(self.thinking_flags):
+            return self.thinking_flags[index]
+        return self.splitter is not None and self.splitter.thinking
 
     def _pieces(self, text: str, final: bool = False) -> list[TextPiece]:
         """The text as pieces of one kind each; the first carries every id not reported yet, so the

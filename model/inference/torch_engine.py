@@ -4,7 +4,9 @@ Prefill the prompt in one forward pass (the LM head on its last position only),
 then decode one token at a time into a static KV cache with a step whose shapes
 never change, eager or compiled (model/inference/compiled_step.py); the core
 reuses the cached prefix of the previous prompt, so in a chat only the new turn
-is prefilled. This file only says how ids become logits.
+is prefilled, and the caches of recent conversations are kept
+(model/inference/prompt_cache.py), so coming back to one prefills only its new
+tokens. This file only says how ids become logits, and how a cache is copied.
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ import torch
 from model.inference.backend import Event
 from model.inference.compiled_step import CompiledStep, compile_by_default, use_compile_cache
 from model.inference.engine_core import EngineCore
+from model.inference.prompt_cache import DEFAULT_PROMPT_CACHE_MB, PromptCache
+from model.inference.reply_stream import common_prefix_length
 from model.inference.sampling import SamplingParams
 from model.inference.threads import default_threads
 from model.network.device import inference_dtype, resolve_device
 from model.network.model_folder import load_model
 from model.text.chat_format import ChatappFormat
 from model.text.reasoning import ReasoningFormat
+
+RECENT_REPLIES = 16  # replies whose sampled ids are kept, for the conversations in the prompt cache
 
 
 def cpu_threads(model, threads: int | None = None, threads_batch: int | None = None) -> tuple[int, int] | None:
@@ -69,6 +75,11 @@ class TorchEngine(EngineCore):
         self.compile_seconds: float | None = None
         self.pending_notices: list[str] = []
         self._use_threads(for_prompt=False)
+        # recent prompts' caches: (keys, values) per layer, their filled positions only
+        self.prompt_cache: PromptCache[tuple[list[torch.Tensor], list[torch.Tensor]]] = PromptCache(
+            DEFAULT_PROMPT_CACHE_MB * 2**20
+        )
+        self.recent_replies: dict[str, list[int]] = {}  # the last few replies' texts -> their sampled ids
 
     @classmethod
     def load(
@@ -163,3 +174,37 @@ class TorchEngine(EngineCore):
         with torch.inference_mode():
             logits, _ = self.model(self._ids(ids))
         return logits[0, -1].float().cpu().numpy()
+
+    # --- recent conversations' caches (model/inference/prompt_cache.py) ---
+
+    def reset_cache(self) -> None:
+        super().reset_cache()
+        self.prompt_cache.clear()  # cold: nothing kept is reused
+        self.recent_replies = {}
+
+    def _prefill(self, prompt: list[int]) -> np.ndarray:
+        """The core's, after copying back the kept cache that shares the longest prefix with `prompt`,
+        when it shares more than the cache holds now."""
+        held = common_prefix_length(self.cached_ids, prompt)
+        found = self.prompt_cache.best(prompt[:-1], better_than=held)  # one token must run to give logits
+        if found is not None:
+            length, (keys, values) = found
+            with torch.inference_mode():
+                for mine, kept in zip(self.cache.keys + self.cache.values, keys + values):
+                    mine[:, :, :length].copy_(kept[:, :, :length])
+            self.cached_ids = list(prompt[:length])
+        return super()._prefill(prompt)
+
+    def _generate(self, *args, **kwargs):
+        yield from super()._generate(*args, **kwargs)
+        # a conversation come back to sends its last reply as the ids it was sampled as, as its cache holds it
+        recent = {text: ids for text, ids in self.recent_replies.items() if text not in self.known_replies}
+        self.recent_replies = dict(list({**recent, **self.known_replies}.items())[-RECENT_REPLIES:])
+        self.known_replies = dict(self.recent_replies)
+        length = len(self.cached_ids)  # the prompt and the reply, as the cache holds them
+        if length:
+            with torch.inference_mode():
+                keys = [k[:, :, :length].clone() for k in self.cache.keys]
+                values = [v[:, :, :length].clone() for v in self.cache.values]
+            size = sum(t.numel() * t.element_size() for t in keys + values)
+            self.prompt_cache.put(self.cached_ids, (keys, values), size)

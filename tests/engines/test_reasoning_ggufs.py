@@ -104,3 +104,24 @@ def test_the_next_turn_passes_the_thinking_as_the_reference_renders_it(engine):
     )
     assert llama.llm.detokenize(prompt, special=True).decode() == rendered[0]
     assert llama.prompt_format.prompt_text(conversation) == rendered[0]
+
+
+def test_the_inspectors_steps_mark_the_thinking_tokens(engine):
+    family, llama = engine
+    reply_ids = ids_of(llama, *REPLIES[family])
+    llama.script[:] = list(reply_ids)
+    steps: list[dict] = []
+    reply = collect_reply(llama.chat([Message("user", "2+2?")], GREEDY, inspect=steps.append))
+    assert [step["token_id"] for step in steps] == reply_ids  # the stop token's too
+    marks = [bool(step.get("thinking")) for step in steps]
+    assert reply.finished is not None and sum(marks) == reply.finished.thinking_tokens > 0
+    marked = [i for i, mark in enumerate(marks) if mark]
+    assert marked == list(range(marked[0], marked[-1] + 1))  # one run: the thinking (an opening marker
+    # llama.cpp sees whole only with its last token counts from there, as thinking_tokens does)
+
+    def text(indices) -> str:
+        return llama.llm.detokenize([reply_ids[i] for i in indices], special=True).decode()
+
+    assert THOUGHTS[family] in text(marked)
+    answer = text(i for i in range(len(reply_ids)) if not marks[i])
+    assert "It is 4." in answer and "Add them." not in answer

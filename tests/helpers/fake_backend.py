@@ -72,7 +72,14 @@ class FakeBackend:
     def default_reserve(self, params: SamplingParams) -> int:
         return min(params.max_tokens, self.context_length // 2)
 
-    def fit(self, messages: list[Message], reserve: int, continue_last: bool = False) -> FittedPrompt:
+    def fit(
+        self,
+        messages: list[Message],
+        reserve: int,
+        continue_last: bool = False,
+        params: SamplingParams | None = None,
+    ) -> FittedPrompt:
+        self.fit_params = params  # what the last fit was told the reply will use
         return fit_to_context(messages, self.tokenizer, self.context_length, reserve, continue_last=continue_last)
 
     def prompt_ids(self, text: str) -> list[int]:
@@ -127,7 +134,10 @@ class FakeBackend:
                 reason = "length"
                 break
             if inspect is not None:
-                inspect(self.inspection_step(piece))
+                step = self.inspection_step(piece)
+                if kind == THINKING:  # as the engine core marks a thinking token's step
+                    step["thinking"] = True
+                inspect(step)
             produced += 1
             thinking += kind == THINKING
             yield TextPiece(piece, [index], kind)

@@ -11,6 +11,20 @@ template text verbatim as the real instruct model ships it) of its family:
 - "gemma": Gemma instruct: architecture "gemma", SentencePiece ("llama") with
   scores, the 256 byte tokens <0x00>..<0xFF>, <start_of_turn>/<end_of_turn>.
 - "plain": a base model: the llama3 vocabulary with no chat template.
+- "qwen3", "gpt-oss": Qwen3 (`<think>` as text tokens) and gpt-oss (harmony's control tokens).
+- "deepseek-r1-qwen": DeepSeek-R1-Distill-Qwen: qwen2's tensors, pre "deepseek-r1-qwen",
+  <｜begin▁of▁sentence｜> / <｜end▁of▁sentence｜> control, <｜User｜>, <｜Assistant｜>, <think> as text
+  tokens (the real file's "special": false), a template whose generation prompt opens `<think>\n`.
+- "smollm3": SmolLM3: Llama 3's byte-level BPE with <|im_start|>/<|im_end|> (eos) and `<think>`
+  as text; no bos in the prompt.
+- "granite": Granite 3.3 Instruct: bos = eos = <|end_of_text|>, <|start_of_role|> / <|end_of_role|>,
+  pre "refact"; thinking in `<think>` then `<response>` (text, not tokens).
+- "llama3.2": Llama 3.2 Instruct: llama3's tokens with its own template (today's date).
+- "mistral": Ministral 3 Reasoning: Tekken (byte-level BPE, pre "tekken") with the control tokens
+  first as in the real vocabulary (<unk> <s> </s> [INST] ... [THINK] [/THINK]).
+
+There is no Gemma 3 template among tests/data/chat_templates (only gemma-2-2b-it's and Gemma 4's); the
+"gemma" family's template is gemma-2-2b-it's, verbatim (a test checks it against the file).
 
 Token ids are compact (specials right after the learned tokens), not the real
 models' (128000, 151643, ...). FAMILIES holds the ids of these files.
@@ -231,19 +245,32 @@ def byte_level_tokens() -> tuple[bytes, ...]:
 
 
 def byte_level_vocabulary(
-    special_tokens: tuple[str, ...], pad_to_multiple: int = 1, text_tokens: tuple[str, ...] = ()
+    special_tokens: tuple[str, ...],
+    pad_to_multiple: int = 1,
+    text_tokens: tuple[str, ...] = (),
+    specials_first: bool = False,
 ) -> Vocabulary:
     """Learned tokens, then the special tokens (CONTROL), then added tokens that are text
     (USER_DEFINED: Qwen3's `<think>`), then "[PADn]" fillers (UNUSED) up to a multiple of
-    pad_to_multiple, as convert_hf_to_gguf pads."""
+    pad_to_multiple, as convert_hf_to_gguf pads. specials_first: the special tokens come
+    before the learned ones (Mistral's Tekken)."""
     learned = byte_level_tokens()
     ranks = {token: rank for rank, token in enumerate(learned)}
-    tokens = [token_string(token) for token in learned] + list(special_tokens) + list(text_tokens)
-    types = (
-        [gguf.TokenType.NORMAL] * len(learned)
-        + [gguf.TokenType.CONTROL] * len(special_tokens)
-        + [gguf.TokenType.USER_DEFINED] * len(text_tokens)
-    )
+    if specials_first:
+        tokens = list(special_tokens) + [token_string(token) for token in learned] + list(text_tokens)
+        types = (
+            [gguf.TokenType.CONTROL] * len(special_tokens)
+            + [gguf.TokenType.NORMAL] * len(learned)
+            + [gguf.TokenType.USER_DEFINED] * len(text_tokens)
+        )
+    else:
+        tokens = [token_string(token) for token in learned] + list(special_tokens) + list(text_tokens)
+        types = (
+            [gguf.TokenType.NORMAL] * len(learned)
+            + [gguf.TokenType.CONTROL] * len(special_tokens)
+            + [gguf.TokenType.USER_DEFINED] * len(text_tokens)
+        )
+    types = [gguf.TokenType.UNKNOWN if token == "<unk>" else kind for token, kind in zip(tokens, types)]
     while len(tokens) % pad_to_multiple:
         tokens.append(f"[PAD{len(tokens)}]")
         types.append(gguf.TokenType.UNUSED)
@@ -306,6 +333,64 @@ HARMONY_TOKENS = (
     "<|call|>",
 )
 REAL_TEMPLATES = Path(__file__).parents[1] / "data" / "chat_templates"
+DEEPSEEK_SPECIAL_TOKENS = ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>")
+DEEPSEEK_TEXT_TOKENS = (  # the distills' added tokens that are "special": false, as the real file has them
+    "<｜User｜>",
+    "<｜Assistant｜>",
+    "<think>",
+    "</think>",
+    "<｜tool▁calls▁begin｜>",
+    "<｜tool▁calls▁end｜>",
+    "<｜tool▁call▁begin｜>",
+    "<｜tool▁call▁end｜>",
+    "<｜tool▁outputs▁begin｜>",
+    "<｜tool▁outputs▁end｜>",
+    "<｜tool▁output▁begin｜>",
+    "<｜tool▁output▁end｜>",
+    "<｜tool▁sep｜>",
+)
+SMOLLM3_SPECIAL_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>")
+GRANITE_SPECIAL_TOKENS = (
+    "<|end_of_text|>",
+    "<|start_of_role|>",
+    "<|end_of_role|>",
+    "<|tool_call|>",
+    "<|start_of_cite|>",
+    "<|end_of_cite|>",
+    "<|start_of_plugin|>",
+    "<|end_of_plugin|>",
+)
+TEKKEN_SPECIAL_TOKENS = (  # Ministral 3's first ids, in order
+    "<unk>",
+    "<s>",
+    "</s>",
+    "[INST]",
+    "[/INST]",
+    "[AVAILABLE_TOOLS]",
+    "[/AVAILABLE_TOOLS]",
+    "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]",
+    "[TOOL_CALLS]",
+    "[IMG]",
+    "<pad>",
+    "[IMG_BREAK]",
+    "[IMG_END]",
+    "[PREFIX]",
+    "[MIDDLE]",
+    "[SUFFIX]",
+    "[SYSTEM_PROMPT]",
+    "[/SYSTEM_PROMPT]",
+    "[TOOL_CONTENT]",
+    "[ARGS]",
+    "[CALL_ID]",
+    "[THINK]",
+    "[/THINK]",
+)
+
+
+def real_template(name: str) -> str:
+    """A template from tests/data/chat_templates, verbatim."""
+    return (REAL_TEMPLATES / f"{name}.jinja").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -346,6 +431,16 @@ def vocabulary_of(family: str, with_byte_tokens: bool = True) -> Vocabulary:
         return byte_level_vocabulary(HARMONY_TOKENS)
     if family == "gemma":
         return sentencepiece_vocabulary(with_byte_tokens)
+    if family == "deepseek-r1-qwen":
+        return byte_level_vocabulary(DEEPSEEK_SPECIAL_TOKENS, pad_to_multiple=64, text_tokens=DEEPSEEK_TEXT_TOKENS)
+    if family == "smollm3":
+        return byte_level_vocabulary(SMOLLM3_SPECIAL_TOKENS, text_tokens=THINK_TOKENS)
+    if family == "granite":
+        return byte_level_vocabulary(GRANITE_SPECIAL_TOKENS)
+    if family == "llama3.2":
+        return byte_level_vocabulary(LLAMA31_SPECIAL_TOKENS)
+    if family == "mistral":
+        return byte_level_vocabulary(TEKKEN_SPECIAL_TOKENS, specials_first=True)
     raise ValueError(f"unknown family {family!r} (known: {', '.join(FAMILIES)})")
 
 
@@ -475,6 +570,97 @@ FAMILIES: dict[str, Family] = {
         head_count_kv=2,
         layer_norm_epsilon=1e-5,
         rope_freq_base=150000.0,
+        tied_output=False,
+    ),
+    # DeepSeek-R1-Distill-Qwen: Qwen2.5's tensors, DeepSeek's markers; the file adds bos.
+    "deepseek-r1-qwen": _family(
+        "deepseek-r1-qwen",
+        "qwen2",
+        "gpt2",
+        "deepseek-r1-qwen",
+        DEEPSEEK_SPECIAL_TOKENS,
+        bos="<｜begin▁of▁sentence｜>",
+        eos="<｜end▁of▁sentence｜>",
+        eot=None,
+        end_of_turn="<｜end▁of▁sentence｜>",
+        chat_template=real_template("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B"),
+        add_bos_token=True,
+        head_count_kv=2,
+        layer_norm_epsilon=1e-5,
+        rope_freq_base=1000000.0,
+        tied_output=False,
+    ),
+    # SmolLM3: Llama 3's tokenizer with ChatML turns (on llama's tensors: llama.cpp's smollm3 is llama
+    # with some layers unroped).
+    "smollm3": _family(
+        "smollm3",
+        "llama",
+        "gpt2",
+        "llama-bpe",
+        SMOLLM3_SPECIAL_TOKENS,
+        bos="<|begin_of_text|>",
+        eos="<|im_end|>",
+        eot=None,
+        end_of_turn="<|im_end|>",
+        chat_template=real_template("HuggingFaceTB-SmolLM3-3B"),
+        add_bos_token=False,
+        head_count_kv=2,
+        layer_norm_epsilon=1e-6,
+        rope_freq_base=5000000.0,
+        tied_output=True,
+    ),
+    # Granite 3.3: <|end_of_text|> is bos, eos and the end of each turn (on llama's tensors: llama.cpp's
+    # granite is llama with scales).
+    "granite": _family(
+        "granite",
+        "llama",
+        "gpt2",
+        "refact",
+        GRANITE_SPECIAL_TOKENS,
+        bos="<|end_of_text|>",
+        eos="<|end_of_text|>",
+        eot=None,
+        end_of_turn="<|end_of_text|>",
+        chat_template=real_template("ibm-granite-granite-3.3-2B-Instruct"),
+        add_bos_token=False,
+        head_count_kv=2,
+        layer_norm_epsilon=1e-5,
+        rope_freq_base=10000000.0,
+        tied_output=True,
+    ),
+    "llama3.2": _family(
+        "llama3.2",
+        "llama",
+        "gpt2",
+        "llama-bpe",
+        LLAMA3_TOKENS,
+        bos="<|begin_of_text|>",
+        eos="<|eot_id|>",  # Llama 3.2 Instruct's files name <|eot_id|> as eos
+        eot="<|eot_id|>",
+        end_of_turn="<|eot_id|>",
+        chat_template=real_template("meta-llama-Llama-3.2-3B-Instruct"),
+        add_bos_token=True,
+        head_count_kv=2,
+        layer_norm_epsilon=1e-5,
+        rope_freq_base=500000.0,
+        tied_output=True,
+    ),
+    # Ministral 3 Reasoning: Tekken, thinking in [THINK]...[/THINK] (control tokens), on llama's tensors.
+    "mistral": _family(
+        "mistral",
+        "llama",
+        "gpt2",
+        "tekken",
+        ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[THINK]", "[/THINK]"),
+        bos="<s>",
+        eos="</s>",
+        eot=None,
+        end_of_turn="</s>",
+        chat_template=real_template("mistralai-Ministral-3-14B-Reasoning-2512"),
+        add_bos_token=True,
+        head_count_kv=2,
+        layer_norm_epsilon=1e-5,
+        rope_freq_base=1000000.0,
         tied_output=False,
     ),
     "plain": _family(
@@ -609,6 +795,12 @@ def _write_vocabulary(writer: gguf.GGUFWriter, family: Family, vocab: Vocabulary
         writer.add_add_space_prefix(False)  # Gemma's SentencePiece adds no dummy prefix
     elif family.name in ("qwen2", "qwen3", "gpt-oss"):
         writer.add_pad_token_id(vocab.id_of("<|endoftext|>"))
+    elif family.name == "deepseek-r1-qwen":
+        writer.add_pad_token_id(vocab.id_of("<｜end▁of▁sentence｜>"))
+    elif family.name == "mistral":
+        writer.add_unk_token_id(vocab.id_of("<unk>"))
+        writer.add_pad_token_id(vocab.id_of("<pad>"))
+        writer.add_add_eos_token(False)
 
 
 def write_foreign_gguf(path: str | Path, family: str, **overrides) -> Path:

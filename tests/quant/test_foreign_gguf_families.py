@@ -173,7 +173,7 @@ def test_unknown_override_is_refused(tmp_path):
     with pytest.raises(TypeError):
         write_foreign_gguf(tmp_path / "x.gguf", "llama3", no_such_option=1)
     with pytest.raises(ValueError, match="unknown family"):
-        write_foreign_gguf(tmp_path / "x.gguf", "mistral")
+        write_foreign_gguf(tmp_path / "x.gguf", "no-such-family")
 
 
 def test_file_type_names():

@@ -86,3 +86,21 @@ async def test_the_app_survives_a_crashed_engine_and_answers_again(gguf):
             assert app.is_running
     finally:
         backend.close()
+
+
+def test_fit_in_the_worker_renders_with_the_replys_thinking_switch(tmp_path):
+    """fit() takes the reply's sampling parameters across the process boundary: Qwen3's prompt with
+    thinking off carries an empty think block, and a fit without them keeps the last ones."""
+    from model.text.chat_format import Message
+    from quant.llama_worker import WorkerBackend
+    from tests.helpers.foreign_gguf import write_foreign_gguf
+
+    backend = WorkerBackend.load(write_foreign_gguf(tmp_path / "qwen3.gguf", "qwen3"))
+    try:
+        messages = [Message("user", "hi")]
+        default = backend.fit(messages, 16, params=SamplingParams())
+        off = backend.fit(messages, 16, params=SamplingParams(thinking=False))
+        assert off.size > default.size
+        assert backend.fit(messages, 16).size == off.size  # no params: the last ones stay
+    finally:
+        backend.close()

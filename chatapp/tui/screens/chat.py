@@ -327,7 +327,8 @@ class ChatScreen(MessageActions):
         engine, conversation = self.engine, self.current
         assert engine is not None, "only asked with a model loaded"
         system = self.chat_settings().system_prompt.strip()
-        reserve = engine.default_reserve(self.chat_settings().sampling_params())
+        params = self.chat_settings().sampling_params()  # the reply's: its thinking switch changes the prompt
+        reserve = engine.default_reserve(params)
         total = self.store.message_count(conversation.id)
         batch = FIRST_BATCH
         while True:
@@ -338,7 +339,7 @@ class ChatScreen(MessageActions):
                 for m in stored
                 if m.content and m.status not in NOT_SENT_TO_MODEL
             ]
-            fitted = engine.fit(messages, reserve, continue_last)
+            fitted = engine.fit(messages, reserve, continue_last, params)
             if fitted.dropped_messages or len(stored) >= total:
                 return messages, fitted, total - len(stored)
             batch *= 4

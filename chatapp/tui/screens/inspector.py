@@ -7,7 +7,8 @@ A step is a dict from the engine's `inspect` callback (inspection_step in
 model/inference/sampling.py):
     {"token_id", "text", "rank", "candidates": [{"id", "text", "raw_prob", "final_prob", "drawn", "cut_by"}, ...]}
 Steps stored before rank and cut_by existed lack them (or hold -1 / None): they
-show without them.
+show without them. A step of the reply's thinking (a reasoning model's) has "thinking": True: it is
+listed dim and marked "thinking", and its summary says so.
 """
 
 from __future__ import annotations
@@ -35,18 +36,32 @@ def step_rank(step: dict) -> int | None:
     return rank if isinstance(rank, int) and rank > 0 else None
 
 
+THINKING_MARK = "thinking"
+
+
 def token_label(index: int, step: dict) -> str:
     label = f"{index + 1:>4}  {step.get('text', '')!r}"
     rank = step_rank(step)
-    return f"{label}  #{rank}" if rank and rank > 1 else label  # a draw that was not the likeliest stands out
+    label = f"{label}  #{rank}" if rank and rank > 1 else label  # a draw that was not the likeliest stands out
+    return f"{label}  · {THINKING_MARK}" if step.get("thinking") else label
+
+
+def token_prompt(index: int, step: dict) -> Text:
+    """The token's line in the list: a thinking token dim (as the thinking block shows it)."""
+    return Text(token_label(index, step), style="dim italic" if step.get("thinking") else "")
 
 
 def step_summary(step: dict) -> str:
     rank = step_rank(step)
-    drawn = f"drawn: {step.get('text', '')!r}"
+    drawn = f"drawn: {step.get('text', '')!r}" + (f" ({THINKING_MARK})" if step.get("thinking") else "")
     if rank is None:
         return drawn
     return f"{drawn} · the {'likeliest' if rank == 1 else ordinal(rank) + ' likeliest'} token under the raw logits"
+
+
+def tokens_title(steps: list[dict]) -> str:
+    thinking = sum(1 for step in steps if step.get("thinking"))
+    return f"{len(steps)} tokens" + (f" ({thinking} thinking)" if thinking else "")
 
 
 def ordinal(number: int) -> str:
@@ -63,9 +78,11 @@ class InspectorScreen(ModalScreen[None]):
 
     def compose(self):
         with Vertical(classes="dialog wide", id="inspector"):
-            yield Label(f"Sampling inspector · {len(self.steps)} tokens · {self.params_text}", classes="title")
+            yield Label(f"Sampling inspector · {tokens_title(self.steps)} · {self.params_text}", classes="title")
             with Horizontal():
-                yield OptionList(*[Option(token_label(i, s), id=str(i)) for i, s in enumerate(self.steps)], id="tokens")
+                yield OptionList(
+                    *[Option(token_prompt(i, s), id=str(i)) for i, s in enumerate(self.steps)], id="tokens"
+                )
                 with Vertical(id="step"):
                     yield Label("", id="step-summary")
                     yield DataTable(id="candidates", cursor_type="row", zebra_stripes=True)

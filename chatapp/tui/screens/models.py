@@ -4,7 +4,7 @@ and a box to add a GGUF file by path."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
 from textual.binding import Binding
@@ -17,9 +17,13 @@ from chatapp.models.listing import model_label
 from chatapp.models.registry import DEFAULT_MODEL, ModelNotFound, default_model
 from chatapp.models.resolve import model_spec
 from chatapp.serving.endpoint import EndpointModel, parse_endpoint_spec
+from chatapp.tui.screens.download import DownloadHost, DownloadScreen
 
 if TYPE_CHECKING:
     from chatapp.tui.host import ModelChoice
+
+DOWNLOAD_OPTION = "download:"  # option ids no model spec can be
+CANCEL_DOWNLOAD_OPTION = "cancel-download:"
 
 
 def model_phrase(spec: str | None) -> str:
@@ -83,9 +87,13 @@ class ModelPickerScreen(ModalScreen[str | None]):
     def compose(self):
         with Vertical(classes="dialog wide", id="model-picker"):
             yield Label(f"Models · now: {current_name(self.models, self.current, self.current_index)}", classes="title")
-            yield OptionList(*[Option(model_option_text(ref), id=model_spec(ref)) for ref in self.models], id="models")
+            yield OptionList(
+                *[Option(model_option_text(ref), id=model_spec(ref)) for ref in self.models],
+                self.download_option(),
+                id="models",
+            )
             if not self.models:
-                yield Label("No models found. Add a GGUF file below, or train one with `chatapp train`.")
+                yield Label("No models found. Download one, add a GGUF file below, or train one with `chatapp train`.")
             yield Input(placeholder="Add a GGUF file by path and press Enter", id="add-path")
             yield Label("", id="add-error", classes="field-error")
 
@@ -95,8 +103,31 @@ class ModelPickerScreen(ModalScreen[str | None]):
             options.highlighted = self.current_index
         options.focus()
 
+    @property
+    def host(self) -> DownloadHost:
+        return cast("DownloadHost", self.app)
+
+    def download_option(self) -> Option:
+        """The last row: download a model, or cancel the download that runs."""
+        download = getattr(self.app, "download", None)
+        if download is not None:
+            return Option(Text(f"Cancel the download of {download.spec}", "yellow"), id=CANCEL_DOWNLOAD_OPTION)
+        return Option(Text("Download a model…", "bold green"), id=DOWNLOAD_OPTION)
+
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option.id)
+        if event.option.id == DOWNLOAD_OPTION:
+            host = self.host
+            self.dismiss(None)
+            # pushed by the app: a result callback runs on the one that pushed, and this picker is gone
+            self.app.call_later(
+                self.app.push_screen, DownloadScreen(), lambda spec: host.start_download(spec) if spec else None
+            )
+        elif event.option.id == CANCEL_DOWNLOAD_OPTION:
+            if self.host.download is not None:
+                self.host.download.cancel()
+            self.dismiss(None)
+        else:
+            self.dismiss(event.option.id)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         path = Path(event.value.strip()).expanduser()

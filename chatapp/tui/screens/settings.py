@@ -1,9 +1,11 @@
-"""Per-conversation settings: model, backend, system prompt and sampling.
+"""Per-conversation settings: model, backend, system prompt and sampling; and the app-wide CPU threads.
 
 A bad value is refused where it is typed: the reason shows under the field, in
 the words settings.toml's notices use (chatapp.settings.check_field, from
 SamplingParams.validate), and Save names every field still wrong. "Use for new
-chats" saves and also asks the caller to make these the defaults.
+chats" saves and also asks the caller to make these the defaults. CPU threads
+are the app's, not the conversation's: a changed value goes to the app's
+apply_threads (settings.toml, and the model reopened with them).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
-from chatapp.settings import SAMPLING_FIELDS, ChatDefaults, check_field
+from chatapp.settings import SAMPLING_FIELDS, ChatDefaults, check_field, check_threads
 
 THINKING_OPTIONS = [("model default", "default"), ("on", "on"), ("off", "off")]
 
@@ -77,6 +79,9 @@ class SettingsScreen(ModalScreen[ConversationSettings | None]):
             )
             yield Label("Backend")
             yield Select([(b, b) for b in BACKENDS], value=self.current.backend, allow_blank=False, id="backend")
+            yield Label("CPU threads (0 = automatic)  (for every conversation; the model reloads)")
+            yield Input(str(self.app_threads()), id="threads", classes="sampling")
+            yield Static("", id="threads-error", classes="field-error", markup=False)
             yield Label("System prompt")
             yield TextArea(chat.system_prompt, id="system_prompt", soft_wrap=True, tab_behavior="focus")
             for name in SAMPLING_FIELDS:
@@ -102,17 +107,22 @@ class SettingsScreen(ModalScreen[ConversationSettings | None]):
                 classes="hint",
             )
 
+    def app_threads(self) -> int:
+        settings = getattr(self.app, "settings", None)  # the ChatApp's settings; absent in a bare test App
+        return int(getattr(settings, "threads", 0))
+
     def on_mount(self) -> None:
         for name in SAMPLING_FIELDS:  # a value stored before a rule changed is refused at once, not on Save
             self.check(name, self.query_one(f"#{name}", Input).value)
+        self.check("threads", self.query_one("#threads", Input).value)
         self.query_one("#model", Select).focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id in SAMPLING_FIELDS:
+        if event.input.id in (*SAMPLING_FIELDS, "threads"):
             self.check(event.input.id, event.value)
 
     def check(self, name: str, text: str) -> None:
-        _, error = check_field(name, text.strip())
+        _, error = check_threads(text) if name == "threads" else check_field(name, text.strip())
         if error:
             self.errors[name] = error
         else:
@@ -132,7 +142,7 @@ class SettingsScreen(ModalScreen[ConversationSettings | None]):
 
     def action_save(self, as_default: bool = False) -> None:
         if self.errors:
-            wrong = [name for name in SAMPLING_FIELDS if name in self.errors]
+            wrong = [name for name in ("threads", *SAMPLING_FIELDS) if name in self.errors]
             self.notify(
                 "\n".join(self.errors[name] for name in wrong),
                 title=f"Not saved: fix {', '.join(wrong)}",
@@ -148,6 +158,10 @@ class SettingsScreen(ModalScreen[ConversationSettings | None]):
         chat = ChatDefaults(system_prompt=self.query_one("#system_prompt", TextArea).text, thinking=thinking, **values)
         model = self.query_one("#model", Select).value
         backend = str(self.query_one("#backend", Select).value)
+        threads = check_threads(self.query_one("#threads", Input).value)[0]
+        apply_threads = getattr(self.app, "apply_threads", None)  # ChatApp.apply_threads
+        if threads is not None and threads != self.app_threads() and apply_threads is not None:
+            apply_threads(threads)
         self.dismiss(ConversationSettings(chat, "" if model is Select.NULL else str(model), backend, as_default))
 
     def action_save_as_default(self) -> None:

@@ -96,10 +96,10 @@ class RefusingBackend(FakeBackend):
         super().__init__(**kwargs)
         self.error: Exception | None = error
 
-    def fit(self, messages, reserve, continue_last=False):
+    def fit(self, messages, reserve, continue_last=False, params=None):
         if self.error is not None:
             raise self.error
-        return super().fit(messages, reserve, continue_last)
+        return super().fit(messages, reserve, continue_last, params)
 
 
 @pytest.mark.parametrize(
@@ -310,7 +310,8 @@ async def test_ctrl_c_twice_right_after_enter_quits_with_the_message_saved(tmp_p
     assert messages[-1].status == Status.STOPPED
 
 
-async def test_ctrl_c_just_after_a_reply_ended_asks_again_before_quitting():
+async def test_ctrl_c_just_after_a_reply_ended_asks_again_before_quitting(monkeypatch):
+    monkeypatch.setattr("chatapp.tui.app.JUST_ENDED_S", 30.0)  # "just": whatever a loaded machine takes
     app = make_app(FakeBackend(replies=[["done"]]))
     async with app.run_test() as pilot:
         await send(pilot, "hi")
@@ -323,7 +324,8 @@ async def test_ctrl_c_just_after_a_reply_ended_asks_again_before_quitting():
         await wait_until(pilot, lambda: not app.is_running, what="the app to quit")
 
 
-async def test_ctrl_c_just_after_esc_stopped_a_reply_asks_again_before_quitting():
+async def test_ctrl_c_just_after_esc_stopped_a_reply_asks_again_before_quitting(monkeypatch):
+    monkeypatch.setattr("chatapp.tui.app.JUST_ENDED_S", 30.0)
     engine = FakeBackend(replies=[["a", "b", "c"]], hold_after=1)
     app = make_app(engine)
     async with app.run_test() as pilot:

@@ -11,7 +11,9 @@ from textual.geometry import Region
 from textual.widgets import Input, Select, Static
 
 import chatapp.tui
+from chatapp.history import HistoryStore
 from chatapp.settings import ChatDefaults, check_field, load_settings, settings_path
+from chatapp.tui.app import ChatApp
 from chatapp.tui.screens.settings import ConversationSettings, SettingsScreen
 from tests.helpers.fake_backend import FakeBackend
 from tests.helpers.tui_app import make_app, send, wait_idle, wait_until
@@ -223,3 +225,65 @@ async def test_use_for_new_chats_reaches_the_settings_file_and_the_next_new_chat
         assert app.chat.chat_settings().temperature == 0.3  # a new chat starts with the new defaults
     assert load_settings().chat.temperature == 0.3
     assert path.read_text(encoding="utf-8").startswith("# my settings")
+
+
+@pytest.fixture
+def session_threads():
+    """The threads open_model uses are the process's; each test here leaves them as it found them."""
+    from chatapp.models import opening
+
+    before = opening.session_threads()
+    yield opening
+    opening.set_session_threads(before)
+
+
+async def test_cpu_threads_are_saved_and_the_model_reopens_with_them(session_threads):
+    path = settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("[model]\nthreads = 0\n", encoding="utf-8")
+    opened: list[tuple[str, object]] = []
+
+    def opener(spec, backend, device):
+        threads = session_threads.session_threads()
+        opened.append((spec, threads))
+        engine = FakeBackend(model_name=spec)
+        engine.threads = (threads.decode or 4, threads.batch or threads.decode or 4)  # as the engines report them
+        return engine
+
+    app = ChatApp(model_spec="fake", opener=opener, store=HistoryStore(), settings=load_settings())
+    async with app.run_test(size=(120, 60)) as pilot:
+        await wait_until(pilot, lambda: app.engine is not None, what="the model to load")
+        assert app.sub_title == "fake · fake · 4/4 threads"
+        screen = await open_settings(pilot)
+        assert screen.query_one("#threads", Input).value == "0"
+        await type_into(pilot, screen, "threads", "3")
+        assert error_text(screen, "threads") == ""
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        await wait_until(pilot, lambda: len(opened) == 2 and app.engine is not None, what="the model to reload")
+        assert opened[-1] == ("fake", session_threads.Threads(3, None))
+        assert app.sub_title == "fake · fake · 3/3 threads"
+    assert load_settings().threads == 3
+    assert "threads = 3" in path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("typed", ["-1", "1025", "two", "1.5"])
+async def test_a_bad_thread_count_is_refused_inline_and_nothing_reloads(typed, session_threads):
+    opened: list[str] = []
+    app = ChatApp(
+        model_spec="fake",
+        opener=lambda spec, backend, device: opened.append(spec) or FakeBackend(),
+        store=HistoryStore(),
+    )
+    async with app.run_test(size=(120, 60)) as pilot:
+        await wait_until(pilot, lambda: app.engine is not None, what="the model to load")
+        screen = await open_settings(pilot)
+        await type_into(pilot, screen, "threads", typed)
+        assert error_text(screen, "threads") == "threads must be a whole number from 0 (automatic) to 1024"
+        assert screen.query_one("#threads", Input).has_class("invalid")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is screen  # not saved
+        await pilot.press("escape")
+        await pilot.pause()
+    assert opened == ["fake"] and load_settings().threads == 0

@@ -99,3 +99,60 @@ async def test_the_thinking_setting_reaches_the_engine_where_the_template_has_a_
         await send(pilot, "hi")
         await wait_idle(pilot)
         assert fake.calls[-1]["params"].thinking is False
+
+
+async def test_the_context_bar_counts_the_prompt_the_reply_gets_with_thinking_off(tmp_path):
+    """Qwen3's template writes an empty think block into the prompt when thinking is off: the context
+    bar must count the prompt with the switch the reply will use, not the last reply's."""
+    pytest.importorskip("llama_cpp")
+    import numpy as np
+
+    from chatapp.tui.widgets.context_bar import ContextBar
+    from model.inference.sampling import SamplingParams
+    from quant.llama_engine import LlamaEngine
+    from tests.helpers.foreign_gguf import write_foreign_gguf
+
+    engine = LlamaEngine.load(write_foreign_gguf(tmp_path / "qwen3.gguf", "qwen3"), n_threads=1, state_cache_mb=0)
+    vocab = engine.prompt_format.vocab
+    end = vocab.control_tokens["<|im_end|>"]
+    script = vocab.encode("Hello.")
+
+    def evaluate(start: int, ids: list[int]) -> np.ndarray:  # random weights: the reply is scripted
+        logits = np.zeros(engine.n_vocab, dtype=np.float32)
+        logits[script.pop(0) if script else end] = 100.0
+        return logits
+
+    engine.evaluate = evaluate
+    app = make_app(engine)
+    counted: list[int] = []  # the bar's count while a reply is under way (set as it starts)
+    try:
+        async with app.run_test(size=(120, 60)) as pilot:
+            await send(pilot, "hi")  # thinking: the model's default (no think block in the prompt)
+            await wait_idle(pilot)
+            await pilot.press("f2")
+            await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen))
+            app.screen.query_one("#thinking", Select).value = "off"
+            await pilot.press("ctrl+s")
+            await wait_until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+            bar = app.chat.query_one(ContextBar)
+            show = bar.show
+
+            def recording_show(prompt_tokens, *args, **kwargs):
+                if app.chat.job is not None:
+                    counted.append(prompt_tokens)
+                return show(prompt_tokens, *args, **kwargs)
+
+            bar.show = recording_show
+            script[:] = vocab.encode("Fine.")
+            await send(pilot, "and now?")
+            await wait_idle(pilot)
+            stored = app.chat.store.messages(app.chat.current.id)[-1]
+            assert stored.stats is not None
+            assert counted and counted[0] == stored.stats["prompt_tokens"]
+            messages, _, _ = app.chat.model_view()
+            assert messages[-1].content == "Fine."  # the reply; the prompt it got is the rest
+            off = engine.fit(messages[:-1], 16, params=SamplingParams(thinking=False)).size
+            default = engine.fit(messages[:-1], 16, params=SamplingParams()).size
+            assert off == counted[0] > default  # the empty think block is counted
+    finally:
+        engine.close()

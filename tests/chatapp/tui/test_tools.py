@@ -6,7 +6,7 @@ import json
 
 import pytest
 from textual.command import CommandPalette
-from textual.widgets import DataTable, Markdown, OptionList
+from textual.widgets import DataTable, Label, Markdown, OptionList
 
 from chatapp.paths import data_dir
 from chatapp.tui.keys import APP_KEYS
@@ -124,6 +124,40 @@ async def test_the_inspector_shows_candidates_cut_and_drawn():
         await pilot.press("down")
         await pilot.pause()
         assert str(table.get_row_at(0)[0]) == "' be'"
+
+
+async def test_the_inspector_shows_the_thinking_tokens_marked_as_thinking():
+    from chatapp.tui.screens.inspector import token_label
+    from model.inference.backend import THINKING
+
+    app = make_app(FakeBackend(replies=[[(THINKING, "Hmm"), (THINKING, " yes."), "To", " be"]]))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await send(pilot, "Hamlet")
+        await wait_idle(pilot)
+        app.query_one(AssistantMessage).focus()
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: isinstance(app.screen, InspectorScreen))
+        screen = app.screen
+        assert "4 tokens (2 thinking)" in str(screen.query_one(".title", Label).render())
+        tokens = screen.query_one("#tokens", OptionList)
+        prompts = [tokens.get_option_at_index(i).prompt for i in range(tokens.option_count)]
+        assert [str(p) for p in prompts] == [
+            "   1  'Hmm'  · thinking",
+            "   2  ' yes.'  · thinking",
+            "   3  'To'",
+            "   4  ' be'",
+        ]
+        assert all("dim" in str(p.style) for p in prompts[:2]) and not any(str(p.style) for p in prompts[2:])
+        assert "(thinking)" in str(screen.query_one("#step-summary", Label).render())
+        await pilot.press("down", "down")
+        await pilot.pause()
+        assert "(thinking)" not in str(screen.query_one("#step-summary", Label).render())
+        assert str(screen.query_one(DataTable).get_row_at(0)[0]) == "'To'"
+        # read back from the history: the marks are kept
+        store = app.chat.store
+        steps = store.inspection(store.messages(app.chat.current.id)[-1].id)
+        assert steps is not None and [bool(s.get("thinking")) for s in steps] == [True, True, False, False]
+        assert token_label(0, steps[0]).endswith("· thinking")
 
 
 async def test_the_inspector_says_when_there_is_no_token_data():
