@@ -219,38 +219,31 @@ class _OutOfTime(BaseException):
 
 @contextlib.contextmanager
 def _time_limit(seconds: float):
-    """While open, the code of this thread is ended with _OutOfTime once `seconds` have passed:
-    a timer thread raises it here asynchronously (CPython delivers it at the next bytecode that
-    checks: each turn of a loop, each call), so it costs nothing per line of the template (a
-    trace function tripled the time of a long conversation's render). A long C call (one huge
-    string operation) is not stopped: the size checks keep those short. Yields `disarm`: once
-    it has returned, no raise can come (one not yet delivered is dropped)."""
-    import ctypes
-    import threading
+    """While open, the code of this thread is ended with _OutOfTime once `seconds` have passed: a trace
+    function checks the clock at each call and each line of Python run in this thread (the template's
+    compiled code, Jinja's runtime). A timer thread raising asynchronously would cost nothing per line,
+    but its raise can land anywhere, inside an import or holding a lock, and left later threads of the
+    process hung. Yields `disarm`, which ends the check."""
+    import sys
+    import time
 
-    thread_id = ctypes.c_ulong(threading.get_ident())
-    lock = threading.Lock()
-    armed = [True]
+    deadline = time.monotonic() + seconds
+    previous = sys.gettrace()
+    state = {"armed": True}
 
-    def fire():
-        with lock:
-            if armed[0]:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(thread_id, ctypes.py_object(_OutOfTime))
+    def check(frame, event, arg):
+        if state["armed"] and time.monotonic() > deadline:
+            raise _OutOfTime
+        return check
 
     def disarm():
-        with lock:
-            if armed[0]:
-                armed[0] = False
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(thread_id, None)
+        state["armed"] = False
 
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
+    sys.settrace(check)
     try:
         yield disarm
     finally:
-        disarm()
-        timer.cancel()
+        sys.settrace(previous)
 
 
 @contextlib.contextmanager
@@ -301,11 +294,12 @@ def compile_template(source: str, bounded_memory: bool = False):
             f"the chat template is too big to compile ({len(source):,} characters, the limit is "
             f"{MAX_TEMPLATE_SOURCE_CHARS:,}): refused"
         )
+    # No time limit here: an asynchronous raise that lands inside Jinja's compiler (mid-import, holding a
+    # lock) left the process unable to run a later thread (torch.compile's hung); the size limit above
+    # keeps a compile to about 2 s.
     try:
-        with _bounded_run(bounded_memory):
+        with _memory_cap(TEMPLATE_MEMORY_BYTES if bounded_memory else None):
             return _environment().from_string(source)
-    except _OutOfTime:
-        raise TemplateError(f"the chat template took more than {TEMPLATE_SECONDS:g} s to compile: refused") from None
     except MemoryError:
         raise TemplateError(
             f"the chat template is too big to compile (it needed more than "

@@ -63,12 +63,10 @@ def test_compiling_a_huge_template_is_refused_before_it_takes_memory():
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 50_000  # KiB: nothing much was taken
 
 
-def test_compiling_is_bounded_in_time():
-    started = time.monotonic()
-    with pytest.raises(TemplateError) as error:  # 199,000 characters of tags: about 2 s of Jinja's compiler
-        render_template("{{ a }}" * 28_400, bounded_memory=True, messages=[])
-    assert "to compile: refused" in str(error.value)
-    assert time.monotonic() - started < 3
+def test_the_largest_template_allowed_compiles_and_renders():
+    """Compiling is bounded by the source's size (no time limit: see compile_template)."""
+    text = render_template("{{ a }}" * 28_400, bounded_memory=True, messages=[], a="x")
+    assert text == "x" * 28_400
 
 
 HF_EXTENSIONS = {
