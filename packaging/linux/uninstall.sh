@@ -5,6 +5,7 @@
 #   uninstall.sh [--prefix DIR] [--purge] [--quiet]
 #     --prefix DIR  where install.sh installed (default ~/.local, or $CHATAPP_PREFIX)
 #     --purge       also delete your data: ~/.local/share/chatapp, ~/.config/chatapp
+# The cache (~/.cache/chatapp: saved prompt states, rebuilt when needed) always goes.
 set -eu
 
 die() { echo "uninstall.sh: $*" >&2; exit 1; }
@@ -18,7 +19,7 @@ while [ $# -gt 0 ]; do
         --prefix=*) prefix="${1#--prefix=}"; shift ;;
         --purge) purge=1; shift ;;
         --quiet) quiet=1; shift ;;
-        -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (try --help)" ;;
     esac
 done
@@ -53,8 +54,9 @@ done
 data_dir="${XDG_DATA_HOME:-$HOME/.local/share}/chatapp"
 config_dir="${XDG_CONFIG_HOME:-$HOME/.config}/chatapp"
 cache_dir="${XDG_CACHE_HOME:-$HOME/.cache}/chatapp"
+rm -rf "$cache_dir"
 if [ "$purge" = 1 ]; then
-    rm -rf "$data_dir" "$config_dir" "$cache_dir"
+    rm -rf "$data_dir" "$config_dir"
     [ "$quiet" = 1 ] || echo "chatapp is uninstalled, and its data ($data_dir, $config_dir) deleted"
 else
     [ "$quiet" = 1 ] || echo "chatapp is uninstalled"

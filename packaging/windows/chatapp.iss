@@ -57,6 +57,10 @@ Name: "{userdesktop}\chatapp"; Filename: "{app}\chatapp.exe"; WorkingDir: "{user
 [Registry]
 Root: HKCU; Subkey: "Environment"; ValueType: expandsz; ValueName: "Path"; ValueData: "{olddata};{app}"; Tasks: addtopath; Check: NeedsAddPath(ExpandConstant('{app}'))
 
+[UninstallDelete]
+; the cache (saved prompt states, compiled kernels) is rebuilt when needed; conversations and settings stay
+Type: filesandordirs; Name: "{localappdata}\chatapp\chatapp\Cache"
+
 [Run]
 Filename: "{app}\chatapp.exe"; Description: "Start chatapp"; Flags: nowait postinstall skipifsilent
 
