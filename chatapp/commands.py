@@ -362,7 +362,8 @@ def command_models(args) -> int:
 
 
 def command_pull(args) -> int:
-    from chatapp.models.pull import PullError, pull, pulled_bytes_kept
+    from chatapp.models.hub_plan import PullError
+    from chatapp.models.pull import pull, pulled_bytes_kept
     from chatapp.models.pull_printer import PullPrinter
 
     printer = PullPrinter.for_stdout(json_lines=args.json)
@@ -380,8 +381,8 @@ def command_pull(args) -> int:
 
 
 def command_rm(args) -> int:
+    from chatapp.models.hub_cache import find_removal, remove_model
     from chatapp.models.listing import human_size
-    from chatapp.models.pull import find_removal, remove_model
 
     removal = find_removal(args.name)
     what = f"{removal.name} ({human_size(removal.size_bytes)}, {removal.files[0]})"

@@ -22,23 +22,14 @@ from textual.widgets import Button, Input, Label, OptionList, ProgressBar
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
+from chatapp.models.hub_plan import PullError, first_line, offline_mode, plan_pull, safe_token
 from chatapp.models.listing import human_size
-from chatapp.models.pull import (
-    PullCancelled,
-    PullError,
-    PullEvent,
-    first_line,
-    machine_memory,
-    offline_mode,
-    plan_pull,
-    pull,
-    pulled_bytes_kept,
-    safe_token,
-    suggested_models,
-)
+from chatapp.models.pull import PullCancelled, PullEvent, pull, pulled_bytes_kept
+from chatapp.models.suggested import machine_memory, suggested_models
 
 if TYPE_CHECKING:
-    from chatapp.models.pull import Plan, SuggestedModel
+    from chatapp.models.hub_plan import Plan
+    from chatapp.models.suggested import SuggestedModel
 
 
 class DownloadHost(Protocol):

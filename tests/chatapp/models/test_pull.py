@@ -15,23 +15,22 @@ from pathlib import Path
 import pytest
 
 from chatapp.cli import main
+from chatapp.models import hub_plan
 from chatapp.models import pull as pull_module
 from chatapp.models.discovery import hf_cache_models
-from chatapp.models.pull import (
+from chatapp.models.hub_cache import find_removal, remove_model
+from chatapp.models.hub_plan import (
     Candidate,
     HubFile,
-    PullCancelled,
     PullError,
     PullSpec,
     choose,
-    find_removal,
     gguf_candidates,
     parse_spec,
-    pull,
     quant_bits,
     quant_of,
-    remove_model,
 )
+from chatapp.models.pull import PullCancelled, pull
 from chatapp.models.pull_printer import PullPrinter
 from chatapp.models.pulled import pulled_models, read_record
 from chatapp.models.resolve import resolve_model
@@ -549,6 +548,6 @@ def test_huggingface_hubs_download_chunk_is_as_they_come_during_a_pull_and_put_b
 def test_a_connection_that_keeps_breaking_is_one_line_that_says_pull_again():
     import httpx2  # huggingface_hub's HTTP client; its five tries at resuming are over when this reaches chatapp
 
-    message = pull_module.hub_error_message(httpx2.RemoteProtocolError("peer closed connection"), PullSpec(REPO))
+    message = hub_plan.hub_error_message(httpx2.RemoteProtocolError("peer closed connection"), PullSpec(REPO))
     assert message == "the connection to the hub broke (peer closed connection): pull again to resume"
-    assert pull_module.hub_error_message(KeyError("a bug"), PullSpec(REPO)) is None  # a bug is not the hub's
+    assert hub_plan.hub_error_message(KeyError("a bug"), PullSpec(REPO)) is None  # a bug is not the hub's
