@@ -69,6 +69,10 @@ class EngineCore:
     def cancel(self) -> None:
         self.cancel_flag.set()
 
+    def take_pending_notices(self) -> list[str]:
+        """Notices an engine gathered between replies (the torch engine's failed compile), for the next reply."""
+        return []
+
     def reset_cache(self) -> None:
         self.cached_ids = []
 
@@ -155,7 +159,7 @@ class EngineCore:
             raise ValueError(f"a prompt of {len(prompt)} tokens does not fit the context of {self.context_length}")
         params.validate()
         self.cancel_flag.clear()
-        notices = list(notices or [])
+        notices = list(notices or []) + self.take_pending_notices()
         if params.max_tokens > self.context_length:
             notices.append(
                 f"max_tokens {params.max_tokens:,} is more than the context of {self.context_length:,} "

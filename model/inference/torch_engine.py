@@ -12,23 +12,19 @@ tokens. This file only says how ids become logits, and how a cache is copied.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from model.inference.backend import Event
 from model.inference.compiled_step import CompiledStep, compile_by_default, use_compile_cache
 from model.inference.engine_core import EngineCore
 from model.inference.prompt_cache import DEFAULT_PROMPT_CACHE_MB, PromptCache
 from model.inference.reply_stream import common_prefix_length
-from model.inference.sampling import SamplingParams
 from model.inference.threads import default_threads
 from model.network.device import inference_dtype, resolve_device
 from model.network.model_folder import load_model
 from model.text.chat_format import ChatappFormat
-from model.text.reasoning import ReasoningFormat
 
 RECENT_REPLIES = 16  # replies whose sampled ids are kept, for the conversations in the prompt cache
 
@@ -129,23 +125,9 @@ class TorchEngine(EngineCore):
         self.compile_status = "on"
         self.compile_seconds = compiling.seconds
 
-    def generate_ids(
-        self,
-        prompt: list[int],
-        params: SamplingParams,
-        stop_ids: set[int],
-        notices: list[str] | None = None,
-        use_cache: bool = True,
-        inspect: Callable[[dict], None] | None = None,
-        stop_strings: Sequence[str] = (),
-        earlier_reply: Sequence[int] = (),
-        reasoning: ReasoningFormat | None = None,
-    ) -> Iterator[Event]:
-        """The core's, with the notices the compile left (a failed compile) added to this reply's."""
-        notices, self.pending_notices = list(notices or []) + self.pending_notices, []
-        return super().generate_ids(
-            prompt, params, stop_ids, notices, use_cache, inspect, stop_strings, earlier_reply, reasoning
-        )
+    def take_pending_notices(self) -> list[str]:
+        notices, self.pending_notices = self.pending_notices, []
+        return notices
 
     def _use_threads(self, for_prompt: bool) -> None:
         if self.threads is not None:
