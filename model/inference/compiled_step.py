@@ -44,6 +44,32 @@ LEAST_RUN_S = 0.25  # then runs for at least this long: under constant decoding 
 SWITCH_INTERVAL_S = 0.0002  # the compiler's threads and gcc yield the CPU to decoding
 
 
+class _ShortSwitchInterval:
+    """sys.setswitchinterval is process-wide: the first compile running shortens it, the last one to end puts
+    back what was there before the first (two compiles at once must not leave it short)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = 0.0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._saved = sys.getswitchinterval()
+                sys.setswitchinterval(SWITCH_INTERVAL_S)
+            self._users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                sys.setswitchinterval(self._saved)
+
+
+short_switch_interval = _ShortSwitchInterval()
+
+
 def use_compile_cache(folder: str | Path | None) -> None:
     """Keep inductor's compiled kernels in `folder` (made if absent), so a later start
     loads them instead of compiling; a folder the user chose with the variable wins."""
@@ -134,35 +160,36 @@ class CompiledStep:
 
     def _compile(self) -> None:
         started = time.perf_counter()
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
-        sys.setprofile(self._yield_to_decoding)  # this thread only
         try:
-            self._lower_priority()
-            import torch
-            import torch._inductor.config
-
-            # no worker pool: a process may exit mid-compile, and decoding keeps a core
-            torch._inductor.config.compile_threads = 1
-            if self.device == "cuda":  # CUDA graphs need the cache at a fixed address
-                for tensor in self.cache.keys + self.cache.values:
-                    torch._dynamo.mark_static_address(tensor)
-            model = half_weight_copy(self.model) if self.device == "cpu" else self.model
-            model.eval()
-            step = torch.compile(model.decode_step, fullgraph=True, dynamic=False, mode=compile_mode(self.device))
-            ids = torch.zeros((1, 1), dtype=torch.long, device=self.cache.keys[0].device)
-            position = torch.zeros(1, dtype=torch.long, device=self.cache.keys[0].device)
-            with torch.inference_mode():
-                for _ in range(self.warm_up_calls):
-                    step(ids, position, self.cache.keys, self.cache.values)
-            self.step = step
+            with short_switch_interval:
+                sys.setprofile(self._yield_to_decoding)  # this thread only
+                self.step = self._compiled_step()
         except Exception as error:  # a compiler missing or failing: stay eager
             self.error = f"{type(error).__name__}: {one_line(error, 300)}"
         finally:
             sys.setprofile(None)
-            sys.setswitchinterval(switch_interval)
             self.seconds = time.perf_counter() - started
             self.ready.set()
+
+    def _compiled_step(self) -> Callable:
+        self._lower_priority()
+        import torch
+        import torch._inductor.config
+
+        # no worker pool: a process may exit mid-compile, and decoding keeps a core
+        torch._inductor.config.compile_threads = 1
+        if self.device == "cuda":  # CUDA graphs need the cache at a fixed address
+            for tensor in self.cache.keys + self.cache.values:
+                torch._dynamo.mark_static_address(tensor)
+        model = half_weight_copy(self.model) if self.device == "cpu" else self.model
+        model.eval()
+        step = torch.compile(model.decode_step, fullgraph=True, dynamic=False, mode=compile_mode(self.device))
+        ids = torch.zeros((1, 1), dtype=torch.long, device=self.cache.keys[0].device)
+        position = torch.zeros(1, dtype=torch.long, device=self.cache.keys[0].device)
+        with torch.inference_mode():
+            for _ in range(self.warm_up_calls):
+                step(ids, position, self.cache.keys, self.cache.values)
+        return step
 
     @staticmethod
     def _lower_priority() -> None:
