@@ -118,7 +118,7 @@ class EngineCore:
             inspect=inspect,
             stop_strings=self.prompt_format.stop_strings,
             earlier_reply=earlier,
-            reasoning=None if continue_last else self.reasoning_format,
+            reasoning=self.prompt_format.continuation_reasoning(messages) if continue_last else self.reasoning_format,
         )
 
     def _use_template_kwargs(self, params: SamplingParams) -> None:
@@ -216,7 +216,12 @@ class EngineCore:
             if inspect is not None:
                 flush_step()
                 pending.append(
-                    (len(reply.generated), inspection_step(logits, params, history, token, self._token_text))
+                    (
+                        len(reply.generated),
+                        inspection_step(
+                            logits, params, history, token, self._token_text, self.prompt_format.control_token_name
+                        ),
+                    )
                 )
             return token
 

@@ -80,7 +80,9 @@ class ReplyStream:
     With a reasoning format (model.text.reasoning), the text is split as it streams into thinking
     and answer: each TextPiece says its kind, the format's markers are not shown, and Finished
     counts the tokens spent thinking. The tokenizer must then write the markers' text (a
-    TemplateFormat with show_reasoning_markers on)."""
+    TemplateFormat with show_reasoning_markers on); one that can `remember_written_reply` is told,
+    at the end, the reply as the model wrote it (markers and whitespace included), so that the
+    next prompt writes it back byte for byte."""
 
     def __init__(
         self,
@@ -95,6 +97,8 @@ class ReplyStream:
         self.thinking_tokens = 0
         self.thinking_flags: list[bool] = []  # per generated token: counted as thinking
         self.thinking_ended_at: float | None = None
+        self.written: list[str] = []  # the reply's text as the model wrote it (what the splitter is fed)
+        self.split: dict[str, list[str]] = {THINKING: [], ANSWER: []}  # the splitter's thinking and answer
         self.prompt_tokens = prompt_tokens
         self.max_new_tokens = max_new_tokens
         self.text_stream = Utf8Stream()
@@ -166,7 +170,10 @@ class ReplyStream:
         if self.splitter is None:
             parts = [(ANSWER, text)] if text else []
         else:
+            self.written.append(text)
             parts = self.splitter.feed(text) + (self.splitter.finish() if final else [])
+            for kind, part in parts:
+                self.split[kind].append(part)
         if not parts and final and self.unreported:
             parts = [(THINKING if self.splitter is not None and self.splitter.thinking else ANSWER, "")]
         pieces = [TextPiece(part, [], kind) for kind, part in parts]
@@ -191,6 +198,12 @@ class ReplyStream:
     def ended_on_stop_string(self) -> bool:
         return self.stop_matcher.stopped
 
+    def _tell_the_written_reply(self) -> None:
+        remember = getattr(self.tokenizer, "remember_written_reply", None)
+        thinking = "".join(self.split[THINKING])
+        if remember is not None and thinking:
+            remember(thinking, "".join(self.split[ANSWER]), "".join(self.written))
+
     def finish(self, prefilled_tokens: int, notices: list[str]) -> Iterator[Event]:
         """The held-back text, then the Finished event."""
         tail = self.stop_matcher.push(self.text_stream.flush())
@@ -201,6 +214,7 @@ class ReplyStream:
             pieces.append(TextPiece("", self.unreported, pieces[-1].kind if pieces else ANSWER))
             self.unreported = []
         yield from pieces
+        self._tell_the_written_reply()
         finished_at = time.perf_counter()
         first = self.first_token_at or finished_at
         decoded = len(self.generated) - 1  # the first token's time is the prefill's

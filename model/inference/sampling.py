@@ -11,6 +11,7 @@ allowed. Torch-free.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -201,12 +202,20 @@ def sample_next(logits, params: SamplingParams, previous_ids, rng: np.random.Gen
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), cdf.size - 1))
 
 
-def inspection_step(logits, params: SamplingParams, previous_ids, drawn: int, token_text) -> dict:
+def inspection_step(
+    logits,
+    params: SamplingParams,
+    previous_ids,
+    drawn: int,
+    token_text: Callable[[int], str],
+    control_name: Callable[[int], str | None] = lambda token_id: None,
+) -> dict:
     """What the sampling inspector shows for one generated token:
 
         {"token_id": the drawn id, "text", "rank": the drawn token's 1-based rank under the raw logits,
          "candidates": [{"id", "text", "raw_prob", "final_prob", "drawn", "cut_by"}, ...]}
 
+    A control token (no text of its own) is written by its name with "control": True.
     The candidates are the most likely tokens under the raw logits (and the drawn one, wherever it ranks);
     final_prob is after the penalty, temperature, top-k, top-p and min-p. cut_by names what left a
     candidate at probability 0: the first filter that removed it, in the sampler's own order
@@ -224,14 +233,20 @@ def inspection_step(logits, params: SamplingParams, previous_ids, drawn: int, to
     if drawn not in candidates:
         candidates.append(drawn)
     cut_by = _cut_by(penalized, params, final, candidates)
+
+    def token(token_id: int) -> dict:
+        text = token_text(token_id)
+        name = None if text else control_name(token_id)
+        return {"text": name, "control": True} if name else {"text": text}
+
     return {
         "token_id": int(drawn),
-        "text": token_text(drawn),
+        **token(drawn),
         "rank": raw_rank(raw, drawn),
         "candidates": [
             {
                 "id": i,
-                "text": token_text(i),
+                **token(i),
                 "raw_prob": float(raw[i]),
                 "final_prob": float(final[i]),
                 "drawn": i == drawn,

@@ -161,6 +161,7 @@ class ChatappFormat:
         self.stop_ids = {tokenizer.end_of_turn_id, tokenizer.end_of_text_id}
         self.plain_stop_ids = set(self.stop_ids)  # a chat model ends plain text at <|end|> too
         self._control_ids = set(tokenizer.special_ids.values())
+        self._control_names = {token_id: name for name, token_id in tokenizer.special_ids.items()}
 
     def fit(
         self,
@@ -172,6 +173,10 @@ class ChatappFormat:
     ) -> FittedPrompt:
         return fit_to_context(messages, self.tokenizer, context_length, reserve, known_replies, continue_last)
 
+    def continuation_reasoning(self, messages: list[Message]) -> None:
+        """Our format has no thinking: more of a reply is all answer (as TemplateFormat's face)."""
+        return None
+
     def plain_prompt(self, text: str) -> list[int]:
         """Plain text to continue, after <|endoftext|> as in training."""
         return [self.tokenizer.end_of_text_id] + self.tokenizer.encode(text)
@@ -179,3 +184,7 @@ class ChatappFormat:
     def token_bytes(self, token_id: int) -> bytes:
         """A control token sampled mid-reply shows as nothing, as llama.cpp shows it."""
         return b"" if token_id in self._control_ids else self.tokenizer.token_bytes(token_id)
+
+    def control_token_name(self, token_id: int) -> str | None:
+        """A control token's name (<|end|>), for the inspector; None for an ordinary token."""
+        return self._control_names.get(token_id)

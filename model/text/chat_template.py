@@ -7,7 +7,9 @@ keyword flags such as `enable_thinking` or `reasoning_effort`: `template_kwargs`
 extensions: `{% generation %}`, `raise_exception`, `strftime_now`, `tojson` with json.dumps's
 arguments, HF's `namespace` and `dict`. An earlier reply's thinking (Message.reasoning) goes in a
 `reasoning_content` field (and `thinking`, as HF aliases it) where the template reads one, else
-inside the content as the model wrote it (model.text.reasoning.join_reply). The text equals
+inside the content as the model wrote it: byte for byte for a reply written in this process
+(remember_written_reply, told by model.inference.reply_stream), else in the family's layout
+(model.text.reasoning.join_reply). The text equals
 transformers' for all of llama.cpp's 70 real templates (tests/model/test_chat_templates_match_reference.py).
 
 Safe: message text never becomes a control token; only text the template writes does. Before
@@ -22,13 +24,15 @@ first: the safe side. Only a reply's own thinking block at its start (`<think>..
 template's layout) is left unmarked, since the model wrote those as tokens and templates split
 there. A reply whose sampled ids are known keeps them where its text appears unchanged in the
 prompt (the KV cache's prefix stays valid). Continuing a reply: its text ends with U+F0002, and
-the prompt is cut there.
+the prompt is cut there; a reply stopped inside its thinking (no answer yet) continues from the
+prompt it started from and its thinking, the block left open (continuation_reasoning: what
+follows is thinking until the block closes).
 
 Bounded: the template is compiled and run in Jinja's immutable sandbox (no code execution); a
 source over MAX_TEMPLATE_SOURCE_CHARS is refused before compiling (Jinja's compiler takes hundreds
-of times a template's size); compiling and rendering each end after TEMPLATE_SECONDS (a timer
-raises in the rendering thread: no cost per line); strings or lists longer than
-MAX_TEMPLATE_CHARS may not be built; on Linux (the llama.cpp worker) no more than
+of times a template's size); rendering ends after TEMPLATE_SECONDS (a trace function of the
+rendering thread checks the clock at each call and each line of the template's code); strings or
+lists longer than MAX_TEMPLATE_CHARS may not be built; on Linux (the llama.cpp worker) no more than
 TEMPLATE_MEMORY_BYTES may be allocated. A template past a limit is refused with a one-line error.
 
 Fitting a conversation to the context drops the oldest turns by bisection over the cut points
@@ -50,7 +54,7 @@ from typing import Protocol
 
 from model.errors import one_line
 from model.text.chat_format import FittedPrompt, Message
-from model.text.reasoning import ReasoningFormat, detect_format, join_reply
+from model.text.reasoning import ReasoningFormat, continuing_thinking, detect_format, join_reply, open_thinking
 
 TEMPLATE_SECONDS = 1.0
 MAX_TEMPLATE_CHARS = 10_000_000
@@ -212,6 +216,9 @@ def _environment():
     return environment
 
 
+_TEMPLATE_CODE = "<template>"  # the file name of the code Jinja compiles a template (from_string) to
+
+
 class _OutOfTime(BaseException):
     """Raised in the rendering thread when its time is up (a BaseException: Jinja's handlers
     and the template's filters catch Exception only)."""
@@ -220,10 +227,12 @@ class _OutOfTime(BaseException):
 @contextlib.contextmanager
 def _time_limit(seconds: float):
     """While open, the code of this thread is ended with _OutOfTime once `seconds` have passed: a trace
-    function checks the clock at each call and each line of Python run in this thread (the template's
-    compiled code, Jinja's runtime). A timer thread raising asynchronously would cost nothing per line,
-    but its raise can land anywhere, inside an import or holding a lock, and left later threads of the
-    process hung. Yields `disarm`, which ends the check."""
+    function checks the clock at each Python call in this thread (generators resumed included) and at
+    each line of the template's own compiled code (its loops; `{% for %}` over a range calls nothing).
+    Lines of Jinja's runtime, filters and the sandbox are not traced (finite steps between calls, and
+    most of the lines run): a trace on every line cost four times the render. A timer thread raising
+    asynchronously would cost nothing per line, but its raise can land anywhere, inside an import or
+    holding a lock, and left later threads of the process hung. Yields `disarm`, which ends the check."""
     import sys
     import time
 
@@ -234,7 +243,7 @@ def _time_limit(seconds: float):
     def check(frame, event, arg):
         if state["armed"] and time.monotonic() > deadline:
             raise _OutOfTime
-        return check
+        return check if frame.f_code.co_filename == _TEMPLATE_CODE else None
 
     def disarm():
         state["armed"] = False
@@ -371,6 +380,7 @@ _PROBE = "Qx7probe"  # a reply's text, to find what the template writes after a 
 # the message fields a template reads an earlier reply's thinking from (HF fills both from reasoning_content)
 _READS_REASONING = re.compile(r"reasoning_content|\.thinking\b|\[\s*['\"]thinking['\"]\s*\]")
 _RENDER_CACHE_SIZE = 8
+_WRITTEN_REPLIES_KEPT = 16
 
 
 def unmark(text: str) -> str:
@@ -409,6 +419,7 @@ class TemplateFormat:
         self._template_kwargs = dict(template_kwargs or {})
         self._reads_reasoning = bool(_READS_REASONING.search(self.template))
         self._rendered: dict[tuple, str] = {}  # a few recent renders (fit, then chat, render the same)
+        self._written: dict[tuple[str, str], str] = {}  # (thinking, answer) -> the reply as the model wrote it
         self._reasoning: tuple[ReasoningFormat | None] | None = None
         # token_bytes writes the reasoning markers' text (for a ReasoningSplitter downstream)
         self.show_reasoning_markers = False
@@ -489,7 +500,63 @@ class TemplateFormat:
         thinking = self._mark(message.reasoning)
         if self._reads_reasoning:  # as HF passes it: reasoning_content, and thinking for gpt-oss
             return {"thinking": thinking, "role": message.role, "content": content, "reasoning_content": thinking}
-        return {"role": message.role, "content": join_reply(thinking, content, self.reasoning_format)}
+        written = self._as_written(message)
+        if written is None:
+            written = join_reply(thinking, content, self.reasoning_format)
+        return {"role": message.role, "content": written}
+
+    def remember_written_reply(self, thinking: str, answer: str, written: str) -> None:
+        """A reply this format's model just wrote (model.inference.reply_stream): the next prompts
+        write it back byte for byte where the template passes it through, whatever whitespace the
+        model put around its markers (join_reply writes the family's habit)."""
+        fmt = self.reasoning_format
+        if fmt is not None and fmt.starts_inside:  # the prompt opened the block: as the template sees it
+            prompt = self.generation_prompt()
+            written = prompt[prompt.rfind(fmt.open) :] + written
+        if len(self._written) >= _WRITTEN_REPLIES_KEPT:
+            self._written.pop(next(iter(self._written)))
+        if self._written.get((thinking, answer)) != written:
+            self._rendered.clear()  # a render kept may hold the same reply written otherwise
+        self._written[(thinking, answer)] = written
+
+    def _as_written(self, message: Message) -> str | None:
+        """A remembered reply's text, marked: its thinking and answer as message text, the markers
+        and whitespace around them as the model wrote them."""
+        written = self._written.get((message.reasoning, message.content))
+        fmt = self.reasoning_format
+        if written is None or fmt is None or fmt.open not in written:
+            return None
+        opened = written.index(fmt.open) + len(fmt.open)
+        thinking_at = written.find(message.reasoning, opened)  # after the prompt's `<think>\n`, say
+        thinking_end = thinking_at + len(message.reasoning)
+        answer_at = written.rfind(message.content)
+        if thinking_at < 0 or written[opened:thinking_at].strip() or fmt.close not in written[thinking_end:answer_at]:
+            return None  # not the layout the splitter read (a repeated opening marker): join_reply's
+        return (
+            written[:thinking_at]
+            + self._mark(message.reasoning)
+            + written[thinking_end:answer_at]
+            + self._mark(message.content)
+            + written[answer_at + len(message.content) :]
+        )
+
+    def continues_thinking(self, messages: list[Message]) -> bool:
+        """The last message is a reply stopped inside its thinking (thinking, no answer yet), in a
+        template with a reasoning layout: continuing it goes on inside the thinking."""
+        last = messages[-1] if messages else None
+        return (
+            last is not None
+            and last.role == "assistant"
+            and bool(last.reasoning)
+            and not last.content
+            and self.reasoning_format is not None
+        )
+
+    def continuation_reasoning(self, messages: list[Message]) -> ReasoningFormat | None:
+        """How more of the last reply is split into thinking and answer: from inside the thinking
+        where it stopped there, else all answer (None)."""
+        fmt = self.reasoning_format
+        return continuing_thinking(fmt) if fmt is not None and self.continues_thinking(messages) else None
 
     def _render_text(self, messages: list[Message], add_generation_prompt: bool, continue_last: bool = False) -> str:
         """The template's text, marked; a template that refuses a system message (Gemma's) gets
@@ -497,20 +564,36 @@ class TemplateFormat:
         key = (tuple(messages), add_generation_prompt, continue_last)
         if key in self._rendered:
             return self._rendered[key]
+        if continue_last and self.continues_thinking(messages):
+            text = self._render_open_thinking(messages)
+        else:
+            text = self._render_folding_if_refused(messages, add_generation_prompt, continue_last)
+        if len(self._rendered) >= _RENDER_CACHE_SIZE:
+            self._rendered.pop(next(iter(self._rendered)))
+        self._rendered[key] = text
+        return text
+
+    def _render_open_thinking(self, messages: list[Message]) -> str:
+        """A reply stopped inside its thinking, to continue: the prompt it was started from, then its
+        thinking as the model wrote it, the block left open (a template writes an earlier reply's
+        thinking closed, or drops it)."""
+        fmt = self.reasoning_format
+        assert fmt is not None
+        return self._render_text(messages[:-1], True) + open_thinking(self._mark(messages[-1].reasoning), fmt)
+
+    def _render_folding_if_refused(
+        self, messages: list[Message], add_generation_prompt: bool, continue_last: bool
+    ) -> str:
         try:
-            text = self._render_text_as_given(messages, add_generation_prompt, continue_last)
+            return self._render_text_as_given(messages, add_generation_prompt, continue_last)
         except TemplateError as error:
             folded = fold_system_message(messages)
             if folded is None:
                 raise TemplateError(f"{self.source}: {error}") from None
             try:
-                text = self._render_text_as_given(folded, add_generation_prompt, continue_last)
+                return self._render_text_as_given(folded, add_generation_prompt, continue_last)
             except TemplateError:
                 raise TemplateError(f"{self.source}: {error}") from None
-        if len(self._rendered) >= _RENDER_CACHE_SIZE:
-            self._rendered.pop(next(iter(self._rendered)))
-        self._rendered[key] = text
-        return text
 
     def _render_text_as_given(self, messages: list[Message], add_generation_prompt: bool, continue_last: bool) -> str:
         def text(token_id):
@@ -696,6 +779,13 @@ class TemplateFormat:
         if self.show_reasoning_markers and token_id in self.reasoning_marker_ids:
             return self.vocab.token_text(token_id).encode()
         return self.vocab.token_bytes(token_id)
+
+    def control_token_name(self, token_id: int) -> str | None:
+        """A token that stands for no text (an end of turn, a role marker) by its name in the vocabulary
+        (<|im_end|>), for the inspector; None for an ordinary token."""
+        if self.vocab.token_bytes(token_id):
+            return None
+        return self.vocab.token_text(token_id) or None
 
     @functools.cached_property
     def reasoning_marker_ids(self) -> set[int]:

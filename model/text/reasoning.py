@@ -39,13 +39,20 @@ thinking), so an answer that talks about `<think>` tags keeps them.
 default" setting ({} for the default, or where the template has no switch).
 `split_reply(text, fmt)` is the whole reply at once: (thinking, answer).
 `join_reply(thinking, answer, fmt)` writes an earlier reply back the way the model
-wrote it, for a template that reads thinking inside the content.
+wrote it, for a template that reads thinking inside the content: the thinking verbatim
+between its markers, then `fmt.gap` (the newlines the family writes after its thinking,
+read from its template: Qwen3's `</think>\n\n`, SmolLM3's `</think>\n`, Granite's none),
+then the answer: `join_reply(*split_reply(text, fmt), fmt) == text` for a reply written so.
+`continuing_thinking(fmt)` is the layout for continuing a reply stopped inside its thinking:
+the continuation starts inside the block.
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 THINKING = "thinking"
 ANSWER = "answer"
@@ -62,6 +69,7 @@ class ReasoningFormat:
     starts_inside: bool = False  # the generation prompt opened the thinking: the reply starts inside it
     switch: str | None = None  # the template's keyword that turns thinking on / off, if any
     switch_values: tuple = ()  # (on, off) values of the switch
+    gap: str = ""  # what the model writes between the thinking and the answer (dropped by the splitter)
     marker_tokens: tuple[str, ...] = field(default=())  # marker texts the engine must show the splitter
 
     @property
@@ -69,7 +77,7 @@ class ReasoningFormat:
         return tuple(m for m in (self.open, self.close, *self.answer_open, self.answer_close, *self.between) if m)
 
 
-_THINK = ReasoningFormat("think", "<think>", "</think>", marker_tokens=("<think>", "</think>"))
+_THINK = ReasoningFormat("think", "<think>", "</think>", gap="\n\n", marker_tokens=("<think>", "</think>"))
 FORMATS: dict[str, ReasoningFormat] = {
     "think": _THINK,
     "granite": ReasoningFormat(
@@ -153,14 +161,26 @@ def detect_format(
     )
     switch = next(((name, values) for name, values in SWITCHES if reads(name)), None)
     inside = bool(generation_prompt) and _opens_thinking(generation_prompt or "", fmt)
-    return ReasoningFormat(
-        **{
-            **fmt.__dict__,
-            "starts_inside": inside,
-            "switch": switch[0] if switch else None,
-            "switch_values": switch[1] if switch else (),
-        }
+    return replace(
+        fmt,
+        starts_inside=inside,
+        switch=switch[0] if switch else None,
+        switch_values=switch[1] if switch else (),
+        gap=_gap_after_thinking(template, fmt),
     )
+
+
+def continuing_thinking(fmt: ReasoningFormat) -> ReasoningFormat:
+    """The layout for more of a reply that stopped inside its thinking: it starts inside the block."""
+    return replace(fmt, starts_inside=True)
+
+
+def _gap_after_thinking(template: str, fmt: ReasoningFormat) -> str:
+    """The newlines the template writes after the thinking's close marker where it writes an earlier
+    reply or an empty thinking block (Qwen3's `</think>\\n\\n`, SmolLM3's `</think>\\n`): the family's
+    habit, the most common run; the format's own where the template writes none after it."""
+    runs = [run.replace("\\n", "\n") for run in re.findall(re.escape(fmt.close) + r"((?:\n|\\n)+)", template)]
+    return Counter(runs).most_common(1)[0][0] if runs else fmt.gap
 
 
 def thinking_kwargs(fmt: ReasoningFormat | None, on: bool | None) -> dict:
@@ -174,8 +194,6 @@ def thinking_kwargs(fmt: ReasoningFormat | None, on: bool | None) -> dict:
 
 def _reads_variable(template: str, name: str) -> bool:
     """A guess: the name inside a Jinja tag or expression, not as a message field."""
-    import re
-
     for block in re.findall(r"\{[{%](.*?)[}%]\}", template, re.S):
         block = re.sub(r"'[^']*'|\"[^\"]*\"", "", block)
         if re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", block):
@@ -338,14 +356,19 @@ def split_reply(text: str, fmt: ReasoningFormat | None) -> tuple[str, str]:
 
 def join_reply(thinking: str, answer: str, fmt: ReasoningFormat | None) -> str:
     """An earlier reply as the model wrote it, thinking included (for templates that read the
-    thinking inside the content, e.g. `content.split('</think>')`)."""
+    thinking inside the content, e.g. `content.split('</think>')`): the thinking verbatim (its own
+    newlines are the model's), the family's gap, the answer in its markers."""
     if not thinking:
         return answer
     fmt = fmt or _THINK
-    if fmt.name == "gpt-oss":
-        return f"{fmt.open}{thinking}{fmt.close}{fmt.between[0]}{fmt.answer_open[0]}{answer}"
-    if fmt.name in ("think", "granite"):
-        body = f"<think>\n{thinking.strip(chr(10))}\n</think>\n\n"
-        return body + (f"<response>{answer}</response>" if fmt.name == "granite" else answer)
+    between = fmt.between[0] if fmt.between else ""
     response = f"{fmt.answer_open[0]}{answer}{fmt.answer_close}" if fmt.answer_open else answer
-    return f"{fmt.open}{thinking}{fmt.close}{response}"
+    if fmt.name == "gpt-oss":  # the final channel ends the reply: its <|return|> is never written back
+        response = f"{fmt.answer_open[0]}{answer}"
+    return f"{fmt.open}{thinking}{fmt.close}{fmt.gap}{between}{response}"
+
+
+def open_thinking(thinking: str, fmt: ReasoningFormat) -> str:
+    """A reply stopped inside its thinking, as the model wrote it after the generation prompt: the
+    opening marker (unless the prompt opened the block) and the thinking, the block left open."""
+    return thinking if fmt.starts_inside else fmt.open + thinking

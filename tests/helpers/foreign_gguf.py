@@ -23,8 +23,11 @@ template text verbatim as the real instruct model ships it) of its family:
 - "mistral": Ministral 3 Reasoning: Tekken (byte-level BPE, pre "tekken") with the control tokens
   first as in the real vocabulary (<unk> <s> </s> [INST] ... [THINK] [/THINK]).
 
-There is no Gemma 3 template among tests/data/chat_templates (only gemma-2-2b-it's and Gemma 4's); the
-"gemma" family's template is gemma-2-2b-it's, verbatim (a test checks it against the file).
+- "gemma3": Gemma 3 instruct: architecture "gemma3" (Q/K norms, post-attention and post-FFN norms),
+  Gemma's SentencePiece vocabulary, google/gemma-3-4b-it's template (a system message goes at the start
+  of the first user turn).
+
+The "gemma" family's template is gemma-2-2b-it's, verbatim (a test checks it against the file).
 
 Token ids are compact (specials right after the learned tokens), not the real
 models' (128000, 151643, ...). FAMILIES holds the ids of these files.
@@ -429,7 +432,7 @@ def vocabulary_of(family: str, with_byte_tokens: bool = True) -> Vocabulary:
         return byte_level_vocabulary(QWEN2_SPECIAL_TOKENS, pad_to_multiple=64, text_tokens=THINK_TOKENS)
     if family == "gpt-oss":
         return byte_level_vocabulary(HARMONY_TOKENS)
-    if family == "gemma":
+    if family in ("gemma", "gemma3"):
         return sentencepiece_vocabulary(with_byte_tokens)
     if family == "deepseek-r1-qwen":
         return byte_level_vocabulary(DEEPSEEK_SPECIAL_TOKENS, pad_to_multiple=64, text_tokens=DEEPSEEK_TEXT_TOKENS)
@@ -534,6 +537,24 @@ FAMILIES: dict[str, Family] = {
         head_count_kv=1,
         layer_norm_epsilon=1e-6,
         rope_freq_base=10000.0,
+        tied_output=True,
+    ),
+    # Gemma 3's architecture and real template; the gemma family's vocabulary (Gemma 3's is 262,144 pieces).
+    "gemma3": _family(
+        "gemma3",
+        "gemma3",
+        "llama",
+        "default",
+        ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"),
+        bos="<bos>",
+        eos="<eos>",
+        eot="<end_of_turn>",
+        end_of_turn="<end_of_turn>",
+        chat_template=real_template("google-gemma-3-4b-it"),
+        add_bos_token=True,
+        head_count_kv=1,
+        layer_norm_epsilon=1e-6,
+        rope_freq_base=1000000.0,
         tied_output=True,
     ),
     # Qwen3's tokens and real template (thinking in <think>, which are text tokens), on qwen2's tensors.
@@ -734,6 +755,13 @@ def _tensors(family: Family, options: FileOptions, n_vocab: int) -> dict[str, np
             prefix + "ffn_up.weight": matrix(ff, width),
             prefix + "ffn_down.weight": matrix(width, ff),
         }
+        if family.architecture == "gemma3":  # per-head Q and K norms, norms after attention and after the FFN
+            tensors |= {
+                prefix + "attn_q_norm.weight": np.ones(head_dim, dtype=np.float32),
+                prefix + "attn_k_norm.weight": np.ones(head_dim, dtype=np.float32),
+                prefix + "post_attention_norm.weight": norm(),
+                prefix + "post_ffw_norm.weight": norm(),
+            }
         if family.architecture == "qwen2":  # Qwen2 has biases on Q, K and V
             for part, size in (("q", q_width), ("k", kv_width), ("v", kv_width)):
                 tensors[f"{prefix}attn_{part}.bias"] = np.zeros(size, dtype=np.float32)
@@ -837,7 +865,7 @@ def write_foreign_gguf(path: str | Path, family: str, **overrides) -> Path:
     writer.add_head_count_kv(options.head_count_kv)
     writer.add_layer_norm_rms_eps(options.layer_norm_epsilon)
     writer.add_rope_freq_base(options.rope_freq_base)
-    if spec.architecture == "gemma":
+    if spec.architecture in ("gemma", "gemma3"):
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
     else:

@@ -1,7 +1,7 @@
 import jinja2
 import pytest
 
-from model.text.chat_format import Message, fit_to_context, jinja_chat_template, render_ids
+from model.text.chat_format import ChatappFormat, Message, fit_to_context, jinja_chat_template, render_ids
 from model.text.tokenizer import Tokenizer
 from model.training.dataset import BUILTIN_TOKENIZER
 
@@ -79,3 +79,10 @@ def test_bad_role_and_reserve_are_errors(tok):
         Message("wizard", "hi")
     with pytest.raises(ValueError, match="reserve"):
         fit_to_context(CONVERSATION, tok, 256, 256)
+
+
+def test_control_tokens_have_their_names_for_the_inspector(tok):
+    fmt = ChatappFormat(tok)
+    end = tok.special_ids["<|end|>"]
+    assert fmt.token_bytes(end) == b"" and fmt.control_token_name(end) == "<|end|>"
+    assert fmt.control_token_name(tok.encode("Hail")[0]) is None

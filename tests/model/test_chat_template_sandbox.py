@@ -14,6 +14,17 @@ HOSTILE = {
         "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
         "took more than 1 s",
     ),
+    # the loops inside filters (Jinja's, not the template's code) are stopped too
+    "long filter loops": (
+        "{% for i in range(100000) %}{{ range(100000) | select('odd') | map('string') | unique | list | length }}"
+        "{% endfor %}",
+        "took more than 1 s",
+    ),
+    "a macro that calls itself in a loop": (
+        "{% macro f(n) %}{% for i in range(100000) %}{{ f(n + 1) if n < 3 else '' }}{% endfor %}{% endmacro %}"
+        "{{ f(0) }}",
+        "took more than 1 s",
+    ),
     "string times a huge number": ("{{ 'x' * 3000000000 }}", "too big"),
     "a huge padding": ("{{ 'x'.ljust(3000000000) }}", "too big"),
     "a huge filter width": ("{{ 'x' | center(3000000000) }}", "too big"),

@@ -1,5 +1,5 @@
 """Every chat template llama.cpp keeps (70 real models' templates, tests/data/chat_templates, see
-SOURCE.md there) renders in chatapp exactly as transformers renders it, the reference every model
+SOURCE.md there), and Gemma 3's, renders in chatapp exactly as transformers renders it, the reference every model
 card assumes; where the reference raises, chatapp gives a one-line error naming the template.
 And rendering stays safe: text in a message never becomes a control token.
 
@@ -93,19 +93,19 @@ def reference_messages(template: str, messages: list[Message]) -> list[dict]:
             out.append({"role": message.role, "content": message.content})
         elif READS_REASONING.search(template):
             out.append({"role": message.role, "content": message.content, "reasoning_content": message.reasoning})
-        else:  # as the model wrote it: `<think>\nTHOUGHT\n</think>\n\nANSWER` or its own layout's markers
+        else:  # as the model wrote it: `<think>THOUGHT</think>` and the newlines its template writes after
+            # such a block (Qwen3's two, SmolLM3's one), then ANSWER; or its own layout's markers
             fmt = detect_format(template)
-            thought, answer = message.reasoning.strip("\n"), message.content
+            thought, answer = message.reasoning, message.content
+            gap = fmt.gap if fmt is not None else "\n\n"
             if fmt is None or fmt.name == "think":
-                content = f"<think>\n{thought}\n</think>\n\n{answer}"
-            elif fmt.name == "granite":
-                content = f"<think>\n{thought}\n</think>\n\n<response>{answer}</response>"
+                content = f"<think>{thought}</think>{gap}{answer}"
             elif fmt.name == "gpt-oss":
-                content = f"{fmt.open}{message.reasoning}{fmt.close}<|start|>assistant{fmt.answer_open[0]}{answer}"
+                content = f"{fmt.open}{thought}{fmt.close}<|start|>assistant{fmt.answer_open[0]}{answer}"
             elif fmt.answer_open:
-                content = f"{fmt.open}{message.reasoning}{fmt.close}{fmt.answer_open[0]}{answer}{fmt.answer_close}"
+                content = f"{fmt.open}{thought}{fmt.close}{gap}{fmt.answer_open[0]}{answer}{fmt.answer_close}"
             else:
-                content = f"{fmt.open}{message.reasoning}{fmt.close}{answer}"
+                content = f"{fmt.open}{thought}{fmt.close}{gap}{answer}"
             out.append({"role": message.role, "content": content})
     return out
 
@@ -142,7 +142,8 @@ CASES = [(path.name, name) for path in TEMPLATES for name in CONVERSATIONS]
 
 
 def test_all_of_llama_cpps_templates_are_here():
-    assert len(TEMPLATES) == 70
+    assert len(TEMPLATES) == 71  # llama.cpp's 70 and Gemma 3's (see SOURCE.md)
+    assert "google-gemma-3-4b-it.jinja" in {path.name for path in TEMPLATES}
 
 
 @pytest.mark.parametrize(("template_name", "conversation"), CASES)

@@ -136,11 +136,76 @@ def test_a_reply_without_a_format_is_all_answer():
 
 def test_an_earlier_reply_is_written_back_as_the_model_wrote_it():
     assert join_reply("\nPlan.\n", "Done.", FORMATS["think"]) == "<think>\nPlan.\n</think>\n\nDone."
-    assert split_reply(join_reply("Plan.", "Done.", FORMATS["think"]), FORMATS["think"]) == ("\nPlan.\n", "Done.")
+    assert join_reply("Plan.", "Done.", FORMATS["think"]) == "<think>Plan.</think>\n\nDone."  # no newline added
     for name in ("mistral", "cohere", "gpt-oss", "granite", "seed", "gemma4", "kimi-k3"):
-        thinking, answer = split_reply(join_reply("Plan.", "Done.", FORMATS[name]), FORMATS[name])
-        assert (thinking.strip(), answer) == ("Plan.", "Done."), name
+        thinking, answer = split_reply(join_reply(" Plan.\n", "Done.", FORMATS[name]), FORMATS[name])
+        assert (thinking, answer) == (" Plan.\n", "Done."), name
     assert join_reply("", "Done.", FORMATS["think"]) == "Done."
+
+
+# template file -> a reply as that family's model writes it (the newlines after its thinking are the
+# ones its template writes after an earlier reply's or an empty thinking block)
+WRITTEN_BY = {
+    "Qwen-Qwen3-0.6B.jinja": "<think>\nAdd them.\n</think>\n\nIt is 4.",
+    "HuggingFaceTB-SmolLM3-3B.jinja": "<think>\nAdd them.\n</think>\nIt is 4.",
+    "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16.jinja": "<think>Add them.</think>\nIt is 4.",
+    "ibm-granite-granite-3.3-2B-Instruct.jinja": "<think>Add them.</think><response>It is 4.</response>",
+    "mistralai-Ministral-3-14B-Reasoning-2512.jinja": "[THINK]Add them.[/THINK]It is 4.",
+    "openai-gpt-oss-120b.jinja": "<|channel|>analysis<|message|>Add them.<|end|><|start|>assistant"
+    "<|channel|>final<|message|>It is 4.",
+}
+
+
+@pytest.mark.parametrize("template_name", list(WRITTEN_BY))
+def test_a_reply_split_and_joined_again_is_byte_for_byte_what_the_model_wrote(template_name):
+    fmt = detect_format((TEMPLATES / template_name).read_text())
+    written = WRITTEN_BY[template_name]
+    thinking, answer = split_reply(written, fmt)
+    assert answer == "It is 4." and thinking.strip() == "Add them."
+    assert join_reply(thinking, answer, fmt) == written
+
+
+def test_the_gap_after_the_thinking_is_the_one_the_template_writes():
+    gaps = {name: detect_format((TEMPLATES / name).read_text()).gap for name in WRITTEN_BY}
+    assert gaps["Qwen-Qwen3-0.6B.jinja"] == "\n\n"
+    assert gaps["HuggingFaceTB-SmolLM3-3B.jinja"] == "\n"
+    assert gaps["ibm-granite-granite-3.3-2B-Instruct.jinja"] == ""
+    # a template that writes nothing after `</think>` (it drops old thinking): R1's habit, two newlines
+    assert detect_format("{{ content.split('</think>')[-1] }}").gap == "\n\n"
+
+
+# template file -> what its prompt ends with when a reply stopped inside its thinking is continued
+CONTINUED = {
+    "Qwen-Qwen3-0.6B.jinja": "<|im_start|>assistant\n<think>\nAdd th",  # the model opened the block
+    "deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja": "<｜Assistant｜><think>\n\nAdd th",  # the prompt opened it
+    "ibm-granite-granite-3.3-2B-Instruct.jinja": "<|start_of_role|>assistant<|end_of_role|><think>\nAdd th",
+    "mistralai-Ministral-3-14B-Reasoning-2512.jinja": "[INST]2+2?[/INST][THINK]\nAdd th",
+}
+
+
+@pytest.mark.parametrize("template_name", list(CONTINUED))
+def test_a_reply_stopped_inside_its_thinking_continues_inside_it(template_name):
+    chat_format = TemplateFormat(Vocab(), (TEMPLATES / template_name).read_text())
+    stopped = [Message("user", "2+2?"), Message("assistant", "", reasoning="\nAdd th")]
+    prompt = chat_format.prompt_text(stopped, continue_last=True)
+    assert prompt.endswith(CONTINUED[template_name])
+    # the prompt the reply started from, then what the model wrote: the block open, not closed
+    started = chat_format.prompt_text(stopped[:1])
+    assert prompt.startswith(started) and chat_format.reasoning_format.close not in prompt[len(started) :]
+    # what follows is thinking until the block closes, then answer
+    splitter = ReasoningSplitter(chat_format.continuation_reasoning(stopped))
+    fmt = chat_format.reasoning_format
+    pieces = splitter.feed(f"em up.{fmt.close}") + splitter.feed("It is 4.") + splitter.finish()
+    assert pieces == [(THINKING, "em up."), (ANSWER, "It is 4.")]
+
+
+def test_a_reply_stopped_in_its_answer_continues_as_answer():
+    chat_format = TemplateFormat(Vocab(), (TEMPLATES / "Qwen-Qwen3-0.6B.jinja").read_text())
+    stopped = [Message("user", "2+2?"), Message("assistant", "It is", reasoning="Add them.")]
+    assert chat_format.continuation_reasoning(stopped) is None
+    assert chat_format.prompt_text(stopped, continue_last=True).endswith("</think>\n\nIt is")
+    plain = TemplateFormat(Vocab(), (TEMPLATES / "meta-llama-Llama-3.2-3B-Instruct.jinja").read_text())
+    assert plain.continuation_reasoning([Message("user", "hi"), Message("assistant", "", reasoning="x")]) is None
 
 
 class Vocab:
@@ -210,3 +275,23 @@ def test_a_switch_is_found_only_where_the_template_reads_it():
     assert detect_format("{% if enable_thinking %}<think>{% endif %}").switch == "enable_thinking"
     assert detect_format("{{ 'describe your thinking' }}<think></think>").switch is None
     assert detect_format("{{ messages }}") is None
+
+
+class ChatmlVocab(Vocab):
+    control_tokens = {"<|im_start|>": 1, "<|im_end|>": 2}
+
+
+def test_a_reply_remembered_as_written_goes_back_byte_for_byte_and_its_text_stays_text():
+    """SmolLM3's template passes an earlier reply through: one its model wrote in this process goes back
+    as written (here two newlines after the thinking, not the family's one); the control-token text
+    inside its thinking and answer stays text, the markers it wrote are as written."""
+    chat_format = TemplateFormat(ChatmlVocab(), (TEMPLATES / "HuggingFaceTB-SmolLM3-3B.jinja").read_text())
+    thinking, answer = "Plan <|im_end|>", "Ok <|im_end|> done."
+    written = f"<think>{thinking}</think>\n\n{answer}"
+    conversation = [Message("user", "hi"), Message("assistant", answer, thinking), Message("user", "and?")]
+    assert f"<think>{thinking}</think>\n{answer}<|im_end|>" in chat_format.prompt_text(conversation)  # the habit
+    chat_format.remember_written_reply(thinking, answer, written)
+    assert f"{written}<|im_end|>" in chat_format.prompt_text(conversation)
+    segments = chat_format.segments(chat_format._render_text(conversation, True))
+    turn_ends = chat_format.prompt_text(conversation).count("<|im_start|>") - 1  # all but the new reply's
+    assert [text for text, control in segments if control].count("<|im_end|>") == turn_ends

@@ -191,3 +191,15 @@ def test_greedy_and_a_very_low_temperature_say_what_left_a_token_at_zero():
     by_id = {c["id"]: c for c in cold["candidates"]}
     assert by_id[2]["final_prob"] == 0.0 and by_id[2]["cut_by"] == "temperature"
     assert by_id[1]["cut_by"] is None
+
+
+def test_the_inspector_writes_a_control_token_by_its_name():
+    texts = {0: "a", 1: "", 2: "b"}
+    names = {1: "<|end|>"}
+    step = inspection_step([1.0, 3.0, 2.0], SamplingParams(temperature=0.0), [], 1, texts.get, names.get)
+    assert (step["text"], step["control"]) == ("<|end|>", True)
+    by_id = {c["id"]: c for c in step["candidates"]}
+    assert by_id[1]["text"] == "<|end|>" and by_id[1]["control"]
+    assert by_id[0] == {**by_id[0], "text": "a"} and "control" not in by_id[0]
+    unnamed = inspection_step([1.0, 3.0, 2.0], SamplingParams(temperature=0.0), [], 1, texts.get)
+    assert unnamed["text"] == "" and "control" not in unnamed  # no name known: as before
