@@ -139,6 +139,41 @@ def add_option_arguments(parser: Parser, options_class: str, table) -> None:
             )
 
 
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKEND_CHOICES,
+        help="the engine: torch runs a model folder, llama.cpp a GGUF file; auto picks by the model (default auto)",
+    )
+
+
+class ThinkingAction(argparse.Action):
+    """--thinking on|off|default: SamplingParams.thinking (True, False, None), and that it was given
+    (a preset's thinking then does not replace it)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        namespace.thinking = {"on": True, "off": False}.get(str(values))
+        namespace.thinking_given = True
+
+
+def add_chat_preset_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preset",
+        default=None,
+        metavar="NAME",
+        help="a chat preset (`chatapp preset list`): its system prompt, sampling, thinking and model, "
+        "where the other options do not say",
+    )
+    parser.add_argument(
+        "--thinking",
+        choices=("on", "off", "default"),
+        action=ThinkingAction,
+        default=None,
+        help="a reasoning model's thinking: on, off, or the model's default (default: the preset's, else default)",
+    )
+
+
 def add_model_argument(parser: argparse.ArgumentParser, positional: bool = False) -> None:
     help_text = "a model folder, a GGUF file, or a name from `chatapp models` (default: the built-in model)"
     if positional:
@@ -222,7 +257,7 @@ def build_parser() -> Parser:
 
     chat = commands.add_parser("chat", help="chat in the terminal (the default command)")
     add_model_argument(chat, positional=True)
-    chat.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
+    add_backend_argument(chat)
     add_endpoint_arguments(chat)
     add_context_argument(chat)
     add_threads_arguments(chat)
@@ -232,11 +267,12 @@ def build_parser() -> Parser:
     run = commands.add_parser("run", help="one reply to a prompt, streamed to stdout")
     run.add_argument("prompt", nargs="?", help="the message (read from stdin when omitted)")
     add_model_argument(run)
-    run.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
+    add_backend_argument(run)
     run.add_argument("--system", default=None, help="a system prompt, e.g. 'You are Hamlet, Prince of Denmark.'")
     run.add_argument("--raw", action="store_true", help="continue the text as is, without the chat format")
     run.add_argument("--json", action="store_true", help="print the reply and its statistics as one JSON object")
     add_sampling_arguments(run)
+    add_chat_preset_arguments(run)
     add_endpoint_arguments(run)
     add_context_argument(run)
     add_threads_arguments(run)
@@ -266,7 +302,7 @@ def build_parser() -> Parser:
 
     bench = commands.add_parser("bench", help="prefill and decode speed, with and without the KV cache")
     add_model_argument(bench, positional=True)
-    bench.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
+    add_backend_argument(bench)
     bench.add_argument("--prompt-tokens", type=int, default=128)
     bench.add_argument("--gen-tokens", type=int, default=128)
     bench.add_argument("--runs", type=int, default=5)
@@ -310,12 +346,18 @@ def build_parser() -> Parser:
         metavar="TYPE",
         help=f"{', '.join(EXPORT_TYPES)} (default %(default)s)",
     )
+    export.add_argument(
+        "--preset",
+        default=None,
+        metavar="NAME",
+        help="with --format ollama: write this chat preset's system prompt and sampling into the Modelfile",
+    )
 
     serve = commands.add_parser(
         "serve", help="serve a model over the OpenAI API (/v1/chat/completions) for other programs"
     )
     add_model_argument(serve, positional=True)
-    serve.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
+    add_backend_argument(serve)
     serve.add_argument(
         "--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)"
     )
@@ -368,7 +410,27 @@ def build_parser() -> Parser:
     rm = commands.add_parser("rm", help="remove a pulled model from the Hugging Face cache")
     rm.add_argument("name", help="what it was pulled as (REPO:QUANT), or its name or path in `chatapp models`")
     rm.add_argument("--yes", "-y", action="store_true", help="remove without asking")
+
+    add_preset_parser(commands)
     return parser
+
+
+def add_preset_parser(commands) -> None:
+    preset = commands.add_parser(
+        "preset", help="chat presets: a system prompt, sampling, thinking and a model, by name"
+    )
+    actions = preset.add_subparsers(dest="preset_command", metavar="ACTION", required=True)
+    actions.add_parser("list", help="the built-in presets and yours")
+    show = actions.add_parser("show", help="a preset's settings, as its file holds them")
+    show.add_argument("name")
+    imported = actions.add_parser("import", help="a preset from an Ollama Modelfile (its SYSTEM, PARAMETERs and FROM)")
+    imported.add_argument("modelfile", metavar="MODELFILE")
+    imported.add_argument(
+        "--name", default=None, help="the preset's name (default: the Modelfile's folder, or the file's own name)"
+    )
+    imported.add_argument("--force", action="store_true", help="replace a preset of that name")
+    rm = actions.add_parser("rm", help="remove one of your presets")
+    rm.add_argument("name")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -378,14 +440,52 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     start_worker_early(args)
-    from chatapp import commands
-
-    handler = getattr(commands, f"command_{args.command or 'chat'}")
+    handler = command_handler(args)
     if args.command is None:
         args = parser.parse_args(["chat"])
+    remember_gguf_opened_by_path(args)
     code = run_command(handler, args)
     leave_now_if_compiling(code)
     return code
+
+
+def command_handler(args: argparse.Namespace):
+    """The function that runs the subcommand: chatapp.commands's, or chatapp.preset_commands's for presets."""
+    if args.command == "preset":
+        from chatapp.preset_commands import command_preset
+
+        return command_preset
+    if args.command == "export" and args.preset:
+        from chatapp.preset_commands import command_export_with_preset
+
+        return command_export_with_preset
+    from chatapp import commands
+
+    handler = getattr(commands, f"command_{args.command or 'chat'}")
+    if args.command == "run" and args.preset:
+        return with_run_preset(handler)
+    return handler
+
+
+def with_run_preset(handler):
+    def run(args: argparse.Namespace) -> int:
+        from chatapp.preset_commands import apply_to_run_args
+
+        apply_to_run_args(args)  # inside run_command: a missing or broken preset is a one-line error
+        return handler(args)
+
+    return run
+
+
+def remember_gguf_opened_by_path(args: argparse.Namespace) -> None:
+    """A GGUF file named by path is listed by `chatapp models` and the model picker from then on."""
+    spec = getattr(args, "model", None)
+    if args.command not in ("run", "chat", "serve", "bench", "eval") or getattr(args, "endpoint", None):
+        return
+    if isinstance(spec, str) and spec.lower().endswith(".gguf"):
+        from chatapp.models.discovery import remember_path
+
+        remember_path(spec)
 
 
 def start_worker_early(args: argparse.Namespace) -> None:

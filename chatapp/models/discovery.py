@@ -1,7 +1,12 @@
 """Every model the picker can offer: chatapp's own (built-in and user), GGUF
 files the user added by path, and the GGUF models that LM Studio, Ollama and
 the Hugging Face hub cache keep on this machine. Nothing here loads a model or
-reads more of a file than its directory entry, so discovery stays fast."""
+reads more of a file than its directory entry, so discovery stays fast.
+
+A GGUF file once opened by its path (`chatapp run -m FILE.gguf`, the model
+picker) is remembered in DATA/remembered-models.json and listed from then on,
+until the file is gone.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,12 @@ import os
 from pathlib import Path
 
 from chatapp.models.registry import ModelRef, is_later_split_part, list_models
+from chatapp.paths import data_dir
 
 OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
 OLLAMA_LIBRARY = ("registry.ollama.ai", "library")
+REMEMBERED_FILE = "remembered-models.json"
+MOST_REMEMBERED = 50  # the newest; an older one falls off
 
 
 def is_listable_gguf(path: Path) -> bool:
@@ -141,6 +149,56 @@ def added_models(paths: list[str]) -> list[ModelRef]:
     return [ModelRef(Path(p).stem, Path(p), "gguf", "added") for p in paths if Path(p).is_file()]
 
 
+# GGUF files opened by path, newest first
+
+
+def remembered_file() -> Path:
+    return data_dir() / REMEMBERED_FILE
+
+
+def _read_remembered() -> list[str]:
+    try:
+        paths = json.loads(remembered_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or damaged: start again rather than fail a listing
+        return []
+    return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
+
+
+def _write_remembered(paths: list[str]) -> None:
+    try:
+        remembered_file().parent.mkdir(parents=True, exist_ok=True)
+        temporary = remembered_file().with_suffix(".tmp")
+        temporary.write_text(json.dumps(paths, indent=1), encoding="utf-8")
+        temporary.replace(remembered_file())
+    except OSError:
+        pass  # a convenience: a data folder that cannot be written lists nothing extra
+
+
+def remembered_paths() -> list[str]:
+    """The GGUF files opened by path that are still there (the others are dropped from the list)."""
+    paths = _read_remembered()
+    present = [p for p in paths if Path(p).is_file()]
+    if present != paths:
+        _write_remembered(present)
+    return present
+
+
+def remember_path(spec: str) -> None:
+    """Remember a GGUF file opened by path (an absolute path; a file that is not a GGUF is not kept)."""
+    path = Path(spec).expanduser()
+    try:
+        path = path.resolve()
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                return
+    except (OSError, RuntimeError):
+        return
+    paths = _read_remembered()
+    if paths[:1] == [str(path)]:
+        return
+    _write_remembered([str(path), *[p for p in paths if p != str(path)]][:MOST_REMEMBERED])
+
+
 def resolved(path: Path) -> Path:
     try:
         return path.resolve()
@@ -149,8 +207,10 @@ def resolved(path: Path) -> Path:
 
 
 def discover_models(extra_paths: list[str] | None = None) -> list[ModelRef]:
-    """Ours, the added ones, then LM Studio's, Ollama's and the Hugging Face cache's; each file once."""
+    """Ours, the added ones, LM Studio's, Ollama's and the Hugging Face cache's, then those opened by path;
+    each file once."""
     found = list_models() + added_models(extra_paths or []) + lm_studio_models() + ollama_models() + hf_cache_models()
+    found += [ModelRef(Path(p).stem, Path(p), "gguf", "opened") for p in remembered_paths()]
     unique, seen = [], set()
     for ref in found:
         key = resolved(ref.path)

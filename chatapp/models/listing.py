@@ -137,5 +137,7 @@ def model_lines(refs: list[ModelRef], default_path: Path | None) -> list[str]:
         lines.append("* the default model")
     if any(record["pulled"] for record in records):
         lines.append("+ pulled with `chatapp pull` (`chatapp rm NAME` removes it)")
+    if any(record["source"] == "opened" for record in records):
+        lines.append("opened: a GGUF file once opened by its path, listed while it is there")
     lines.append(f"your models folder: {user_models_dir()} (put model folders or .gguf files there)")
     return lines

@@ -7,8 +7,10 @@ A step is a dict from the engine's `inspect` callback (inspection_step in
 model/inference/sampling.py):
     {"token_id", "text", "rank", "candidates": [{"id", "text", "raw_prob", "final_prob", "drawn", "cut_by"}, ...]}
 Steps stored before rank and cut_by existed lack them (or hold -1 / None): they
-show without them. A step of the reply's thinking (a reasoning model's) has "thinking": True: it is
-listed dim and marked "thinking", and its summary says so.
+show without them. A control token (an end of turn, a role marker) is shown by its name, like
+<|im_end|>, where the step says it is one ("control": True, its text the name); a token whose
+text is empty is one whose name the step did not keep. A step of the reply's thinking (a
+reasoning model's) has "thinking": True: it is listed dim and marked "thinking", and its summary says so.
 """
 
 from __future__ import annotations
@@ -39,8 +41,20 @@ def step_rank(step: dict) -> int | None:
 THINKING_MARK = "thinking"
 
 
+def shown_token(entry: dict) -> str:
+    """A step's or a candidate's token as the inspector writes it: text quoted ('Hello'), a control
+    token by its name, unquoted (<|im_end|>), and one whose name is not known by its id."""
+    text = str(entry.get("text", ""))
+    if entry.get("control") and text:
+        return text
+    if text == "":
+        token_id = entry.get("token_id", entry.get("id"))
+        return f"<control token {token_id}>" if isinstance(token_id, int) else "<control token>"
+    return repr(text)
+
+
 def token_label(index: int, step: dict) -> str:
-    label = f"{index + 1:>4}  {step.get('text', '')!r}"
+    label = f"{index + 1:>4}  {shown_token(step)}"
     rank = step_rank(step)
     label = f"{label}  #{rank}" if rank and rank > 1 else label  # a draw that was not the likeliest stands out
     return f"{label}  · {THINKING_MARK}" if step.get("thinking") else label
@@ -53,7 +67,7 @@ def token_prompt(index: int, step: dict) -> Text:
 
 def step_summary(step: dict) -> str:
     rank = step_rank(step)
-    drawn = f"drawn: {step.get('text', '')!r}" + (f" ({THINKING_MARK})" if step.get("thinking") else "")
+    drawn = f"drawn: {shown_token(step)}" + (f" ({THINKING_MARK})" if step.get("thinking") else "")
     if rank is None:
         return drawn
     return f"{drawn} · the {'likeliest' if rank == 1 else ordinal(rank) + ' likeliest'} token under the raw logits"
@@ -114,7 +128,7 @@ class InspectorScreen(ModalScreen[None]):
             cut = verdict.startswith("cut")
             style = "bold green" if verdict == "drawn" else "dim" if cut else ""
             table.add_row(
-                Text(repr(candidate.get("text", "")), style=style + " strike" if cut else style),
+                Text(shown_token(candidate), style=style + " strike" if cut else style),
                 f"{candidate.get('raw_prob', 0.0):.3f}",
                 f"{candidate.get('final_prob', 0.0):.3f}",
                 Text(verdict, style=style),

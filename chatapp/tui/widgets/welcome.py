@@ -16,6 +16,7 @@ START_KEYS = [  # (action in keys.APP_KEYS, what it does here)
 ]
 DESCRIPTION_WIDTH = 72  # one line at 80 columns, inside the chat's padding
 GET_A_MODEL = "For a real model: {key} → Download a model…, or `chatapp pull`"
+PERSONAS = "Personas for it: ctrl+p → Preset: hamlet, fool or sonneteer"  # chatapp/builtin/presets/
 
 
 class Welcome(Static):
@@ -34,7 +35,7 @@ class Welcome(Static):
         lines = [
             Content.assemble("Chatting with ", (model_name or "no model yet", "bold")),
             *([Content.styled(_one_line(description, DESCRIPTION_WIDTH), "italic")] if description else []),
-            *([Content(GET_A_MODEL.format(key=key_for("models")))] if builtin else []),
+            *([Content(GET_A_MODEL.format(key=key_for("models"))), Content(PERSONAS)] if builtin else []),
             Content(""),
             Content(f"Type a message: Enter sends, {NEWLINE_KEY} adds a line."),
             Content(" · ".join(keys[:2])),
