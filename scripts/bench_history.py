@@ -119,7 +119,9 @@ def generate(
             "VALUES (?, ?, ?, ?, ?, ?)",
             rows,
         )
-        db.execute("UPDATE messages SET slot = id WHERE id >= ?", (first,))
+        db.execute(  # one branch: each message's parent is the one before it
+            "UPDATE messages SET slot = id, parent_id = CASE WHEN id > ? THEN id - 1 END WHERE id >= ?", (first, first)
+        )
         db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
         big_id = conversation_id
     db.execute("COMMIT")

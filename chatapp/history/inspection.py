@@ -8,7 +8,8 @@ probabilities and a flag byte, column by column, then zlib: a few bytes per
 candidate. Probabilities keep about three significant digits, which is what
 the inspector shows. Steps written before token ids, ranks and cut_by existed
 come back with -1 and None. A step of a reply's thinking has "thinking": True (the header lists
-their indices; a blob without the list has none).
+their indices; a blob without the list has none). A control token written by its name has "control":
+True, kept as a list of the token table's indices.
 """
 
 from __future__ import annotations
@@ -49,10 +50,13 @@ def encode(steps: list[dict]) -> bytes:
     tokens = _Table()  # (token id, text) pairs
     cut_reasons = _Table()
     cut_reasons.index(None)  # code 0: not cut
+    control: set[int] = set()  # indices into `tokens` of control tokens written by their names
     step_tokens, step_ranks, step_sizes = [], [], []
     candidate_tokens, raw_probs, final_probs, flags = [], [], [], []
     for step in steps:
         step_tokens.append(tokens.index((int(step.get("token_id", MISSING_ID)), str(step.get("text", "")))))
+        if step.get("control"):
+            control.add(step_tokens[-1])
         step_ranks.append(int(step.get("rank", MISSING_ID)))
         candidates = step.get("candidates") or []
         step_sizes.append(len(candidates))
@@ -60,6 +64,8 @@ def encode(steps: list[dict]) -> bytes:
             candidate_tokens.append(
                 tokens.index((int(candidate.get("id", MISSING_ID)), str(candidate.get("text", ""))))
             )
+            if candidate.get("control"):
+                control.add(candidate_tokens[-1])
             raw_probs.append(float(candidate.get("raw_prob", 0.0)))
             final_probs.append(float(candidate.get("final_prob", 0.0)))
             cut_code = cut_reasons.index(candidate.get("cut_by"))
@@ -74,6 +80,7 @@ def encode(steps: list[dict]) -> bytes:
             "texts": [text for _, text in tokens.values],
             "cut_by": cut_reasons.values,
             "thinking": [index for index, step in enumerate(steps) if step.get("thinking")],
+            "control": sorted(control),
         },
         separators=(",", ":"),
     ).encode()
@@ -110,6 +117,11 @@ def decode(blob: bytes) -> list[dict]:
     flags, offset = _unpack("B", data, offset, candidate_count)
     cut_reasons = header["cut_by"]
     thinking = set(header.get("thinking", ()))
+    control = set(header.get("control", ()))
+
+    def token_entry(index: int) -> dict:
+        return {"text": texts[index], "control": True} if index in control else {"text": texts[index]}
+
     steps: list[dict] = []
     next_candidate = 0
     for token, rank, size in zip(step_tokens, step_ranks, step_sizes):
@@ -119,7 +131,7 @@ def decode(blob: bytes) -> list[dict]:
             candidates.append(
                 {
                     "id": token_ids[index],
-                    "text": texts[index],
+                    **token_entry(index),
                     "raw_prob": raw_probs[position],
                     "final_prob": final_probs[position],
                     "drawn": bool(flag & DRAWN_FLAG),
@@ -127,7 +139,7 @@ def decode(blob: bytes) -> list[dict]:
                 }
             )
         next_candidate += size
-        step = {"token_id": token_ids[token], "text": texts[token], "rank": rank, "candidates": candidates}
+        step = {"token_id": token_ids[token], **token_entry(token), "rank": rank, "candidates": candidates}
         if len(steps) in thinking:
             step["thinking"] = True
         steps.append(step)

@@ -2,9 +2,10 @@
 
 Two FTS5 indexes with external content (they hold the index, not a second copy
 of the text): message_search over messages.content and conversation_search over
-conversations.title. Triggers keep them right; a message is indexed while it is
-the shown version of its slot and not streaming, so a reply is indexed once,
-when it finishes, not on every streaming save.
+conversations.title. Triggers keep them right; a message is indexed once it is
+not streaming, so a reply is indexed once, when it finishes, not on every
+streaming save. Every branch of a conversation is indexed (since schema 5; until
+then only the shown version of a reply was), and a hit opens its branch.
 
 Each word the user types becomes a case-insensitive prefix query ("yor" finds
 "YORICK"; unicode61 folds case and accents in any script). Scripts written
@@ -17,6 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# The search tables as schema 3 made them (its migration runs this: never edit it); schema 5 replaced
+# the message triggers with BRANCH_SEARCH_TRIGGERS.
 SEARCH_SCHEMA = """
 CREATE VIRTUAL TABLE message_search USING fts5(content, content='messages', content_rowid='id');
 CREATE VIRTUAL TABLE conversation_search USING fts5(title, content='conversations', content_rowid='id');
@@ -52,6 +55,28 @@ INSERT INTO message_search (rowid, content)
 INSERT INTO conversation_search (conversation_search) VALUES ('rebuild');
 """
 
+# Schema 5: every branch is found, so a message is indexed whichever branch is shown.
+BRANCH_SEARCH_TRIGGERS = """
+DROP TRIGGER message_search_insert;
+DROP TRIGGER message_search_update;
+DROP TRIGGER message_search_delete;
+CREATE TRIGGER message_search_insert AFTER INSERT ON messages
+WHEN new.status != 'streaming' BEGIN
+    INSERT INTO message_search (rowid, content) VALUES (new.id, new.content);
+END;
+CREATE TRIGGER message_search_update AFTER UPDATE OF content, status ON messages BEGIN
+    INSERT INTO message_search (message_search, rowid, content)
+        SELECT 'delete', old.id, old.content WHERE old.status != 'streaming';
+    INSERT INTO message_search (rowid, content)
+        SELECT new.id, new.content WHERE new.status != 'streaming';
+END;
+CREATE TRIGGER message_search_delete AFTER DELETE ON messages
+WHEN old.status != 'streaming' BEGIN
+    INSERT INTO message_search (message_search, rowid, content) VALUES ('delete', old.id, old.content);
+END;
+INSERT INTO message_search (rowid, content) SELECT id, content FROM messages WHERE shown = 0 AND status != 'streaming';
+"""
+
 # Scripts without spaces between words: unicode61 would make a whole sentence one token.
 UNSPACED_SCRIPT = re.compile("[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 SNIPPET_WORDS = 12
@@ -79,7 +104,7 @@ def like_pattern(text: str) -> str:
 
 
 def conversation_ids_sql(query: str | None, text: str) -> tuple[str, tuple]:
-    """SQL selecting the ids of conversations whose title or shown messages match."""
+    """SQL selecting the ids of conversations whose title or messages (in any branch) match."""
     if query is not None:
         return (
             "SELECT rowid FROM conversation_search WHERE conversation_search MATCH ? "
@@ -89,7 +114,7 @@ def conversation_ids_sql(query: str | None, text: str) -> tuple[str, tuple]:
     pattern = like_pattern(text)
     return (
         "SELECT id FROM conversations WHERE lower(title) LIKE ? ESCAPE '\\' "
-        "UNION SELECT conversation_id FROM messages WHERE shown = 1 AND lower(content) LIKE ? ESCAPE '\\'"
+        "UNION SELECT conversation_id FROM messages WHERE status != 'streaming' AND lower(content) LIKE ? ESCAPE '\\'"
     ), (pattern, pattern)
 
 
@@ -118,7 +143,7 @@ def search_sql(query: str | None, text: str, limit: int) -> list[tuple[str, tupl
     )
     messages = (
         "SELECT c.id, c.title, m.id, m.content FROM messages m JOIN conversations c ON c.id = m.conversation_id "
-        "WHERE m.shown = 1 AND m.status != 'streaming' AND lower(m.content) LIKE ? ESCAPE '\\' "
+        "WHERE m.status != 'streaming' AND lower(m.content) LIKE ? ESCAPE '\\' "
         "ORDER BY m.id DESC LIMIT ?",
         (pattern, limit),
     )

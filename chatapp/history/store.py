@@ -7,8 +7,14 @@ status "streaming" that the generator updates as it grows and finishes with
 writer is gone (kill -9) becomes "interrupted", with every character saved so
 far, while a row another running instance is writing is left alone.
 
-A reply can have versions (regenerate): they share the conversation slot of
-the first one, `shown` marks the one the conversation shows. Sampling-inspector
+A conversation is a tree (schema 5): each message has a parent (the message
+before it; none for the first) and siblings are its branches: an edit or a
+regeneration adds a sibling, the old branch stays. Siblings share a `slot` (the
+id of the first of them), which grows along every branch, so a branch reads in
+slot order. `chosen` marks the sibling a branch goes on with (remembered while
+another branch is shown), `shown` every message of the branch on screen: the
+path from the first message through chosen ones to the end, which pages,
+counts and the model read with one index (the tree's mechanics: branches.py). Sampling-inspector
 data sits in its own table, packed (chatapp/history/inspection.py), read only
 when asked for, and kept for the most recent INSPECTION_KEPT replies only.
 Full-text search is in chatapp/history/search.py.
@@ -34,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatapp.history import inspection as packed_inspection
+from chatapp.history.branches import copy_branch, show_path_through
 from chatapp.history.errors import (
     SQLITE_BUSY,
     SQLITE_LOCKED,
@@ -51,7 +58,15 @@ from chatapp.history.errors import (
     not_writable,
     primary_code,
 )
-from chatapp.history.search import SEARCH_SCHEMA, SearchHit, conversation_ids_sql, fts_query, search_sql, snippet_around
+from chatapp.history.search import (
+    BRANCH_SEARCH_TRIGGERS,
+    SEARCH_SCHEMA,
+    SearchHit,
+    conversation_ids_sql,
+    fts_query,
+    search_sql,
+    snippet_around,
+)
 from chatapp.paths import data_dir
 
 HISTORY_FILE = "history.sqlite3"
@@ -130,6 +145,38 @@ def _migrate_to_v3(db: sqlite3.Connection) -> None:
     db.execute("UPDATE messages SET inspection = NULL WHERE inspection IS NOT NULL")
 
 
+V5_SCHEMA = """
+ALTER TABLE messages ADD COLUMN parent_id INTEGER;
+ALTER TABLE messages ADD COLUMN chosen INTEGER NOT NULL DEFAULT 1;
+"""  # no index on parent_id: a branch is followed down from one read of its conversation (show_path_through)
+
+
+def _migrate_to_v5(db: sqlite3.Connection) -> None:
+    """Reply versions become branches of a tree. A v4 conversation is a line of slots, each holding one
+    message or the versions of a reply, one of them shown: every message's parent is the shown one of the
+    slot before (the versions not shown become branches of one reply), and what was shown stays shown.
+    Every branch is indexed for search."""
+    for statement in _statements(V5_SCHEMA + BRANCH_SEARCH_TRIGGERS):
+        db.execute(statement)
+    rows = db.execute("SELECT id, conversation_id, slot, shown FROM messages ORDER BY conversation_id, slot, id")
+    slots: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for message_id, conversation_id, slot, shown in rows:
+        slots.setdefault((conversation_id, slot), []).append((message_id, shown))
+    changes: list[tuple[int | None, int, int, int]] = []  # (parent_id, chosen, shown, id)
+    parent: int | None = None
+    conversation = None
+    for (conversation_id, _), members in slots.items():  # in conversation and slot order
+        if conversation_id != conversation:
+            parent, conversation = None, conversation_id
+        chosen = next((message_id for message_id, shown in members if shown), members[-1][0])
+        for message_id, shown in members:
+            on_path = int(message_id == chosen)
+            if parent is not None or not (on_path and shown):  # new columns' defaults: chosen 1, parent none
+                changes.append((parent, on_path, on_path, message_id))
+        parent = chosen
+    db.executemany("UPDATE messages SET parent_id = ?, chosen = ?, shown = ? WHERE id = ?", changes)
+
+
 # Each entry moves the schema one version up: SQL, or a function of the connection
 # for what SQL cannot do. Never edit one that has shipped.
 Migration = str | Callable[[sqlite3.Connection], None]  # SQL, or Python for what SQL cannot do
@@ -162,6 +209,7 @@ MIGRATIONS: list[Migration] = [
     """
     ALTER TABLE messages ADD COLUMN reasoning TEXT NOT NULL DEFAULT '';
     """,  # v4: a reasoning model's thinking, kept apart from its answer (content)
+    _migrate_to_v5,  # v5: conversations as trees (branches), every branch searchable
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -194,9 +242,11 @@ class StoredMessage:
     inspection: list | None = None  # only message() fills it; see HistoryStore.inspection()
     created_at: float = 0.0
     model: str | None = None  # the model that wrote a reply
-    version: int = 1  # 1-based position among the versions of its slot
-    version_count: int = 1
+    branch: int = 1  # 1-based position among its siblings (the branches at this point of the conversation)
+    branch_count: int = 1
     reasoning: str = ""  # a reply's thinking (a reasoning model's), apart from its answer in content
+    parent_id: int | None = None  # the message before it in its branch; None for the first
+    shown: bool = True  # on the branch the conversation shows
 
 
 @dataclass
@@ -553,18 +603,26 @@ class HistoryStore:
         content: str,
         status: str = Status.COMPLETE,
         model: str | None = None,
-        version_of: int | None = None,
+        sibling_of: int | None = None,
         reasoning: str = "",
     ) -> StoredMessage:
-        """A new message at the end of the conversation, or, with version_of, a new version of
-        that message in its slot, which becomes the one shown."""
+        """A new message at the end of the shown branch, or, with sibling_of, a new branch beside that
+        message (an edit, a regenerated reply), which becomes the branch shown."""
         now = time.time()
         streaming = status == Status.STREAMING
         with self._writing() as db:
-            slot = self._hide_versions_of(db, conversation_id, version_of) if version_of is not None else None
+            if sibling_of is None:
+                last = db.execute(
+                    "SELECT id FROM messages WHERE conversation_id = ? AND shown = 1 ORDER BY slot DESC LIMIT 1",
+                    (conversation_id,),
+                ).fetchone()
+                parent, slot = (last[0] if last else None), None
+            else:
+                parent, slot = self._sibling_place(db, conversation_id, sibling_of)
             cursor = db.execute(
                 "INSERT INTO messages (conversation_id, role, content, status, created_at, model, slot, shown, "
-                "owner_pid, owner_host, heartbeat_at, reasoning) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+                "owner_pid, owner_host, heartbeat_at, reasoning, parent_id, chosen) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
                 (
                     conversation_id,
                     role,
@@ -577,12 +635,17 @@ class HistoryStore:
                     self._host if streaming else None,
                     now if streaming else None,
                     reasoning,
+                    parent,
+                    int(sibling_of is None),  # a new branch is made the chosen one by show_path_through
                 ),
             )
             message_id = cursor.lastrowid
+            assert message_id is not None
             if slot is None:
                 slot = message_id
                 db.execute("UPDATE messages SET slot = id WHERE id = ?", (message_id,))
+            else:
+                show_path_through(db, conversation_id, message_id)
             count = db.execute("SELECT COUNT(*) FROM messages WHERE slot = ?", (slot,)).fetchone()[0]
             self._touch(db, conversation_id)
             if role == "user":
@@ -598,18 +661,19 @@ class HistoryStore:
             status,
             created_at=now,
             model=model,
-            version=count,
-            version_count=count,
+            branch=count,
+            branch_count=count,
             reasoning=reasoning,
+            parent_id=parent,
         )
 
     @staticmethod
-    def _hide_versions_of(db: sqlite3.Connection, conversation_id: int, message_id: int) -> int:
-        row = db.execute("SELECT slot, conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
+    def _sibling_place(db: sqlite3.Connection, conversation_id: int, message_id: int) -> tuple[int | None, int]:
+        """Where a new sibling of the message goes: its parent and its slot."""
+        row = db.execute("SELECT parent_id, slot, conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
         if row is None or row["conversation_id"] != conversation_id:
             raise ValueError(f"message {message_id} is not in conversation {conversation_id}")
-        db.execute("UPDATE messages SET shown = 0 WHERE slot = ? AND shown = 1", (row["slot"],))
-        return row["slot"]
+        return row["parent_id"], row["slot"]
 
     def update_content(self, message_id: int, content: str, reasoning: str | None = None) -> None:
         """A streaming reply so far, its thinking too when given (it also tells other instances its
@@ -681,33 +745,44 @@ class HistoryStore:
         return packed_inspection.decode(row[0]) if row else None
 
     def messages(
-        self, conversation_id: int, before: int | None = None, limit: int | None = None
+        self, conversation_id: int, before: int | None = None, limit: int | None = None, since: int | None = None
     ) -> list[StoredMessage]:
-        """The shown messages, oldest first; with limit, the last `limit` of them before message `before`'s slot."""
+        """The shown branch's messages, oldest first: with limit, the last `limit` of them (before message
+        `before`); with since, those from message `since` on (with limit, the first `limit` of them)."""
         where = "m.conversation_id = ? AND m.shown = 1"
         args: list = [conversation_id]
         if before is not None:
             where += " AND m.slot < (SELECT slot FROM messages WHERE id = ?)"
             args.append(before)
-        if limit is None:
-            order = "ORDER BY m.slot"
-        else:
-            order = "ORDER BY m.slot DESC LIMIT ?"
+        if since is not None:
+            where += " AND m.slot >= (SELECT slot FROM messages WHERE id = ?)"
+            args.append(since)
+        newest_first = limit is not None and since is None
+        order = "ORDER BY m.slot DESC" if newest_first else "ORDER BY m.slot"
+        if limit is not None:
+            order += " LIMIT ?"
             args.append(limit)
         with self._reading() as db:
             rows = db.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {where} {order}", args).fetchall()
-        if limit is not None:
+        if newest_first:
             rows.reverse()
         return [self._message(row) for row in rows]
+
+    def every_branch(self, conversation_id: int) -> list[StoredMessage]:
+        """Every message of every branch (the whole tree), oldest first; `shown` marks the shown branch."""
+        return self._messages_where("m.conversation_id = ? ORDER BY m.id", (conversation_id,))
 
     def last_messages(self, conversation_id: int, n: int) -> list[StoredMessage]:
         return self.messages(conversation_id, limit=n)
 
-    def message_count(self, conversation_id: int) -> int:
+    def message_count(self, conversation_id: int, before: int | None = None) -> int:
+        """The shown branch's messages (before message `before`)."""
+        where, args = "conversation_id = ? AND shown = 1", [conversation_id]
+        if before is not None:
+            where += " AND slot < (SELECT slot FROM messages WHERE id = ?)"
+            args.append(before)
         with self._reading() as db:
-            return db.execute(
-                "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND shown = 1", (conversation_id,)
-            ).fetchone()[0]
+            return db.execute(f"SELECT COUNT(*) FROM messages WHERE {where}", args).fetchone()[0]
 
     def message(self, message_id: int) -> StoredMessage | None:
         """One message, with its inspection data (one reply's worth: cheap enough here)."""
@@ -717,30 +792,40 @@ class HistoryStore:
         found[0].inspection = self.inspection(message_id)
         return found[0]
 
-    def versions(self, message_id: int) -> list[StoredMessage]:
-        """Every version of the message's slot, oldest first."""
+    def branches(self, message_id: int) -> list[StoredMessage]:
+        """The message and its siblings (the branches at its place in the conversation), oldest first."""
         return self._messages_where("m.slot = (SELECT slot FROM messages WHERE id = ?) ORDER BY m.id", (message_id,))
 
-    def show_version(self, message_id: int) -> StoredMessage:
-        """Make this version the one its conversation shows."""
+    def show_branch(self, message_id: int) -> StoredMessage:
+        """Show the branch through this message (any message, in any branch): the conversation reads from
+        its first message through this one, then on along the branch last chosen below it."""
         with self._writing() as db:
-            row = db.execute("SELECT slot FROM messages WHERE id = ?", (message_id,)).fetchone()
+            row = db.execute("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
             if row is None:
                 raise ValueError(f"there is no message {message_id}")
-            db.execute(
-                "UPDATE messages SET shown = (id = ?) WHERE slot = ? AND shown != (id = ?)",
-                (message_id, row["slot"], message_id),
-            )
+            show_path_through(db, row[0], message_id)
         return self._messages_where("m.id = ?", (message_id,))[0]
 
-    def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
-        """Delete a message and every later one, all their versions and inspection data (edit, regenerate)."""
+    def fork(self, message_id: int) -> StoredConversation:
+        """A new conversation holding a copy of the branch up to this message (its inspection data too);
+        the original is not changed."""
         with self._writing() as db:
-            db.execute(
-                "DELETE FROM messages WHERE conversation_id = ? AND slot >= "
-                "COALESCE((SELECT slot FROM messages WHERE id = ?), ?)",
-                (conversation_id, message_id, message_id),
-            )
+            row = db.execute(
+                "SELECT c.title, c.settings FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+                "WHERE m.id = ?",
+                (message_id,),
+            ).fetchone()
+            if row is None:
+                raise ValueError(f"there is no message {message_id}")
+            now = time.time()
+            title = f"{row['title']} (fork)"
+            forked = db.execute(
+                "INSERT INTO conversations (title, created_at, updated_at, settings) VALUES (?, ?, ?, ?)",
+                (title, now, now, row["settings"]),
+            ).lastrowid
+            assert forked is not None
+            copy_branch(db, message_id, forked)
+        return StoredConversation(forked, title, now, now, json.loads(row["settings"] or "{}"))
 
     def user_prompts(self, limit: int = 200) -> list[str]:
         """Earlier prompts, oldest first, for Up-arrow recall."""
@@ -776,14 +861,17 @@ class HistoryStore:
             None,
             row["created_at"],
             row["model"],
-            row["version"],
-            row["version_count"],
+            row["branch"],
+            row["branch_count"],
             row["reasoning"],
+            row["parent_id"],
+            bool(row["shown"]),
         )
 
 
 MESSAGE_COLUMNS = (
     "m.id, m.conversation_id, m.role, m.content, m.status, m.stats, m.error, m.created_at, m.model, m.reasoning, "
-    "(SELECT COUNT(*) FROM messages v WHERE v.slot = m.slot AND v.id <= m.id) AS version, "
-    "(SELECT COUNT(*) FROM messages v WHERE v.slot = m.slot) AS version_count"
+    "m.parent_id, m.shown, "
+    "(SELECT COUNT(*) FROM messages v WHERE v.slot = m.slot AND v.id <= m.id) AS branch, "
+    "(SELECT COUNT(*) FROM messages v WHERE v.slot = m.slot) AS branch_count"
 )

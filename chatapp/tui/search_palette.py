@@ -32,13 +32,14 @@ class HistorySearch(Provider):
             yield Hit(
                 1.0 - rank / 100,  # the store's order (best match first)
                 Content(shown),  # plain text: a "[" in a message is not markup
-                partial(self.open, hit.conversation_id),
+                partial(self.open, hit.conversation_id, hit.message_id),
                 text=shown,
                 help="Open this conversation",
             )
 
-    async def open(self, conversation_id: int) -> None:
-        await self.chat_app.open_conversation(conversation_id)
+    async def open(self, conversation_id: int, message_id: int | None) -> None:
+        """The conversation, on the branch of the message that matched, scrolled to it and marked."""
+        await self.chat_app.open_conversation(conversation_id, message_id)
 
     def nothing(self) -> None:
         pass

@@ -8,7 +8,9 @@ generated in a worker thread (generation.ReplyJob) that saves it as it grows;
 the screen only shows what it is sent.
 
 A conversation opens with its newest PAGE_SIZE messages; earlier ones load as
-the user scrolls up, so a conversation of any length opens at once.
+the user scrolls up, so a conversation of any length opens at once. What the
+screen shows, and the model is sent, is one branch of the conversation's tree
+(chatapp/history/store.py); a search hit opens its branch at the match.
 
 Each window owns the conversations it writes into (claims.py): one that another
 window has open is not opened here.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
@@ -43,12 +46,12 @@ from chatapp.tui.generation import (
 )
 from chatapp.tui.keys import APP_KEYS, app_bindings
 from chatapp.tui.screens.dialogs import ConfirmScreen, TextPromptScreen
-from chatapp.tui.screens.message_actions import MessageActions
+from chatapp.tui.screens.message_actions import PAGE_SIZE, MessageActions
 from chatapp.tui.screens.models import ModelPickerScreen, model_phrase
 from chatapp.tui.screens.settings import ConversationSettings, SettingsScreen
 from chatapp.tui.search_palette import HistorySearch
 from chatapp.tui.widgets.context_bar import ContextBar
-from chatapp.tui.widgets.messages import AssistantMessage, ChatLog, ChatMessage, UserMessage
+from chatapp.tui.widgets.messages import AssistantMessage, ChatLog, ChatMessage, UserMessage, counted
 from chatapp.tui.widgets.prompt import PromptInput
 from chatapp.tui.widgets.sidebar import ConversationSidebar
 from chatapp.tui.widgets.welcome import Welcome
@@ -58,7 +61,6 @@ from model.text.chat_format import FittedPrompt, Message
 if TYPE_CHECKING:
     from chatapp.tui.host import ChatHost
 
-PAGE_SIZE = 20  # messages mounted when a conversation opens, and each time the user scrolls to the top
 MOST_MOUNTED = 3 * PAGE_SIZE
 FIRST_BATCH = 32  # messages read to fit the context; more (x4 each time) while all of them fit
 SIDEBAR_ROWS = 200  # the newest conversations listed; the filter finds every one
@@ -66,6 +68,9 @@ SAVE_RETRY_S = 2.0  # how often a reply the disk had no room for is saved again
 CATCH_UP_S = 1.0  # the longest Enter waits for the input to take the keys typed before it
 APP_ACTIONS = {"help", "stop_or_quit"}  # the App's own among keys.APP_KEYS; every other one is this screen's
 CHAT_ACTIONS = {action for _, action, _, _ in APP_KEYS} - APP_ACTIONS
+# The engines' notice that the context is full (model/text/chat_format.py and the others): the context bar
+# says it after every reply, so a toast says it once per conversation.
+DROPPED_NOTICE = re.compile(r"^(\d+) earlier message\(s\) no longer fit")
 
 
 def screen_bindings() -> list[BindingType]:
@@ -85,7 +90,8 @@ class ChatScreen(MessageActions):
         super().__init__()
         self.conversation: StoredConversation | None = None
         self.job: ReplyJob | None = None
-        self.editing: StoredMessage | None = None  # the user message Ctrl+L put back in the input
+        self.editing: StoredMessage | None = None  # the message Ctrl+L put back in the input
+        self.told_dropped: set[int] = set()  # conversations whose "no longer fit" toast was shown
         self.unsaved: list[ReplyJob] = []  # finished replies the disk had no room for yet
         self.has_earlier = False  # messages above the first one mounted
         self.loading_earlier = False
@@ -128,6 +134,15 @@ class ChatScreen(MessageActions):
     @property
     def log_view(self) -> ChatLog:
         return self.query_one(ChatLog)
+
+    @property
+    def has_later(self) -> bool:
+        """Messages below the last one mounted (the log was opened at a search hit far back)."""
+        return self.log_view.more_below
+
+    @has_later.setter
+    def has_later(self, more: bool) -> None:
+        self.log_view.more_below = more
 
     @property
     def prompt(self) -> PromptInput:
@@ -223,8 +238,9 @@ class ChatScreen(MessageActions):
             listed += [c for c in conversations if c.id == current]
         self.query_one(ConversationSidebar).show(listed, current, more=len(conversations) - len(listed))
 
-    async def open_conversation(self, conversation_id: int) -> bool:
-        """Show a conversation's newest messages; earlier ones load as the user scrolls up.
+    async def open_conversation(self, conversation_id: int, at_message: int | None = None) -> bool:
+        """Show a conversation's newest messages; earlier ones load as the user scrolls up. With at_message
+        (a search hit), the branch through that message, scrolled to it and marked.
         False, with a notice, when another window has it open: this one stays where it is."""
         if not self.claims.claim(conversation_id):
             self.notify("That conversation is open in another chatapp window", severity="warning")
@@ -238,13 +254,15 @@ class ChatScreen(MessageActions):
         self.conversation = conversation
         self.claims.keep_only(self.conversations_written())
         self.store.remember_open(conversation_id)
-        page = self.store.messages(conversation_id, limit=PAGE_SIZE)
-        self.has_earlier = len(page) == PAGE_SIZE and self.store.message_count(conversation_id) > PAGE_SIZE
-        log = self.log_view
-        await log.remove_children()
-        await log.mount_all([self.widget_for(m) for m in page] or [self.welcome()])
-        log.scroll_end(animate=False)
-        log.anchor()
+        found = self.store.message(at_message) if at_message is not None else None
+        if found is not None and found.conversation_id != conversation_id:
+            found = None  # a hit from before the history changed
+        if found is not None and not self.streaming_into(found):
+            try:
+                self.store.show_branch(found.id)
+            except HistoryError as error:  # the conversation opens on the branch it shows
+                self.notify(f"The branch of that match cannot be shown: {failure_text(error)}", severity="error")
+        await self.show_messages(found.id if found is not None else None, found=True)
         self.refresh_sidebar()
         self.update_context()
         self.call_after_refresh(self.fill_the_view)
@@ -252,6 +270,36 @@ class ChatScreen(MessageActions):
             if self.wanted_spec() != self.chat_app.loaded_spec and self.job is None:
                 self.load_wanted_model()
         return True
+
+    def streaming_into(self, message: StoredMessage) -> bool:
+        """This window's reply streams into the message's conversation (its branch must stay)."""
+        return self.job is not None and self.job.conversation_id == message.conversation_id
+
+    async def show_messages(self, at: int | None = None, found: bool = False) -> None:
+        """Mount the shown branch's newest messages, or, when message `at` is older than those, a page from it
+        on; earlier ones load as the user scrolls up, later ones as the user scrolls down. `at` is scrolled to,
+        and marked when it was found by a search."""
+        conversation_id = self.current.id
+        page = self.store.messages(conversation_id, limit=PAGE_SIZE)
+        self.has_later = False
+        if at is not None and at not in {m.id for m in page}:
+            window = self.store.messages(conversation_id, since=at, limit=PAGE_SIZE + 1)
+            if window:
+                page, self.has_later = window[:PAGE_SIZE], len(window) > PAGE_SIZE
+        self.has_earlier = len(page) >= PAGE_SIZE and self.store.message_count(conversation_id) > len(page)
+        if self.has_later:
+            self.has_earlier = bool(self.store.messages(conversation_id, before=page[0].id, limit=1))
+        log = self.log_view
+        await log.remove_children()
+        await log.mount_all([self.widget_for(m) for m in page] or [self.welcome()])
+        target = log.widget_for(at) if at is not None else None
+        if target is None:
+            log.scroll_end(animate=False)
+            log.anchor()
+            return
+        target.set_class(found, "found")
+        log.anchor(False)  # the log stays where the match is, not at its end
+        self.call_after_refresh(log.scroll_to_widget, target, animate=False, top=True)
 
     def conversations_written(self) -> set[int]:
         """What this window holds: the open conversation, and the one its reply streams into."""
@@ -265,13 +313,41 @@ class ChatScreen(MessageActions):
 
     @notifies_failures
     async def fill_the_view(self) -> None:
-        """Short messages may not fill the screen, and a log that cannot scroll never reaches its top."""
-        while self.has_earlier and self.log_view.max_scroll_y == 0 and self.is_mounted:
-            await self.load_earlier_messages()
+        """Short messages may not fill the screen, and a log that cannot scroll never reaches its ends."""
+        while (self.has_earlier or self.has_later) and self.log_view.max_scroll_y == 0 and self.is_mounted:
+            if self.has_later:
+                await self.load_later_messages()
+            else:
+                await self.load_earlier_messages()
 
     @notifies_failures
     async def on_chat_log_near_top(self, event: ChatLog.NearTop) -> None:
         await self.load_earlier_messages()
+
+    @notifies_failures
+    async def on_chat_log_near_bottom(self, event: ChatLog.NearBottom) -> None:
+        await self.load_later_messages()
+
+    async def load_later_messages(self) -> None:
+        """The next page below the last message mounted (the log was opened at a search hit far back)."""
+        if not self.has_later or self.loading_earlier or self.conversation is None:
+            return
+        self.loading_earlier = True
+        try:
+            shown = self.log_view.message_widgets()
+            if not shown:
+                return
+            page = self.store.messages(self.conversation.id, since=shown[-1].message_id, limit=PAGE_SIZE + 2)[1:]
+            self.has_later = len(page) > PAGE_SIZE
+            await self.log_view.mount_all([self.widget_for(m) for m in page[:PAGE_SIZE]])
+            self.update_context()
+        finally:
+            self.loading_earlier = False
+
+    async def reach_the_end(self) -> None:
+        """Where the log stops short of the branch's end, show its newest messages: a new one goes there."""
+        if self.has_later:
+            await self.show_messages()
 
     async def load_earlier_messages(self) -> None:
         if not self.has_earlier or self.loading_earlier or self.conversation is None:
@@ -301,11 +377,13 @@ class ChatScreen(MessageActions):
                 message.stats,
                 message.error,
                 message.model or "Assistant",
-                message.version,
-                message.version_count,
+                message.branch,
+                message.branch_count,
                 thinking,
             )
-        return UserMessage(message.id, message.role, message.content)
+        return UserMessage(
+            message.id, message.role, message.content, message.status, message.branch, message.branch_count
+        )
 
     @notifies_failures
     async def on_conversation_sidebar_selected(self, event: ConversationSidebar.Selected) -> None:
@@ -337,7 +415,7 @@ class ChatScreen(MessageActions):
             messages += [
                 Message(m.role, m.content, reasoning=m.reasoning)
                 for m in stored
-                if m.content and m.status not in NOT_SENT_TO_MODEL
+                if (m.content or m.reasoning) and m.status not in NOT_SENT_TO_MODEL
             ]
             fitted = engine.fit(messages, reserve, continue_last, params)
             if fitted.dropped_messages or len(stored) >= total:
@@ -387,24 +465,34 @@ class ChatScreen(MessageActions):
 
     @notifies_failures
     async def send(self, text: str) -> None:
-        """Save the user's message and start the reply; when it cannot be saved it stays in the input."""
+        """Save the user's message and start the reply; when it cannot be saved it stays in the input.
+        An edit of a message is saved as a new branch beside it (an edited reply is not answered)."""
+        text = text.strip("\n")
+        editing = self.editing
+        if editing is not None and editing.role == "assistant":
+            await self.save_edited_reply(text)
+            return
         if not self.can_generate():
             return
-        text = text.strip("\n")
         conversation = self.current
         try:
-            if self.editing is not None:
-                await self.remove_from(self.editing)  # the edited message takes its place, and its reply goes
-                self.editing = None
-            message = self.store.add_message(conversation.id, "user", text)
+            message = self.store.add_message(
+                conversation.id, "user", text, sibling_of=editing.id if editing is not None else None
+            )
         except HistoryError as error:
             self.notify(f"Not sent: {error.reason} (your message is kept in the input)", severity="error", timeout=15)
             return
+        self.cancel_edit()
         self.prompt.remember(text)
         self.prompt.text = ""
         for welcome in self.query(Welcome):
             await welcome.remove()
-        await self.log_view.mount(UserMessage(message.id, "user", text))
+        if editing is not None:  # the new branch takes the old one's place on screen; the old one stays stored
+            await self.show_new_branch(editing.id, message)
+        else:
+            await self.reach_the_end()
+            if self.log_view.widget_for(message.id) is None:
+                await self.log_view.mount(self.widget_for(message))
         self.conversation = self.store.conversation(conversation.id) or conversation
         try:
             await self.start_reply()
@@ -416,21 +504,22 @@ class ChatScreen(MessageActions):
             )
         self.refresh_sidebar()
 
-    async def start_reply(self, continuing: StoredMessage | None = None, version_of: int | None = None) -> None:
+    async def start_reply(self, continuing: StoredMessage | None = None, sibling_of: int | None = None) -> None:
         """Add the reply's row (or reopen the one to continue) and generate it in a worker thread. What the
         engine refuses before it starts (a prompt that cannot be fitted, a template that does not compile)
         fails this reply in one line, as an error in the engine's thread does."""
         engine, conversation = self.engine, self.current
         assert engine is not None, "can_generate() said yes"
         self.quit_armed = False
-        if continuing is None:  # a new reply (or version) is added first: the version it replaces is not sent
+        await self.reach_the_end()
+        if continuing is None:  # a new reply (or branch) is added first: the reply it replaces is not sent
             stored = self.store.add_message(
                 conversation.id,
                 "assistant",
                 "",
                 status=Status.STREAMING,
                 model=engine.model_name,
-                version_of=version_of,
+                sibling_of=sibling_of,
             )
         else:
             stored = continuing
@@ -505,7 +594,12 @@ class ChatScreen(MessageActions):
         if job.error:
             self.notify(f"The reply failed: {job.error}", severity="error", timeout=10)
         for notice in (job.stats or {}).get("notices", []):
-            self.notify(notice, severity="information")
+            dropped = DROPPED_NOTICE.match(notice)
+            if dropped is None:
+                self.notify(notice, severity="information")
+            elif job.conversation_id not in self.told_dropped:
+                self.told_dropped.add(job.conversation_id)
+                self.notify(dropped_text(int(dropped.group(1))), severity="information")
         self.update_context()
         await self.trim_log()
         if self.wanted_spec() != self.chat_app.loaded_spec:
@@ -569,8 +663,11 @@ class ChatScreen(MessageActions):
     def mark_dropped_messages(self, dropped: int) -> None:
         """Dim the mounted messages that no longer fit in the context."""
         sent = [w for w in self.log_view.message_widgets() if w.content and w.status not in NOT_SENT_TO_MODEL]
-        count = self.store.message_count(self.current.id)
-        above = count - len(self.log_view.message_widgets())  # not mounted; each of them was dropped first
+        mounted = self.log_view.message_widgets()
+        if self.has_later and mounted:  # opened far back: what is above is counted, not what is mounted
+            above = self.store.message_count(self.current.id, before=mounted[0].message_id)
+        else:
+            above = self.store.message_count(self.current.id) - len(mounted)  # each of those was dropped first
         for index, widget in enumerate(sent):
             widget.set_out_of_context(index + above < dropped)
 
@@ -705,3 +802,13 @@ class ChatScreen(MessageActions):
                 app.remember_model_path(spec, choices)  # last: a settings file that cannot be written spoils nothing
 
         self.app.push_screen(ModelPickerScreen(choices, app.loaded_spec or ""), chosen)
+
+
+def dropped_text(count: int) -> str:
+    """The toast for a context that is full, once per conversation (the context bar keeps the count)."""
+    verb = "fits" if count == 1 else "fit"
+    was = "was" if count == 1 else "were"
+    return (
+        f"{counted(count, 'earlier message')} no longer {verb} the context and {was} left out "
+        "(the context bar counts them from now on)"
+    )

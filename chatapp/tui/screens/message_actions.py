@@ -1,5 +1,8 @@
-"""What the chat screen does to its messages: regenerate (a new version), step between
-versions, edit the last message, continue a reply, copy, export, inspect.
+"""What the chat screen does to its messages: edit or regenerate from any message (a new
+branch beside it; the old branch stays), step between branches, fork the conversation
+from a message, continue a reply, copy, export, inspect.
+
+A message is the selected one (focused: Tab or the mouse), else the last one of its kind.
 
 The base of ChatScreen (screens/chat.py), which supplies the store, the engine, the
 log and the open conversation (what it supplies is declared below, for the type
@@ -13,11 +16,11 @@ from typing import TYPE_CHECKING
 from textual.screen import Screen
 from textual.widgets import TextArea
 
-from chatapp.history import CONTINUABLE, HistoryError, StoredMessage
+from chatapp.history import CONTINUABLE, HistoryError, Status, StoredMessage
 from chatapp.paths import data_dir
 from chatapp.tui.clipboard import copy_text
 from chatapp.tui.export import export_files
-from chatapp.tui.failures import failure_text
+from chatapp.tui.failures import failure_text, notifies_failures
 from chatapp.tui.screens.inspector import InspectorScreen
 from chatapp.tui.widgets.messages import AssistantMessage, ChatMessage
 from chatapp.tui.widgets.prompt import PromptInput
@@ -30,12 +33,14 @@ if TYPE_CHECKING:
     from model.inference.backend import Backend
 
 RECENT = 20  # the newest messages, where the last message of a role is looked for
+PAGE_SIZE = 20  # messages mounted when a conversation opens, and each time the user scrolls to the top or end
 
 
 class MessageActions(Screen[None]):
     if TYPE_CHECKING:  # what ChatScreen supplies
         job: ReplyJob | None
         editing: StoredMessage | None
+        has_later: bool
 
         @property
         def store(self) -> HistoryStore: ...
@@ -48,55 +53,109 @@ class MessageActions(Screen[None]):
         @property
         def prompt(self) -> PromptInput: ...
         def can_generate(self) -> bool: ...
-        async def start_reply(self, continuing: StoredMessage | None = None, version_of: int | None = None) -> None: ...
+        async def start_reply(self, continuing: StoredMessage | None = None, sibling_of: int | None = None) -> None: ...
         def widget_for(self, message: StoredMessage) -> ChatMessage: ...
         def update_context(self) -> None: ...
         def chat_settings(self) -> ChatDefaults: ...
+        async def show_messages(self, at: int | None = None, found: bool = False) -> None: ...
+        async def open_conversation(self, conversation_id: int, at_message: int | None = None) -> bool: ...
 
     def last_message(self, role: str | None = None) -> StoredMessage | None:
         """The newest message (of that role): found among the newest ones, without reading the whole conversation."""
         recent = self.store.messages(self.current.id, limit=RECENT)
         return next((m for m in reversed(recent) if role is None or m.role == role), None)
 
-    async def remove_from(self, message: StoredMessage) -> None:
-        self.store.delete_messages_from(self.current.id, message.id)
-        for widget in self.log_view.message_widgets():
-            if widget.message_id >= message.id:
-                await widget.remove()
+    async def remove_widgets_from(self, message_id: int) -> None:
+        """Take the message's widget and every one after it off the screen (a new branch replaces them)."""
+        widgets = self.log_view.message_widgets()
+        position = next((i for i, w in enumerate(widgets) if w.message_id == message_id), len(widgets))
+        await self.log_view.remove_children(widgets[position:])
+        self.has_later = False  # what follows is the new branch's, mounted by the caller
+
+    async def show_new_branch(self, replaced_id: int, new: StoredMessage) -> None:
+        """The new branch's first message in place of the one it branched from, and of all after it (or the
+        whole log shown again, where that one is no longer mounted)."""
+        if self.log_view.widget_for(replaced_id) is None:
+            await self.show_messages()
+            return
+        await self.remove_widgets_from(replaced_id)
+        await self.log_view.mount(self.widget_for(new))
+        self.log_view.scroll_end(animate=False)
+        self.log_view.anchor()
+
+    def selected_stored(self, unselected_role: str | None = None) -> StoredMessage | None:
+        """The selected message, else the newest one (of that role), as stored."""
+        widget = self.focused
+        if isinstance(widget, ChatMessage):
+            return self.store.message(widget.message_id)
+        return self.last_message(unselected_role)
+
+    def streaming_here(self) -> bool:
+        """A reply streams into the open conversation: its branch must not change under it."""
+        if self.job is not None and self.job.conversation_id == self.current.id:
+            self.notify("A reply is still streaming: Esc or Ctrl+C stops it", severity="warning")
+            return True
+        return False
 
     async def action_regenerate(self) -> None:
-        """A new version of the last reply; the earlier ones are kept (Alt+Left/Right step between them)."""
-        last = self.last_message()
-        if last is None or last.role == "system" or not self.can_generate():
+        """A new reply in place of the selected one (or to the selected message of yours), as a new branch:
+        the old reply, and all that followed it, stay (Alt+Left/Right step between them)."""
+        target = self.selected_stored()
+        if target is None or target.role == "system" or not self.can_generate():
             return
-        if last.role != "assistant":
+        replaced = target if target.role == "assistant" else self.reply_to(target)
+        if replaced is None:  # the last message is the user's: its reply is simply asked for
             await self.start_reply()
             return
-        widget = self.log_view.widget_for(last.id)
-        if widget is not None:
-            await widget.remove()
+        await self.remove_widgets_from(replaced.id)
         try:
-            await self.start_reply(version_of=last.id)
-        except HistoryError as error:  # no new version could be added: the one there was stays
-            await self.log_view.mount(self.widget_for(last))
-            self.notify(f"No new version: {failure_text(error)}", severity="error", timeout=15)
+            await self.start_reply(sibling_of=replaced.id)
+        except HistoryError as error:  # no new branch could be added: the one there was stays
+            await self.show_messages()
+            self.notify(f"No new version of the reply: {failure_text(error)}", severity="error", timeout=15)
 
-    async def action_edit_last(self) -> None:
-        """Put the last message back in the input; it (and its reply) is replaced only when the edit is sent."""
-        last = self.last_message("user")
-        if last is None or self.job is not None:
+    def reply_to(self, message: StoredMessage) -> StoredMessage | None:
+        """The message after this one in the shown branch (its reply), if any."""
+        following = self.store.messages(self.current.id, since=message.id, limit=2)
+        return following[1] if len(following) == 2 and following[0].id == message.id else None
+
+    async def action_edit_message(self) -> None:
+        """Put the selected message (else your last one) back in the input; Enter saves the edit as a new
+        branch beside it (a message of yours is then answered again); the old branch stays."""
+        target = self.selected_stored("user")
+        if target is None or target.role == "system" or target.status == Status.STREAMING or self.streaming_here():
             return
-        self.editing = last
-        for widget in self.log_view.message_widgets():
-            widget.set_class(widget.message_id >= last.id, "being-edited")
-        self.prompt.text = last.content
+        self.editing = target
+        widgets = self.log_view.message_widgets()
+        position = next((i for i, w in enumerate(widgets) if w.message_id == target.id), len(widgets))
+        for index, widget in enumerate(widgets):
+            widget.set_class(index >= position, "being-edited")
+        self.prompt.text = target.content
         self.prompt.move_cursor(self.prompt.document.end)
         self.prompt.focus()
+        whose = "your message" if target.role == "user" else "this reply"
         self.notify(
-            "Editing your last message: Enter sends it in place of the old one and its reply; "
+            f"Editing {whose}: Enter saves it as a new branch (the old one stays: Alt+Left/Right); "
             "clearing the input cancels",
             timeout=6,
         )
+
+    async def save_edited_reply(self, text: str) -> None:
+        """An edited reply becomes a new branch beside the old one; nothing is generated."""
+        editing = self.editing
+        if editing is None or self.streaming_here():
+            return
+        try:
+            edited = self.store.add_message(
+                self.current.id, "assistant", text, model=editing.model, sibling_of=editing.id
+            )
+        except HistoryError as error:
+            self.notify(f"Not saved: {failure_text(error)} (your edit is kept in the input)", severity="error")
+            return
+        self.cancel_edit()
+        self.prompt.text = ""
+        await self.show_new_branch(editing.id, edited)
+        self.update_context()
 
     def cancel_edit(self) -> None:
         if self.editing is None:
@@ -131,36 +190,65 @@ class MessageActions(Screen[None]):
             await self.log_view.mount(self.widget_for(last))
             self.notify(f"Not continued: {failure_text(error)}", severity="error", timeout=15)
 
-    async def action_previous_version(self) -> None:
-        await self.step_version(-1)
+    async def action_previous_branch(self) -> None:
+        await self.step_branch_of(self.branch_target(), -1)
 
-    async def action_next_version(self) -> None:
-        await self.step_version(+1)
+    async def action_next_branch(self) -> None:
+        await self.step_branch_of(self.branch_target(), +1)
 
-    async def step_version(self, step: int) -> None:
-        """Show an earlier or later version of the selected reply; the one shown is what the model is sent."""
-        widget = self.selected_message("assistant")
-        if widget is None:
+    @notifies_failures
+    async def on_chat_message_step_branch(self, event: ChatMessage.StepBranch) -> None:
+        await self.step_branch_of(self.log_view.widget_for(event.message_id), event.step)
+
+    def branch_target(self) -> ChatMessage | None:
+        """The selected message, else the newest one."""
+        focused = self.focused
+        if isinstance(focused, ChatMessage):
+            return focused
+        widgets = self.log_view.message_widgets()
+        return widgets[-1] if widgets else None
+
+    async def step_branch_of(self, widget: ChatMessage | None, step: int) -> None:
+        """Show the branch before or after this message's: the rest of the conversation follows it, and what
+        is shown is what the model is sent."""
+        if widget is None or self.streaming_here():
             return
-        if self.job is not None and self.job.message_id == widget.message_id:
-            self.notify("That reply is still streaming")
-            return
-        ids = [version.id for version in self.store.versions(widget.message_id)]
+        ids = [branch.id for branch in self.store.branches(widget.message_id)]
         index = ids.index(widget.message_id) + step if widget.message_id in ids else -1
         if not 0 <= index < len(ids):
             self.notify(
-                "This reply has only one version (Ctrl+R makes another)"
+                "This message has no other branch (Ctrl+L edits it, Ctrl+R answers it again)"
                 if len(ids) < 2
-                else f"No {'earlier' if step < 0 else 'later'} version"
+                else f"No {'earlier' if step < 0 else 'later'} branch"
             )
             return
-        shown = self.widget_for(self.store.show_version(ids[index]))
+        shown = self.store.show_branch(ids[index])
         had_focus = widget.has_focus
-        await self.log_view.mount(shown, after=widget)
-        await widget.remove()
-        if had_focus:
-            shown.focus()
+        tail = self.store.messages(self.current.id, since=shown.id, limit=PAGE_SIZE + 1)
+        following = [self.widget_for(m) for m in tail[:PAGE_SIZE]]
+        await self.remove_widgets_from(widget.message_id)
+        self.has_later = len(tail) > PAGE_SIZE  # a long branch pages in as the user scrolls down
+        await self.log_view.mount_all(following)
+        if had_focus and following:
+            following[0].focus()
         self.update_context()
+
+    async def action_fork(self) -> None:
+        """A new conversation holding this branch up to the selected message (else all of it), opened."""
+        target = self.selected_stored()
+        if target is None:
+            self.notify("Nothing to fork yet")
+            return
+        if target.status == Status.STREAMING:
+            self.notify("That reply is still streaming", severity="warning")
+            return
+        try:
+            fork = self.store.fork(target.id)
+        except HistoryError as error:
+            self.notify(f"Not forked: {failure_text(error)}", severity="error", timeout=10)
+            return
+        if await self.open_conversation(fork.id):
+            self.notify(f"Forked into “{fork.title}”: the original conversation is unchanged")
 
     def selected_message(self, role: str | None = None) -> ChatMessage | None:
         focused = self.focused
@@ -183,8 +271,15 @@ class MessageActions(Screen[None]):
         self.notify(copy_text(self.app, blocks[-1]))
 
     def action_export(self) -> None:
+        """Markdown of the shown branch, JSON of the whole tree."""
+        conversation = self.current
         try:
-            paths = export_files(data_dir() / "exports", self.current, self.store.messages(self.current.id))
+            paths = export_files(
+                data_dir() / "exports",
+                conversation,
+                self.store.messages(conversation.id),
+                self.store.every_branch(conversation.id),
+            )
         except OSError as error:
             self.notify(f"Not exported: {error.strerror or error}", severity="error", timeout=10)
             return

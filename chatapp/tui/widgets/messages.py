@@ -3,6 +3,9 @@
 A reply streams into Textual's Markdown widget (one widget per block, which it can
 grow piece by piece) and, once finished, becomes one Static rendering Rich's
 Markdown: a long log of block widgets makes every layout slow.
+
+A message with siblings (other branches of the conversation at that point) shows
+"‹ branch 2/3 ›"; a click on either half steps to the branch before or after.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from markdown_it import MarkdownIt
 from rich.markdown import Markdown as RichMarkdown
 from rich.text import Text
+from textual import events
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
@@ -29,10 +33,15 @@ STATUS_NOTES = {
 UNFINISHED_LOOK = (Status.INTERRUPTED, Status.ERROR, Status.STOPPED)  # shown dimmed, with their note
 
 
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """ "1 token", "2 tokens", "1,000 replies"."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
+
+
 def format_stats(stats: dict | None) -> str:
     if not stats:
         return ""
-    parts = [f"finish: {stats.get('reason', '?')}", f"{stats.get('completion_tokens', 0)} tokens"]
+    parts = [f"finish: {stats.get('reason', '?')}", counted(stats.get("completion_tokens", 0), "token")]
     if stats.get("tokens_per_second"):
         parts.append(f"{stats['tokens_per_second']:.1f} tok/s")
     if stats.get("time_to_first_token_s") is not None:
@@ -78,7 +87,7 @@ def thinking_summary(stats: dict | None, streaming: bool) -> str:
     stats = stats or {}
     numbers = []
     if stats.get("thinking_tokens"):
-        numbers.append(f"{stats['thinking_tokens']:,} tokens")
+        numbers.append(counted(stats["thinking_tokens"], "token"))
     if stats.get("thinking_s"):
         numbers.append(f"{stats['thinking_s']:.1f} s")
     head = "thinking…" if streaming or numbers else "thinking"
@@ -113,17 +122,62 @@ class ThinkingBlock(Static):
         self.toggle()
 
 
+class BranchSwitcher(Static):
+    """ "‹ branch 2/3 ›" under a message with siblings: a click on its left half shows the branch
+    before, on its right half the one after."""
+
+    def __init__(self, text: str):
+        super().__init__(f"‹ {text} ›", classes="branches", markup=False)
+
+    def on_click(self, event: events.Click) -> None:
+        message = next((a for a in self.ancestors if isinstance(a, ChatMessage)), None)
+        if message is not None:
+            event.stop()
+            step = -1 if event.x < self.content_size.width // 2 else +1
+            self.post_message(ChatMessage.StepBranch(message.message_id, step))
+
+
 class ChatMessage(Vertical):
-    """One message; focusable so that it can be selected for copy and the inspector."""
+    """One message; focusable so that it can be selected for copy, the inspector, an edit or a fork."""
+
+    DEFAULT_CSS = """
+    ChatMessage .branches { color: $text-muted; width: auto; }
+    ChatMessage .branches:hover { color: $accent; }
+    ChatMessage.found { border-left: thick $warning; }
+    """
 
     can_focus = True
 
-    def __init__(self, message_id: int, role: str, content: str, status: str = Status.COMPLETE, **kwargs):
+    class StepBranch(Message):
+        """A click on a message's branch switcher: show its sibling `step` away."""
+
+        def __init__(self, message_id: int, step: int):
+            super().__init__()
+            self.message_id, self.step = message_id, step
+
+    def __init__(
+        self,
+        message_id: int,
+        role: str,
+        content: str,
+        status: str = Status.COMPLETE,
+        branch: int = 1,
+        branch_count: int = 1,
+        **kwargs,
+    ):
         super().__init__(classes=f"message {role}", **kwargs)
         self.message_id = message_id
         self.role = role
         self.content = content
         self.status = status
+        self.branch, self.branch_count = branch, branch_count
+
+    def branch_text(self) -> str:
+        """ "branch 2/3" where the conversation branches at this message, else ""."""
+        return f"branch {self.branch}/{self.branch_count}" if self.branch_count > 1 else ""
+
+    def branch_switcher(self) -> list[BranchSwitcher]:
+        return [BranchSwitcher(self.branch_text())] if self.branch_count > 1 else []
 
     def set_out_of_context(self, out: bool) -> None:
         if self.has_class("out-of-context") != out:  # a class change restyles the widget: costly in a long log
@@ -134,6 +188,7 @@ class UserMessage(ChatMessage):
     def compose(self):
         yield Label("You", classes="role")
         yield Static(Text(self.content), classes="body")
+        yield from self.branch_switcher()
 
 
 class AssistantMessage(ChatMessage):
@@ -147,15 +202,14 @@ class AssistantMessage(ChatMessage):
         stats: dict | None = None,
         error: str | None = None,
         model_name: str = "Assistant",
-        version: int = 1,
-        version_count: int = 1,
+        branch: int = 1,
+        branch_count: int = 1,
         thinking: str = "",
         **kwargs,
     ):
-        super().__init__(message_id, "assistant", content, status, **kwargs)
+        super().__init__(message_id, "assistant", content, status, branch, branch_count, **kwargs)
         self.thinking = thinking  # a reasoning model's thinking, shown apart above the answer
         self.stats, self.error, self.model_name = stats, error, model_name
-        self.version, self.version_count = version, version_count
         self._stream: MarkdownStream | None = None
 
     def compose(self):
@@ -166,11 +220,10 @@ class AssistantMessage(ChatMessage):
         else:
             yield FinishedReply(self.content)
         yield Label(self.footer_text(), classes="stats")
+        yield from self.branch_switcher()
 
     def footer_text(self) -> str:
         parts = [format_stats(self.stats), STATUS_NOTES.get(self.status, self.status)]
-        if self.version_count > 1:
-            parts.insert(0, f"version {self.version}/{self.version_count} (alt+left/right)")
         if self.error:
             parts.append(f"error: {self.error}")
         return "  ".join(p for p in parts if p)
@@ -229,7 +282,7 @@ class AssistantMessage(ChatMessage):
         for body in [*self.query(Markdown), *self.query(FinishedReply)]:
             await body.remove()
         if not self.is_attached:
-            return  # removed meanwhile (the app is closing, or another version is shown)
+            return  # removed meanwhile (the app is closing, or another branch is shown)
         await self.mount(FinishedReply(content), before=self.query_one(".stats", Label))
         self.query_one(".stats", Label).update(self.footer_text())
         self.set_class(status in UNFINISHED_LOOK, "unfinished")
@@ -251,12 +304,16 @@ class AssistantMessage(ChatMessage):
 
 class ChatLog(VerticalScroll):
     """The messages; follows a streaming reply unless the user scrolls up, and asks
-    for earlier messages when the user reaches the top."""
+    for earlier messages when the user reaches the top (later ones at the bottom)."""
 
     class NearTop(Message):
         """The user scrolled to the top: time to load earlier messages."""
 
+    class NearBottom(Message):
+        """The user scrolled to the bottom: time to load later messages (where the log stops short of them)."""
+
     NEAR_TOP_ROWS = 2
+    more_below = False  # later messages are not mounted (the chat screen says so): NearBottom asks for them
 
     def on_mount(self) -> None:
         self.anchor()
@@ -265,6 +322,8 @@ class ChatLog(VerticalScroll):
         super().watch_scroll_y(old_value, new_value)
         if new_value < old_value and new_value <= self.NEAR_TOP_ROWS:
             self.post_message(self.NearTop())
+        elif self.more_below and new_value > old_value and new_value >= self.max_scroll_y - self.NEAR_TOP_ROWS:
+            self.post_message(self.NearBottom())
 
     async def prepend(self, widgets: list[Widget]) -> None:
         """Mount widgets above the others without moving what the user is looking at."""

@@ -29,7 +29,7 @@ def test_a_v3_history_migrates_with_no_thinking(tmp_path):
     path = tmp_path / "history.sqlite3"
     v3_file(path)
     store = HistoryStore(path)
-    assert store.schema_version == SCHEMA_VERSION == 4
+    assert store.schema_version == SCHEMA_VERSION == 5
     assert [(m.role, m.content, m.reasoning) for m in store.messages(1)] == [
         ("user", "hi", ""),
         ("assistant", "yo", ""),

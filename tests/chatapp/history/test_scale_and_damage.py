@@ -1,5 +1,5 @@
 """The history at scale and when things go wrong, against real SQLite files:
-migration from v2, unusable files, versions, paging, packed inspection data,
+migration from v2, unusable files, branches, paging, packed inspection data,
 full-text search, two instances on one file."""
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def test_a_v2_history_migrates_with_its_messages_inspection_and_search(tmp_path,
     path = tmp_path / "history.sqlite3"
     v2_file(path, replies_with_inspection=3)
     store = HistoryStore(path)
-    assert store.schema_version == SCHEMA_VERSION == 4
+    assert store.schema_version == SCHEMA_VERSION == 5
     shown = store.messages(1)
     assert [m.content for m in shown] == [
         "question 0 about Elsinore",
@@ -103,7 +103,7 @@ def test_a_v2_history_migrates_with_its_messages_inspection_and_search(tmp_path,
         "half",
     ]
     assert shown[-1].status == Status.INTERRUPTED and store.recovered == 1
-    assert all((m.version, m.version_count, m.model, m.inspection) == (1, 1, None, None) for m in shown)
+    assert all((m.branch, m.branch_count, m.model, m.inspection) == (1, 1, None, None) for m in shown)
     replies = [m for m in shown if m.role == "assistant"]
     assert store.inspection(replies[0].id) is None  # only the newest INSPECTION_KEPT replies keep theirs
     steps = store.inspection(replies[2].id)
@@ -237,59 +237,55 @@ def test_the_open_check_reads_no_more_than_the_header_and_schema(tmp_path):
     HistoryStore(path).close()  # opens: damage in data pages shows when they are read, as a HistoryError
 
 
-# --- versions ---
+# --- branches ---
 
 
-def test_a_new_version_takes_its_reply_slot_and_the_old_one_can_be_shown_again(tmp_path):
+def test_a_regenerated_reply_is_a_branch_and_the_old_one_can_be_shown_again(tmp_path):
     store = HistoryStore(tmp_path / "h.sqlite3")
     conversation = store.create_conversation()
     question = store.add_message(conversation.id, "user", "to be?")
     first = store.add_message(conversation.id, "assistant", "Not to be.", model="small")
     later = store.add_message(conversation.id, "user", "and then?")
     second = store.add_message(
-        conversation.id, "assistant", "", status=Status.STREAMING, model="big", version_of=first.id
+        conversation.id, "assistant", "", status=Status.STREAMING, model="big", sibling_of=first.id
     )
-    assert (second.version, second.version_count, second.model) == (2, 2, "big")
+    assert (second.branch, second.branch_count, second.model, second.parent_id) == (2, 2, "big", question.id)
     store.finish_message(second.id, "To be.", Status.COMPLETE)
     shown = store.messages(conversation.id)
-    assert [m.id for m in shown] == [question.id, second.id, later.id]
-    assert (shown[1].version, shown[1].version_count, shown[1].model) == (2, 2, "big")
-    assert [(v.id, v.version, v.model) for v in store.versions(first.id)] == [
+    assert [m.id for m in shown] == [question.id, second.id]  # the new branch has no "and then?" yet
+    assert (shown[1].branch, shown[1].branch_count, shown[1].model) == (2, 2, "big")
+    assert [(v.id, v.branch, v.model) for v in store.branches(first.id)] == [
         (first.id, 1, "small"),
         (second.id, 2, "big"),
     ]
-    assert store.versions(second.id) == store.versions(first.id)
+    assert store.branches(second.id) == store.branches(first.id)
     found = [h.message_id for h in store.search("to be")]
-    assert found == [
-        None,
-        second.id,
-        question.id,
-    ]  # the title, then messages newest first; hidden versions are not found
-    again = store.show_version(first.id)
-    assert (again.id, again.version, again.version_count) == (first.id, 1, 2)
-    assert [m.id for m in store.messages(conversation.id)] == [question.id, first.id, later.id]
-    assert [h.message_id for h in store.search("not")] == [first.id]
+    assert found == [None, second.id, first.id, question.id]  # the title, then messages of every branch
+    again = store.show_branch(first.id)
+    assert (again.id, again.branch, again.branch_count) == (first.id, 1, 2)
+    assert [m.id for m in store.messages(conversation.id)] == [question.id, first.id, later.id]  # its branch goes on
     assert store.message_count(conversation.id) == 3
-    third = store.add_message(conversation.id, "assistant", "Maybe.", version_of=second.id)
-    assert (third.version, third.version_count) == (3, 3)
+    third = store.add_message(conversation.id, "assistant", "Maybe.", sibling_of=second.id)
+    assert (third.branch, third.branch_count) == (3, 3)
+    assert [m.id for m in store.messages(conversation.id)] == [question.id, third.id]
     with pytest.raises(ValueError):
-        store.add_message(store.create_conversation().id, "assistant", "", version_of=first.id)
+        store.add_message(store.create_conversation().id, "assistant", "", sibling_of=first.id)
+    with pytest.raises(ValueError):
+        store.show_branch(10_000)
 
 
-def test_deleting_from_a_message_deletes_every_version_and_their_inspection(tmp_path):
+def test_deleting_a_conversation_deletes_every_branch_and_its_inspection(tmp_path):
     store = HistoryStore(tmp_path / "h.sqlite3")
     conversation = store.create_conversation()
-    keep = store.add_message(conversation.id, "user", "keep")
-    edited = store.add_message(conversation.id, "user", "edited")
+    store.add_message(conversation.id, "user", "edited")
     reply = store.add_message(conversation.id, "assistant", "", status=Status.STREAMING)
     store.finish_message(reply.id, "old", Status.COMPLETE, inspection=[new_step(5, "old")])
-    version = store.add_message(conversation.id, "assistant", "", status=Status.STREAMING, version_of=reply.id)
-    store.finish_message(version.id, "new", Status.COMPLETE, inspection=[new_step(6, "new")])
-    store.delete_messages_from(conversation.id, edited.id)
-    assert [m.id for m in store.messages(conversation.id)] == [keep.id]
-    assert store.versions(reply.id) == [] and store.inspection(version.id) is None
+    branch = store.add_message(conversation.id, "assistant", "", status=Status.STREAMING, sibling_of=reply.id)
+    store.finish_message(branch.id, "new", Status.COMPLETE, inspection=[new_step(6, "new")])
+    store.delete(conversation.id)
+    assert store.branches(reply.id) == [] and store.inspection(branch.id) is None
     assert store._db.execute("SELECT COUNT(*) FROM inspections").fetchone()[0] == 0
-    assert store.search("new") == [] and store.search("edited") == []
+    assert store.search("new") == [] and store.search("old") == [] and store.search("edited") == []
 
 
 # --- paging ---
@@ -318,10 +314,13 @@ def test_pages_of_a_long_conversation_come_oldest_first_and_use_an_index(tmp_pat
     assert [m.id for m in store.messages(conversation.id, before=ids[3], limit=40)] == ids[:3]
     assert [m.id for m in store.messages(conversation.id, before=ids[10])] == ids[:10]
     assert store.message_count(conversation.id) == 1000
-    version = store.add_message(conversation.id, "assistant", "rewritten", version_of=ids[-39])
+    assert [m.id for m in store.messages(conversation.id, since=ids[-3])] == ids[-3:]
+    branch = store.add_message(conversation.id, "assistant", "rewritten", sibling_of=ids[-39])
     page = store.messages(conversation.id, limit=40)
-    assert [m.id for m in page] == ids[-40:-39] + [version.id] + ids[-38:]  # a version sits where its first one was
-    assert store.message_count(conversation.id) == 1000
+    assert [m.id for m in page] == ids[-78:-39] + [branch.id]  # the new branch ends where it starts
+    assert store.message_count(conversation.id) == 1000 - 38
+    store.show_branch(ids[-39])
+    assert [m.id for m in store.messages(conversation.id, limit=40)] == ids[-40:]
     plan = " ".join(
         row[3]
         for row in store._db.execute(
@@ -510,3 +509,18 @@ def test_a_reply_whose_conversation_was_deleted_while_it_streamed_finishes_quiet
         reply.id, "too late", Status.COMPLETE, inspection=[new_step(1, "late")]
     )  # no error: nothing to save
     assert store.message(reply.id) is None and store.inspection(reply.id) is None
+
+
+def test_a_control_token_written_by_its_name_stays_one_when_stored(tmp_path):
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    conversation = store.create_conversation()
+    reply = store.add_message(conversation.id, "assistant", "", status=Status.STREAMING)
+    end = {"token_id": 7, "text": "<|im_end|>", "control": True, "rank": 1, "candidates": []}
+    end["candidates"] = [
+        {"id": 7, "text": "<|im_end|>", "control": True, "raw_prob": 0.9, "final_prob": 1.0, "drawn": True},
+        {"id": 8, "text": "<|im_end|>", "raw_prob": 0.1, "final_prob": 0.0, "drawn": False, "cut_by": "greedy"},
+    ]
+    store.finish_message(reply.id, "done", Status.COMPLETE, inspection=[new_step(100, " done"), end])
+    plain, back = store.inspection(reply.id)
+    assert "control" not in plain and back["control"] and back["text"] == "<|im_end|>"
+    assert back["candidates"][0]["control"] and "control" not in back["candidates"][1]  # typed text, not the token

@@ -52,11 +52,11 @@ async def test_regenerate_keeps_every_version_and_steps_between_them(tmp_path):
         await wait_idle(pilot)
         conversation = app.chat.conversation.id
         assert reply_texts(app) == ["second"] and shown(store, conversation) == ["hi", "second"]
-        assert "version 2/2" in app.query_one(AssistantMessage).footer_text()
+        assert app.query_one(AssistantMessage).branch_text() == "branch 2/2"
         await pilot.press("alt+left")
         await pilot.pause()
         assert reply_texts(app) == ["first"] and shown(store, conversation) == ["hi", "first"]
-        assert "version 1/2" in app.query_one(AssistantMessage).footer_text()
+        assert app.query_one(AssistantMessage).branch_text() == "branch 1/2"
         await send(pilot, "and then?")
         await wait_idle(pilot)
         assert [m.content for m in engine.calls[-1]["messages"]] == ["hi", "first", "and then?"]

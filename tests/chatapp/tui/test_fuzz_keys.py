@@ -49,8 +49,8 @@ WRITE_METHODS = (
     "heartbeat",
     "reopen_message",
     "finish_message",
-    "show_version",
-    "delete_messages_from",
+    "show_branch",
+    "fork",
 )
 
 KEYS = sorted(
@@ -89,7 +89,7 @@ class PacedBackend(FakeBackend):
 
 class StoreFaults:
     """Wraps the store's writes: raises while `failure` is set; otherwise writes and keeps the oracle, the user
-    messages the store accepted (id -> conversation, content) less those the user deleted since."""
+    messages the store accepted (id -> conversation, content) less those of conversations the user deleted."""
 
     def __init__(self, store: HistoryStore, mp: pytest.MonkeyPatch):
         self.store, self.path = store, Path(store.path)
@@ -110,29 +110,14 @@ class StoreFaults:
             if self.failure is not None:
                 self.raise_failure()
             bound = signature.bind(*args, **kwargs).arguments
-            doomed: set[int] = set()
-            if name == "delete_messages_from":
-                doomed = self.ids_from(bound["conversation_id"], bound["message_id"])
             result = real(*args, **kwargs)
             if name == "add_message" and bound["role"] == "user":
                 self.expected[result.id] = (bound["conversation_id"], bound["content"])
             elif name == "delete":
                 self.expected = {k: v for k, v in self.expected.items() if v[0] != bound["conversation_id"]}
-            for message_id in doomed:
-                self.expected.pop(message_id, None)
             return result
 
         return write
-
-    def ids_from(self, conversation_id: int, message_id: int) -> set[int]:
-        """What delete_messages_from will delete (its own condition, read before it runs)."""
-        with read_only(self.path) as db:
-            rows = db.execute(
-                "SELECT id FROM messages WHERE conversation_id = ? AND slot >= "
-                "COALESCE((SELECT slot FROM messages WHERE id = ?), ?)",
-                (conversation_id, message_id, message_id),
-            ).fetchall()
-        return {row[0] for row in rows}
 
 
 class read_only:
@@ -236,7 +221,7 @@ def check_history(faults: StoreFaults, may_stream: bool) -> None:
     fresh = HistoryStore(faults.path)  # the file opens again, every accepted message in its conversation
     try:
         for message_id, (conversation_id, content) in faults.expected.items():
-            assert content in [m.content for m in fresh.messages(conversation_id) if m.id == message_id]
+            assert content in [m.content for m in fresh.every_branch(conversation_id) if m.id == message_id]
     finally:
         fresh.close()
 

@@ -62,8 +62,8 @@ def test_every_key_is_bound_once_and_none_is_a_text_areas_own():
     assert {
         "next_conversation",
         "previous_conversation",
-        "previous_version",
-        "next_version",
+        "previous_branch",
+        "next_branch",
         "search",
         "stop_or_quit",
     } <= actions

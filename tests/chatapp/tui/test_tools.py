@@ -102,7 +102,9 @@ async def test_export_writes_markdown_and_json():
     files = sorted((data_dir() / "exports").iterdir())
     assert [f.suffix for f in files] == [".json", ".md"]
     markdown = files[1].read_text()
-    assert "# Hello" in markdown and "## You\n\nHello" in markdown and "## Assistant\n\nGood morrow." in markdown
+    assert (
+        "# Hello" in markdown and "## You\n\nHello" in markdown and "## fake-model\n\nGood morrow." in markdown
+    )  # the model that wrote it
     data = json.loads(files[0].read_text())
     assert [(m["role"], m["content"]) for m in data["messages"]] == [("user", "Hello"), ("assistant", "Good morrow.")]
 
