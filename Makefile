@@ -1,24 +1,47 @@
-# Two commands: `make chat` (set up, then chat with the built-in model) and
-# `make test` (set up, then run the whole test suite).
+# Two commands: `make chat` (set up the light install, no PyTorch, then chat with the built-in model)
+# and `make test` (set up everything, PyTorch included, then run the whole test suite).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # A portable llama.cpp build (runs on any x86-64 with AVX2), without the multimodal library.
 export CMAKE_ARGS ?= -DGGML_NATIVE=off -DLLAVA_BUILD=off
+TORCH_VERSION := 2.13.0
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 
-.PHONY: setup chat test lint test-oldest-python bundle clean
+.PHONY: setup setup-light chat test test-light lint test-oldest-python bundle clean
 
 setup: $(VENV)/.installed
+setup-light: $(VENV)/.installed-light
 
+# the light install (`pip install chatapp`): the chat app on llama.cpp, no torch
+$(VENV)/.installed-light: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# everything: torch first, then chatapp with its torch extra and the tests' packages. Which torch:
+# Linux without an NVIDIA GPU gets the CPU build from PyTorch's CPU index (PyPI's Linux torch is
+# the CUDA build, GBs with its nvidia packages); with a GPU, or off Linux, PyPI's default build.
+# Where the CPU index cannot be reached (checked in seconds), the pin from the configured index:
+# on machines that provide a local CPU wheel (pip's find-links), that one.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first, pinned: the CPU wheel here (a looser "torch" would pull a CUDA build of several GB)
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $@
+	@if [ "$$(uname -s)" != Linux ] || nvidia-smi -L >/dev/null 2>&1; then \
+		echo "torch $(TORCH_VERSION): the default build (an NVIDIA GPU, or not Linux)"; \
+		$(BIN)/pip install --quiet torch==$(TORCH_VERSION); \
+	elif $(BIN)/python -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" 2>/dev/null; then \
+		echo "torch $(TORCH_VERSION): the CPU build, from $(TORCH_CPU_INDEX)"; \
+		$(BIN)/pip install --quiet torch==$(TORCH_VERSION) --index-url $(TORCH_CPU_INDEX); \
+	else \
+		echo "torch $(TORCH_VERSION): $(TORCH_CPU_INDEX) is unreachable; taking the pin from pip's configured index"; \
+		$(BIN)/pip install --quiet torch==$(TORCH_VERSION); \
+	fi
+	$(BIN)/pip install --quiet -e '.[torch,test]'
+	touch $@ $(VENV)/.installed-light
 
-chat: setup
+chat: setup-light
 	$(BIN)/chatapp
 
 test: setup
@@ -27,6 +50,12 @@ test: setup
 	# the packaging tests validate the desktop entry with desktop-file-validate
 	command -v desktop-file-validate >/dev/null || (apt-get update -qq && apt-get install -y -qq desktop-file-utils)
 	$(BIN)/python -m pytest -q
+
+# The light install as a user gets it: chatapp's wheel, built from this tree, in a fresh venv without
+# torch (packaging/light_install.py, into build/light-venv), and the tests that drive its commands.
+test-light: setup
+	rm -rf build/light-venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/system/test_light_install.py
 
 # the formatter, the linter and the type checker, configured in pyproject.toml
 lint: setup

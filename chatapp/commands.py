@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import fields
 
 from chatapp.models.opening import Threads, open_model, set_session_threads
-from chatapp.models.registry import ModelNotFound, default_model, torch_available
+from chatapp.models.registry import ModelNotFound, default_model, torch_available, torch_missing
 from chatapp.models.resolve import resolve_model
 from model.inference.backend import collect_reply
 from model.inference.sampling import SamplingParams
@@ -163,7 +163,7 @@ def command_serve(args) -> int:
 
 
 def command_export(args) -> int:
-    ref = resolve_model(args.model)  # --type and --format were checked by the parser
+    ref = resolve_model(args.model, runnable=False)  # --type and --format were checked by the parser
     if ref.kind != "folder":
         raise ValueError(f"{ref.path}: export needs a model folder, not a GGUF file")
     out = args.output or {"hf": f"{ref.name}-hf", "ollama": f"{ref.name}-ollama"}.get(
@@ -236,18 +236,11 @@ def plain_model_folder(folder):
         yield merged
 
 
-FULL_INSTALL = (
-    "the full install has it: in a clone of chatapp, `pipx install .` or `uv tool install .` (see packaging/README.md)"
-)
-
-
 def require_torch(what: str) -> None:
-    """Training, fine-tuning and model folders need PyTorch; the desktop bundle has none."""
+    """Training, fine-tuning and model folders need PyTorch; the light install and the desktop bundle
+    have none: one line that says what to install."""
     if not torch_available():
-        raise ValueError(
-            f"{what} needs PyTorch, which this install lacks (the desktop bundle runs GGUF models "
-            f"with llama.cpp only); {FULL_INSTALL}"
-        )
+        raise ValueError(torch_missing(what))
 
 
 def refuse_to_overwrite(out: str, resume: bool, force: bool) -> None:

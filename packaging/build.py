@@ -142,20 +142,68 @@ def model_gguf(py: Path, work: Path, model: str | None, name: str | None) -> tup
     path = Path(path)
     if kind == "gguf":
         shipped = name or (default if not model and ref_name.startswith(default + "-") else ref_name)
-        weights = ROOT / "chatapp" / "builtin" / default / "model.safetensors"
-        if not model and weights.exists() and weights.stat().st_mtime > path.stat().st_mtime:
-            log(f"warning: {path.name} is older than {weights}; re-export it (chatapp export {default} -o {path})")
+        folder = ROOT / "chatapp" / "builtin" / default
+        if not model and (folder / "model.safetensors").exists():
+            path = fresh_if_stale(py, work, path, folder)
         log(f"shipping {path} as {shipped}.gguf")
         return path, shipped
     shipped = name or ref_name
-    target = work / "gguf" / f"{shipped}-q8_0.gguf"
-    newest = max(f.stat().st_mtime for f in path.iterdir() if f.is_file())
-    if target.exists() and target.stat().st_mtime > newest:
+    return exported_q8_0(py, work, path, shipped), shipped
+
+
+def folder_digest(folder: Path) -> str:
+    """SHA-256 over a model folder's files, names and bytes: its content, whatever the files' mtimes
+    (a fresh clone's are the checkout's)."""
+    digest = hashlib.sha256()
+    for file in sorted(path for path in folder.iterdir() if path.is_file()):
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+def exported_q8_0(py: Path, work: Path, folder: Path, name: str) -> Path:
+    """build/gguf/NAME-q8_0.gguf exported from the folder (torch-free), again only when its content changed."""
+    target = work / "gguf" / f"{name}-q8_0.gguf"
+    stamp = target.with_name(target.name + ".source-sha256")
+    digest = folder_digest(folder)
+    if target.exists() and stamp.exists() and stamp.read_text(encoding="utf-8") == digest:
         log(f"reusing {target}")
-    else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        run([py, "-m", "chatapp", "export", path, "--type", "q8_0", "-o", target], cwd=ROOT)
-    return target, shipped
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    run([py, "-m", "chatapp", "export", folder, "--type", "q8_0", "-o", target, "--force"], cwd=ROOT)
+    stamp.write_text(digest, encoding="utf-8")
+    return target
+
+
+# The tensors of two GGUF files, compared; and the metadata keys the second has and the first lacks.
+COMPARE_GGUF = """
+import json, sys
+from gguf import GGUFReader
+
+def read(path):
+    reader = GGUFReader(path)
+    return {t.name: (int(t.tensor_type), t.data.tobytes()) for t in reader.tensors}, set(reader.fields)
+
+(shipped, shipped_keys), (fresh, fresh_keys) = read(sys.argv[1]), read(sys.argv[2])
+print(json.dumps({"same_tensors": shipped == fresh, "missing_keys": sorted(fresh_keys - shipped_keys)}))
+"""
+
+
+def fresh_if_stale(py: Path, work: Path, shipped: Path, folder: Path) -> Path:
+    """The checked-in GGUF, or where it is not what exporting the model folder gives now (other weights,
+    or metadata keys a fresh export writes), a fresh export, with a warning."""
+    fresh = exported_q8_0(py, work, folder, folder.name)
+    found = subprocess.run([str(py), "-c", COMPARE_GGUF, str(shipped), str(fresh)], capture_output=True, text=True)
+    if found.returncode != 0:
+        raise SystemExit(f"comparing {shipped.name} with a fresh export failed: {found.stderr.strip()[-2000:]}")
+    compared = json.loads(found.stdout)
+    if compared["same_tensors"] and not compared["missing_keys"]:
+        return shipped
+    why = "holds other weights" if not compared["same_tensors"] else f"lacks {', '.join(compared['missing_keys'])}"
+    log(
+        f"warning: {shipped.name} {why}, unlike a fresh export of {folder.name}: shipping {fresh} instead; "
+        f"re-export it: chatapp export {folder.name} --type q8_0 -o {shipped} --force"
+    )
+    return fresh
 
 
 # --- 3. PyInstaller ---
@@ -204,6 +252,68 @@ def stage_linux(bundle: Path, stage: Path) -> None:
     for size in LINUX_ICON_SIZES:
         shutil.copy2(PACKAGING / "icons" / f"chatapp-{size}.png", icons / f"chatapp-{size}.png")
     shutil.copy2(linux / "README.txt", stage / "README.txt")
+
+
+GLIBC_VERSION = re.compile(rb"\bGLIBC_(\d+)\.(\d+)")
+
+
+def glibc_needed(folder: Path) -> str | None:
+    """The oldest glibc the bundle runs on: the newest GLIBC_x.y symbol version that any of its ELF files
+    asks for (`objdump -T`; the bundle carries no libc of its own). None without objdump."""
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        log("objdump (binutils) is missing: the oldest glibc the bundle needs is not measured")
+        return None
+    newest = (0, 0)
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        with open(path, "rb") as f:
+            if f.read(4) != b"\x7fELF":
+                continue
+        symbols = subprocess.run([objdump, "-T", str(path)], capture_output=True).stdout
+        for match in GLIBC_VERSION.finditer(symbols):
+            newest = max(newest, (int(match[1]), int(match[2])))
+    return f"{newest[0]}.{newest[1]}" if newest > (0, 0) else None
+
+
+LINUX_LAUNCHER = """#!/bin/sh
+# chatapp's launcher: the program is chatapp-bin, next to this script. It needs glibc {glibc} or newer;
+# on an older system this says so in one line instead of the loader's error. The PATH may be empty:
+# readlink and getconf are called by their full paths, and skipped where missing.
+self="$0"
+for tool in /usr/bin/readlink /bin/readlink; do
+    if [ -x "$tool" ]; then self="$("$tool" -f "$0")"; break; fi
+done
+need="{glibc}"
+have=""
+for tool in /usr/bin/getconf /bin/getconf; do
+    if [ -x "$tool" ]; then have="$("$tool" GNU_LIBC_VERSION 2>/dev/null)"; break; fi
+done
+have="${{have#glibc }}"
+have_major="${{have%%.*}}"; have_minor="${{have#*.}}"; have_minor="${{have_minor%%.*}}"
+need_major="${{need%%.*}}"; need_minor="${{need#*.}}"
+case "$have_major.$have_minor.$need_major.$need_minor" in
+    *[!0-9.]*|*..*|.*) ;;  # not measured, or not a glibc: let the program try
+    *)
+        if [ "$have_major" -lt "$need_major" ] ||
+            {{ [ "$have_major" -eq "$need_major" ] && [ "$have_minor" -lt "$need_minor" ]; }}; then
+            echo "chatapp: this system has glibc $have; this build needs $need or newer" \
+                "(pip install chatapp builds chatapp for this system instead)" >&2
+            exit 1
+        fi ;;
+esac
+exec "${{self%/*}}/chatapp-bin" "$@"
+"""
+
+
+def add_linux_launcher(bundle: Path, glibc: str | None) -> None:
+    """The program becomes chatapp-bin, and chatapp a launcher that first checks the system's glibc
+    (PyInstaller's program finds its _internal folder by its own location, whatever its name)."""
+    program = bundle / "chatapp"
+    program.rename(bundle / "chatapp-bin")
+    program.write_text(LINUX_LAUNCHER.format(glibc=glibc or ""), encoding="utf-8")
+    program.chmod(0o755)
 
 
 def macos_launcher(app: Path) -> None:
@@ -365,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         if sys.platform == "win32":
             shutil.copy2(PACKAGING / "windows" / "README.txt", stage / "README.txt")
         else:
+            glibc = glibc_needed(folder)
+            log(f"the oldest glibc it runs on: {glibc or 'not measured'}")
+            add_linux_launcher(folder, glibc)
             stage_linux(folder, stage)
 
     size_mb = folder_size(folder) / 1e6

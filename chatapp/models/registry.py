@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chatapp.paths import user_models_dir
@@ -76,7 +77,18 @@ def _scan(directory: Path, source: str) -> list[ModelRef]:
 
 
 def list_models() -> list[ModelRef]:
-    return _scan(BUILTIN_DIR, "built-in") + _scan(user_models_dir(), "user")
+    return builtin_models() + _scan(user_models_dir(), "user")
+
+
+def builtin_models() -> list[ModelRef]:
+    """The shipped models; without PyTorch, a model folder that has a built-in GGUF is that GGUF, under
+    the folder's name (runnable_without_torch), and the GGUF is not listed again under its own."""
+    builtin = _scan(BUILTIN_DIR, "built-in")
+    if torch_available():
+        return builtin
+    runnable = [runnable_without_torch(ref) for ref in builtin]
+    stand_ins = {ref.path for ref in runnable if ref.kind == "gguf" and ref.name != ref.path.stem}
+    return [ref for ref in runnable if not (ref.path in stand_ins and ref.name == ref.path.stem)]
 
 
 def ref_for_path(path: Path) -> ModelRef:
@@ -97,23 +109,64 @@ def torch_available() -> bool:
         return False
 
 
-def default_model() -> ModelRef:
-    """The built-in model: its folder (torch engine) when PyTorch is installed, else its GGUF file.
+TORCH_EXTRA = "pip install 'chatapp[torch]'"
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 
-    The GGUF is `DEFAULT_MODEL.gguf` or `DEFAULT_MODEL-<type>.gguf` in the built-in folder; without
-    torch and without either, any built-in GGUF (the desktop bundle ships exactly one).
+
+def torch_missing(what: str) -> str:
+    """`what needs PyTorch`, and what to install, in one line (the light install and the bundle lack it)."""
+    if getattr(sys, "frozen", False):  # the desktop bundle (PyInstaller): nothing can be added to it
+        return (
+            f"{what} needs PyTorch, which the desktop bundle lacks (it runs GGUF models on llama.cpp); "
+            f"chatapp with PyTorch: {TORCH_EXTRA}"
+        )
+    return (
+        f"{what} needs PyTorch, which this install lacks: {TORCH_EXTRA} "
+        f"(on Linux without an NVIDIA GPU add --extra-index-url {CPU_TORCH_INDEX} for the CPU build)"
+    )
+
+
+def builtin_gguf(name: str) -> ModelRef | None:
+    """The built-in GGUF file of the built-in model `name` (`NAME.gguf`, else `NAME-q8_0.gguf`, else any
+    `NAME-<type>.gguf`), named `name`: the one model goes by one name in every install."""
+    named = sorted(
+        (m for m in _scan(BUILTIN_DIR, "built-in") if m.kind == "gguf" and gguf_of_model(m.name, name)),
+        key=lambda m: (m.name != name, m.name != f"{name}-q8_0", m.name),
+    )
+    return replace(named[0], name=name) if named else None
+
+
+def gguf_of_model(gguf_name: str, name: str) -> bool:
+    return gguf_name == name or gguf_name.startswith(name + "-")
+
+
+def builtin_folder(name: str) -> ModelRef | None:
+    """The built-in model folder `name`, whether or not PyTorch can run it (exporting it needs none)."""
+    return next((m for m in _scan(BUILTIN_DIR, "built-in") if m.kind == "folder" and m.name == name), None)
+
+
+def runnable_without_torch(ref: ModelRef) -> ModelRef:
+    """Without PyTorch, a built-in model folder runs as its built-in GGUF (the light install ships both)."""
+    if ref.kind != "folder" or ref.source != "built-in" or torch_available():
+        return ref
+    return builtin_gguf(ref.name) or ref
+
+
+def default_model() -> ModelRef:
+    """The built-in model, named DEFAULT_MODEL: its folder (torch engine) when PyTorch is installed, else
+    its GGUF file (see builtin_gguf).
+
+    Without torch and without the model's GGUF, any built-in GGUF (a bundle built with --model ships
+    exactly one), under its own name.
     """
     builtin = _scan(BUILTIN_DIR, "built-in")
     folders = [m for m in builtin if m.kind == "folder" and m.name == DEFAULT_MODEL]
-    ggufs = [m for m in builtin if m.kind == "gguf"]
-    named = sorted(
-        (m for m in ggufs if m.name == DEFAULT_MODEL or m.name.startswith(DEFAULT_MODEL + "-")),
-        key=lambda m: (m.name != DEFAULT_MODEL, m.name != f"{DEFAULT_MODEL}-q8_0", m.name),
-    )
+    gguf = builtin_gguf(DEFAULT_MODEL)
+    named = [gguf] if gguf else []
     if torch_available():
         candidates = folders + named
     else:
-        candidates = named + folders + ggufs
+        candidates = named + folders + [m for m in builtin if m.kind == "gguf"]
     if candidates:
         return candidates[0]
     for ref in _scan(user_models_dir(), "user"):  # a checkout without the built-in model, but a user copy of it

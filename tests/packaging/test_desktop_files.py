@@ -119,6 +119,7 @@ def fake_stage(tmp_path: Path) -> Path:
         'echo "[app]" > "$HOME/.config/chatapp/settings.toml"\n'
     )
     program.chmod(0o755)
+    build.add_linux_launcher(stage / "chatapp", None)
     build.stage_linux(stage / "chatapp", stage)
     return stage
 
@@ -143,7 +144,7 @@ def home(tmp_path) -> Path:
 
 
 def test_shell_scripts_parse():
-    for script in ("install.sh", "uninstall.sh"):
+    for script in ("install.sh", "uninstall.sh", "build_in_old_root.sh"):
         subprocess.run(["/bin/sh", "-n", str(PACKAGING / "linux" / script)], check=True)
         if shutil.which("shellcheck"):
             subprocess.run(["shellcheck", "-s", "sh", str(PACKAGING / "linux" / script)], check=True)
@@ -191,6 +192,70 @@ def test_reinstall_replaces_and_purge_removes_everything(tmp_path, home):
     assert (home / ".local/share/chatapp/history.sqlite3").is_file()  # the reinstall kept the data
     sh(stage / "uninstall.sh", "--purge", home=home)  # the archive's copy works too
     assert files_under(home) == set()
+
+
+def test_purge_after_a_plain_uninstall(tmp_path, home):
+    stage = fake_stage(tmp_path)
+    sh(stage / "install.sh", home=home)
+    subprocess.run([str(home / ".local/bin/chatapp")], env=user_env(home), check=True)
+    out = sh(home / ".local/opt/chatapp/uninstall.sh", home=home).stdout  # removes itself
+    (later,) = [line for line in out.splitlines() if "to delete them later:" in line]
+    command = later.split("to delete them later:")[1].split("(")[0]
+    assert command.strip().startswith("rm -rf ")
+    assert files_under(home) == {".local/share/chatapp/history.sqlite3", ".config/chatapp/settings.toml"}
+
+    purged = sh(stage / "uninstall.sh", "--purge", home=home)  # the archive's copy, with nothing installed
+    assert "no chatapp installed" in purged.stdout and files_under(home) == set()
+
+    (home / ".local/share/chatapp").mkdir(parents=True)
+    (home / ".config/chatapp").mkdir(parents=True)
+    (home / ".local/share/chatapp/history.sqlite3").write_text("again")
+    (home / ".config/chatapp/settings.toml").write_text("again")
+    subprocess.run(["/bin/sh", "-c", command], env=user_env(home), check=True)  # the printed command works
+    assert files_under(home) == set()
+
+
+def test_the_old_root_build_refuses_to_start_where_it_cannot_work(tmp_path):
+    script = PACKAGING / "linux" / "build_in_old_root.sh"
+    result = subprocess.run(["/bin/sh", str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert ("needs root" if os.geteuid() != 0 else "run it from the repository root") in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing made
+
+
+def system_glibc() -> tuple[int, int]:
+    version = subprocess.run(["getconf", "GNU_LIBC_VERSION"], capture_output=True, text=True).stdout.split()[-1]
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+@pytest.mark.parametrize("needed, runs", [("2.0", True), (None, True), ("99.0", False), ("2.999", False)])
+def test_the_launcher_says_in_one_line_when_glibc_is_too_old(tmp_path, needed, runs):
+    folder = tmp_path / "chatapp"
+    folder.mkdir()
+    (folder / "chatapp").write_text('#!/bin/sh\necho "chatapp 0.0.0 $*"\n')
+    (folder / "chatapp").chmod(0o755)
+    build.add_linux_launcher(folder, needed)
+    link_dir = tmp_path / "bin"
+    link_dir.mkdir()
+    (link_dir / "chatapp").symlink_to(folder / "chatapp")  # as install.sh links it: the launcher finds its folder
+    result = subprocess.run([str(link_dir / "chatapp"), "--version"], env={"PATH": ""}, capture_output=True, text=True)
+    if runs:
+        assert result.returncode == 0 and result.stdout == "chatapp 0.0.0 --version\n", result.stderr
+    else:
+        assert result.returncode == 1 and result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1 and f"needs {needed} or newer" in result.stderr
+
+
+def test_glibc_needed_reads_the_symbol_versions(tmp_path):
+    (tmp_path / "ls").write_bytes(Path(shutil.which("ls")).read_bytes())  # an ELF program of this system
+    (tmp_path / "notes.txt").write_text("GLIBC_99.0 in a text file counts for nothing")
+    needed = build.glibc_needed(tmp_path)
+    assert needed is not None
+    major, minor = (int(part) for part in needed.split("."))
+    assert (2, 2) <= (major, minor) <= system_glibc()
+    (tmp_path / "ls").unlink()
+    assert build.glibc_needed(tmp_path) is None
 
 
 def test_install_under_a_prefix_and_refusals(tmp_path, home):
@@ -260,6 +325,10 @@ BUNDLE_RUNTIME = (
     "model.text.chat_template",
     "jinja2.sandbox",
     "jinja2.ext",
+    "chatapp.serving.server",  # chatapp serve
+    "uvicorn",
+    "chatapp.serving.endpoint",  # --endpoint
+    "huggingface_hub",  # chatapp pull, imported when a pull starts
 )
 
 
@@ -348,7 +417,12 @@ def check_spec(calls: dict, runtime: set[str], platform: str = "linux") -> None:
     for package in ("chatapp", "quant", "model", "textual.widgets", "rich._unicode_data"):  # loaded lazily, by name
         assert set(submodules(package)) <= hidden, f"{package}: not every submodule is collected"
     destinations = {dest for dest, _, _ in analysis.datas}  # after the spec renamed the GGUF
-    needed = {"chatapp/tui/chatapp.tcss", "chatapp/builtin/shakespeare-chat.gguf", "model/data/shakespeare.tar.xz"}
+    needed = {
+        "chatapp/tui/chatapp.tcss",
+        "chatapp/builtin/shakespeare-chat.gguf",
+        "model/data/shakespeare.tar.xz",
+        "chatapp/models/suggested_models.toml",  # the download screen's list
+    } | {f"chatapp/builtin/presets/{p.name}" for p in (ROOT / "chatapp" / "builtin" / "presets").glob("*.toml")}
     assert needed <= destinations, f"data files missing: {needed - destinations}"
     libraries = {src for src, _ in analysis.binaries}
     assert "<llama_cpp libraries>" in libraries, "llama.cpp's libraries are missing"

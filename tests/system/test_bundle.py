@@ -18,9 +18,11 @@ import html
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,8 +91,8 @@ def run_program(program: Path, *args: str, user: dict, timeout: float = 120, **e
 
 
 def shipped_model(bundle: Bundle) -> Path:
-    models = sorted((bundle.folder / "_internal" / "chatapp" / "builtin").iterdir())
-    assert len(models) == 1 and models[0].suffix == ".gguf", models
+    models = sorted((bundle.folder / "_internal" / "chatapp" / "builtin").glob("*.gguf"))
+    assert len(models) == 1, models
     return models[0]
 
 
@@ -106,9 +108,18 @@ def test_bundle_fits_the_budget_without_torch(bundle):
     assert size_mb <= MAX_MB, f"the bundle is {size_mb:.1f} MB"
     assert not [p for p in bundle.folder.rglob("*") if p.name in ("torch", "matplotlib", "transformers")]
     assert not list(bundle.folder.rglob("*.safetensors"))  # the model ships as GGUF only
+    assert (bundle.folder / "_internal" / "chatapp" / "models" / "suggested_models.toml").is_file()  # download screen
     shipped_model(bundle)
     for name in ("install.sh", "uninstall.sh", "chatapp.desktop", "README.txt", "icons/chatapp.svg"):
         assert (bundle.stage / name).is_file(), name
+
+
+def test_runs_on_glibc_2_35_and_says_so_on_older(bundle):
+    assert not [p.name for p in bundle.folder.rglob("*") if p.name.startswith(("libstdc++.so", "libgcc_s.so"))]
+    needed = build.glibc_needed(bundle.folder)  # Ubuntu 22.04's glibc is 2.35
+    assert needed is not None and tuple(int(part) for part in needed.split(".")) <= (2, 35), needed
+    assert f'need="{needed}"' in bundle.program.read_text()  # the launcher checks for it
+    assert (bundle.folder / "chatapp-bin").is_file()
 
 
 def test_archive_and_checksum(bundle):
@@ -147,7 +158,49 @@ def test_version_models_and_a_reply_with_nothing_on_the_path(bundle, user):
 def test_torch_commands_fail_with_a_message_not_a_traceback(bundle, user):
     result = run_program(bundle.program, "train", "--out", "model", user=user)
     assert result.returncode == 1
-    assert "torch" in result.stderr.lower() and "Traceback" not in result.stderr
+    assert "pip install 'chatapp[torch]'" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_serve_then_run_against_it_with_endpoint(bundle, user):
+    port = free_port()
+    server = subprocess.Popen(
+        [str(bundle.program), "serve", "--port", str(port)],
+        env=user["env"],
+        cwd=user["cwd"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and server.poll() is None:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        assert server.poll() is None, server.stderr.read() if server.stderr else ""
+        url = f"http://127.0.0.1:{port}/v1"
+        reply = run_program(bundle.program, "run", "Hail!", "--endpoint", url, "--max-tokens", "8", "--json", user=user)
+        assert reply.returncode == 0, reply.stderr
+        assert json.loads(reply.stdout)["completion_tokens"] > 0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_pull_has_its_library(bundle, user):
+    result = run_program(
+        bundle.program, "pull", "someone/some-model-GGUF:Q4_K_M", user=user, HF_ENDPOINT="http://127.0.0.1:9"
+    )
+    assert result.returncode == 1
+    assert "No module named" not in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
