@@ -94,6 +94,9 @@ def command_run(args) -> int:
         raise
     finished = reply.finished
     assert finished is not None, "a reply always ends with Finished"
+    if not args.json:
+        sys.stdout.write("\n")  # the reply's line ends before any note
+        sys.stdout.flush()
     for notice in finished.notices:
         sys.stderr.write(f"note: {notice}\n")
     if args.json:
@@ -108,8 +111,6 @@ def command_run(args) -> int:
                 **finished.__dict__,
             }
         )
-    else:
-        sys.stdout.write("\n")
     return 0
 
 

@@ -19,7 +19,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
     import tomli as tomllib
 
-from chatapp.models.opening import BACKEND_CHOICES, MAX_THREADS
+from chatapp.models.opening import BACKEND_CHOICES, MAX_CACHE_MB, MAX_THREADS, CacheLimits
 from chatapp.paths import config_dir
 from model.inference.sampling import SamplingError, SamplingParams
 
@@ -44,6 +44,12 @@ extra_paths = {extra_paths}
 endpoints = {endpoints}
 # CPU threads that generate tokens; 0 picks by the model's size and the cores (--threads overrides it).
 threads = {threads}
+
+[cache]
+# Recent conversations' computed prompts, kept so that coming back to one computes only its new tokens:
+# MB in memory (both engines) and on disk under the user cache dir (llama.cpp); 0 keeps none there.
+memory_mb = {cache_memory_mb}
+disk_mb = {cache_disk_mb}
 
 [chat]
 # Defaults for new conversations; each conversation can change them in its settings panel (F2).
@@ -108,6 +114,7 @@ class Settings:
     extra_paths: list[str] = field(default_factory=list)
     endpoints: list[str] = field(default_factory=list)
     threads: int = 0  # 0: automatic (model.inference.threads)
+    cache: CacheLimits = field(default_factory=CacheLimits)  # [cache]: what recent prompts may keep
     chat: ChatDefaults = field(default_factory=ChatDefaults)
     notices: list[str] = field(default_factory=list)  # what was wrong with the file
     path: Path | None = None
@@ -139,6 +146,8 @@ def render_settings(settings: Settings) -> str:
         extra_paths=toml_value(settings.extra_paths),
         endpoints=toml_value(settings.endpoints),
         threads=toml_value(settings.threads),
+        cache_memory_mb=toml_value(settings.cache.memory_mb),
+        cache_disk_mb=toml_value(settings.cache.disk_mb),
         **values,
     )
 
@@ -200,6 +209,18 @@ def check_threads(text: str) -> tuple[int | None, str | None]:
     return None, f"threads must be a whole number from 0 (automatic) to {MAX_THREADS}"
 
 
+CACHE_RULE = f"it must be a whole number of MB from 0 (none kept) to {MAX_CACHE_MB}"
+
+
+def check_cache_mb(text: str) -> tuple[int | None, str | None]:
+    """A cache limit typed in the settings panel: (MB, None), or (None, what [cache] accepts)."""
+    digits = text.strip()
+    value = int(digits) if re.fullmatch(r"[0-9]{1,8}", digits) else -1
+    if 0 <= value <= MAX_CACHE_MB:
+        return value, None
+    return None, f"a cache limit must be a whole number of MB from 0 (none kept) to {MAX_CACHE_MB}"
+
+
 def toml_shown(value) -> str:
     """A value as the user wrote it in the file, shortened for a one-line notice."""
     text = "a table" if isinstance(value, dict) else toml_value(value)
@@ -256,6 +277,7 @@ SECTIONS = {
     "app": ("theme",),
     "model": ("name", "backend", "extra_paths", "endpoints", "threads"),
     "chat": ("system_prompt", *SAMPLING_FIELDS, "thinking"),
+    "cache": ("memory_mb", "disk_mb"),
 }
 
 
@@ -266,7 +288,7 @@ def parse_settings(data: dict, path: Path | None = None) -> Settings:
         if key not in SECTIONS:
             home = next((f" (it belongs under [{name}])" for name, known in SECTIONS.items() if key in known), "")
             settings.notices.append(f"{SETTINGS_FILE}: {key} is not a setting here{home}; ignored")
-    app, model, chat = (reader.table(data, name, known) for name, known in SECTIONS.items())
+    app, model, chat, cache = (reader.table(data, name, known) for name, known in SECTIONS.items())
 
     settings.theme = reader.text(app, "app", "theme", defaults.theme)
     settings.model = reader.text(model, "model", "name", defaults.model)
@@ -284,6 +306,16 @@ def parse_settings(data: dict, path: Path | None = None) -> Settings:
         reader.notice(
             "model.threads", threads, f"it must be a whole number from 0 (automatic) to {MAX_THREADS}", defaults.threads
         )
+
+    limits = {}
+    for key in SECTIONS["cache"]:
+        value, default = cache.get(key, getattr(defaults.cache, key)), getattr(defaults.cache, key)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_CACHE_MB:
+            limits[key] = value
+        else:
+            reader.notice(f"cache.{key}", value, CACHE_RULE, default)
+            limits[key] = default
+    settings.cache = CacheLimits(**limits)
 
     settings.chat.system_prompt = reader.text(chat, "chat", "system_prompt", defaults.chat.system_prompt)
     for name in SAMPLING_FIELDS:

@@ -89,6 +89,17 @@ class StateCache:
         self.memory_used = 0
         self._writer: threading.Thread | None = None
 
+    def resize(self, memory_bytes: int, disk_bytes: int) -> None:
+        """New bounds: the least recently used states leave memory, the oldest files the disk, until
+        each fits; 0 keeps none there."""
+        self.flush()
+        self.memory_bytes, self.disk_bytes = memory_bytes, disk_bytes
+        while self.memory_used > self.memory_bytes:
+            _, evicted = self.memory.popitem(last=False)
+            self.memory_used -= len(evicted)
+        if self.folder is not None and self.folder.is_dir():
+            self._evict_files()
+
     # --- finding ---
 
     def best(self, prompt: Sequence[int], better_than: int = 0) -> tuple[list[int], bytes] | None:
@@ -105,7 +116,7 @@ class StateCache:
         return self._best_on_disk(prompt, best_length)
 
     def _files(self) -> list[Path]:
-        if self.folder is None:
+        if self.folder is None or self.disk_bytes <= 0:
             return []
         try:
             return [p for p in self.folder.iterdir() if p.name.startswith(self.identity.key) and p.suffix == SUFFIX]
@@ -143,7 +154,7 @@ class StateCache:
         if not ids or not state:
             return
         self._remember(tuple(ids), state)
-        if self.folder is not None:
+        if self.folder is not None and self.disk_bytes > 0:
             self.flush()  # one write at a time
             self._writer = threading.Thread(target=self._write, args=(list(ids), state), daemon=True)
             self._writer.start()

@@ -26,15 +26,18 @@ import numpy as np
 from model.inference.engine_core import EngineCore
 from model.inference.reply_stream import common_prefix_length
 from model.text.chat_format import ChatappFormat
-from model.text.chat_template import TemplateFormat
 from quant.gguf_check import GGUFInfo, chatapp_tokenizer, check_gguf, read_header
+from quant.gguf_header import GGUFHeader, read_gguf_header
 from quant.kv_cache import DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES, ModelIdentity, StateCache
-from quant.llama_load import FOREIGN_MAX_CONTEXT, context_for, load_llama
+from quant.llama_load import FOREIGN_MAX_CONTEXT, BackgroundLoad
 from quant.llama_tokens import tokenize
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
+    from model.text.chat_template import TemplateFormat
+
+RECENT_REPLIES = 16  # replies whose sampled ids are kept (as in the torch engine): the conversations in the cache
 SPECIAL_ATTRIBUTES = ("LLAMA_TOKEN_ATTR_CONTROL", "LLAMA_TOKEN_ATTR_USER_DEFINED", "LLAMA_TOKEN_ATTR_UNKNOWN")
 
 
@@ -176,6 +179,15 @@ class LlamaVocab:
         return self._buffer.raw[: max(n, 0)]
 
 
+def _vocabulary_header(path: Path):
+    """The header of a file the caller checked, read again for its vocabulary without the checks (nor
+    gguf-py's constants they import); a file changed since then is checked again, for its one-line error."""
+    try:
+        return read_gguf_header(path)
+    except Exception:  # noqa: BLE001 - read_header says what is wrong, in one line
+        return read_header(path)
+
+
 class LlamaEngine(EngineCore):
     name = "llama.cpp"
 
@@ -189,6 +201,8 @@ class LlamaEngine(EngineCore):
         self.n_vocab = llm.n_vocab()
         self.threads = (int(llm.n_threads), int(llm.n_threads_batch))  # (decode, prompt), as `chatapp bench` shows
         self.state_cache: StateCache | None = None  # saved KV states of recent prompts (quant/kv_cache.py)
+        self.state_cache_dir: Path | None = None  # where they are kept on disk
+        self.recent_replies: dict[str, list[int]] = {}  # the last few replies' texts -> their sampled ids
         self._cold = False  # reset_cache: the next prefill computes everything
 
     @classmethod
@@ -206,40 +220,56 @@ class LlamaEngine(EngineCore):
         state_cache_dir: str | Path | None = None,
         state_cache_mb: int = DEFAULT_MEMORY_BYTES // 2**20,
         state_disk_mb: int = DEFAULT_DISK_BYTES // 2**20,
+        loading: BackgroundLoad | None = None,
     ) -> LlamaEngine:
         """Check the file, then load it; a bad file raises GGUFFileError (one line). With `info`,
         check_gguf's answer for this file from the caller (the worker's app), it is not checked again.
         Recent prompts' KV states are kept in state_cache_mb of memory and, with state_cache_dir,
-        in state_disk_mb on disk (quant/kv_cache.py); state_cache_mb=0 keeps none."""
+        in state_disk_mb on disk (quant/kv_cache.py); each limit at 0 keeps none there.
+        `loading`: llama.cpp's load of this file, already started by the caller with these very
+        options (the worker); otherwise it starts here, and runs while our tokenizer is built."""
         path = Path(path).expanduser()
-        header = read_header(path) if info is None or info.chatapp else None
+        header: GGUFHeader | None
         if info is None:
+            header = read_header(path)
             info = check_gguf(path, header)
+        else:  # checked by the caller: only our own files' vocabulary is read again, without the checks
+            header = _vocabulary_header(path) if info.chatapp else None
+        if loading is None:
+            loading = BackgroundLoad(
+                info,
+                max_context=max_context,
+                n_threads=n_threads,
+                n_threads_batch=n_threads_batch,
+                n_gpu_layers=n_gpu_layers,
+                log_dir=log_dir,
+            )
         tokenizer = chatapp_tokenizer(path, header) if info.chatapp else None
-        context = context_for(info, max_context)
-        llm, log_path = load_llama(
-            info,
-            context,
-            purpose="the llama.cpp backend",
-            n_threads=n_threads,
-            n_threads_batch=n_threads_batch,
-            n_gpu_layers=n_gpu_layers,
-            log_dir=log_dir,
-        )
+        context = loading.context
+        llm, log_path = loading.result()
         prompt_format: ChatappFormat | TemplateFormat
         if tokenizer is not None:
             prompt_format = ChatappFormat(tokenizer)
         else:
+            from model.text.chat_template import TemplateFormat  # foreign files only: our own use our format
+
             vocab = LlamaVocab(llm, special_candidates(info, llm))
             prompt_format = TemplateFormat(
                 vocab, info.chat_template, vocab.eog_ids, bounded_memory=bounded_template_memory, source=str(path)
             )
         engine = cls(llm, info, prompt_format, context, log_path)
-        if state_cache_mb > 0:
-            engine.state_cache = StateCache(
-                ModelIdentity.of(path, context), state_cache_dir, state_cache_mb * 2**20, state_disk_mb * 2**20
-            )
+        engine.state_cache_dir = Path(state_cache_dir) if state_cache_dir is not None else None
+        engine.set_cache_limits(state_cache_mb, state_disk_mb)
         return engine
+
+    def set_cache_limits(self, memory_mb: int, disk_mb: int) -> None:
+        """How much the saved states may take: memory_mb in memory, disk_mb on disk (with a state_cache_dir);
+        0 keeps none there. What is kept beyond a lowered limit goes, least recently used first."""
+        if self.state_cache is not None:
+            self.state_cache.resize(memory_mb * 2**20, disk_mb * 2**20)
+        elif memory_mb > 0 or (self.state_cache_dir is not None and disk_mb > 0):
+            identity = ModelIdentity.of(self.path, self.context_length)
+            self.state_cache = StateCache(identity, self.state_cache_dir, memory_mb * 2**20, disk_mb * 2**20)
 
     @property
     def tokenizer(self):
@@ -256,6 +286,7 @@ class LlamaEngine(EngineCore):
     def reset_cache(self) -> None:
         super().reset_cache()
         self.llm.reset()
+        self.recent_replies = {}
         self._cold = True
 
     # --- saved states: a prompt computed once ---
@@ -297,7 +328,16 @@ class LlamaEngine(EngineCore):
 
     def _generate(self, *args, **kwargs):
         yield from super()._generate(*args, **kwargs)
+        self._remember_recent_replies()
         self.save_state()
+
+    def _remember_recent_replies(self) -> None:
+        """A conversation come back to sends its last reply as the ids it was sampled as (which may differ
+        from the text tokenized again), as its saved state holds them: the core remembers the last reply
+        only, so the last RECENT_REPLIES are kept here."""
+        recent = {text: ids for text, ids in self.recent_replies.items() if text not in self.known_replies}
+        self.recent_replies = dict(list({**recent, **self.known_replies}.items())[-RECENT_REPLIES:])
+        self.known_replies = dict(self.recent_replies)
 
     def evaluate(self, start: int, ids: list[int]) -> np.ndarray:
         import llama_cpp

@@ -10,6 +10,7 @@ llama-cpp-python or a file llama.cpp refuses is a GGUFFileError (one line).
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 
 from model.errors import one_line
@@ -89,3 +90,42 @@ def load_llama(
         reason = one_line(error)
         raise GGUFFileError(f"{info.path}: llama.cpp could not load it: {reason}{where}") from None
     return llm, log_path
+
+
+class BackgroundLoad:
+    """load_llama for the engine, in a thread: llama.cpp reads the file and builds its context without
+    holding the GIL, so the caller imports and builds the rest of the engine meanwhile (the worker
+    starts one before it imports the engine's modules). result() waits, and raises what load_llama raised."""
+
+    def __init__(
+        self,
+        info: GGUFInfo,
+        *,
+        max_context: int = FOREIGN_MAX_CONTEXT,
+        n_threads: int | None = None,
+        n_threads_batch: int | None = None,
+        n_gpu_layers: int | None = None,
+        log_dir: str | Path | None = None,
+    ):
+        self.context = context_for(info, max_context)
+        self._loaded: tuple | None = None
+        self._error: BaseException | None = None
+        arguments = dict(
+            n_threads=n_threads, n_threads_batch=n_threads_batch, n_gpu_layers=n_gpu_layers, log_dir=log_dir
+        )
+        self._thread = threading.Thread(target=self._load, args=(info, arguments), name="llama-load", daemon=True)
+        self._thread.start()
+
+    def _load(self, info: GGUFInfo, arguments: dict) -> None:
+        try:
+            self._loaded = load_llama(info, self.context, purpose="the llama.cpp backend", **arguments)
+        except BaseException as error:  # noqa: BLE001 - handed to result()'s caller
+            self._error = error
+
+    def result(self):
+        """(llama_cpp.Llama, the log file's path), once loaded."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._loaded is not None  # the thread ended without an error: it loaded
+        return self._loaded

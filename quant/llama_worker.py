@@ -95,6 +95,11 @@ class WorkerBackend:
                 raise
         self.ours = self.info.chatapp
         self._load(send=loading is None)
+        if loading is not None and self._spare_options != self.options:  # loaded with other cache limits
+            from quant.kv_cache import DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES
+
+            memory_mb = self.options.get("state_cache_mb", DEFAULT_MEMORY_BYTES // 2**20)
+            self.set_cache_limits(memory_mb, self.options.get("state_disk_mb", DEFAULT_DISK_BYTES // 2**20))
 
     @classmethod
     def load(cls, path: str | Path, **options) -> WorkerBackend:
@@ -116,6 +121,7 @@ class WorkerBackend:
         worker = take_spare(str(self.log_dir), str(self.path), self.options) if spare else None
         worker = worker or spawn_worker(str(self.log_dir))
         self._process, self._conn, self._cancelled_request = worker.process, worker.conn, worker.cancelled_request
+        self._spare_options = worker.loading[2] if worker.loading is not None else self.options
         return worker.loading[1] if worker.loading is not None else None
 
     def _load(self, send: bool = True) -> None:
@@ -213,6 +219,12 @@ class WorkerBackend:
 
     def reset_cache(self) -> None:
         self._call("reset_cache")
+
+    def set_cache_limits(self, memory_mb: int, disk_mb: int) -> None:
+        """The saved states' limits (LlamaEngine.set_cache_limits), kept for a worker started again.
+        Raises EngineBusy rather than wait while a reply streams."""
+        self.options = {**self.options, "state_cache_mb": memory_mb, "state_disk_mb": disk_mb}
+        self._call("set_cache_limits", blocking=False, memory_mb=memory_mb, disk_mb=disk_mb)
 
     def default_reserve(self, params: SamplingParams) -> int:
         return min(params.max_tokens, self.context_length // 2)

@@ -13,7 +13,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from model.errors import one_line
-from model.inference.backend import Backend
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from quant.llama_engine import LlamaEngine
 
 WORKER_LOG = "llama-worker.log"
 
@@ -52,12 +55,12 @@ def serve(conn, cancelled_request, log_dir: str) -> None:
         _redirect_output(Path(log_dir) / WORKER_LOG)
     except OSError:
         pass
-    from quant.llama_engine import LlamaEngine
-
     try:
         import llama_cpp  # noqa: F401 - the slow import, done while the app checks the file
     except ImportError:
         pass  # load_llama says so in one line
+    if not conn.poll():  # nothing to load yet: the engine's modules import while the app decides
+        import quant.llama_engine  # noqa: F401
     try:
         operation, path, info, options = conn.recv()
     except (EOFError, OSError, ValueError):
@@ -65,7 +68,7 @@ def serve(conn, cancelled_request, log_dir: str) -> None:
     if operation != "load":
         return
     try:
-        engine = LlamaEngine.load(path, log_dir=log_dir, bounded_template_memory=True, info=info, **options)
+        engine = _load(path, info, options, log_dir)
     except Exception as error:  # noqa: BLE001 - reported to the app as one line
         conn.send(("error", (type(error).__name__, one_line(error, 300))))
         return
@@ -96,13 +99,28 @@ def serve(conn, cancelled_request, log_dir: str) -> None:
             conn.send(("error", (type(error).__name__, one_line(error, 300))))
 
 
-def _answer(conn: Connection, engine: Backend, operation: str, arguments: dict) -> None:
+def _load(path: str, info, options: dict, log_dir: str):
+    """The engine, with llama.cpp reading the file (in a thread, without the GIL) while the engine's
+    own modules import, when they have not yet."""
+    from quant.llama_load import BackgroundLoad
+
+    load_options = ("max_context", "n_threads", "n_threads_batch", "n_gpu_layers")
+    loading = BackgroundLoad(info, log_dir=log_dir, **{key: options[key] for key in load_options if key in options})
+    from quant.llama_engine import LlamaEngine
+
+    return LlamaEngine.load(path, log_dir=log_dir, bounded_template_memory=True, info=info, loading=loading, **options)
+
+
+def _answer(conn: Connection, engine: LlamaEngine, operation: str, arguments: dict) -> None:
     if operation == "fit":
         conn.send(("result", engine.fit(**arguments)))
     elif operation == "prompt_ids":
         conn.send(("result", engine.prompt_ids(**arguments)))
     elif operation == "reset_cache":
         engine.reset_cache()
+        conn.send(("result", None))
+    elif operation == "set_cache_limits":
+        engine.set_cache_limits(**arguments)
         conn.send(("result", None))
     elif operation in ("chat", "complete", "generate_ids"):
         if arguments.pop("inspect", False):

@@ -1,8 +1,9 @@
 """Starting a llama.cpp worker process, early: standard library only.
 
 A worker is a fresh Python (multiprocessing's "spawn") that imports llama.cpp, a third of a second
-or more, before it can load anything. So the command line starts one (`start_spare`) as soon as it
-has parsed its arguments and knows the model is a GGUF file, before its own imports; the worker then
+or more, before it can load anything. So chatapp.launch starts one (`start_spare`) when the command
+line names a GGUF file, before it imports even the argument parser, and the command line, having
+parsed its arguments, tells it what to load (or starts one then), before its own imports; the worker then
 imports llama.cpp while the app imports, finds and checks the model, and waits for the app's
 ("load", path, GGUFInfo, options). `quant.llama_worker.WorkerBackend` takes that spare
 (`take_spare`) or starts a worker of its own. This module imports nothing heavy, so calling it costs
@@ -30,7 +31,11 @@ class StartedWorker(NamedTuple):
     loading: tuple[str, Any, dict] | None = None  # (path, GGUFInfo, options) it was told to load, if any
 
 
-def _worker_main(conn: Connection, cancelled_request, log_dir: str) -> None:
+def _worker_main(conn: Connection, cancelled_request, log_dir: str, app_end: Connection | None = None) -> None:
+    """`app_end`: a forked worker's copy of the app's end of the pipe, closed at once: else the worker
+    would keep its own pipe open and never see the app go (an app killed left it waiting forever)."""
+    if app_end is not None:
+        app_end.close()
     from quant.worker_process import serve
 
     serve(conn, cancelled_request, log_dir)
@@ -67,9 +72,8 @@ def spawn_worker(log_dir: str, early: bool = False) -> StartedWorker:
         start_resource_tracker()
     cancelled_request = context.Value("q", 0, lock=False)
     ours, theirs = context.Pipe()
-    process = context.Process(
-        target=_worker_main, name="chatapp-llama-worker", daemon=True, args=(theirs, cancelled_request, log_dir)
-    )
+    arguments = (theirs, cancelled_request, log_dir, ours if forking else None)
+    process = context.Process(target=_worker_main, name="chatapp-llama-worker", daemon=True, args=arguments)
     process.start()
     theirs.close()
     return StartedWorker(process, ours, cancelled_request, log_dir)
@@ -81,9 +85,12 @@ def start_spare(log_dir: str, path: str | None = None, options: dict | None = No
     (what quant.llama_worker.WorkerBackend would send): a file the check refuses is not sent, and
     the backend, checking it again, says why."""
     with _lock:
-        if _spare:
+        if _spare and (_spare[0].log_dir != str(log_dir) or not _spare[0].process.is_alive()):
+            discard(_spare.pop())  # of no use to anyone now
+        if _spare and (path is None or _spare[0].loading is not None):
             return
-        worker = spawn_worker(str(log_dir), early=True)
+        # one already started (chatapp.launch, before the command line was parsed) is told what to load
+        worker = _spare[0] if _spare else spawn_worker(str(log_dir), early=True)
         if path is not None:
             from quant.gguf_check import check_gguf
 
@@ -94,23 +101,33 @@ def start_spare(log_dir: str, path: str | None = None, options: dict | None = No
             if info is not None:
                 worker.conn.send(("load", str(path), info, dict(options or {})))
                 worker = worker._replace(loading=(str(path), info, dict(options or {})))
-        _spare.append(worker)
+        _spare[:] = [worker]
 
 
 def take_spare(log_dir: str, path: str, options: dict) -> StartedWorker | None:
     """The worker start_spare started, if it is alive, logs where the caller wants and loads
-    nothing or this very file with these very options; else None (and that worker is stopped)."""
+    nothing or this very file with these very options (but the cache limits, which the caller gives
+    it again); else None (and that worker is stopped)."""
     with _lock:
         spare = _spare.pop() if _spare else None
     if spare is None:
         return None
     usable = spare.log_dir == str(log_dir) and spare.process.is_alive()
-    if spare.loading is not None and (spare.loading[0], spare.loading[2]) != (str(path), options):
+    wanted = (str(path), fixed_at_load(options))
+    if spare.loading is not None and (spare.loading[0], fixed_at_load(spare.loading[2])) != wanted:
         usable = False
     if usable:
         return spare
     discard(spare)
     return None
+
+
+CHANGEABLE_AFTER_LOAD = ("state_cache_mb", "state_disk_mb")  # the backend sends them again (set_cache_limits)
+
+
+def fixed_at_load(options: dict) -> dict:
+    """The load options a worker cannot change once loaded: a spare loaded with other ones is no use."""
+    return {key: value for key, value in options.items() if key not in CHANGEABLE_AFTER_LOAD}
 
 
 def discard(worker: StartedWorker) -> None:

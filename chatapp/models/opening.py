@@ -61,17 +61,114 @@ def session_threads() -> Threads:
     return _session_threads
 
 
-def llama_options(context: int | None, threads: Threads) -> dict:
+MAX_CACHE_MB = 1024 * 1024  # a terabyte: a bound on a typing slip, not on a machine
+
+
+@dataclass(frozen=True)
+class CacheLimits:
+    """How much recent conversations' computed prompts may keep, so that coming back to one computes only
+    its new tokens ([cache] in settings.toml): `memory_mb` in memory (both engines), `disk_mb` on disk
+    under the user cache dir (llama.cpp's saved states); 0 keeps none there. The defaults are
+    quant.kv_cache's (a test holds them equal; quant is not imported here at start)."""
+
+    memory_mb: int = 512
+    disk_mb: int = 2048
+
+    def validate(self) -> CacheLimits:
+        for key, value in (("memory_mb", self.memory_mb), ("disk_mb", self.disk_mb)):
+            if isinstance(value, bool) or not (isinstance(value, int) and 0 <= value <= MAX_CACHE_MB):
+                raise ValueError(f"cache {key} must be a whole number of MB from 0 (none) to {MAX_CACHE_MB}")
+        return self
+
+
+_session_cache = CacheLimits()
+
+
+def set_session_cache(limits: CacheLimits) -> None:
+    """The cache limits open_model gives the models it opens from now on (the settings file's [cache])."""
+    global _session_cache
+    _session_cache = limits.validate()
+
+
+def session_cache() -> CacheLimits:
+    return _session_cache
+
+
+def apply_cache_limits(backend: Backend, limits: CacheLimits) -> bool:
+    """Give an open local engine new cache limits (what it keeps beyond them goes, oldest first); False
+    when it cannot take them now (a reply is streaming). A backend that keeps no prompts (a server) has
+    nothing to change."""
+    from model.inference.backend import EngineBusy
+
+    prompt_cache = getattr(backend, "prompt_cache", None)  # the torch engine's (model/inference/prompt_cache.py)
+    if prompt_cache is not None:
+        prompt_cache.resize(limits.memory_mb * 2**20)
+        return True
+    set_limits = getattr(backend, "set_cache_limits", None)  # llama.cpp's, in its worker or in process
+    if set_limits is None:
+        return True
+    try:
+        set_limits(limits.memory_mb, limits.disk_mb)
+    except EngineBusy:
+        return False
+    return True
+
+
+def llama_options(context: int | None, threads: Threads, cache: CacheLimits | None = None) -> dict:
     """What the llama.cpp worker is told to load a file with (the command line's early start sends the same)."""
     from chatapp.paths import cache_dir
 
+    cache = cache or _session_cache
     options: dict[str, int | str] = {"max_context": context} if context else {}
     options["state_cache_dir"] = str(cache_dir() / "kv-states")  # a conversation's prompt computed once
+    if cache.memory_mb != CacheLimits.memory_mb:  # else the engine's default, the same
+        options["state_cache_mb"] = cache.memory_mb
+    if cache.disk_mb != CacheLimits.disk_mb:
+        options["state_disk_mb"] = cache.disk_mb
     if threads.decode is not None:
         options["n_threads"] = threads.decode
     if threads.batch is not None:
         options["n_threads_batch"] = threads.batch
     return options
+
+
+def start_spare_worker(spec: str | None = None) -> None:
+    """A llama.cpp worker started now, loading nothing, for the next GGUF file opened: the one `spec` names
+    by path, or (without spec) whichever comes next, such as an F4 switch in the TUI. It imports llama.cpp
+    while the app goes on; WorkerBackend takes it (quant.worker_start: at most one waits). Started by
+    forking while the process has one thread, else as a fresh interpreter. Nothing without llama-cpp-python,
+    or when spec is not a GGUF file."""
+    import importlib.util
+
+    if spec is not None and not (spec.lower().endswith(".gguf") and os.path.isfile(os.path.expanduser(spec))):
+        return
+    if importlib.util.find_spec("llama_cpp") is None:
+        return
+    from quant.llama_log import default_log_dir
+    from quant.worker_start import start_spare
+
+    try:
+        start_spare(str(default_log_dir()))
+    except Exception:  # noqa: BLE001 - only a head start: the backend starts a worker itself and says what failed
+        pass
+
+
+def start_spare_loading(spec: str, context: int | None = None) -> None:
+    """Have the waiting spare worker (start_spare_worker) load the GGUF file `spec` names by path, as
+    open_model will ask for it (the session's threads and cache limits), so that the load runs while the
+    app starts; the file is checked here first. open_model's WorkerBackend then takes that worker."""
+    if not (spec.lower().endswith(".gguf") and os.path.isfile(os.path.expanduser(spec))):
+        return
+    if context is not None and context < 16:  # open_backend refuses it
+        return
+    from quant.llama_log import default_log_dir
+    from quant.worker_start import start_spare
+
+    path = os.path.expanduser(spec)
+    try:
+        start_spare(str(default_log_dir()), path, llama_options(context, _session_threads, _session_cache))
+    except Exception:  # noqa: BLE001 - only a head start: the backend starts a worker itself and says what failed
+        pass
 
 
 @dataclass(frozen=True)
@@ -115,6 +212,7 @@ def open_model(
         context=context,
         compile=compile or default_compile(),
         threads=threads if threads is not None else _session_threads,
+        cache=_session_cache,
     )
     return OpenedModel(opened, ref.name)
 
@@ -127,7 +225,9 @@ def open_backend(
     context: int | None = None,
     compile: str = "off",
     threads: Threads | None = None,
+    cache: CacheLimits | None = None,
 ) -> Backend:
+    """`cache`: what recent prompts may keep (None: the session's, set_session_cache)."""
     threads = (threads or Threads()).validate()
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, not {backend!r}")
@@ -141,9 +241,6 @@ def open_backend(
         try:
             from model.inference.torch_engine import TorchEngine
         except ImportError as error:
-            import traceback
-
-            open("/tmp/ie.txt", "a").write("".join(traceback.format_exception(error)) + "\n=====\n")
             raise ValueError(
                 f"the torch backend needs PyTorch, which this install lacks ({error}); use a GGUF model"
             ) from None
@@ -151,7 +248,7 @@ def open_backend(
             raise ValueError(f"--compile must be one of {', '.join(COMPILE_CHOICES)}, not {compile!r}")
         from chatapp.paths import compile_cache_dir
 
-        return TorchEngine.load(
+        engine = TorchEngine.load(
             ref.path,
             device=device,
             compile=compile,
@@ -159,11 +256,13 @@ def open_backend(
             threads=threads.decode,
             threads_batch=threads.batch,
         )
+        apply_cache_limits(engine, cache or _session_cache)
+        return engine
     if ref.kind != "gguf":
         raise ValueError(f"{ref.path}: llama.cpp needs a GGUF file; make one with `chatapp export {ref.name}`")
     if context is not None and context < 16:
         raise ValueError(f"--context must be at least 16 tokens, got {context}")
-    options = llama_options(context, threads)
+    options = llama_options(context, threads, cache)
     if in_process:
         from quant.llama_engine import LlamaEngine
 

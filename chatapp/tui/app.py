@@ -7,6 +7,7 @@ Models load in a worker thread, so the first frame never waits for torch.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
@@ -20,16 +21,19 @@ from textual.timer import Timer
 from textual.widgets import TextArea
 
 from chatapp.history import HistoryError, HistoryStore, HistoryUnavailable, move_aside
+from chatapp.models.opening import CacheLimits, set_session_cache
 from chatapp.models.registry import ModelRef
-from chatapp.settings import Settings, SettingsError, load_settings, save_value
+from chatapp.settings import Settings, SettingsError, load_settings, save_value, save_values
 from chatapp.tui.failures import failures_as_notices, notifies_failures
 from chatapp.tui.keys import APP_KEYS
+from chatapp.tui.preset_palette import PresetCommands
 from chatapp.tui.screens.chat import APP_ACTIONS, ChatScreen
 from chatapp.tui.screens.download import Download
 from chatapp.tui.screens.help import HelpScreen
 from chatapp.tui.screens.history_problem import HistoryProblemScreen
 from chatapp.tui.screens.models import model_phrase
 from chatapp.tui.search_palette import HistorySearch
+from chatapp.tui.widgets.messages import counted
 from model.inference.backend import Backend
 
 if TYPE_CHECKING:
@@ -39,24 +43,61 @@ if TYPE_CHECKING:
     from chatapp.tui.host import ChatHost, ModelChoice
 
 Opener = Callable[[str, str, str], Backend]  # (spec, backend kind, device) -> an open backend
+NARROW_WIDTH = 72  # columns: below it the narrow layout (the CSS of ChatApp)
 JUST_ENDED_S = 1.0  # Ctrl+C this soon after a reply ended (or was stopped) asks again before quitting
 
 
+class ModelOpener:
+    """The real opener (chatapp.models.opening.open_model), with the command line's options. It keeps a
+    llama.cpp worker started ahead of need: for the GGUF file the app opens first (prepare, called before
+    Textual starts its threads, forks one), then after each model opened, for the next (an F4 switch)."""
+
+    def __init__(self, context: int | None = None, api_key: str | None = None, compile: str | None = None):
+        self.context, self.api_key, self.compile = context, api_key, compile
+
+    def prepare(self, spec: str, backend: str) -> None:
+        """For a GGUF file named by path: a worker forked now, told (from a thread: the file is checked
+        first) to load the file, while Textual starts; the first load_model takes it, loading or loaded."""
+        from chatapp.models.opening import start_spare_loading, start_spare_worker
+
+        start_spare_worker(spec)
+        if backend != "torch":
+            threading.Thread(target=start_spare_loading, args=(spec, self.context), daemon=True).start()
+
+    def __call__(self, spec: str, backend: str, device: str) -> Backend:
+        from chatapp.models.opening import open_model, start_spare_worker
+        from chatapp.serving.endpoint import parse_endpoint_spec
+
+        opened = open_model(spec, backend, device, context=self.context, compile=self.compile, api_key=self.api_key)
+        if parse_endpoint_spec(spec) is None:  # a local model: the next may be a GGUF file
+            threading.Thread(target=start_spare_worker, name="spare-llama-worker", daemon=True).start()
+        return opened.backend
+
+
 def model_opener(context: int | None = None, api_key: str | None = None, compile: str | None = None) -> Opener:
-    """The real opener (chatapp.models.opening.open_model), with the command line's options."""
-
-    def open_engine(spec: str, backend: str, device: str) -> Backend:
-        from chatapp.models.opening import open_model
-
-        return open_model(spec, backend, device, context=context, compile=compile, api_key=api_key).backend
-
-    return open_engine
+    return ModelOpener(context, api_key, compile)
 
 
 class ChatApp(App[None]):
     CSS_PATH = "chatapp.tcss"
     TITLE = "chatapp"
-    COMMANDS = App.COMMANDS | {HistorySearch}
+    COMMANDS = App.COMMANDS | {HistorySearch, PresetCommands}
+    # Under NARROW_WIDTH columns every screen has the class -narrow: the sidebar folds away (Ctrl+B
+    # still shows it), the inspector stacks its tokens above the candidates, so that every column fits,
+    # and the footer is as compact as Textual's own compact one (keys.py orders the keys that matter first).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_WIDTH, "-wide")]
+    CSS = """
+    Screen.-narrow #sidebar { display: none; }
+    Screen.-narrow .dialog.wide { width: 100%; height: 100%; padding: 0 1; }
+    Screen.-narrow #inspector Horizontal { layout: vertical; }
+    Screen.-narrow #inspector #tokens { width: 100%; height: 5; }
+    Screen.-narrow #inspector #step { width: 100%; }
+    Screen.-narrow #inspector .hint { display: none; }
+    Screen.-narrow FooterKey { margin-right: 1; }
+    Screen.-narrow FooterKey .footer-key--key { padding: 0; }
+    Screen.-narrow FooterKey .footer-key--description { padding: 0 0 0 1; }
+    Screen.-narrow FooterKey.-command-palette { padding-right: 0; margin-right: 0; }
+    """
 
     def __init__(
         self,
@@ -72,9 +113,12 @@ class ChatApp(App[None]):
         """engine: an already open backend (tests); otherwise the chat screen's model is opened in a worker thread."""
         super().__init__()
         self.settings = settings or load_settings()
+        set_session_cache(self.settings.cache)  # what the models opened here may keep of recent prompts
         self.default_spec: str = model_spec or self.settings.model
         self.backend_kind: str = backend if backend != "auto" else self.settings.backend
         self.device, self.opener = device, opener or model_opener()
+        if engine is None and isinstance(self.opener, ModelOpener) and self.default_spec:
+            self.opener.prepare(self.default_spec, self.backend_kind)  # forked while this is one thread
         self.api_key_for_endpoints: str | None = None  # --endpoint's --api-key, for listing servers' models
         self.engine: Backend | None = engine
         self.loaded_spec: str | None = self.default_spec if engine is not None else None
@@ -114,8 +158,8 @@ class ChatApp(App[None]):
             self.notify(notice, severity="warning", timeout=10)
         if store.recovered:
             self.notify(
-                f"{store.recovered} reply(s) were interrupted when the app last closed; "
-                "they are kept, marked as interrupted",
+                f"{counted(store.recovered, 'reply', 'replies')} {'was' if store.recovered == 1 else 'were'} "
+                "interrupted when the app last closed: kept, marked as interrupted",
                 timeout=8,
             )
 
@@ -156,10 +200,10 @@ class ChatApp(App[None]):
         if self.settings.path is not None:
             save_value(self.settings.path, "app", "theme", theme.name)
 
-    async def open_conversation(self, conversation_id: int) -> None:
-        """Show a conversation (the history search opens its hits with this)."""
+    async def open_conversation(self, conversation_id: int, message_id: int | None = None) -> None:
+        """Show a conversation (the history search opens its hits with this), at a message when given."""
         with failures_as_notices(self):
-            await self.chat.open_conversation(conversation_id)
+            await self.chat.open_conversation(conversation_id, message_id)
         self.chat.prompt.focus()
 
     # --- models ---
@@ -230,6 +274,23 @@ class ChatApp(App[None]):
         elif self.loaded_spec is not None:
             self.start_loading(self.loaded_spec, self.loaded_backend)
 
+    def apply_cache_limits(self, limits: CacheLimits) -> None:
+        """The settings panel's limits of the saved prompts ([cache]): kept in settings.toml, and given to the
+        open model and those opened from now on (while a reply streams: to the next model loaded)."""
+        from chatapp.models.opening import apply_cache_limits
+
+        self.settings.cache = limits
+        set_session_cache(limits)
+        try:
+            if self.settings.path is not None:
+                save_values(self.settings.path, "cache", {"memory_mb": limits.memory_mb, "disk_mb": limits.disk_mb})
+        except SettingsError as error:
+            self.notify(f"The cache limits apply to this session only: {error}", severity="error", timeout=10)
+        if self.engine is None:
+            return
+        if self.chat.job is not None or not apply_cache_limits(self.engine, limits):
+            self.notify("The cache limits apply when the model next loads (a reply is streaming)")
+
     def model_choices(self) -> list[ModelChoice]:
         """Local models, then what each known server offers (a server that does not answer is left out)."""
         from chatapp.models.discovery import discover_models
@@ -264,6 +325,10 @@ class ChatApp(App[None]):
         if endpoint is not None:
             self.remember_endpoint(endpoint[0])
             return
+        if spec.lower().endswith(".gguf"):
+            from chatapp.models.discovery import remember_path
+
+            remember_path(spec)  # `chatapp models` lists it too
         choices = self.model_choices() if choices is None else choices
         known = {model_spec(ref) for ref in choices} | {ref.name for ref in choices}
         known |= {str(ref.path) for ref in choices if isinstance(ref, ModelRef)}

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 from textual.binding import Binding
 
-# (key, action, description, shown in the footer)
+# (key, action, description, shown in the footer). The footer keeps this order, and a narrow terminal
+# (60 columns) shows the first four and the palette's key: Help, New chat, Stop reply, Settings.
 APP_KEYS = [
     ("f1", "help", "Help", True),
     ("ctrl+n", "new_conversation", "New chat", True),
     ("escape", "stop", "Stop reply", True),
     ("ctrl+c", "stop_or_quit", "Stop reply, or quit when none streams", False),
-    ("ctrl+r", "regenerate", "Regenerate", True),
-    ("ctrl+l", "edit_last", "Edit last message", False),
-    ("ctrl+g", "continue_reply", "Continue reply", False),
-    ("alt+left", "previous_version", "Previous version of a reply", False),
-    ("alt+right", "next_version", "Next version of a reply", False),
     ("f2", "settings", "Settings", True),
+    ("ctrl+r", "regenerate", "Regenerate", True),
+    ("ctrl+l", "edit_message", "Edit a message (a new branch)", False),
+    ("ctrl+g", "continue_reply", "Continue reply", False),
+    ("alt+left", "previous_branch", "Previous branch of a message", False),
+    ("alt+right", "next_branch", "Next branch of a message", False),
+    ("f12", "fork", "Fork the chat from a message", False),
     ("f3", "inspect", "Inspector", True),
     ("f5", "toggle_thinking", "Show or hide a reply's thinking", False),
     ("f4", "models", "Models", False),

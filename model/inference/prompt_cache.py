@@ -60,6 +60,12 @@ class PromptCache(Generic[Snapshot]):
         while self.bytes > self.max_bytes:
             self._drop(next(iter(self.entries)))
 
+    def resize(self, max_bytes: int) -> None:
+        """A new bound (the settings' [cache] memory_mb); the oldest entries go until the total fits."""
+        self.max_bytes = max_bytes
+        while self.bytes > self.max_bytes:
+            self._drop(next(iter(self.entries)))
+
     def clear(self) -> None:
         self.entries.clear()
         self.bytes = 0

@@ -5,7 +5,8 @@ import sys
 import pytest
 
 from chatapp import __version__
-from chatapp.cli import build_parser
+from chatapp.cli import build_parser, main
+from tests.helpers.fake_backend import FakeBackend
 
 
 def chatapp(*args, stdin=None):
@@ -120,3 +121,19 @@ def test_models_lists_the_built_in_models_and_marks_the_default():
     assert [m["name"] for m in models if m["default"]] == ["shakespeare-chat"]
     table = chatapp("models").stdout.splitlines()
     assert [line.split()[1] for line in table if line.startswith("* shakespeare")] == ["shakespeare-chat"]
+
+
+def test_run_ends_the_reply_line_before_its_notes_which_go_to_stderr(monkeypatch, capsys):
+    from chatapp import commands
+    from chatapp.models.opening import OpenedModel
+    from model.inference.backend import Finished, TextPiece
+
+    class NotingBackend(FakeBackend):
+        def chat(self, messages, params, reserve=None, inspect=None, continue_last=False):
+            yield TextPiece("Good morrow.", [1])
+            yield Finished("length", 3, 1, 0.01, 100.0, notices=["2 earlier messages no longer fit"])
+
+    monkeypatch.setattr(commands, "open_model", lambda *args, **kwargs: OpenedModel(NotingBackend(), "noting"))
+    assert main(["run", "Hail"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "Good morrow.\n" and err == "note: 2 earlier messages no longer fit\n"

@@ -186,3 +186,23 @@ def test_disk_is_bounded_oldest_first_out(tmp_path):
             os.utime(path, ns=(age * 10**9, age * 10**9))  # strictly ordered, whatever the clock's grain
     assert len(list(folder.iterdir())) == 2
     assert cache.best([4] * 40 + [9]) is not None and cache.best([1] * 40 + [9]) is None
+
+
+def test_an_earlier_reply_goes_back_in_as_the_ids_it_was_sampled_as(tmp_path):
+    """Coming back to a conversation after another one: its last reply, whose sampled ids differ from its text
+    tokenized again, is sent as those ids (the engine keeps the last replies' ids, not only the last one's),
+    so the saved state's prefix holds and only the new message is computed."""
+    backend = engine()
+    try:
+        opening = CONVERSATION[:2]
+        sampled = collect_reply(backend.chat(opening, SamplingParams(temperature=1.5, max_tokens=24, seed=3)))
+        assert sampled.token_ids != backend.tokenizer.encode(sampled.text)  # this case: a re-tokenization differs
+        held = list(backend.cached_ids)  # the prompt and the reply as sampled, as the saved state holds them
+        chat(backend, [Message("user", "Something else entirely, and longer than a few tokens.")])
+        back = [*opening, Message("assistant", sampled.text), Message("user", "And the queen?")]
+        prompt = backend.fit(back, reserve=GREEDY.max_tokens).ids
+        _, prompt_tokens, prefilled = chat(backend, back)
+    finally:
+        backend.close()
+    assert prompt[: len(held)] == held
+    assert prefilled == prompt_tokens - len(held) < 12

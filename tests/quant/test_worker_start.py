@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from chatapp.cli import build_parser, start_worker_early
+from chatapp.launch import names_a_gguf_file, start_worker_now
 from model.inference.sampling import SamplingParams
 from model.text.chat_format import Message
 from quant import llama_worker, worker_start
@@ -95,3 +96,68 @@ def test_no_worker_is_started_for_anything_else(monkeypatch, tmp_path, argv):
     monkeypatch.setenv("CHATAPP_HOME", str(tmp_path))
     start_worker_early(build_parser().parse_args(argv))
     assert not worker_start._spare
+    assert not names_a_gguf_file(argv)  # nor before the arguments are parsed
+
+
+def test_the_launcher_starts_the_worker_before_parsing_and_the_command_line_has_that_one_load(monkeypatch, tmp_path):
+    monkeypatch.setenv("CHATAPP_HOME", str(tmp_path))
+    argv = ["run", "--model", str(GGUF), "--threads", "1", "hi"]
+    start_worker_now(argv)
+    assert len(worker_start._spare) == 1 and worker_start._spare[0].loading is None
+    started = worker_start._spare[0].process
+    start_worker_early(build_parser().parse_args(argv))
+    assert len(worker_start._spare) == 1
+    spare = worker_start._spare[0]
+    assert spare.process is started and spare.loading is not None and spare.loading[0] == str(GGUF)
+    backend = llama_worker.WorkerBackend(GGUF, log_dir=tmp_path / "data" / "logs", **spare.loading[2])
+    try:
+        assert backend._process is started
+        assert list(backend.chat([Message("user", "hi")], SamplingParams(max_tokens=2, seed=0)))
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize(
+    "argv, starts",
+    [
+        (["run", "--model", str(GGUF), "hi"], True),
+        (["run", f"--model={GGUF}", "hi"], True),
+        (["serve", "--port", "8080", str(GGUF)], True),
+        (["chat", str(GGUF)], True),
+        (["run", "--model", str(GGUF), "--endpoint", "http://localhost:1", "hi"], False),
+        (["run", "--model", str(GGUF), "--help"], False),
+        (["export", str(GGUF)], False),
+        ([], False),
+    ],
+)
+def test_the_launcher_looks_for_a_gguf_file_on_the_command_line(argv, starts):
+    assert names_a_gguf_file(argv) is starts
+
+
+def test_a_forked_worker_ends_when_its_app_is_killed(tmp_path):
+    """The worker holds no copy of the app's end of the pipe: an app gone (kill -9, os._exit) is an end of
+    file to it, and it leaves instead of waiting forever."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers.paths import ROOT
+
+    code = (
+        "import os, sys; from quant import worker_start; worker_start.start_spare(sys.argv[1]); "
+        "print(worker_start._spare[0].process.pid, flush=True); os._exit(0)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=60, check=True
+    )
+    pid = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 60  # a liveness bound, not a speed check: it imports llama.cpp first
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    raise AssertionError(f"the worker {pid} outlived its app")

@@ -30,10 +30,13 @@ def keys_markdown() -> str:
             f"`{NEWLINE_KEY}` adds a new line in every terminal.",
             "",
             f"Select a message with the mouse or Tab: `{key_for('copy_message')}` copies it, "
-            f"`{key_for('inspect')}` inspects its tokens, `{key_for('previous_version')}` / "
-            f"`{key_for('next_version')}` step through the versions of a reply. "
+            f"`{key_for('inspect')}` inspects its tokens, `{key_for('edit_message')}` edits it and "
+            f"`{key_for('regenerate')}` answers it again (each a new branch: the old one stays), "
+            f"`{key_for('previous_branch')}` / `{key_for('next_branch')}` (or a click on ‹ branch 2/3 ›) "
+            f"step between branches, `{key_for('fork')}` forks the chat there. "
             f"`{key_for('stop_or_quit')}` stops a streaming reply; with none streaming it quits. "
-            "Esc or F1 closes this.",
+            '`ctrl+p` also applies a preset ("Preset: NAME"): a system prompt and sampling, saved '
+            f"from `{key_for('settings')}`. Esc or F1 closes this.",
         ]
     )
 
