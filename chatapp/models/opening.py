@@ -240,10 +240,10 @@ def open_backend(
             )
         try:
             from model.inference.torch_engine import TorchEngine
-        except ImportError as error:
-            raise ValueError(
-                f"the torch backend needs PyTorch, which this install lacks ({error}); use a GGUF model"
-            ) from None
+        except ImportError:
+            from chatapp.models.registry import torch_missing
+
+            raise ValueError(torch_missing(f"running the model folder {ref.path}")) from None
         if compile not in COMPILE_CHOICES:
             raise ValueError(f"--compile must be one of {', '.join(COMPILE_CHOICES)}, not {compile!r}")
         from chatapp.paths import compile_cache_dir

@@ -49,7 +49,8 @@ class ModelRef:
     name: str
     path: Path
     kind: str  # "folder" or "gguf"
-    source: str  # "built-in", "user", "path", "added", "LM Studio", "Ollama" or "Hugging Face"
+    # "built-in", "user", "path", "added", "opened" (a GGUF once opened by path), "LM Studio", "Ollama", "Hugging Face"
+    source: str
 
     @property
     def size_bytes(self) -> int:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-import tiktoken
-
 # GPT-2's pre-tokenization regex, as tiktoken's "gpt2" encoding spells it.
 GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -76,6 +74,8 @@ class Tokenizer:
             raise ValueError(f"learned tokens collide with special tokens: {clashes}")
         self.ranks = ranks
         self.special_ids = {text: len(ranks) + i for i, text in enumerate(SPECIAL_TOKENS)}
+        import tiktoken  # here: a llama.cpp run of a GGUF file never builds our tokenizer, nor pays for the import
+
         self.encoding = tiktoken.Encoding(
             name=name,
             pat_str=GPT2_SPLIT_PATTERN,
