@@ -257,6 +257,13 @@ def build_parser() -> Parser:
 
     chat = commands.add_parser("chat", help="chat in the terminal (the default command)")
     add_model_argument(chat, positional=True)
+    chat.add_argument(
+        "--preset",
+        default=None,
+        metavar="NAME",
+        help="start in a new conversation with a chat preset (`chatapp preset list`): its system prompt, "
+        "sampling, thinking and model",
+    )
     add_backend_argument(chat)
     add_endpoint_arguments(chat)
     add_context_argument(chat)

@@ -6,7 +6,7 @@ import contextlib
 import json
 import sys
 import tempfile
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from chatapp.models.opening import Threads, open_model, set_session_threads
 from chatapp.models.registry import ModelNotFound, default_model, torch_available, torch_missing
@@ -125,8 +125,16 @@ def command_chat(args) -> int:
     from chatapp.tui.app import run_app
 
     set_session_threads(threads_from_args(args, load_settings().threads))  # the models the TUI opens
+    preset = None
+    if args.preset:
+        from chatapp.presets import find_preset
 
-    return run_app(args.model, args.backend, args.device, args.context, args.endpoint, args.api_key, args.compile)
+        preset = find_preset(args.preset)
+        if args.model or args.endpoint:  # the command line's model wins over the preset's
+            preset = replace(preset, model="")
+    return run_app(
+        args.model, args.backend, args.device, args.context, args.endpoint, args.api_key, args.compile, preset
+    )
 
 
 def command_serve(args) -> int:

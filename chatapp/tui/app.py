@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from textual.actions import ActionParseResult
     from textual.theme import Theme
 
+    from chatapp.presets import Preset
     from chatapp.tui.host import ChatHost, ModelChoice
 
 Opener = Callable[[str, str, str], Backend]  # (spec, backend kind, device) -> an open backend
@@ -109,12 +110,15 @@ class ChatApp(App[None]):
         store: HistoryStore | None = None,
         settings: Settings | None = None,
         opener: Opener | None = None,
+        preset: Preset | None = None,
     ):
-        """engine: an already open backend (tests); otherwise the chat screen's model is opened in a worker thread."""
+        """engine: an already open backend (tests); otherwise the chat screen's model is opened in a worker thread.
+        preset: `chatapp chat --preset NAME`: the app starts in a new conversation with its settings."""
         super().__init__()
         self.settings = settings or load_settings()
         set_session_cache(self.settings.cache)  # what the models opened here may keep of recent prompts
-        self.default_spec: str = model_spec or self.settings.model
+        self.start_preset = preset
+        self.default_spec: str = model_spec or (preset.model if preset else "") or self.settings.model
         self.backend_kind: str = backend if backend != "auto" else self.settings.backend
         self.device, self.opener = device, opener or model_opener()
         if engine is None and isinstance(self.opener, ModelOpener) and self.default_spec:
@@ -434,9 +438,10 @@ def run_app(
     endpoint: str | None = None,
     api_key: str | None = None,
     compile: str = "auto",
+    preset: Preset | None = None,
 ) -> int:
     """`chatapp` and `chatapp chat`: open the app; returns the exit code."""
-    app = ChatApp(model_spec, backend, device, opener=model_opener(context, api_key, compile))
+    app = ChatApp(model_spec, backend, device, opener=model_opener(context, api_key, compile), preset=preset)
     if endpoint:
         from chatapp.serving.endpoint import api_base, endpoint_spec
 

@@ -12,6 +12,7 @@ from model.inference.backend import Backend
 
 if TYPE_CHECKING:
     from chatapp.models.registry import ModelRef
+    from chatapp.presets import Preset
     from chatapp.serving.endpoint import EndpointModel
 
     ModelChoice = ModelRef | EndpointModel  # a local model, or one a server offers
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 class ChatHost(Protocol):
     settings: Settings
     default_spec: str  # the model a conversation without its own gets ("" is the built-in one)
+    start_preset: Preset | None  # `chat --preset NAME`: the first conversation is a new one with it
     backend_kind: str
     engine: Backend | None  # None while a model loads, or when it failed to
     loaded_spec: str | None  # the spec of the model loaded, or being loaded

@@ -172,3 +172,9 @@ def test_backend_and_the_new_options_have_help():
     assert "--preset NAME a chat preset" in run_help and "--thinking {on,off,default}" in run_help
     train_help = " ".join(subcommands["train"].format_help().split())
     assert "model size and schedule" in train_help  # train's --preset is still a model size
+
+
+def test_chat_with_an_unknown_preset_is_one_line(capsys):
+    assert cli.main(["chat", "--preset", "no-such-preset"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no-such-preset" in err

@@ -160,7 +160,13 @@ class ChatScreen(MessageActions):
 
     def first_conversation_id(self) -> int:
         """The conversation open when the app last closed, else the newest, else a new one; a new one too
-        when another window has that one open (or is writing a reply into it)."""
+        when another window has that one open (or is writing a reply into it). With a preset to start
+        with (`chat --preset NAME`), a new one with the preset's settings."""
+        preset = self.chat_app.start_preset
+        if preset is not None:
+            return self.store.create_conversation(
+                {"chat": preset.chat.to_dict(), "model": preset.model, "backend": ""}
+            ).id
         last = self.store.last_open()
         if last is None or self.store.conversation(last) is None:
             latest = self.store.conversations()

@@ -135,3 +135,18 @@ async def test_the_welcome_offers_the_personas_on_the_built_in_model_only():
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.chat.is_mounted and app.chat.query("#welcome"), what="the welcome")
         assert "Preset:" not in str(app.query_one("#welcome").render())
+
+
+async def test_chat_with_a_preset_starts_a_new_conversation_with_it():
+    from chatapp.history import HistoryStore
+
+    store = HistoryStore()
+    earlier = store.create_conversation()
+    store.add_message(earlier.id, "user", "an earlier chat")
+    store.remember_open(earlier.id)
+    hamlet = find_preset("hamlet")
+    app = make_app(FakeBackend(), store=store, preset=hamlet)
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        assert app.chat.current.id != earlier.id
+        assert conversation_chat(app) == hamlet.chat
