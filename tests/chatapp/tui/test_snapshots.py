@@ -40,6 +40,7 @@ def test_settings_panel_with_a_refused_value(snap_compare):
         await wait_until(pilot, lambda: pilot.app.screen.query("#top_p"))
         box = pilot.app.screen.query_one("#top_p")
         box.value = "1.5"
+        box.scroll_visible(top=True, animate=False)  # the panel is longer than the screen: show the refusal
         await pilot.pause()
 
     assert snap_compare(chat_app(), terminal_size=(110, 48), run_before=open_settings)
