@@ -6,13 +6,14 @@
     POST /v1/completions          plain text continued
 
 Starlette on uvicorn. The engine (either backend, through the backend
-protocol) runs one generation at a time: it holds one KV cache, and a CPU is
-better spent on one reply than split over several. Requests past that wait in
-a bounded queue; past the queue, 503 with Retry-After. The engine's turn is
-taken and given back in one place (`Engine.turn`), around everything done
-while it is held, so no failure can keep it. A client that goes away cancels
-its work: mid-stream or mid-reply the engine stops within one token; while
-queued, it is never started. Errors are OpenAI's JSON shape
+protocol) runs one generation at a time: it holds one KV cache. A backend with
+parallel slots (`slots`, quant/slot_engine.py: `chatapp serve --parallel N`)
+runs up to N at once, each reply with a cancel() of its own. Requests past
+that wait in a bounded queue; past the queue, 503 with Retry-After. A turn on
+the engine (one of its slots) is taken and given back in one place
+(`Engine.turn`), around everything done while it is held, so no failure can
+keep it. A client that goes away cancels its work: mid-stream or mid-reply the
+engine stops within one token; while queued, it is never started. Errors are OpenAI's JSON shape
 ({"error": {"message", "type", "param", "code"}}) with the right status,
 never a traceback.
 
@@ -379,7 +380,8 @@ async def finish_shielded(future: asyncio.Future[T]) -> T:
 
 
 class Generation:
-    """An engine's events, produced in a thread and read here asynchronously."""
+    """An engine's events, produced in a thread and read here asynchronously. A reply that can be
+    cancelled on its own (events with a cancel(): a slot of a parallel backend) is; else the backend is."""
 
     def __init__(self, backend, events: Iterator[Event]):
         self.backend, self.events = backend, events
@@ -412,21 +414,22 @@ class Generation:
         this task is being cancelled. A reply read to its end is not cancelled: a late cancel would
         land on whatever the engine runs next."""
         if not self.complete:
-            self.backend.cancel()
+            getattr(self.events, "cancel", self.backend.cancel)()
         await finish_shielded(asyncio.ensure_future(asyncio.to_thread(self.thread.join)))
 
 
 class Engine:
-    """The backend behind an asyncio lock, with a bounded queue in front of it."""
+    """The backend behind an asyncio semaphore of its `slots` (1: one reply at a time), with a bounded
+    queue in front of it."""
 
-    def __init__(self, backend, max_waiting: int):
-        self.backend, self.max_waiting = backend, max_waiting
-        self.lock = asyncio.Lock()
+    def __init__(self, backend, max_waiting: int, slots: int = 1):
+        self.backend, self.max_waiting, self.slots = backend, max_waiting, slots
+        self.lock = asyncio.Semaphore(slots)  # a free slot each (with one slot, it works as a lock)
         self.waiting = 0
 
     @contextlib.asynccontextmanager
     async def turn(self, gone: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
-        """The engine, for one request: the one place it is taken and given back. 503 past the queue;
+        """A slot of the engine, for one request: the one place it is taken and given back. 503 past the queue;
         ClientGone if the client leaves while waiting (its work is then never started)."""
         if self.lock.locked() and self.waiting >= self.max_waiting:
             raise RequestError(
@@ -726,7 +729,7 @@ class OpenAIServer:
 
     def __init__(self, backend, options: ServerOptions):
         self.backend, self.options = backend, options
-        self.engine = Engine(backend, options.max_waiting)
+        self.engine = Engine(backend, options.max_waiting, getattr(backend, "slots", 1))
         self.names = {options.model_id, backend.model_name}
 
     async def health(self, request: Request) -> Response:
@@ -837,6 +840,12 @@ def create_app(backend, options: ServerOptions) -> Starlette:
     return OpenAIServer(backend, options).app()
 
 
+def parallel_note(backend) -> str:
+    """How many replies the backend makes at once, when more than one."""
+    slots = getattr(backend, "slots", 1)
+    return f", {slots} parallel slots of {backend.context_length:,} tokens" if slots > 1 else ""
+
+
 def serve(backend, options: ServerOptions, host: str = "127.0.0.1", port: int = 8000, log=print) -> int:
     """Run until SIGINT or SIGTERM: then stop accepting, give in-flight replies a moment
     (3 s), cancel the rest, and return 0. A second Ctrl+C stops at once."""
@@ -868,7 +877,7 @@ def serve(backend, options: ServerOptions, host: str = "127.0.0.1", port: int = 
         access_log=False,
     )
     log(
-        f"serving {options.model_id} ({backend.name}) on http://{host}:{port}/v1 "
+        f"serving {options.model_id} ({backend.name}{parallel_note(backend)}) on http://{host}:{port}/v1 "
         f"(OpenAI API{', API key required' if options.api_key else ''}); Ctrl+C stops"
     )
     if options.any_host:
