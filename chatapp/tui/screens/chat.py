@@ -685,8 +685,13 @@ class ChatScreen(MessageActions):
         return action not in CHAT_ACTIONS or self.app.screen is self
 
     def action_stop(self) -> bool:
-        """Stop the streaming reply (also one whose engine has not started yet); False when nothing streams,
-        or the reply is stopping already."""
+        """Stop the streaming reply (also one whose engine has not started yet); with none streaming, leave
+        an edit (Ctrl+L) unsaved. False when neither happened, or the reply is stopping already."""
+        if self.job is None and self.editing is not None:
+            self.cancel_edit()
+            self.prompt.text = ""
+            self.notify("Edit cancelled: nothing changed")
+            return True
         if self.job is None or self.job.cancelled.is_set():
             return False
         self.job.cancel()

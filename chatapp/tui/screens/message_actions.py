@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from textual.screen import Screen
-from textual.widgets import TextArea
 
 from chatapp.history import CONTINUABLE, HistoryError, Status, StoredMessage
 from chatapp.paths import data_dir
@@ -136,7 +135,7 @@ class MessageActions(Screen[None]):
         whose = "your message" if target.role == "user" else "this reply"
         self.notify(
             f"Editing {whose}: Enter saves it as a new branch (the old one stays: Alt+Left/Right); "
-            "clearing the input cancels",
+            "Esc cancels",
             timeout=6,
         )
 
@@ -163,10 +162,6 @@ class MessageActions(Screen[None]):
         self.editing = None
         for widget in self.query(".being-edited"):
             widget.remove_class("being-edited")
-
-    def on_text_area_changed(self, event: TextArea.Changed) -> None:
-        if event.text_area is self.query_one(PromptInput) and not event.text_area.text.strip():
-            self.cancel_edit()
 
     async def action_continue_reply(self) -> None:
         last = self.last_message()

@@ -78,10 +78,13 @@ async def test_edit_last_deletes_nothing_until_the_edit_is_sent(tmp_path):
         assert app.chat.prompt.text == "a typo"
         assert shown(store, conversation) == ["a typo", "one"]
         assert len(app.query(".being-edited")) == 2
-        app.chat.prompt.text = ""  # clearing the input gives up the edit
+        await pilot.press("escape")  # gives up the edit
         await pilot.pause()
-        assert app.chat.editing is None and not app.query(".being-edited")
+        assert app.chat.editing is None and not app.query(".being-edited") and app.chat.prompt.text == ""
+        assert shown(store, conversation) == ["a typo", "one"]
         await pilot.press("ctrl+l")
+        app.chat.prompt.text = ""  # typed over: emptied first, as Ctrl+U or a select-all does, then written
+        await pilot.pause()
         app.chat.prompt.text = "no typo"
         await pilot.press("enter")
         await wait_idle(pilot)
@@ -116,16 +119,19 @@ async def test_a_long_conversation_loads_earlier_messages_as_the_user_scrolls_up
         store.add_message(conversation.id, "assistant", f"answer **{index}**")
     app = make_app(FakeBackend(), store=store)
     async with app.run_test() as pilot:
-        await pilot.pause()
         log = app.chat.log_view
-        assert len(log.message_widgets()) == PAGE_SIZE and log.message_widgets()[-1].content == "answer **499**"
+        await wait_until(pilot, lambda: len(log.message_widgets()) == PAGE_SIZE, what="the newest page")
+        assert log.message_widgets()[-1].content == "answer **499**"
         looking_at = log.message_widgets()[0]
         log.scroll_home(animate=False)
         await wait_until(pilot, lambda: len(log.message_widgets()) == 2 * PAGE_SIZE, what="earlier messages")
         assert log.message_widgets()[0].content == f"question {500 - PAGE_SIZE}"
         # the view stays where the user was: the message at the top before is still near the top
-        await wait_until(pilot, lambda: log.scroll_y > 0, what="the view to keep its place")
-        assert abs(looking_at.region.y - log.region.y) <= 2
+        await wait_until(
+            pilot,
+            lambda: log.scroll_y > 0 and abs(looking_at.region.y - log.region.y) <= 2,
+            what="the view to keep its place (the message at the top before still near the top)",
+        )
 
 
 async def test_a_long_session_keeps_a_bounded_number_of_messages_mounted(tmp_path, monkeypatch):
