@@ -156,3 +156,24 @@ async def test_the_context_bar_counts_the_prompt_the_reply_gets_with_thinking_of
             assert off == counted[0] > default  # the empty think block is counted
     finally:
         engine.close()
+
+
+async def test_a_reply_stopped_inside_its_thinking_can_be_continued(tmp_path):
+    """A reply stopped before any answer (thinking only) is still sent to the model, so Ctrl+G continues it."""
+    from chatapp.history import HistoryStore, Status
+
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    conversation = store.create_conversation({})
+    store.add_message(conversation.id, "user", "2+2?")
+    store.add_message(conversation.id, "assistant", "", status=Status.STOPPED, reasoning="Two and")
+    fake = FakeBackend(replies=[[(THINKING, " two."), "It is 4."]])
+    app = make_app(fake, store=store)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_until(pilot, lambda: app.query(AssistantMessage), what="the conversation")
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: fake.calls, what="the continuation to start")
+        await wait_idle(pilot)
+        call = fake.calls[-1]
+        assert call["continue_last"] and call["messages"][-1] == Message("assistant", "", reasoning="Two and")
+        reply = app.query(AssistantMessage).last()
+        assert (reply.thinking, reply.content) == ("Two and two.", "It is 4.")
