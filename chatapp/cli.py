@@ -383,6 +383,14 @@ def build_parser() -> Parser:
         "--queue", type=int, default=16, help="requests that may wait for the engine; past it, 503 (default 16)"
     )
     serve.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        metavar="N",
+        help="replies made at once on a GGUF model, in one batch per step (default: from the model's size and "
+        "the cores, shown at start; 1: one at a time, in a worker process as before)",
+    )
+    serve.add_argument(
         "--allow-host",
         action="append",
         default=[],
@@ -506,6 +514,7 @@ def start_worker_early(args: argparse.Namespace) -> None:
         or getattr(args, "backend", "auto") == "torch"
         or getattr(args, "endpoint", None)
         or getattr(args, "in_process", False)
+        or (args.command == "serve" and args.parallel != 1)  # parallel slots run in the server's process
         or (args.context is not None and args.context < 16)  # open_backend refuses it
     ):
         return

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from dataclasses import fields, replace
 
-from chatapp.models.opening import Threads, open_model, set_session_threads
+from chatapp.models.opening import OpenedModel, Threads, open_model, set_session_threads
 from chatapp.models.registry import ModelNotFound, default_model, torch_available, torch_missing
 from chatapp.models.resolve import resolve_model
 from model.inference.backend import collect_reply
@@ -148,14 +148,7 @@ def command_serve(args) -> int:
     for name in args.allow_host:
         if split_host(name) is None:
             raise ValueError(f"--allow-host takes a host name or NAME:PORT, got {name!r}")
-    opened = open_model(
-        args.model,
-        args.backend,
-        args.device,
-        context=args.context,
-        compile=args.compile,
-        threads=threads_from_args(args),
-    )
+    opened = open_for_serving(args)
     backend = opened.backend
     try:
         options = ServerOptions(
@@ -169,6 +162,26 @@ def command_serve(args) -> int:
         return serve(backend, options, args.host, args.port, log=lambda line: print(line, file=sys.stderr))
     finally:
         backend.close()
+
+
+def open_for_serving(args) -> OpenedModel:
+    """A GGUF file on parallel slots (chatapp.serving.parallel), else the model as every command opens it."""
+    from chatapp.serving.parallel import open_parallel
+
+    threads = threads_from_args(args)
+    on_slots = open_parallel(
+        args.model,
+        resolve_model,
+        args.backend,
+        args.parallel,
+        context=args.context,
+        threads=(threads.decode, threads.batch),
+    )
+    if on_slots is not None:
+        return OpenedModel(*on_slots)
+    return open_model(
+        args.model, args.backend, args.device, context=args.context, compile=args.compile, threads=threads
+    )
 
 
 def command_export(args) -> int:

@@ -29,8 +29,15 @@ def names_a_gguf_file(argv: list[str]) -> bool:
         return False
     if any(a == "--backend" and b == "torch" for a, b in zip(argv, argv[1:])) or "--backend=torch" in argv:
         return False
+    if argv[0] == "serve" and not serves_one_at_a_time(argv):  # parallel slots run in the server's process
+        return False
     candidates = (arg.split("=", 1)[1] if arg.startswith("--model=") else arg for arg in argv[1:])
     return any(arg.lower().endswith(".gguf") and os.path.isfile(os.path.expanduser(arg)) for arg in candidates)
+
+
+def serves_one_at_a_time(argv: list[str]) -> bool:
+    """`serve --parallel 1`: the one way serve runs a GGUF file in a worker process."""
+    return any(a == "--parallel" and b == "1" for a, b in zip(argv, argv[1:])) or "--parallel=1" in argv
 
 
 def start_worker_now(argv: list[str]) -> None:

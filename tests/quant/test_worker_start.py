@@ -70,7 +70,7 @@ def test_a_bad_file_is_not_sent_and_the_backend_says_why(tmp_path):
     [
         (["run", "--model", str(GGUF), "hi"], True),
         (["bench", str(GGUF)], True),
-        (["serve", str(GGUF)], True),
+        (["serve", str(GGUF), "--parallel", "1"], True),
         (["chat", str(GGUF)], False),  # the TUI may take its threads from the settings file: started, not loading
     ],
 )
@@ -79,6 +79,13 @@ def test_the_command_line_starts_a_worker_for_a_gguf_file(monkeypatch, tmp_path,
     start_worker_early(build_parser().parse_args(argv))
     assert len(worker_start._spare) == 1
     assert (worker_start._spare[0].loading is not None) == loads
+
+
+def test_serve_on_parallel_slots_starts_no_worker(monkeypatch, tmp_path):
+    """The slots run in the server's own process: a worker started for them would only wait."""
+    monkeypatch.setenv("CHATAPP_HOME", str(tmp_path))
+    start_worker_early(build_parser().parse_args(["serve", str(GGUF)]))
+    assert not worker_start._spare
 
 
 @pytest.mark.parametrize(
@@ -122,7 +129,8 @@ def test_the_launcher_starts_the_worker_before_parsing_and_the_command_line_has_
     [
         (["run", "--model", str(GGUF), "hi"], True),
         (["run", f"--model={GGUF}", "hi"], True),
-        (["serve", "--port", "8080", str(GGUF)], True),
+        (["serve", "--port", "8080", str(GGUF), "--parallel", "1"], True),
+        (["serve", "--port", "8080", str(GGUF)], False),  # parallel slots: in the server's own process
         (["chat", str(GGUF)], True),
         (["run", "--model", str(GGUF), "--endpoint", "http://localhost:1", "hi"], False),
         (["run", "--model", str(GGUF), "--help"], False),

@@ -20,8 +20,9 @@ def test_torch_free_face_and_llama_path_import_no_torch():
         "model.inference.reply_stream\n"
         "import model.training.corpus, model.training.dialogue, model.training.presets\n"
         "import quant.llama_engine, quant.llama_load, quant.llama_worker, quant.gguf_export, quant.quantize, "
-        "quant.gguf_validation_loss\n"
+        "quant.gguf_validation_loss, quant.llama_slots, quant.slot_engine\n"
         "import chatapp.cli, chatapp.commands, chatapp.models.opening, chatapp.models.registry, chatapp.settings\n"
+        "import chatapp.serving.parallel, chatapp.serving.server\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     result = run_python(code)
