@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -133,20 +133,22 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def top_p_kept(logits: np.ndarray, top_p: float) -> np.ndarray:
-    """Ids of the smallest set of most likely tokens whose mass reaches top_p.
+    """Ids of the smallest set of most likely tokens whose mass reaches top_p; among equally likely
+    tokens, the lower ids first (so the set does not depend on how a partition happened to order them).
 
-    Found among the m most likely tokens, m doubling until the set ends inside
-    them: a 150,000-token vocabulary is not sorted whole for every token."""
+    Found among the m most likely tokens (and those tied with the m-th), m doubling until the set ends
+    inside them: a 150,000-token vocabulary is not sorted whole for every token."""
     import numpy as np
 
     probs = softmax(logits)
     m = min(64, probs.size)
     while True:
-        top = np.argpartition(-probs, m - 1)[:m] if m < probs.size else np.arange(probs.size)
-        order = top[np.argsort(-probs[top], kind="stable")]
+        threshold = np.partition(probs, probs.size - m)[probs.size - m] if m < probs.size else 0.0
+        top = np.flatnonzero(probs >= threshold) if threshold > 0 else np.flatnonzero(probs > 0)
+        order = top[np.argsort(-probs[top], kind="stable")]  # most likely first; ties in id order
         mass_before = np.cumsum(probs[order]) - probs[order]
         kept = max(int(np.count_nonzero(mass_before < top_p)), 1)  # always keep the most likely token
-        if kept < m or m == probs.size:
+        if kept < order.size or threshold == 0:
             return order[:kept]
         m = min(2 * m, probs.size)
 
@@ -191,15 +193,35 @@ def final_probabilities(penalized: np.ndarray, params: SamplingParams) -> np.nda
     return softmax(filtered_logits(penalized, params))
 
 
+def drawable(penalized: np.ndarray, params: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
+    """(ids in id order, their probabilities): what the draw chooses from. The first filter that is on
+    (top-k, else top-p) picks the candidates over the whole vocabulary, and the rest is computed over those
+    alone: the same tokens and probabilities as over the whole vocabulary with every other token at 0, but
+    without a few softmaxes over 262,144 logits per token. The top-k threshold is taken on the unscaled
+    logits: dividing by the temperature keeps their order."""
+    import numpy as np
+
+    if 0 < params.top_k < penalized.size:
+        kth = np.partition(penalized, -params.top_k)[-params.top_k]
+        ids = np.flatnonzero(penalized >= kth)
+        return ids, final_probabilities(penalized[ids], replace(params, top_k=0))
+    if params.top_p < 1.0:
+        scaled = np.asarray(penalized, dtype=np.float64) / max(params.temperature, 1e-8)
+        ids = np.sort(top_p_kept(scaled, params.top_p))
+        return ids, final_probabilities(penalized[ids], replace(params, top_k=0, top_p=1.0))
+    return np.arange(penalized.size), final_probabilities(penalized, params)
+
+
 def sample_next(logits, params: SamplingParams, previous_ids, rng: np.random.Generator) -> int:
     import numpy as np
 
     penalized = apply_repetition_penalty(np.asarray(logits, dtype=np.float32), previous_ids, params.repetition_penalty)
     if params.temperature == 0:
         return int(np.argmax(penalized))
-    cdf = np.cumsum(final_probabilities(penalized, params))
+    ids, probs = drawable(penalized, params)
+    cdf = np.cumsum(probs)
     # the first token whose cumulative mass passes a uniform draw (never one at probability 0)
-    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), cdf.size - 1))
+    return int(ids[min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), cdf.size - 1)])
 
 
 def inspection_step(

@@ -8,6 +8,7 @@ from model.inference.sampling import (
     SamplingParams,
     apply_repetition_penalty,
     filtered_logits,
+    final_probabilities,
     inspection_step,
     sample_next,
     top_p_kept,
@@ -203,3 +204,29 @@ def test_the_inspector_writes_a_control_token_by_its_name():
     assert by_id[0] == {**by_id[0], "text": "a"} and "control" not in by_id[0]
     unnamed = inspection_step([1.0, 3.0, 2.0], SamplingParams(temperature=0.0), [], 1, texts.get)
     assert unnamed["text"] == "" and "control" not in unnamed  # no name known: as before
+
+
+def whole_vocabulary_draw(logits, params, previous_ids, u: float) -> int:
+    """The draw over every token (the others at probability 0): what drawable() must agree with."""
+    penalized = apply_repetition_penalty(np.asarray(logits, dtype=np.float32), previous_ids, params.repetition_penalty)
+    cdf = np.cumsum(final_probabilities(penalized, params))
+    return int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), cdf.size - 1))
+
+
+def test_top_k_and_top_p_draw_the_token_the_whole_vocabulary_would():
+    cases = np.random.default_rng(0)
+    for _ in range(300):
+        vocab = int(cases.integers(50, 5000))
+        logits = (cases.normal(size=vocab) * cases.uniform(0.5, 8)).astype(np.float32)
+        logits[cases.integers(0, vocab, size=3)] = logits.max()  # ties at the top
+        params = SamplingParams(
+            temperature=float(cases.uniform(0.1, 2.0)),
+            top_k=int(cases.choice([0, cases.integers(1, 100)])),
+            top_p=float(cases.choice([1.0, cases.uniform(0.05, 1.0)])),
+            min_p=float(cases.choice([0.0, cases.uniform(0.0, 0.5)])),
+            repetition_penalty=float(cases.choice([1.0, 1.3])),
+        )
+        previous = cases.integers(0, vocab, size=20).tolist()
+        seed = int(cases.integers(0, 2**32))
+        drawn = sample_next(logits, params, previous, np.random.default_rng(seed))
+        assert drawn == whole_vocabulary_draw(logits, params, previous, np.random.default_rng(seed).random())

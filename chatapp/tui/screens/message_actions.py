@@ -134,8 +134,7 @@ class MessageActions(Screen[None]):
         self.prompt.focus()
         whose = "your message" if target.role == "user" else "this reply"
         self.notify(
-            f"Editing {whose}: Enter saves it as a new branch (the old one stays: Alt+Left/Right); "
-            "Esc cancels",
+            f"Editing {whose}: Enter saves it as a new branch (the old one stays: Alt+Left/Right); Esc cancels",
             timeout=6,
         )
 
