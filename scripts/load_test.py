@@ -149,7 +149,7 @@ def servers_to_run(args) -> list[tuple[str, Callable[[int], list[str]] | None, s
     for parallel in args.parallel:
 
         def chatapp_command(port: int, parallel: int = parallel) -> list[str]:
-            flags = ["--parallel", str(parallel)] if parallel != 1 or args.parallel_flag_for_one else []
+            flags = ["--parallel", str(parallel)]
             return [*chatapp, gguf, "--port", str(port), *flags, *threads, *threads_batch, *context, "--queue", "64"]
 
         servers.append((f"chatapp serve --parallel {parallel}", chatapp_command, None))
@@ -195,9 +195,6 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true", help="also llama-cpp-python's own server")
     parser.add_argument("--url", action="append", default=[], help="a running server's base URL (repeatable)")
     parser.add_argument("--chatapp-command", default=None, help="instead of `python -m chatapp serve`")
-    parser.add_argument(
-        "--parallel-flag-for-one", action="store_true", help="pass --parallel 1 too (else it is left out)"
-    )
     args = parser.parse_args()
     lines = [
         f"clients {','.join(map(str, args.clients))}, {args.requests_per_client} streaming requests per client "
