@@ -14,22 +14,20 @@ earlier instead of building one.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tarfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.bundle import build, desktop_file_validate, files_under, read_desktop_entry
-from tests.helpers.paths import ROOT  # noqa: E402
+from tests.helpers.paths import ROOT
+from tests.helpers.programs import screenshot_text, serving
 
 MAX_MB = 150
 
@@ -162,37 +160,11 @@ def test_torch_commands_fail_with_a_message_not_a_traceback(bundle, user):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_serve_then_run_against_it_with_endpoint(bundle, user):
-    port = free_port()
-    server = subprocess.Popen(
-        [str(bundle.program), "serve", "--port", str(port)],
-        env=user["env"],
-        cwd=user["cwd"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and server.poll() is None:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
-        assert server.poll() is None, server.stderr.read() if server.stderr else ""
-        url = f"http://127.0.0.1:{port}/v1"
+    with serving(bundle.program, user["env"], user["cwd"]) as url:
         reply = run_program(bundle.program, "run", "Hail!", "--endpoint", url, "--max-tokens", "8", "--json", user=user)
         assert reply.returncode == 0, reply.stderr
         assert json.loads(reply.stdout)["completion_tokens"] > 0
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_pull_has_its_library(bundle, user):
@@ -218,8 +190,7 @@ def test_tui_screenshot_shows_the_model(bundle, user, tmp_path):
         LINES="30",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    svg = (shots / "tui.svg").read_text(encoding="utf-8")
-    text = html.unescape("".join(re.findall(r"<text[^>]*>(.*?)</text>", svg, re.S))).replace("\xa0", " ")
+    text = screenshot_text(shots / "tui.svg")
     assert "chatapp" in text and "Conversations" in text and "New conversation" in text
     name = gguf_name(shipped_model(bundle))
     assert f"{name} · llama.cpp" in text, f"the header does not name the model {name!r}:\n{text}"

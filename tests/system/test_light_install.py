@@ -9,19 +9,16 @@ which has everything.
 
 from __future__ import annotations
 
-import html
 import json
-import re
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.paths import ROOT
+from tests.helpers.programs import screenshot_text, serving
 
 pytestmark = pytest.mark.slow
 
@@ -126,38 +123,12 @@ def test_torch_commands_say_what_to_install(light, user, args):
     assert TORCH_HINT in result.stderr and "Traceback" not in result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_serve_then_run_against_it(light, user):
-    port = free_port()
     environment = {k: v for k, v in user.items() if k != "cwd"} | {"PATH": f"{light.bin}:/usr/bin:/bin"}
-    server = subprocess.Popen(
-        [str(light.bin / "chatapp"), "serve", "--port", str(port)],
-        env=environment,
-        cwd=user["cwd"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and server.poll() is None:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
-        assert server.poll() is None, server.stderr.read() if server.stderr else ""
-        url = f"http://127.0.0.1:{port}/v1"
+    with serving(light.bin / "chatapp", environment, user["cwd"]) as url:
         reply = chatapp(light, "run", "Hail!", "--endpoint", url, "--max-tokens", "8", "--json", user=user)
         assert reply.returncode == 0, reply.stderr
         assert json.loads(reply.stdout)["model"] == "shakespeare-chat"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_pull_has_its_library(light, user):
@@ -179,8 +150,7 @@ def test_tui_first_frame_names_the_model(light, user, tmp_path):
         LINES="30",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    svg = (shots / "tui.svg").read_text(encoding="utf-8")
-    text = html.unescape("".join(re.findall(r"<text[^>]*>(.*?)</text>", svg, re.S))).replace("\xa0", " ")
+    text = screenshot_text(shots / "tui.svg")
     assert "shakespeare-chat · llama.cpp" in text, text
     assert "could not be loaded" not in text
 
