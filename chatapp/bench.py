@@ -9,8 +9,14 @@ compile is done (its time is reported), so the figures are the compiled step's.
 from __future__ import annotations
 
 import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
-from model.inference.backend import Finished, collect_reply
+from model.inference.backend import Event, Finished, collect_reply
 from model.inference.sampling import SamplingParams
 from model.training.corpus import builtin_split
 
@@ -103,4 +109,168 @@ def format_bench(result: dict) -> str:
             )
     if "kv_cache_speedup" in result:
         lines.append(f"  KV cache decode speed-up: {result['kv_cache_speedup']:.1f}x")
+    return "\n".join(lines)
+
+
+# --- `chatapp bench --parallel N[,N...]`: many replies at once on parallel slots ---
+
+MAX_PARALLEL = 64  # llama.cpp's LLAMA_MAX_SEQ (quant.slot_engine.MAX_SLOTS)
+
+
+def parse_parallel_counts(text: str) -> list[int]:
+    """'1,2,4,8' -> [1, 2, 4, 8]; a one-line ValueError for anything else."""
+    counts: list[int] = []
+    for part in text.split(","):
+        try:
+            count = int(part.strip())
+        except ValueError:
+            count = 0
+        if not 1 <= count <= MAX_PARALLEL:
+            raise ValueError(
+                f"--parallel takes whole numbers from 1 to {MAX_PARALLEL} separated by commas, got {text!r}"
+            )
+        if count not in counts:
+            counts.append(count)
+    return counts
+
+
+@dataclass
+class TimedReply:
+    """One reply's events as they came: when its first and last tokens arrived, and its Finished."""
+
+    first_token_at: float = 0.0
+    last_token_at: float = 0.0
+    finished: Finished | None = None
+
+
+def read_timed(events: Iterator[Event], start: threading.Barrier) -> TimedReply:
+    timed = TimedReply()
+    start.wait()
+    for event in events:
+        if isinstance(event, Finished):
+            timed.finished = event
+        elif event.token_ids:
+            timed.last_token_at = time.perf_counter()
+            timed.first_token_at = timed.first_token_at or timed.last_token_at
+    return timed
+
+
+def measure_parallel(engine, prompt: list[int], replies: int, gen_tokens: int) -> dict:
+    """`replies` replies of the same prompt started at once (greedy, as the single-reply bench, each
+    with a seed of its own) and read in a thread each. Aggregate speed: every reply's tokens over the
+    time from the first token of any reply to the last token of any."""
+    streams = [
+        engine.generate_ids(prompt, SamplingParams(temperature=0.0, max_tokens=gen_tokens, seed=seed), stop_ids=set())
+        for seed in range(replies)
+    ]
+    start = threading.Barrier(replies + 1)
+    with ThreadPoolExecutor(replies) as readers:
+        futures = [readers.submit(read_timed, stream, start) for stream in streams]
+        start.wait()
+        started = time.perf_counter()
+        timed = [future.result() for future in futures]
+    finished = [t.finished for t in timed]
+    assert all(f is not None for f in finished), "a reply always ends with Finished"
+    tokens = sum(f.completion_tokens for f in finished if f is not None)
+    wall = max(t.last_token_at for t in timed) - min(t.first_token_at for t in timed)
+    first_token = [t.first_token_at - started for t in timed]
+    return {
+        "slots": replies,
+        "completion_tokens": tokens,
+        "reply_tokens": [f.completion_tokens for f in finished if f is not None],
+        "wall_s": wall,
+        "aggregate_tokens_per_s": tokens / wall if wall > 0 else 0.0,
+        "reply_tokens_per_s": statistics.median(f.tokens_per_second for f in finished if f is not None),
+        "first_token_s": {"median": statistics.median(first_token), "max": max(first_token)},
+    }
+
+
+def slot_opener(
+    spec: str | None, backend: str, context: int | None, threads: tuple[int | None, int | None]
+) -> Callable[[int], Any]:
+    """slots -> a SlotEngine on the GGUF file `spec` names (checked now: a model folder, a model on
+    another server or the torch engine is a one-line ValueError). `threads`: (decode, prompt)."""
+    from chatapp.models.resolve import resolve_model
+    from chatapp.paths import log_dir
+    from chatapp.serving.endpoint import parse_endpoint_spec
+
+    if parse_endpoint_spec(spec) is not None:
+        raise ValueError("--parallel benches a local GGUF file, not a model on another server")
+    ref = resolve_model(spec)
+    if ref.kind != "gguf":
+        raise ValueError(f"--parallel needs a GGUF file: {ref.name} is a model folder (one reply at a time)")
+    if backend == "torch":
+        raise ValueError("--parallel runs a GGUF file on the llama.cpp engine, not on --backend torch")
+    if context is not None and context < 16:
+        raise ValueError(f"--context must be at least 16 tokens, got {context}")
+    from quant.llama_load import FOREIGN_MAX_CONTEXT
+    from quant.slot_engine import SlotEngine
+
+    def open_slots(slots: int) -> SlotEngine:
+        return SlotEngine.open(
+            ref.path,
+            slots,
+            max_context=context or FOREIGN_MAX_CONTEXT,
+            n_threads=threads[0],
+            n_threads_batch=threads[1],
+            log_dir=log_dir(),
+        )
+
+    return open_slots
+
+
+def run_parallel_bench(
+    open_slots: Callable[[int], Any],
+    counts: list[int],
+    prompt_tokens: int = 128,
+    gen_tokens: int = 128,
+    runs: int = 1,
+) -> dict:
+    """For each N of `counts`: the model opened on N slots (`open_slots(N)`, a SlotEngine; N=1 the
+    same engine with one slot, so that the numbers compare), N replies at once, `runs` times; the run
+    with the median aggregate speed is kept."""
+    result: dict[str, Any] = {"prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "runs": runs, "parallel": []}
+    for count in counts:
+        engine = open_slots(count)
+        try:
+            if prompt_tokens + gen_tokens > engine.context_length:
+                raise ValueError(
+                    f"--prompt-tokens + --gen-tokens ({prompt_tokens + gen_tokens}) exceed a slot's context "
+                    f"({engine.context_length})"
+                )
+            prompt = bench_prompt(engine, prompt_tokens)
+            result.update(backend=engine.name + " slots", model=engine.model_name, context_length=engine.context_length)
+            result.update(prompt_tokens=len(prompt), threads={"decode": engine.threads[0], "prompt": engine.threads[1]})
+            measured = sorted(
+                (measure_cold(engine, prompt, count, gen_tokens) for _ in range(runs)),
+                key=lambda run: run["aggregate_tokens_per_s"],
+            )
+            result["parallel"].append(measured[len(measured) // 2])
+        finally:
+            engine.close()
+    return result
+
+
+def measure_cold(engine, prompt: list[int], replies: int, gen_tokens: int) -> dict:
+    """measure_parallel after a short warm-up on every slot with a prompt that shares no more than its
+    first token with `prompt`: each reply then reads its whole prompt, as a fresh request would (a slot
+    keeps its last prompt and reuses what a new one shares with it)."""
+    measure_parallel(engine, prompt[:1] + prompt[:0:-1][:15], replies, 4)
+    return measure_parallel(engine, prompt, replies, gen_tokens)
+
+
+def format_parallel_bench(result: dict) -> str:
+    threads = result["threads"]
+    lines = [
+        f"{result['backend']} on {result['model']}: prompt {result['prompt_tokens']} tokens, generate "
+        f"{result['gen_tokens']} per reply, N replies at once on N slots, median of {result['runs']} run(s), "
+        f"{threads['decode']} decode / {threads['prompt']} prompt threads",
+        f"  {'N':>3}  {'aggregate tok/s':>15}  {'per reply tok/s':>15}  {'first token median / max':>26}",
+    ]
+    for run in result["parallel"]:
+        first = run["first_token_s"]
+        lines.append(
+            f"  {run['slots']:>3}  {run['aggregate_tokens_per_s']:>15.1f}  {run['reply_tokens_per_s']:>15.1f}  "
+            f"{first['median'] * 1000:>11.1f} ms / {first['max'] * 1000:>8.1f} ms"
+        )
     return "\n".join(lines)

@@ -316,6 +316,13 @@ def build_parser() -> Parser:
     bench.add_argument("--no-compare", action="store_true", help="skip the run without the KV cache")
     bench.add_argument("--json", action="store_true")
     bench.add_argument(
+        "--parallel",
+        default=None,
+        metavar="N[,N...]",
+        help="a GGUF model on N parallel slots instead, N replies at once, for each N given (e.g. 1,2,4,8): "
+        "aggregate and per-reply decode speed and first-token time",
+    )
+    bench.add_argument(
         "--in-process",
         action="store_true",
         help="run llama.cpp in this process instead of a worker process (to measure what the worker costs)",

@@ -345,6 +345,15 @@ def command_eval(args) -> int:
 def command_bench(args) -> int:
     from chatapp.bench import format_bench, run_bench
 
+    if args.parallel is not None:  # a GGUF file on N slots for each N, N replies at once
+        from chatapp.bench import format_parallel_bench, parse_parallel_counts, run_parallel_bench, slot_opener
+
+        counts = parse_parallel_counts(args.parallel)
+        threads = threads_from_args(args)
+        opener = slot_opener(args.model, args.backend, args.context, (threads.decode, threads.batch))
+        result = run_parallel_bench(opener, counts, args.prompt_tokens, args.gen_tokens, args.runs)
+        print_json(result) if args.json else print(format_parallel_bench(result))
+        return 0
     backend = open_model(
         args.model,
         args.backend,
