@@ -169,18 +169,18 @@ def measure_parallel(engine, prompt: list[int], replies: int, gen_tokens: int) -
         start.wait()
         started = time.perf_counter()
         timed = [future.result() for future in futures]
-    finished = [t.finished for t in timed]
-    assert all(f is not None for f in finished), "a reply always ends with Finished"
-    tokens = sum(f.completion_tokens for f in finished if f is not None)
+    finished = [t.finished for t in timed if t.finished is not None]
+    assert len(finished) == replies, "a reply always ends with Finished"
+    tokens = sum(f.completion_tokens for f in finished)
     wall = max(t.last_token_at for t in timed) - min(t.first_token_at for t in timed)
     first_token = [t.first_token_at - started for t in timed]
     return {
         "slots": replies,
         "completion_tokens": tokens,
-        "reply_tokens": [f.completion_tokens for f in finished if f is not None],
+        "reply_tokens": [f.completion_tokens for f in finished],
         "wall_s": wall,
         "aggregate_tokens_per_s": tokens / wall if wall > 0 else 0.0,
-        "reply_tokens_per_s": statistics.median(f.tokens_per_second for f in finished if f is not None),
+        "reply_tokens_per_s": statistics.median(f.tokens_per_second for f in finished),
         "first_token_s": {"median": statistics.median(first_token), "max": max(first_token)},
     }
 
@@ -229,6 +229,8 @@ def run_parallel_bench(
     """For each N of `counts`: the model opened on N slots (`open_slots(N)`, a SlotEngine; N=1 the
     same engine with one slot, so that the numbers compare), N replies at once, `runs` times; the run
     with the median aggregate speed is kept."""
+    if gen_tokens < 1 or prompt_tokens < 1 or runs < 1:
+        raise ValueError("--prompt-tokens, --gen-tokens and --runs must be at least 1 with --parallel")
     result: dict[str, Any] = {"prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "runs": runs, "parallel": []}
     for count in counts:
         engine = open_slots(count)

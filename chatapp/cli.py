@@ -522,6 +522,7 @@ def start_worker_early(args: argparse.Namespace) -> None:
         or getattr(args, "endpoint", None)
         or getattr(args, "in_process", False)
         or (args.command == "serve" and args.parallel != 1)  # parallel slots run in the server's process
+        or (args.command == "bench" and args.parallel is not None)  # ... and in the bench's
         or (args.context is not None and args.context < 16)  # open_backend refuses it
     ):
         return

@@ -31,6 +31,8 @@ def names_a_gguf_file(argv: list[str]) -> bool:
         return False
     if argv[0] == "serve" and not serves_one_at_a_time(argv):  # parallel slots run in the server's process
         return False
+    if argv[0] == "bench" and any(arg == "--parallel" or arg.startswith("--parallel=") for arg in argv):
+        return False  # ... and in the bench's
     candidates = (arg.split("=", 1)[1] if arg.startswith("--model=") else arg for arg in argv[1:])
     return any(arg.lower().endswith(".gguf") and os.path.isfile(os.path.expanduser(arg)) for arg in candidates)
 

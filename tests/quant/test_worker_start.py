@@ -131,6 +131,7 @@ def test_the_launcher_starts_the_worker_before_parsing_and_the_command_line_has_
         (["run", f"--model={GGUF}", "hi"], True),
         (["serve", "--port", "8080", str(GGUF), "--parallel", "1"], True),
         (["serve", "--port", "8080", str(GGUF)], False),  # parallel slots: in the server's own process
+        (["bench", str(GGUF), "--parallel", "1,2"], False),  # and in the bench's
         (["chat", str(GGUF)], True),
         (["run", "--model", str(GGUF), "--endpoint", "http://localhost:1", "hi"], False),
         (["run", "--model", str(GGUF), "--help"], False),
