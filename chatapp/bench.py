@@ -191,8 +191,8 @@ def slot_opener(
     """slots -> a SlotEngine on the GGUF file `spec` names (checked now: a model folder, a model on
     another server or the torch engine is a one-line ValueError). `threads`: (decode, prompt)."""
     from chatapp.models.resolve import resolve_model
-    from chatapp.paths import log_dir
     from chatapp.serving.endpoint import parse_endpoint_spec
+    from chatapp.serving.parallel import open_slots
 
     if parse_endpoint_spec(spec) is not None:
         raise ValueError("--parallel benches a local GGUF file, not a model on another server")
@@ -203,20 +203,7 @@ def slot_opener(
         raise ValueError("--parallel runs a GGUF file on the llama.cpp engine, not on --backend torch")
     if context is not None and context < 16:
         raise ValueError(f"--context must be at least 16 tokens, got {context}")
-    from quant.llama_load import FOREIGN_MAX_CONTEXT
-    from quant.slot_engine import SlotEngine
-
-    def open_slots(slots: int) -> SlotEngine:
-        return SlotEngine.open(
-            ref.path,
-            slots,
-            max_context=context or FOREIGN_MAX_CONTEXT,
-            n_threads=threads[0],
-            n_threads_batch=threads[1],
-            log_dir=log_dir(),
-        )
-
-    return open_slots
+    return lambda slots: open_slots(ref.path, slots, context, threads)
 
 
 def run_parallel_bench(

@@ -30,27 +30,10 @@ sys.path.insert(0, str(ROOT))
 from model.text import chat_template  # noqa: E402
 from model.text.chat_format import Message  # noqa: E402
 from model.text.chat_template import TemplateFormat  # noqa: E402
+from tests.helpers.char_vocab import CharVocab  # noqa: E402
 
 TEMPLATE = ROOT / "tests" / "data" / "chat_templates" / "Qwen-Qwen3-0.6B.jinja"
 CONTROL = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<think>", "</think>", "<tool_call>", "</tool_call>"]
-
-
-class CharVocab:
-    def __init__(self):
-        self.control_tokens = {text: i for i, text in enumerate(CONTROL)}
-        self.names = {i: text for text, i in self.control_tokens.items()}
-        self.add_bos = False
-        self.bos_id = None
-        self.eos_id = self.control_tokens["<|im_end|>"]
-
-    def encode(self, text: str) -> list[int]:
-        return [1000 + ord(c) for c in text]
-
-    def token_text(self, token_id: int) -> str:
-        return self.names.get(token_id) or chr(token_id - 1000)
-
-    def token_bytes(self, token_id: int) -> bytes:
-        return self.token_text(token_id).encode()
 
 
 def conversation(turns: int) -> list[Message]:
@@ -78,7 +61,9 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
-    chat_format = TemplateFormat(CharVocab(), TEMPLATE.read_text(), source=TEMPLATE.name)
+    chat_format = TemplateFormat(
+        CharVocab(CONTROL, eos="<|im_end|>", silent_controls=False), TEMPLATE.read_text(), source=TEMPLATE.name
+    )
     messages = conversation(args.turns)
 
     def fresh(function):

@@ -24,6 +24,23 @@ def default_parallel(model_bytes: int, cores: int) -> int:
     return max(1, min(by_size, cores))
 
 
+def open_slots(path, slots: int, context: int | None, threads: tuple[int | None, int | None]) -> Any:
+    """A SlotEngine on the GGUF file at `path`: `slots` sequences of `context` tokens each (None: the file's
+    own, at most llama_load's cap for foreign files); `threads`: (decode, prompt), None for automatic."""
+    from chatapp.paths import log_dir
+    from quant.llama_load import FOREIGN_MAX_CONTEXT
+    from quant.slot_engine import SlotEngine
+
+    return SlotEngine.open(
+        path,
+        slots,
+        max_context=context or FOREIGN_MAX_CONTEXT,
+        n_threads=threads[0],
+        n_threads_batch=threads[1],
+        log_dir=log_dir(),
+    )
+
+
 def open_parallel(
     spec: str | None,
     resolve: Callable[[str | None], Any],
@@ -40,7 +57,6 @@ def open_parallel(
     imports this package). `threads`: (decode, prompt), None for automatic. `parallel` None picks
     default_parallel, fewer where their KV cache would not fit the memory; a --parallel given that
     does not fit is refused (SlotMemoryError, one line)."""
-    from chatapp.paths import log_dir
     from chatapp.serving.endpoint import parse_endpoint_spec
     from model.inference.threads import available_cores
 
@@ -55,20 +71,12 @@ def open_parallel(
         return None
     if context is not None and context < 16:
         raise ValueError(f"--context must be at least 16 tokens, got {context}")
-    from quant.llama_load import FOREIGN_MAX_CONTEXT
-    from quant.slot_engine import SlotEngine, SlotMemoryError
+    from quant.slot_engine import SlotMemoryError
 
     slots = parallel or default_parallel(ref.size_bytes, available_cores())
     while slots > 1:
         try:
-            engine = SlotEngine.open(
-                ref.path,
-                slots,
-                max_context=context or FOREIGN_MAX_CONTEXT,
-                n_threads=threads[0],
-                n_threads_batch=threads[1],
-                log_dir=log_dir(),
-            )
+            engine = open_slots(ref.path, slots, context, threads)
         except SlotMemoryError:
             if parallel is not None:
                 raise

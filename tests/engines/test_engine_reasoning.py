@@ -18,6 +18,7 @@ from model.inference.engine_core import EngineCore
 from model.inference.sampling import SamplingParams
 from model.text.chat_format import Message
 from model.text.chat_template import TemplateFormat
+from tests.helpers.char_vocab import CharVocab
 
 TEMPLATES = Path(__file__).parents[1] / "data" / "chat_templates"
 QWEN3 = (TEMPLATES / "Qwen-Qwen3-0.6B.jinja").read_text()
@@ -28,29 +29,12 @@ TEXT_BASE = 1000  # text is one id a character: TEXT_BASE + its code point (ASCI
 GREEDY = SamplingParams(temperature=0.0, max_tokens=200)
 
 
-class Vocab:
+def llama_like_vocab(control: list[str], text_tokens: tuple[str, ...] = ()) -> CharVocab:
     """Control tokens as llama.cpp writes them in generated text: as nothing (the format's
     show_reasoning_markers brings the markers' text back); `text_tokens` are added tokens that are
     not control tokens (Qwen3's `<think>`), written as their text."""
-
-    def __init__(self, control: list[str], text_tokens: tuple[str, ...] = ()):
-        self.control_tokens = {text: i for i, text in enumerate(control)}
-        self.names = {i: text for text, i in self.control_tokens.items()}
-        self.text_tokens = set(text_tokens)
-        self.add_bos = False
-        self.bos_id = None
-        self.eos_id = self.control_tokens.get("<|endoftext|>", self.control_tokens.get("<|return|>"))
-
-    def encode(self, text: str) -> list[int]:
-        return [TEXT_BASE + ord(c) for c in text]
-
-    def token_text(self, token_id: int) -> str:
-        return self.names.get(token_id) or chr(token_id - TEXT_BASE)
-
-    def token_bytes(self, token_id: int) -> bytes:
-        if token_id in self.names:
-            return self.names[token_id].encode() if self.names[token_id] in self.text_tokens else b""
-        return chr(token_id - TEXT_BASE).encode()
+    eos = next((t for t in ("<|endoftext|>", "<|return|>") if t in control), None)
+    return CharVocab(control, text_base=TEXT_BASE, eos=eos, text_tokens=text_tokens)
 
 
 QWEN_VOCAB = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
@@ -89,7 +73,7 @@ def script(fmt: TemplateFormat, *parts: str) -> list[int]:
 
 
 def qwen3(template: str = QWEN3) -> tuple[ScriptedEngine, TemplateFormat]:
-    fmt = TemplateFormat(Vocab(QWEN_VOCAB, ("<think>", "</think>")), template)
+    fmt = TemplateFormat(llama_like_vocab(QWEN_VOCAB, ("<think>", "</think>")), template)
     return ScriptedEngine(fmt), fmt
 
 
@@ -132,7 +116,9 @@ def test_a_reply_that_starts_inside_the_thinking_is_thinking_until_it_closes():
 
 
 def test_thinking_switched_off_by_the_formats_own_variables_makes_the_whole_reply_the_answer():
-    fmt = TemplateFormat(Vocab(QWEN_VOCAB, ("<think>", "</think>")), QWEN35, template_kwargs={"enable_thinking": False})
+    fmt = TemplateFormat(
+        llama_like_vocab(QWEN_VOCAB, ("<think>", "</think>")), QWEN35, template_kwargs={"enable_thinking": False}
+    )
     engine = ScriptedEngine(fmt)
     engine.say(script(fmt, "Yes.", "<|im_end|>"))
     reply = collect_reply(engine.chat([Message("user", "Sure?")], GREEDY))
@@ -141,7 +127,7 @@ def test_thinking_switched_off_by_the_formats_own_variables_makes_the_whole_repl
 
 
 def test_gpt_oss_channels_are_split_though_their_markers_are_control_tokens():
-    fmt = TemplateFormat(Vocab(HARMONY_VOCAB), GPT_OSS, eog_ids={5, 6})
+    fmt = TemplateFormat(llama_like_vocab(HARMONY_VOCAB), GPT_OSS, eog_ids={5, 6})
     engine = ScriptedEngine(fmt)
     assert fmt.show_reasoning_markers  # the engine turned it on: llama.cpp writes these as nothing
     reply_ids = script(
@@ -166,7 +152,7 @@ def test_gpt_oss_channels_are_split_though_their_markers_are_control_tokens():
 
 
 def test_a_model_without_a_reasoning_format_is_all_answer_and_shows_no_control_tokens():
-    fmt = TemplateFormat(Vocab(LLAMA_VOCAB), LLAMA32)
+    fmt = TemplateFormat(llama_like_vocab(LLAMA_VOCAB), LLAMA32)
     engine = ScriptedEngine(fmt)
     assert fmt.reasoning_format is None and not fmt.show_reasoning_markers
     engine.say(script(fmt, "<think>x</think> ok", "<|eot_id|>"))
@@ -236,7 +222,7 @@ def test_the_thinking_switch_reaches_the_template_through_the_params():
 
 
 def test_gpt_oss_maps_thinking_off_to_low_reasoning_effort_and_takes_raw_template_kwargs():
-    fmt = TemplateFormat(Vocab(HARMONY_VOCAB), GPT_OSS, eog_ids={5, 6})
+    fmt = TemplateFormat(llama_like_vocab(HARMONY_VOCAB), GPT_OSS, eog_ids={5, 6})
     engine = ScriptedEngine(fmt)
     engine.say(script(fmt, "<|channel|>", "final", "<|message|>", "Hi", "<|return|>"))
     collect_reply(engine.chat([Message("user", "Hi")], SamplingParams(temperature=0.0, thinking=False)))

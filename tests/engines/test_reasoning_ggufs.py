@@ -6,13 +6,13 @@ nothing), the stop tokens and the next turn's prompt are llama.cpp's and the rea
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from model.inference.backend import collect_reply
 from model.inference.sampling import SamplingParams
 from model.text.chat_format import Message
 from tests.helpers.foreign_gguf import write_foreign_gguf
+from tests.helpers.scripted_llama import ids_of, scripted_engine
 
 pytest.importorskip("llama_cpp")
 GREEDY = SamplingParams(temperature=0.0, max_tokens=100)
@@ -20,29 +20,10 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=100)
 
 @pytest.fixture(scope="module", params=["qwen3", "gpt-oss"])
 def engine(request, tmp_path_factory):
-    from quant.llama_engine import LlamaEngine
-
     path = write_foreign_gguf(tmp_path_factory.mktemp("reasoning") / f"{request.param}.gguf", request.param)
-    engine = LlamaEngine.load(path, n_threads=1, state_cache_mb=0)
-    script: list[int] = []
-
-    def evaluate(start: int, ids: list[int]) -> np.ndarray:
-        logits = np.zeros(engine.n_vocab, dtype=np.float32)
-        logits[script.pop(0)] = 100.0
-        return logits
-
-    engine.evaluate = evaluate  # type: ignore[method-assign]
-    engine.script = script  # type: ignore[attr-defined]
+    engine = scripted_engine(path)
     yield request.param, engine
     engine.close()
-
-
-def ids_of(engine, *parts: str) -> list[int]:
-    vocab = engine.prompt_format.vocab
-    out: list[int] = []
-    for part in parts:
-        out += [vocab.control_tokens[part]] if part in vocab.control_tokens else vocab.encode(part)
-    return out
 
 
 REPLIES = {

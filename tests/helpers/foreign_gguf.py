@@ -539,24 +539,6 @@ FAMILIES: dict[str, Family] = {
         rope_freq_base=10000.0,
         tied_output=True,
     ),
-    # Gemma 3's architecture and real template; the gemma family's vocabulary (Gemma 3's is 262,144 pieces).
-    "gemma3": _family(
-        "gemma3",
-        "gemma3",
-        "llama",
-        "default",
-        ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"),
-        bos="<bos>",
-        eos="<eos>",
-        eot="<end_of_turn>",
-        end_of_turn="<end_of_turn>",
-        chat_template=real_template("google-gemma-3-4b-it"),
-        add_bos_token=True,
-        head_count_kv=1,
-        layer_norm_epsilon=1e-6,
-        rope_freq_base=1000000.0,
-        tied_output=True,
-    ),
     # Qwen3's tokens and real template (thinking in <think>, which are text tokens), on qwen2's tensors.
     "qwen3": _family(
         "qwen3",
@@ -702,6 +684,14 @@ FAMILIES: dict[str, Family] = {
         tied_output=False,
     ),
 }
+# Gemma 3's architecture and real template on the gemma family's tokens (Gemma 3's vocabulary is 262,144 pieces).
+FAMILIES["gemma3"] = replace(
+    FAMILIES["gemma"],
+    name="gemma3",
+    architecture="gemma3",
+    chat_template=real_template("google-gemma-3-4b-it"),
+    rope_freq_base=1000000.0,
+)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,17 @@ def serving(program: Path, env: dict, cwd: Path, *arguments: str) -> Iterator[st
         server.wait(timeout=30)
 
 
+def screenshot_settings(folder: Path) -> dict[str, str]:
+    """The environment that makes a Textual app save a screenshot (110x30) as folder/tui.svg after 5 s."""
+    return {
+        "TEXTUAL_SCREENSHOT": "5",
+        "TEXTUAL_SCREENSHOT_LOCATION": str(folder),
+        "TEXTUAL_SCREENSHOT_FILENAME": "tui.svg",
+        "COLUMNS": "110",
+        "LINES": "30",
+    }
+
+
 def screenshot_text(svg: Path) -> str:
     """What a Textual screenshot (SVG) says, as plain text."""
     text = "".join(re.findall(r"<text[^>]*>(.*?)</text>", svg.read_text(encoding="utf-8"), re.S))

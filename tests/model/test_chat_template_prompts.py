@@ -11,33 +11,20 @@ import pytest
 
 from model.text.chat_format import Message
 from model.text.chat_template import TemplateFormat
+from tests.helpers.char_vocab import CharVocab
 
 TEMPLATES = Path(__file__).parents[1] / "data" / "chat_templates"
 CONTROL = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<think>", "</think>", "<|channel|>", "<|message|>"]
 
 
-class Vocab:
-    def __init__(self):
-        self.control_tokens = {text: i for i, text in enumerate(CONTROL)}
-        self.names = {i: text for text, i in self.control_tokens.items()}
-        self.add_bos = False
-        self.bos_id = None
-        self.eos_id = self.control_tokens["<|im_end|>"]
-
-    def encode(self, text):
-        return [1000 + ord(c) for c in text]
-
-    def token_text(self, token_id):
-        return self.names.get(token_id) or chr(token_id - 1000)
-
-    def token_bytes(self, token_id):
-        return (
-            b"" if token_id in self.names else self.token_text(token_id).encode()
-        )  # as llama.cpp: controls are silent
+def vocab() -> CharVocab:
+    return CharVocab(CONTROL, eos="<|im_end|>")
 
 
 def qwen3() -> TemplateFormat:
-    return TemplateFormat(Vocab(), (TEMPLATES / "Qwen-Qwen3-0.6B.jinja").read_text(), source="qwen3.jinja")
+    return TemplateFormat(
+        CharVocab(CONTROL, eos="<|im_end|>"), (TEMPLATES / "Qwen-Qwen3-0.6B.jinja").read_text(), source="qwen3.jinja"
+    )
 
 
 def test_a_typed_control_token_is_plain_text_and_the_templates_are_tokens():
@@ -75,7 +62,9 @@ def test_a_reply_is_continued_where_its_text_ends():
 
 
 def test_reasoning_markers_are_written_for_the_splitter_when_asked():
-    gpt_oss = TemplateFormat(Vocab(), (TEMPLATES / "openai-gpt-oss-120b.jinja").read_text())
+    gpt_oss = TemplateFormat(
+        CharVocab(CONTROL, eos="<|im_end|>"), (TEMPLATES / "openai-gpt-oss-120b.jinja").read_text()
+    )
     channel = gpt_oss.vocab.control_tokens["<|channel|>"]
     assert gpt_oss.token_bytes(channel) == b""
     gpt_oss.show_reasoning_markers = True

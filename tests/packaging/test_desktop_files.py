@@ -9,7 +9,6 @@ fails with a clear message, never a skip.
 
 from __future__ import annotations
 
-import json
 import os
 import plistlib
 import re
@@ -35,6 +34,7 @@ from tests.helpers.bundle import (
     load_script,
     read_desktop_entry,
 )
+from tests.helpers.fake_builtin import fake_builtin
 
 # --- the desktop entry and the icons ---
 
@@ -470,16 +470,6 @@ def test_build_names_and_pins():
 
 
 # --- the built-in model without torch ---
-
-
-def fake_builtin(folder: Path, names: list[str]) -> None:
-    folder.mkdir()
-    for name in names:
-        if name.endswith(".gguf"):
-            (folder / name).write_bytes(b"GGUF")
-        else:
-            (folder / name).mkdir()
-            (folder / name / "config.json").write_text(json.dumps({"name": name}))
 
 
 @pytest.mark.parametrize(

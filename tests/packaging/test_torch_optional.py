@@ -9,11 +9,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import tomllib
 
+from tests.helpers.fake_builtin import fake_builtin
 from tests.helpers.paths import ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -29,16 +29,6 @@ def test_torch_is_the_extras_alone():
     assert "torch" not in base and "matplotlib" not in base
     assert {"torch", "matplotlib"} <= extra
     assert {"llama-cpp-python", "textual", "uvicorn", "httpx", "huggingface_hub"} <= base
-
-
-def fake_builtin(folder: Path, names: list[str]) -> None:
-    folder.mkdir()
-    for name in names:
-        if name.endswith(".gguf"):
-            (folder / name).write_bytes(b"GGUF")
-        else:
-            (folder / name).mkdir()
-            (folder / name / "config.json").write_text(json.dumps({"name": name}))
 
 
 @pytest.fixture

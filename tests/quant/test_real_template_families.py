@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import numpy as np
 import pytest
 
 from model.inference.backend import collect_reply
@@ -18,6 +17,7 @@ from model.inference.sampling import SamplingParams
 from model.text.chat_format import Message
 from model.text.reasoning import thinking_kwargs
 from tests.helpers.foreign_gguf import FAMILIES, REAL_TEMPLATES, write_foreign_gguf
+from tests.helpers.scripted_llama import ids_of, scripted_engine
 
 pytest.importorskip("llama_cpp")
 
@@ -72,32 +72,13 @@ CASES = {
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def engine(request, tmp_path_factory):
-    from quant.llama_engine import LlamaEngine
-
     family = request.param
     path = write_foreign_gguf(  # the toy vocabulary spells the long system prompts (Granite, Mistral) out
         tmp_path_factory.mktemp("families") / f"{family}.gguf", family, context_length=4096
     )
-    engine = LlamaEngine.load(path, n_threads=1, state_cache_mb=0)
-    script: list[int] = []
-
-    def evaluate(start: int, ids: list[int]) -> np.ndarray:
-        logits = np.zeros(engine.n_vocab, dtype=np.float32)
-        logits[script.pop(0)] = 100.0
-        return logits
-
-    engine.evaluate = evaluate
-    engine.script = script
+    engine = scripted_engine(path)
     yield family, engine
     engine.close()
-
-
-def ids_of(engine, *parts: str) -> list[int]:
-    vocab = engine.prompt_format.vocab
-    out: list[int] = []
-    for part in parts:
-        out += [vocab.control_tokens[part]] if part in vocab.control_tokens else vocab.encode(part)
-    return out
 
 
 def params(case: Case) -> SamplingParams:

@@ -27,7 +27,7 @@ import pytest
 
 from tests.helpers.bundle import build, desktop_file_validate, files_under, read_desktop_entry
 from tests.helpers.paths import ROOT
-from tests.helpers.programs import screenshot_text, serving
+from tests.helpers.programs import screenshot_settings, screenshot_text, serving
 
 MAX_MB = 150
 
@@ -183,11 +183,7 @@ def test_tui_screenshot_shows_the_model(bundle, user, tmp_path):
         bundle.program,
         user=user,
         timeout=120,
-        TEXTUAL_SCREENSHOT="5",
-        TEXTUAL_SCREENSHOT_LOCATION=str(shots),
-        TEXTUAL_SCREENSHOT_FILENAME="tui.svg",
-        COLUMNS="110",
-        LINES="30",
+        **screenshot_settings(shots),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     text = screenshot_text(shots / "tui.svg")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.paths import ROOT
-from tests.helpers.programs import screenshot_text, serving
+from tests.helpers.programs import screenshot_settings, screenshot_text, serving
 
 pytestmark = pytest.mark.slow
 
@@ -143,11 +143,7 @@ def test_tui_first_frame_names_the_model(light, user, tmp_path):
     result = chatapp(
         light,
         user=user,
-        TEXTUAL_SCREENSHOT="5",
-        TEXTUAL_SCREENSHOT_LOCATION=str(shots),
-        TEXTUAL_SCREENSHOT_FILENAME="tui.svg",
-        COLUMNS="110",
-        LINES="30",
+        **screenshot_settings(shots),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     text = screenshot_text(shots / "tui.svg")
