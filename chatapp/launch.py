@@ -19,6 +19,8 @@ from chatapp import EXIT_INTERRUPTED, interrupts
 MODEL_COMMANDS = ("run", "chat", "serve", "bench")  # the commands that open a model
 NOT_IN_A_WORKER = ("--in-process", "--endpoint", "--help", "-h")  # options under which no worker runs the file
 
+interrupts.install_until_main()
+
 
 def names_a_gguf_file(argv: list[str]) -> bool:
     """A first look at the command line, before argparse: a command that opens a model, and an argument

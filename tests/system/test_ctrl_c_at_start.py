@@ -54,3 +54,17 @@ def test_ctrl_c_while_a_command_starts_prints_no_traceback(tmp_path):
         _, err = child.communicate(timeout=120)
         assert "Traceback" not in err, (after_ms, err)
         assert child.returncode in (130, 0), (after_ms, child.returncode, err)  # 0: the reply was already done
+
+
+def test_ctrl_c_between_importing_the_entry_point_and_calling_it_exits_130_quietly():
+    """The console script's `sys.exit(main())` comes a moment after its import: CI once sent the
+    Ctrl+C exactly there. The pause below holds that moment open."""
+    script = "import sys, time; from chatapp.launch import main; print(flush=True); time.sleep(30); sys.exit(main())"
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    assert child.stdout.readline() == "\n"
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130
+    assert err.strip() == "interrupted"
