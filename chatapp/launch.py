@@ -7,7 +7,8 @@ Before this module runs, a Ctrl+C is CPython's own to report (its start, `site`)
 A command line that names a GGUF file starts its llama.cpp worker here, before
 the argument parser is even imported: the worker's own imports (llama.cpp,
 numpy) are the longest part of a cold start, and it begins them a few tens of
-milliseconds sooner (quant/worker_start.py; chatapp.cli then tells it what to load)."""
+milliseconds sooner (quant/worker_fork.py forks it on Linux, quant/worker_start.py
+starts one elsewhere; chatapp.cli then tells it what to load)."""
 
 from __future__ import annotations
 
@@ -47,10 +48,15 @@ def serves_one_at_a_time(argv: list[str]) -> bool:
 def start_worker_now(argv: list[str]) -> None:
     if not names_a_gguf_file(argv):
         return
-    from quant.llama_log import default_log_dir
-    from quant.worker_start import start_spare
-
     try:
+        from quant.worker_fork import can_fork_now, fork_spare
+
+        if can_fork_now():
+            fork_spare()
+            return
+        from quant.llama_log import default_log_dir
+        from quant.worker_start import start_spare
+
         start_spare(str(default_log_dir()))
     except Exception:  # noqa: BLE001 - only a head start: the backend starts a worker itself and says what failed
         pass

@@ -8,10 +8,12 @@
     gguf_header     a bounded walk of a GGUF header and tensor table, without the gguf package
     gguf_check      a GGUF file checked from its header before llama.cpp sees it
     llama_log       llama.cpp's log lines into a file, never onto the screen
-    llama_load      a checked GGUF file opened in llama.cpp: the one place that calls llama_cpp.Llama()
+    llama_native    llama.cpp through llama-cpp-python's C bindings alone (LoadedLlama), never its Llama class
+    llama_load      a checked GGUF file opened in llama.cpp: the one place that loads a model there
     llama_backend   the llama.cpp engine: the engine core (model/inference/engine_core.py) on llama-cpp-python
     llama_worker    that engine in a worker process, behind the backend protocol (what the app uses)
-    worker_start    starting that worker process early (the command line forks it before its imports)
+    worker_start    starting that worker process early (the command line has it load the file it names)
+    worker_fork     chatapp.launch forking that worker before any other import (Linux)
     gguf_validation_loss  nats per token / per character / perplexity of a GGUF file
     hf_export       a model folder -> a Hugging Face transformers folder (GPT2LMHeadModel)
     ollama_export   the Modelfile beside a GGUF file, for `ollama create`

@@ -33,9 +33,8 @@ from quant.llama_load import FOREIGN_MAX_CONTEXT, BackgroundLoad
 from quant.llama_tokens import tokenize
 
 if TYPE_CHECKING:
-    from llama_cpp import Llama
-
     from model.text.chat_template import TemplateFormat
+    from quant.llama_native import LoadedLlama
 
 RECENT_REPLIES = 16  # replies whose sampled ids are kept (as in the torch engine): the conversations in the cache
 SPECIAL_ATTRIBUTES = ("LLAMA_TOKEN_ATTR_CONTROL", "LLAMA_TOKEN_ATTR_USER_DEFINED", "LLAMA_TOKEN_ATTR_UNKNOWN")
@@ -62,7 +61,7 @@ SPECIAL_ID_GETTERS = (
 )  # fmt: skip
 
 
-def special_candidates(info: GGUFInfo, llm: Llama) -> list[int] | None:
+def special_candidates(info: GGUFInfo, llm: LoadedLlama) -> list[int] | None:
     """The ids that may be special tokens, from the file's token types (read as one array, not
     token by token), llama.cpp's own special ids and markers: a few hundred of 262,144, so that
     LlamaVocab asks llama.cpp about those alone. None when the file has no usable token types."""
@@ -96,7 +95,7 @@ def special_candidates(info: GGUFInfo, llm: Llama) -> list[int] | None:
 class LlamaVocab:
     """A foreign GGUF's tokenizer, through llama.cpp (what model.text.chat_template needs)."""
 
-    def __init__(self, llm: Llama, candidates: list[int] | None = None) -> None:
+    def __init__(self, llm: LoadedLlama, candidates: list[int] | None = None) -> None:
         """`candidates`: the only ids that may be special (special_candidates); None asks llama.cpp
         about every token (a quarter of a second for a 262,144-token vocabulary)."""
         import llama_cpp
@@ -306,11 +305,10 @@ class LlamaEngine(EngineCore):
     def _restore(self, state: bytes) -> bool:
         import llama_cpp
 
-        self.llm.reset()
-        self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        self.llm.forget(0)
         buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
         if llama_cpp.llama_state_seq_set_data(self.llm.ctx, buffer, len(state), 0) == 0:
-            self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)  # a state llama.cpp refuses: compute everything
+            self.llm.forget(0)  # a state llama.cpp refuses: compute everything
             return False
         return True
 

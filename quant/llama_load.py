@@ -1,15 +1,16 @@
-"""Opening a checked GGUF file in llama.cpp: the one place chatapp constructs llama_cpp.Llama.
+"""Opening a checked GGUF file in llama.cpp: the one place chatapp loads a model there.
 
-The engine (llama_backend.py) and the validation loss (gguf_validation_loss.py)
-both load through `load_llama`: llama.cpp's log goes to a file, the threads
-are sized to the file, every layer goes to a GPU when there is one, and
-Llama() never compiles the file's own chat templates. A missing
-llama-cpp-python or a file llama.cpp refuses is a GGUFFileError (one line).
+The engine (llama_engine.py), the parallel slots (slot_engine.py) and the validation loss
+(gguf_validation_loss.py) all load through `load_llama`: llama.cpp's log goes to a file,
+the threads are sized to the file, every layer goes to a GPU when there is one. The model
+is a quant.llama_native.LoadedLlama: llama-cpp-python's bindings only, never its
+high-level Llama (whose import costs a cold start 60 ms, and which compiles every chat
+template in the file). A missing llama-cpp-python or a file llama.cpp refuses is a
+GGUFFileError (one line).
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from pathlib import Path
 
@@ -18,28 +19,6 @@ from model.inference.threads import default_threads
 from quant.gguf_check import GGUFFileError, GGUFInfo
 
 FOREIGN_MAX_CONTEXT = 4096  # the engine sizes a foreign model's KV cache for at most this many tokens by default
-
-
-class _UnusedChatHandler:
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def to_chat_handler(self):
-        return None
-
-
-@contextlib.contextmanager
-def _without_chat_handlers():
-    """Llama() compiles every chat template in the file for its own chat API, unbounded (a
-    template can hang it or fold a 3 GB string constant). We never use that API: skip it."""
-    from llama_cpp import llama_chat_format
-
-    original = llama_chat_format.Jinja2ChatFormatter
-    llama_chat_format.Jinja2ChatFormatter = _UnusedChatHandler
-    try:
-        yield
-    finally:
-        llama_chat_format.Jinja2ChatFormatter = original
 
 
 def context_for(info: GGUFInfo, foreign_cap: int) -> int:
@@ -62,10 +41,12 @@ def load_llama(
     n_gpu_layers: int | None = None,
     log_dir: str | Path | None = None,
 ):
-    """(llama_cpp.Llama, the log file's path) for a file check_gguf passed (`info`), with a KV
+    """(LoadedLlama, the log file's path) for a file check_gguf passed (`info`), with a KV
     cache of `context` tokens. `purpose` names what needs llama.cpp in the error when it is missing."""
+    from quant.llama_native import LoadedLlama, bindings
+
     try:
-        import llama_cpp
+        llama = bindings()
     except ImportError as error:
         raise GGUFFileError(f"{purpose} needs llama-cpp-python, which this install lacks ({error})") from None
     from quant.llama_log import route_logs
@@ -73,18 +54,16 @@ def load_llama(
     log_path = route_logs(log_dir)
     decode_threads, batch_threads = default_threads(info.size_bytes)
     if n_gpu_layers is None:
-        n_gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
+        n_gpu_layers = -1 if llama.llama_supports_gpu_offload() else 0
     try:
-        with _without_chat_handlers():
-            llm = llama_cpp.Llama(
-                model_path=str(info.path),
-                n_ctx=context,
-                n_threads=n_threads or decode_threads,
-                n_threads_batch=n_threads_batch or n_threads or batch_threads,
-                n_gpu_layers=n_gpu_layers,
-                logits_all=logits_all,
-                verbose=False,
-            )
+        llm = LoadedLlama(
+            info.path,
+            n_ctx=context,
+            n_threads=n_threads or decode_threads,
+            n_threads_batch=n_threads_batch or n_threads or batch_threads,
+            n_gpu_layers=n_gpu_layers,
+            logits_all=logits_all,
+        )
     except (ValueError, RuntimeError, OSError) as error:
         where = f" (details in {log_path})" if log_path else ""
         reason = one_line(error)
@@ -123,7 +102,7 @@ class BackgroundLoad:
             self._error = error
 
     def result(self):
-        """(llama_cpp.Llama, the log file's path), once loaded."""
+        """(LoadedLlama, the log file's path), once loaded."""
         self._thread.join()
         if self._error is not None:
             raise self._error

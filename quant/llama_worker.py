@@ -33,6 +33,7 @@ from model.inference.sampling import SamplingParams
 from model.text.chat_format import FittedPrompt, Message
 from quant.gguf_check import GGUFFileError, GGUFInfo, check_gguf
 from quant.llama_log import default_log_dir
+from quant.worker_fork import ForkedProcess
 from quant.worker_process import WORKER_LOG
 from quant.worker_start import spawn_worker, take_spare
 
@@ -81,7 +82,7 @@ class WorkerBackend:
         self._lock = threading.Lock()
         self._cancelled_request: Any = None  # the worker's shared cancel flag (quant.worker_start)
         self._request_id = 0
-        self._process: BaseProcess | None = None
+        self._process: BaseProcess | ForkedProcess | None = None
         self._conn: Connection | None = None
         self._log_offset = 0
         loading = self._spawn()

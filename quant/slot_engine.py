@@ -9,7 +9,7 @@ chat() returns that reply's events with a cancel() of its own, so one client's d
 its reply alone.
 
 This runs in the process that loads it (`chatapp serve --parallel N` runs it in the server's own
-process, in the scheduler's thread: llama.cpp releases the GIL while it decodes). The Llama object
+process, in the scheduler's thread: llama.cpp releases the GIL while it decodes). The LoadedLlama
 the loader makes keeps a small context of its own, unused; the slots' context is made here with
 N sequences of `context_length` tokens each.
 """
@@ -57,7 +57,7 @@ def gigabytes(size: int) -> str:
 
 class _SlotsLoad:
     """What LlamaEngine.load takes as `loading`: the context the engine fits prompts to (a slot's),
-    and a Llama whose own context is small (the slots' is made apart)."""
+    and a LoadedLlama whose own context is small (the slots' is made apart)."""
 
     def __init__(self, info: GGUFInfo, context: int, **options):
         self.info, self.context, self.options = info, context, options

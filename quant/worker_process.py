@@ -56,7 +56,9 @@ def serve(conn, cancelled_request, log_dir: str) -> None:
     except OSError:
         pass
     try:
-        import llama_cpp  # noqa: F401 - the slow import, done while the app checks the file
+        from quant.llama_native import bindings
+
+        bindings()  # the slow import, done while the app checks the file
     except ImportError:
         pass  # load_llama says so in one line
     if not conn.poll():  # nothing to load yet: the engine's modules import while the app decides

@@ -7,26 +7,27 @@ parsed its arguments, tells it what to load (or starts one then), before its own
 imports llama.cpp while the app imports, finds and checks the model, and waits for the app's
 ("load", path, GGUFInfo, options). `quant.llama_worker.WorkerBackend` takes that spare
 (`take_spare`) or starts a worker of its own. This module imports nothing heavy, so calling it costs
-the app only the spawn.
+the app only the spawn. chatapp.launch forks its worker with quant.worker_fork instead, before it
+imports even multiprocessing.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
 import threading
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 _lock = threading.Lock()
 _spare: list[StartedWorker] = []
 
 
 class StartedWorker(NamedTuple):
-    process: BaseProcess
+    process: Any  # multiprocessing's Process, or quant.worker_fork.ForkedProcess: is_alive, join, exitcode, kill
     conn: Connection  # the app's end of the pipe
-    cancelled_request: Any  # a shared 64-bit integer: the highest request id the app cancelled
+    cancelled_request: Any  # a shared 64-bit integer (.value): the highest request id the app cancelled
     log_dir: str
     loading: tuple[str, Any, dict] | None = None  # (path, GGUFInfo, options) it was told to load, if any
 
@@ -66,6 +67,8 @@ def spawn_worker(log_dir: str, early: bool = False) -> StartedWorker:
     TUI). `early`: the command line, before its imports and with no thread but the main one, on
     Linux, forks instead: the worker then skips Python's start, multiprocessing's resource tracker
     (another interpreter) and the imports it shares with the app, about a tenth of a second."""
+    import multiprocessing
+
     forking = early and sys.platform == "linux" and threading.active_count() == 1
     context: Any = multiprocessing.get_context("fork" if forking else "spawn")
     if not forking:
@@ -102,6 +105,15 @@ def start_spare(log_dir: str, path: str | None = None, options: dict | None = No
                 worker.conn.send(("load", str(path), info, dict(options or {})))
                 worker = worker._replace(loading=(str(path), info, dict(options or {})))
         _spare[:] = [worker]
+
+
+def keep_spare(worker: StartedWorker) -> None:
+    """A worker started elsewhere (quant.worker_fork) waits here for the backend to take it."""
+    with _lock:
+        previous = _spare[:]
+        _spare[:] = [worker]
+    for other in previous:
+        discard(other)
 
 
 def take_spare(log_dir: str, path: str, options: dict) -> StartedWorker | None:
