@@ -114,20 +114,19 @@ def format_bench(result: dict) -> str:
 
 # --- `chatapp bench --parallel N[,N...]`: many replies at once on parallel slots ---
 
-MAX_PARALLEL = 64  # llama.cpp's LLAMA_MAX_SEQ (quant.slot_engine.MAX_SLOTS)
-
-
 def parse_parallel_counts(text: str) -> list[int]:
     """'1,2,4,8' -> [1, 2, 4, 8]; a one-line ValueError for anything else."""
+    from model.inference.slots import MAX_SLOTS
+
     counts: list[int] = []
     for part in text.split(","):
         try:
             count = int(part.strip())
         except ValueError:
             count = 0
-        if not 1 <= count <= MAX_PARALLEL:
+        if not 1 <= count <= MAX_SLOTS:
             raise ValueError(
-                f"--parallel takes whole numbers from 1 to {MAX_PARALLEL} separated by commas, got {text!r}"
+                f"--parallel takes whole numbers from 1 to {MAX_SLOTS} separated by commas, got {text!r}"
             )
         if count not in counts:
             counts.append(count)
@@ -186,24 +185,31 @@ def measure_parallel(engine, prompt: list[int], replies: int, gen_tokens: int) -
 
 
 def slot_opener(
-    spec: str | None, backend: str, context: int | None, threads: tuple[int | None, int | None]
+    spec: str | None,
+    backend: str,
+    context: int | None,
+    threads: tuple[int | None, int | None],
+    device: str = "auto",
 ) -> Callable[[int], Any]:
-    """slots -> a SlotEngine on the GGUF file `spec` names (checked now: a model folder, a model on
-    another server or the torch engine is a one-line ValueError). `threads`: (decode, prompt)."""
+    """slots -> an engine on slots for the model `spec` names: a GGUF file on llama.cpp, a model folder on
+    torch (checked now: a model on another server, or a GGUF file with --backend torch, is a one-line
+    ValueError). `threads`: (decode, prompt)."""
     from chatapp.models.resolve import resolve_model
     from chatapp.serving.endpoint import parse_endpoint_spec
-    from chatapp.serving.parallel import open_slots
+    from chatapp.serving.parallel import open_slots, open_torch_slots
 
     if parse_endpoint_spec(spec) is not None:
-        raise ValueError("--parallel benches a local GGUF file, not a model on another server")
+        raise ValueError("--parallel benches a local model, not a model on another server")
     ref = resolve_model(spec)
-    if ref.kind != "gguf":
-        raise ValueError(f"--parallel needs a GGUF file: {ref.name} is a model folder (one reply at a time)")
-    if backend == "torch":
+    if ref.kind == "gguf" and backend == "torch":
         raise ValueError("--parallel runs a GGUF file on the llama.cpp engine, not on --backend torch")
+    if ref.kind != "gguf" and backend == "llama.cpp":
+        raise ValueError(f"--parallel runs {ref.name}, a model folder, on the torch engine, not on --backend llama")
     if context is not None and context < 16:
         raise ValueError(f"--context must be at least 16 tokens, got {context}")
-    return lambda slots: open_slots(ref.path, slots, context, threads)
+    if ref.kind == "gguf":
+        return lambda slots: open_slots(ref.path, slots, context, threads)
+    return lambda slots: open_torch_slots(ref.path, slots, device, threads)
 
 
 def run_parallel_bench(

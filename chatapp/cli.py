@@ -319,7 +319,7 @@ def build_parser() -> Parser:
         "--parallel",
         default=None,
         metavar="N[,N...]",
-        help="a GGUF model on N parallel slots instead, N replies at once, for each N given (e.g. 1,2,4,8): "
+        help="the model on N parallel slots instead, N replies at once, for each N given (e.g. 1,2,4,8): "
         "aggregate and per-reply decode speed and first-token time",
     )
     bench.add_argument(
@@ -394,8 +394,8 @@ def build_parser() -> Parser:
         type=int,
         default=None,
         metavar="N",
-        help="replies made at once on a GGUF model, in one batch per step (default: from the model's size and "
-        "the cores, shown at start; 1: one at a time, in a worker process as before)",
+        help="replies made at once, in one batch per step (default: from the model's size and the cores, shown "
+        "at start; 1: one at a time, a GGUF model in a worker process)",
     )
     serve.add_argument(
         "--allow-host",

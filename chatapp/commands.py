@@ -165,7 +165,7 @@ def command_serve(args) -> int:
 
 
 def open_for_serving(args) -> OpenedModel:
-    """A GGUF file on parallel slots (chatapp.serving.parallel), else the model as every command opens it."""
+    """The model on parallel slots (chatapp.serving.parallel), else as every command opens it."""
     from chatapp.serving.parallel import open_parallel
 
     threads = threads_from_args(args)
@@ -176,6 +176,7 @@ def open_for_serving(args) -> OpenedModel:
         args.parallel,
         context=args.context,
         threads=(threads.decode, threads.batch),
+        device=args.device,
     )
     if on_slots is not None:
         return OpenedModel(*on_slots)
@@ -350,7 +351,7 @@ def command_bench(args) -> int:
 
         counts = parse_parallel_counts(args.parallel)
         threads = threads_from_args(args)
-        opener = slot_opener(args.model, args.backend, args.context, (threads.decode, threads.batch))
+        opener = slot_opener(args.model, args.backend, args.context, (threads.decode, threads.batch), args.device)
         result = run_parallel_bench(opener, counts, args.prompt_tokens, args.gen_tokens, args.runs)
         print_json(result) if args.json else print(format_parallel_bench(result))
         return 0

@@ -1,15 +1,18 @@
-"""`chatapp serve --parallel N`: a GGUF model opened on N parallel slots (quant/slot_engine.py).
+"""`chatapp serve --parallel N`: a model opened on N parallel slots (model/inference/slots.py): a
+GGUF file on llama.cpp (quant/slot_engine.py), a model folder on the torch engine
+(model/inference/torch_slots.py).
 
 The slots run in the server's own process, in one scheduler thread beside the event loop: llama.cpp
-releases the GIL while it decodes, and every reply's events go straight to the request that reads
-them. A worker process (as for one reply at a time) would need a protocol of many replies in flight
+and torch release the GIL while they compute, and every reply's events go straight to the request
+that reads them. A worker process (as for one reply at a time) would need a protocol of many replies in flight
 at once; what it would bring, surviving a native abort, matters less for a server that a supervisor
-restarts than for the TUI. With --parallel 1, or a model that is not a GGUF file, nothing here runs:
-the model opens as it always has (chatapp.models.opening.open_model).
+restarts than for the TUI. With --parallel 1, or a model on another server, nothing here runs: the model opens as it
+always has (chatapp.models.opening.open_model).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +44,13 @@ def open_slots(path, slots: int, context: int | None, threads: tuple[int | None,
     )
 
 
+def open_torch_slots(path, slots: int, device: str, threads: tuple[int | None, int | None]) -> Any:
+    """A TorchSlotEngine on the model folder at `path` (the torch engine: imported only here)."""
+    from model.inference.torch_slots import TorchSlotEngine
+
+    return TorchSlotEngine.open(path, slots, device=device, threads=threads[0], threads_batch=threads[1])
+
+
 def open_parallel(
     spec: str | None,
     resolve: Callable[[str | None], Any],
@@ -49,10 +59,11 @@ def open_parallel(
     *,
     context: int | None = None,
     threads: tuple[int | None, int | None] = (None, None),
+    device: str = "auto",
 ) -> tuple[Any, str] | None:
-    """(a SlotEngine on parallel slots, the model's name) for the model `spec` names; None where it is
-    served one reply at a time (then open_model opens it as always): --parallel 1, a model folder, a
-    model on another server.
+    """(an engine on parallel slots, the model's name) for the model `spec` names; None where it is
+    served one reply at a time (then open_model opens it as always): --parallel 1, a model on
+    another server, a GGUF file asked to run on torch.
     `resolve`: spec -> ModelRef (chatapp.models.resolve.resolve_model, passed in: chatapp.models
     imports this package). `threads`: (decode, prompt), None for automatic. `parallel` None picks
     default_parallel, fewer where their KV cache would not fit the memory; a --parallel given that
@@ -65,18 +76,29 @@ def open_parallel(
     if parallel == 1 or parse_endpoint_spec(spec) is not None:
         return None
     ref = resolve(spec or None)
-    if ref.kind != "gguf" or backend == "torch":
+    on_llama = ref.kind == "gguf"
+    engine_asked = {"torch": False, "llama.cpp": True}.get(backend, on_llama)
+    if engine_asked != on_llama or (not on_llama and importlib.util.find_spec("torch") is None):
         if parallel is not None:
-            raise ValueError(f"--parallel {parallel} needs a GGUF model: the torch engine makes one reply at a time")
-        return None
+            raise ValueError(
+                f"--parallel {parallel} runs a GGUF file on llama.cpp and a model folder on torch "
+                f"(installed, and without --backend {backend} for {ref.name})"
+            )
+        return None  # open_model runs it, or says in one line why it cannot
     if context is not None and context < 16:
         raise ValueError(f"--context must be at least 16 tokens, got {context}")
-    from quant.slot_engine import SlotMemoryError
+
+    def opener(count: int) -> Any:
+        if on_llama:
+            return open_slots(ref.path, count, context, threads)
+        return open_torch_slots(ref.path, count, device, threads)
+
+    from model.inference.slots import SlotMemoryError
 
     slots = parallel or default_parallel(ref.size_bytes, available_cores())
     while slots > 1:
         try:
-            engine = open_slots(ref.path, slots, context, threads)
+            engine = opener(slots)
         except SlotMemoryError:
             if parallel is not None:
                 raise

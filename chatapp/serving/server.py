@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import logging
 import threading
 import time
 import uuid
@@ -136,6 +137,26 @@ def echo(text: str) -> str:
     return repr(text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "...")
 
 
+SEND_TIMEOUT_S = 30.0
+
+
+class ClientTooSlow(Exception):
+    """A client that stopped reading its reply: its connection is cut, its slot given to the next."""
+
+
+def send_within(send: Send, timeout_s: float) -> Send:
+    """`send`, but one the client does not take within timeout_s (it stopped reading: the server's
+    buffers are full) raises ClientTooSlow instead of holding the engine's slot for as long as it likes."""
+
+    async def timed(message) -> None:
+        try:
+            await asyncio.wait_for(send(message), timeout_s)
+        except asyncio.TimeoutError:
+            raise ClientTooSlow() from None
+
+    return timed
+
+
 @dataclass
 class ServerOptions:
     model_id: str
@@ -146,6 +167,7 @@ class ServerOptions:
     allowed_hosts: list[str] = field(default_factory=list)  # --allow-host: NAME (any port) or NAME:PORT
     any_host: bool = False  # --allow-any-host: no Host check at all
     max_body_bytes: int = MAX_BODY_BYTES
+    send_timeout_s: float = SEND_TIMEOUT_S  # a client that accepts nothing for this long is cut off
 
 
 # --- the request bodies, declared ---
@@ -576,9 +598,16 @@ class Completion:
     error, a client that leaves while queued, mid-reply or before a stream's first chunk, shutdown."""
 
     def __init__(
-        self, engine: Engine, call: Callable[[], Iterator[Event]], reply: Reply, stream: bool, with_usage: bool
+        self,
+        engine: Engine,
+        call: Callable[[], Iterator[Event]],
+        reply: Reply,
+        stream: bool,
+        with_usage: bool,
+        send_timeout_s: float = SEND_TIMEOUT_S,
     ):
         self.engine, self.call, self.reply, self.stream, self.with_usage = engine, call, reply, stream, with_usage
+        self.send_timeout_s = send_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         def gone() -> Awaitable[None]:
@@ -597,7 +626,12 @@ class Completion:
                 if whole.finished is None:
                     raise RequestError(500, "the engine ended a reply without finishing it", "server_error")
                 response = JSONResponse(self.reply.whole(whole.text, whole.finished, whole.thinking))
-            await response(scope, receive, send)
+            try:
+                await response(scope, receive, send_within(send, self.send_timeout_s))
+            except ClientTooSlow:  # the reply stops and its slot is freed; uvicorn closes the connection
+                logging.getLogger("uvicorn.error").warning(
+                    "a client read nothing for %g s: its reply was cut off", self.send_timeout_s
+                )
 
 
 # --- the app ---
@@ -807,7 +841,8 @@ class OpenAIServer:
         return b"".join(chunks)
 
     def completion(self, body: CompletionFields, call: Callable[[], Iterator[Event]], chat: bool) -> Completion:
-        return Completion(self.engine, call, Reply(self.options.model_id, chat), bool(body.stream), body.with_usage)
+        reply = Reply(self.options.model_id, chat)
+        return Completion(self.engine, call, reply, bool(body.stream), body.with_usage, self.options.send_timeout_s)
 
     # --- the app ---
 

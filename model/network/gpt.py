@@ -11,7 +11,9 @@ holds every layer's keys and values by position. `prefill(ids, cache, p)` runs
 a prompt at positions p..p+len-1 in one pass and returns the last position's
 logits; `decode_step(ids, position, keys, values)` runs one token with shapes
 that never change (it attends over the whole cache under a position mask), so
-`torch.compile` compiles it once and CUDA graphs can replay it.
+`torch.compile` compiles it once and CUDA graphs can replay it. `decode_rows` is
+the same step for parallel slots: one token in each of several sequences of a
+cache made for several, each at its own position.
 """
 
 from __future__ import annotations
@@ -149,6 +151,20 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible.view(1, 1, 1, -1))
         return matvec(y.transpose(1, 2).reshape(batch, 1, width), self.proj)
 
+    def decode_rows(
+        self, x: torch.Tensor, positions: torch.Tensor, rows: torch.Tensor, visible: torch.Tensor, keys, values
+    ) -> torch.Tensor:
+        """One token for each of n sequences (parallel slots): x (n, 1, width) at `positions` (n,), in
+        the cache rows `rows` (n,) of keys and values (slots, heads, context, head_dim); `visible`
+        (n, context) masks each row's positions past its own."""
+        n, _, width = x.shape
+        q, k, v = matvec(x, self.qkv).split(width, dim=2)
+        q, k, v = (t.view(n, 1, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
+        keys[rows, :, positions] = k[:, :, 0]
+        values[rows, :, positions] = v[:, :, 0]
+        y = F.scaled_dot_product_attention(q, keys[rows], values[rows], attn_mask=visible[:, None, None, :])
+        return matvec(y.transpose(1, 2).reshape(n, 1, width), self.proj)
+
 
 class FeedForward(nn.Module):
     def __init__(self, config: GPTConfig):
@@ -180,6 +196,10 @@ class Block(nn.Module):
 
     def decode(self, x, position, visible, keys, values) -> torch.Tensor:
         x = x + self.attn.decode(self.ln_1(x), position, visible, keys, values)
+        return x + self.mlp.decode(self.ln_2(x))
+
+    def decode_rows(self, x, positions, rows, visible, keys, values) -> torch.Tensor:
+        x = x + self.attn.decode_rows(self.ln_1(x), positions, rows, visible, keys, values)
         return x + self.mlp.decode(self.ln_2(x))
 
 
@@ -271,6 +291,19 @@ class GPT(nn.Module):
         x = x + self.token_embedding(ids).to(x.dtype)  # float16 in a compiled step's copy (compiled_step.py)
         for layer, block in enumerate(cast("list[Block]", self.blocks)):
             x = block.decode(x, position, visible, keys[layer], values[layer])
+        return matvec(self.ln_f(x[:, -1]), self.lm_head)
+
+    def decode_rows(
+        self, ids: torch.Tensor, positions: torch.Tensor, rows: torch.Tensor, cache: KVCache
+    ) -> torch.Tensor:
+        """Logits (n, vocab) for one token in each of n sequences of a cache made with batch = slots:
+        ids (n, 1) at `positions` (n,), sequence i in cache row rows[i] (parallel slots,
+        model/inference/torch_slots.py). Eager: the rows and their positions change at every step."""
+        visible = torch.arange(cache.keys[0].size(2), device=ids.device)[None, :] <= positions[:, None]
+        x = self.position_embedding(positions).unsqueeze(1)
+        x = x + self.token_embedding(ids).to(x.dtype)
+        for layer, block in enumerate(cast("list[Block]", self.blocks)):
+            x = block.decode_rows(x, positions, rows, visible, cache.keys[layer], cache.values[layer])
         return matvec(self.ln_f(x[:, -1]), self.lm_head)
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:

@@ -22,6 +22,7 @@ from model.inference.backend import Finished, TextPiece
 from tests.helpers.paths import ROOT
 
 GGUF = ROOT / "chatapp" / "builtin" / "shakespeare-chat-q8_0.gguf"
+FOLDER = ROOT / "chatapp" / "builtin" / "shakespeare-chat"
 PROMPTS = ["Good morrow, my lord.", "What news from the court?", "Who goes there?", "Speak, I charge thee."]
 
 
@@ -67,12 +68,43 @@ class HeldSlots:
         raise AssertionError("a parallel backend's replies are cancelled one by one")
 
 
+class FloodReply:
+    """Text as fast as it can be made (64 KB a piece) until cancelled; then its end."""
+
+    def __init__(self):
+        self.cancelled, self.ended = threading.Event(), False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.ended:
+            raise StopIteration
+        if self.cancelled.is_set():
+            self.ended = True
+            return Finished("cancelled", 1, 1, 0.0, 0.0)
+        return TextPiece("x" * 65536)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+class FloodFirst(HeldSlots):
+    """A backend whose first reply is a FloodReply and every later one a short reply, "a"."""
+
+    def chat(self, messages, params):
+        if self.replies:
+            return iter([TextPiece("a"), Finished("stop", 1, 1, 0.0, 0.0)])
+        self.replies.append(FloodReply())
+        return self.replies[-1]
+
+
 @contextmanager
-def serving(backend, max_waiting: int = 16):
+def serving(backend, max_waiting: int = 16, **options):
     """(base URL, the server's Engine) for an OpenAIServer on a free loopback port."""
     import uvicorn
 
-    routes = OpenAIServer(backend, ServerOptions(model_id="test-model", max_waiting=max_waiting))
+    routes = OpenAIServer(backend, ServerOptions(model_id="test-model", max_waiting=max_waiting, **options))
     server = uvicorn.Server(uvicorn.Config(routes.app(), host="127.0.0.1", port=0, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -150,16 +182,47 @@ def test_n_replies_run_at_once_the_queue_bounds_the_rest_and_a_client_that_leave
         until(lambda: engine.waiting == 0 and not engine.lock.locked())
 
 
+def test_a_client_that_stops_reading_is_cut_off_and_its_slot_goes_to_the_next():
+    backend = FloodFirst(slots=1)
+    with serving(backend, send_timeout_s=0.5) as (url, engine):
+        host, port = url.removeprefix("http://").split(":")
+        payload = json.dumps(body("hi", stream=True)).encode()
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        )
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect((host, int(port)))
+        stalled.sendall(head.encode() + payload)  # and never reads
+        try:
+            until(lambda: backend.replies and backend.replies[0].cancelled.is_set())
+            response = httpx.post(url + "/v1/chat/completions", json=body("hi"), timeout=30)
+            assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "a"
+            until(lambda: engine.waiting == 0 and not engine.lock.locked())
+        finally:
+            stalled.close()
+
+
 def chat_text(client: httpx.Client, url: str, text: str, **fields) -> str:
     response = client.post(url + "/v1/chat/completions", json=body(text, max_tokens=30, **fields))
     assert response.status_code == 200, response.text
     return response.json()["choices"][0]["message"]["content"]
 
 
-def test_a_reply_at_temperature_0_is_the_same_alone_and_among_seven_concurrent_requests():
+def open_on_slots(kind: str, count: int):
+    if kind == "torch":
+        from model.inference.torch_slots import TorchSlotEngine
+
+        return TorchSlotEngine.open(FOLDER, count, device="cpu")
     from quant.slot_engine import SlotEngine
 
-    engine = SlotEngine.open(GGUF, 8)
+    return SlotEngine.open(GGUF, count)
+
+
+@pytest.mark.parametrize("kind", ["llama.cpp", "torch"])
+def test_a_reply_at_temperature_0_is_the_same_alone_and_among_seven_concurrent_requests(kind):
+    engine = open_on_slots(kind, 8)
     try:
         with serving(engine) as (url, _), httpx.Client(timeout=60) as client:
             alone = chat_text(client, url, PROMPTS[0], temperature=0)
@@ -189,20 +252,27 @@ def test_the_default_slots_follow_the_model_size_and_the_cores():
     assert default_parallel(300_000_000, 1) == 1
 
 
-def test_open_parallel_opens_a_gguf_on_slots_and_leaves_everything_else_to_open_model():
+def test_open_parallel_opens_slots_on_either_engine_and_leaves_everything_else_to_open_model():
     gguf = SimpleNamespace(kind="gguf", path=GGUF, size_bytes=GGUF.stat().st_size, name="built-in chat")
-    folder = SimpleNamespace(kind="folder", path=ROOT, size_bytes=1)
+    folder = SimpleNamespace(kind="folder", path=FOLDER, size_bytes=1, name="shakespeare-chat")
 
     def never(spec):
         raise AssertionError("resolved a model it should not have")
 
     assert open_parallel("anything", never, parallel=1) is None
     assert open_parallel(endpoint_spec("http://localhost:8080/v1", "model"), never, parallel=None) is None
-    assert open_parallel("folder", lambda spec: folder, parallel=None) is None
-    with pytest.raises(ValueError, match="--parallel 2 needs a GGUF model"):
-        open_parallel("folder", lambda spec: folder, parallel=2)
+    assert open_parallel("built-in", lambda spec: gguf, backend="torch", parallel=None) is None
+    with pytest.raises(ValueError, match="--parallel 2 runs a GGUF file on llama.cpp and a model folder on torch"):
+        open_parallel("built-in", lambda spec: gguf, backend="torch", parallel=2)
     with pytest.raises(ValueError, match="--parallel must be"):
         open_parallel("x", never, parallel=0)
+    on_torch = open_parallel("folder", lambda spec: folder, parallel=2, device="cpu")
+    assert on_torch is not None
+    engine, name = on_torch
+    try:
+        assert (name, engine.name, engine.slots, engine.context_length) == ("shakespeare-chat", "torch", 2, 256)
+    finally:
+        engine.close()
     opened = open_parallel("built-in", lambda spec: gguf, parallel=3)
     assert opened is not None
     engine, name = opened

@@ -1,7 +1,8 @@
-"""Parallel slots on one llama.cpp context (quant/llama_slots.py, quant/slot_engine.py), on the
-built-in Q8_0 GGUF: a reply is the same alone, among others, and as the single-reply engine makes
-it; a request joins a running batch; a long prompt is read in chunks beside the others' tokens;
-a cancel frees its slot; the slots' memory is checked before they start.
+"""Parallel slots (model/inference/slots.py) on both engines: llama.cpp on the built-in Q8_0 GGUF
+(quant/slot_engine.py) and torch on the built-in model folder (model/inference/torch_slots.py). A
+reply is the same alone, among others, and as the single-reply engine makes it; a request joins a
+running batch; a long prompt is read in chunks beside the others' tokens; a cancel frees its slot;
+the slots' memory is checked before they start.
 
 Requests join a running batch from inside the scheduler (at a chosen token of another reply), so
 what runs together is decided by the steps, never by timing."""
@@ -16,6 +17,8 @@ from model.text.chat_format import Message
 from tests.helpers.paths import ROOT
 
 GGUF = ROOT / "chatapp" / "builtin" / "shakespeare-chat-q8_0.gguf"
+FOLDER = ROOT / "chatapp" / "builtin" / "shakespeare-chat"
+ENGINES = ["llama.cpp", "torch"]
 LONG_SEED = 0  # at temperature 10 this seed draws no stop token in 200 tokens (checked below)
 PROMPTS = [
     "Good morrow, my lord.",
@@ -29,20 +32,38 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def slots():
+def open_slots(kind: str, count: int, **options):
+    if kind == "torch":
+        from model.inference.torch_slots import TorchSlotEngine
+
+        return TorchSlotEngine.open(FOLDER, count, device="cpu", **options)
     from quant.slot_engine import SlotEngine
 
-    engine = SlotEngine.open(GGUF, 8)
+    return SlotEngine.open(GGUF, count, **options)
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def slots(kind):
+    engine = open_slots(kind, 8)
     yield engine
     engine.close()
 
 
 @pytest.fixture(scope="module")
-def single():
-    from quant.llama_engine import LlamaEngine
+def single(kind):
+    if kind == "torch":
+        from model.inference.torch_engine import TorchEngine
 
-    engine = LlamaEngine.load(GGUF, state_cache_mb=0)
+        engine = TorchEngine.load(FOLDER, device="cpu", compile="off")
+    else:
+        from quant.llama_engine import LlamaEngine
+
+        engine = LlamaEngine.load(GGUF, state_cache_mb=0)
     yield engine
     engine.close()
 
@@ -128,10 +149,8 @@ def test_a_request_joins_the_running_batch_and_ends_before_the_long_reply(slots)
     assert order == ["short", "long"]  # it did not wait for the long one to end
 
 
-def test_a_long_prompt_is_read_in_chunks_while_the_others_keep_decoding():
-    from quant.slot_engine import SlotEngine
-
-    engine = SlotEngine.open(GGUF, 2, prefill_chunk=16)
+def test_a_long_prompt_is_read_in_chunks_while_the_others_keep_decoding(kind):
+    engine = open_slots(kind, 2, prefill_chunk=16)
     try:
         scheduler = engine.scheduler
         batches: list[tuple[int, list[bool]]] = []
@@ -185,18 +204,23 @@ def test_a_reply_cancelled_before_it_starts_never_runs(slots):
     assert (collected.finished.reason, collected.finished.completion_tokens, collected.text) == ("cancelled", 0, "")
 
 
-def test_slots_whose_kv_cache_does_not_fit_the_memory_are_refused_in_one_line():
-    from quant.slot_engine import SlotEngine, SlotMemoryError
+def test_slots_whose_kv_cache_does_not_fit_the_memory_are_refused_in_one_line(kind):
+    from model.inference.slots import SlotMemoryError
 
     with pytest.raises(SlotMemoryError) as refused:
-        SlotEngine.open(GGUF, 8, memory_available=1_000_000)
+        open_slots(kind, 8, memory_available=1_000_000)
     message = str(refused.value)
     assert "\n" not in message and "--parallel 8" in message and "8 slots x 256 tokens" in message
     with pytest.raises(ValueError, match="--parallel must be"):
-        SlotEngine.open(GGUF, 0)
+        open_slots(kind, 0)
 
 
-def test_the_kv_cache_size_counts_every_layer_and_position(slots):
+def test_the_kv_cache_size_counts_every_layer_and_position(slots, kind):
+    if kind == "torch":
+        config = slots.model.config
+        per_slot = 2 * config.n_layer * config.context_length * config.n_embd * 4  # keys and values, float32
+        assert slots.kv_cache_bytes == 8 * per_slot
+        return
     from quant.llama_slots import kv_cache_bytes
 
     model = slots.llm.model
