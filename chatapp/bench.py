@@ -114,6 +114,7 @@ def format_bench(result: dict) -> str:
 
 # --- `chatapp bench --parallel N[,N...]`: many replies at once on parallel slots ---
 
+
 def parse_parallel_counts(text: str) -> list[int]:
     """'1,2,4,8' -> [1, 2, 4, 8]; a one-line ValueError for anything else."""
     from model.inference.slots import MAX_SLOTS
@@ -125,9 +126,7 @@ def parse_parallel_counts(text: str) -> list[int]:
         except ValueError:
             count = 0
         if not 1 <= count <= MAX_SLOTS:
-            raise ValueError(
-                f"--parallel takes whole numbers from 1 to {MAX_SLOTS} separated by commas, got {text!r}"
-            )
+            raise ValueError(f"--parallel takes whole numbers from 1 to {MAX_SLOTS} separated by commas, got {text!r}")
         if count not in counts:
             counts.append(count)
     return counts
