@@ -8,9 +8,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 from tests.helpers.paths import BUILTIN_DIR, ROOT
+from tests.helpers.processes import assert_ends
 
 GGUF = BUILTIN_DIR / "shakespeare-chat-q8_0.gguf"
 
@@ -76,17 +76,7 @@ def test_a_forked_worker_ends_with_its_app(tmp_path):
         )
         done = run_python(code, home=tmp_path)
         assert done.returncode == 0, done.stderr
-        pid = int(done.stdout.split()[0])
-        deadline = time.monotonic() + 60  # a liveness bound, not a speed check: it imports llama.cpp first
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-        else:
-            os.kill(pid, 9)
-            raise AssertionError(f"the worker {pid} outlived its app ({ending})")
+        assert_ends(int(done.stdout.split()[0]), f"the worker of an app that ended with {ending}")
 
 
 def test_the_command_line_forks_its_worker_and_leaves_nothing_running(tmp_path):

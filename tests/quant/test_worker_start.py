@@ -146,12 +146,11 @@ def test_the_launcher_looks_for_a_gguf_file_on_the_command_line(argv, starts):
 def test_a_forked_worker_ends_when_its_app_is_killed(tmp_path):
     """The worker holds no copy of the app's end of the pipe: an app gone (kill -9, os._exit) is an end of
     file to it, and it leaves instead of waiting forever."""
-    import os
     import subprocess
     import sys
-    import time
 
     from tests.helpers.paths import ROOT
+    from tests.helpers.processes import assert_ends
 
     code = (
         "import os, sys; from quant import worker_start; worker_start.start_spare(sys.argv[1]); "
@@ -160,13 +159,4 @@ def test_a_forked_worker_ends_when_its_app_is_killed(tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=60, check=True
     )
-    pid = int(done.stdout.split()[0])
-    deadline = time.monotonic() + 60  # a liveness bound, not a speed check: it imports llama.cpp first
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.kill(pid, 9)
-    raise AssertionError(f"the worker {pid} outlived its app")
+    assert_ends(int(done.stdout.split()[0]), "the worker of an app that ended with os._exit")
