@@ -33,7 +33,7 @@ class _LazyPackage(types.ModuleType):
     __init__ (its high-level API) here, once, and is then found as usual."""
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or self.__dict__.get("_complete"):
+        if (name.startswith("__") and name not in ("__version__", "__all__")) or self.__dict__.get("_complete"):
             raise AttributeError(name)
         bindings_module = sys.modules.get("llama_cpp.llama_cpp")
         if bindings_module is not None and not name.startswith("_") and hasattr(bindings_module, name):

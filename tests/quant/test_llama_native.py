@@ -22,9 +22,10 @@ light = {name: name in sys.modules for name in ("llama_cpp.llama", "llama_cpp.ll
 import llama_cpp
 decode_found = callable(llama_cpp.llama_decode)
 still_light = "llama_cpp.llama" not in sys.modules
+version = llama_cpp.__version__  # the real __init__ runs here
 from llama_cpp import Llama
 print(json.dumps({"light": light, "decode_found": decode_found, "still_light": still_light,
-                  "llama": Llama.__name__, "version": llama_cpp.__version__}))
+                  "llama": Llama.__name__, "version": version}))
 """
 
 
