@@ -33,6 +33,7 @@ from chatapp.tui.screens.help import HelpScreen
 from chatapp.tui.screens.history_problem import HistoryProblemScreen
 from chatapp.tui.screens.models import model_phrase
 from chatapp.tui.search_palette import HistorySearch
+from chatapp.tui.terminal_watch import hung_up, terminal_fd
 from chatapp.tui.widgets.messages import counted
 from model.inference.backend import Backend
 
@@ -153,6 +154,9 @@ class ChatApp(App[None]):
 
     def on_mount(self) -> None:
         store = self.store  # opened first: a history file that cannot be used is asked about before anything else
+        terminal = terminal_fd()
+        if terminal is not None:
+            self.set_interval(1.0, partial(self.quit_if_hung_up, terminal))
         if self.history_problem is not None:
             self.push_screen(HistoryProblemScreen(self.history_problem), self.history_problem_answered)
         if self.settings.theme in self.available_themes:
@@ -368,6 +372,12 @@ class ChatApp(App[None]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
+
+    async def quit_if_hung_up(self, terminal: int) -> None:
+        """Its terminal closed without a SIGHUP reaching the app (chatapp/tui/terminal_watch.py): quit as
+        Ctrl+Q does, the running reply stopped and saved."""
+        if hung_up(terminal):
+            await self.action_quit()
 
     async def action_quit(self) -> None:
         if self.download is not None:
