@@ -27,6 +27,16 @@ from model.text.reasoning import ReasoningFormat, thinking_kwargs
 REPETITION_WINDOW = 64  # tokens the repetition penalty looks back over
 
 
+def reply_rng(params: SamplingParams) -> np.random.Generator:
+    """A reply's own random generator: from its seed, else from a fresh one."""
+    return np.random.default_rng(params.seed if params.seed is not None else random.randrange(2**63))
+
+
+def repetition_history(prompt_tail: list[int], generated: list[int]) -> list[int]:
+    """What the repetition penalty looks back over: the prompt's tail, then the reply so far."""
+    return (prompt_tail + generated[-REPETITION_WINDOW:])[-REPETITION_WINDOW:]
+
+
 class EngineCore:
     name = "engine"
     supports_inspection = True
@@ -193,8 +203,7 @@ class EngineCore:
     def _generate(
         self, prompt, params, stop_ids, notices, use_cache, inspect, stop_strings, earlier_reply, reasoning=None
     ) -> Iterator[Event]:
-        seed = params.seed if params.seed is not None else random.randrange(2**63)
-        rng = np.random.default_rng(seed)
+        rng = reply_rng(params)
         budget = min(params.max_tokens, self.context_length - len(prompt))
         reply = ReplyStream(self.prompt_format, len(prompt), stop_strings, budget, reasoning)
         self.prefilled_tokens = 0
@@ -211,7 +220,7 @@ class EngineCore:
                 inspect(step)
 
         def sample(logits: np.ndarray) -> int:
-            history = (prompt_tail + reply.generated[-REPETITION_WINDOW:])[-REPETITION_WINDOW:]
+            history = repetition_history(prompt_tail, reply.generated)
             token = sample_next(logits, params, history, rng)
             if inspect is not None:
                 flush_step()
@@ -243,12 +252,18 @@ class EngineCore:
                 self.prefilled_tokens = len(prompt)
             yield from reply.run(logits, sample, lambda token: token in stop_ids, next_logits, self.cancel_flag.is_set)
             flush_step()
-        if not reply.ended_on_stop_string:
-            ids = earlier_reply + reply.generated
-            # the next turn sends the answer alone (its thinking apart): the ids stand for the text
-            # only where it is all answer (a reply that thought is tokenized again)
-            self.known_replies = {self._decode(ids): ids} if not reply.thinking_tokens else {}
+        self._remember_reply(earlier_reply, reply)
         yield from reply.finish(self.prefilled_tokens, notices)
+
+    def _remember_reply(self, earlier_reply: list[int], reply: ReplyStream) -> None:
+        """At a reply's end: the ids sampled for its text, so that the next turn's prompt holds exactly
+        these ids (and finds them in the cache). The next turn sends the answer alone (its thinking
+        apart): the ids stand for the text only where it is all answer (a reply that thought is
+        tokenized again)."""
+        if reply.ended_on_stop_string:
+            return
+        ids = earlier_reply + reply.generated
+        self.known_replies = {self._decode(ids): ids} if not reply.thinking_tokens else {}
 
     def _decode(self, ids: list[int]) -> str:
         return b"".join(self.prompt_format.token_bytes(i) for i in ids).decode("utf-8", errors="replace")

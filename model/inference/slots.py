@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import queue
-import random
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +37,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from model.inference.backend import Event
-from model.inference.engine_core import REPETITION_WINDOW
+from model.inference.engine_core import REPETITION_WINDOW, repetition_history, reply_rng
 from model.inference.reply_stream import ReplyStream, common_prefix_length
 from model.inference.sampling import SamplingParams, sample_next
 from model.inference.threads import available_cores
@@ -125,14 +124,12 @@ class SlotRequest:
     on_finish: Any = None  # called with the ReplyStream once the reply ended (the engine remembers its ids)
 
     def __post_init__(self) -> None:
-        seed = self.params.seed if self.params.seed is not None else random.randrange(2**63)
-        self.rng = np.random.default_rng(seed)
+        self.rng = reply_rng(self.params)
         self.prompt_tail = self.prompt[-REPETITION_WINDOW:]
 
     def next_token(self, logits: np.ndarray) -> int:
-        """The engine core's draw: repetition history of the prompt's tail and the reply so far."""
-        history = (self.prompt_tail + self.reply.generated[-REPETITION_WINDOW:])[-REPETITION_WINDOW:]
-        return sample_next(logits, self.params, history, self.rng)
+        """The engine core's draw, with this request's parameters and generator."""
+        return sample_next(logits, self.params, repetition_history(self.prompt_tail, self.reply.generated), self.rng)
 
 
 class SlotReply:
@@ -368,7 +365,7 @@ class SlotsMixin:
     format_lock: Any
     prompt_format: Any
     context_length: int
-    known_replies: dict[str, list[int]]
+    _remember_reply: Any  # the engine core's: the ids sampled for a reply's text, for the next turn
 
     @property
     def slots(self) -> int:
@@ -406,13 +403,5 @@ class SlotsMixin:
         budget = min(params.max_tokens, self.context_length - len(prompt))
         reply = ReplyStream(self.prompt_format, len(prompt), stop_strings, budget, reasoning)
         request = SlotRequest(prompt, params, stop_ids, notices, reply)
-        request.on_finish = lambda finished: self._remember_reply(earlier_reply, finished)
+        request.on_finish = lambda finished: self._remember_reply(earlier_reply, finished)  # under format_lock
         return SlotReply(self.scheduler, request)
-
-    def _remember_reply(self, earlier_reply: list[int], reply: ReplyStream) -> None:
-        """As the core does at a reply's end: the ids sampled for its text, so that the next turn's
-        prompt holds exactly these ids (and finds them in a slot's cache). Called under format_lock."""
-        if reply.ended_on_stop_string:
-            return
-        ids = earlier_reply + reply.generated
-        self.known_replies = {self._decode(ids): ids} if not reply.thinking_tokens else {}  # type: ignore[attr-defined]

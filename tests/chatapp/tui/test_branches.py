@@ -20,6 +20,7 @@ from chatapp.tui.widgets.context_bar import ContextBar
 from chatapp.tui.widgets.messages import AssistantMessage, ChatMessage, UserMessage, format_stats
 from model.inference.backend import Finished
 from tests.chatapp.history.test_branches_store import SCHEMA_4_FILE
+from tests.helpers.branched_history import match_in_a_hidden_branch
 from tests.helpers.fake_backend import FakeBackend
 from tests.helpers.tui_app import make_app, notices, send, wait_idle, wait_until
 
@@ -210,13 +211,7 @@ async def test_markdown_exports_the_shown_branch_and_json_the_whole_tree(tmp_pat
 
 async def test_a_search_hit_in_a_branch_not_shown_opens_that_branch_scrolled_to_the_match(tmp_path):
     store = HistoryStore(tmp_path / "h.sqlite3")
-    conversation = store.create_conversation({})
-    first = store.add_message(conversation.id, "user", "where is Yorick buried?")
-    for index in range(3 * PAGE_SIZE):
-        store.add_message(conversation.id, "assistant" if index % 2 == 0 else "user", f"line {index}")
-    store.add_message(conversation.id, "user", "a new start", sibling_of=first.id)
-    other = store.create_conversation({})
-    store.add_message(other.id, "user", "elsewhere")
+    conversation, first, other = match_in_a_hidden_branch(store)
     app = make_app(FakeBackend(), store=store)
     async with app.run_test(size=(100, 30)) as pilot:
         await app.open_conversation(other.id)

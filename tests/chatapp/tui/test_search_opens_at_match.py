@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chatapp.history import HistoryStore
-from chatapp.tui.screens.chat import PAGE_SIZE
+from tests.helpers.branched_history import match_in_a_hidden_branch
 from tests.helpers.fake_backend import FakeBackend
 from tests.helpers.tui_app import make_app, wait_until
 
@@ -14,14 +14,8 @@ pytestmark = pytest.mark.asyncio
 
 async def test_ctrl_o_opens_a_hit_in_a_branch_not_shown_at_the_match(tmp_path):
     store = HistoryStore(tmp_path / "h.sqlite3")
-    conversation = store.create_conversation({})
-    first = store.add_message(conversation.id, "user", "where is Yorick buried?")
-    for index in range(3 * PAGE_SIZE):
-        store.add_message(conversation.id, "assistant" if index % 2 == 0 else "user", f"line {index}")
-    store.add_message(conversation.id, "user", "a new start", sibling_of=first.id)
+    conversation, first, other = match_in_a_hidden_branch(store)
     store.rename(conversation.id, "Graves")
-    other = store.create_conversation({})
-    store.add_message(other.id, "user", "elsewhere")
     app = make_app(FakeBackend(), store=store)
     async with app.run_test(size=(100, 30)) as pilot:
         await app.open_conversation(other.id)
