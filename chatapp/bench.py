@@ -189,10 +189,11 @@ def slot_opener(
     context: int | None,
     threads: tuple[int | None, int | None],
     device: str = "auto",
+    compile: str = "off",
 ) -> Callable[[int], Any]:
     """slots -> an engine on slots for the model `spec` names: a GGUF file on llama.cpp, a model folder on
     torch (checked now: a model on another server, or a GGUF file with --backend torch, is a one-line
-    ValueError). `threads`: (decode, prompt)."""
+    ValueError). `threads`: (decode, prompt); `compile`: the torch step's --compile."""
     from chatapp.models.resolve import resolve_model
     from chatapp.serving.endpoint import parse_endpoint_spec
     from chatapp.serving.parallel import open_slots, open_torch_slots
@@ -208,7 +209,7 @@ def slot_opener(
         raise ValueError(f"--context must be at least 16 tokens, got {context}")
     if ref.kind == "gguf":
         return lambda slots: open_slots(ref.path, slots, context, threads)
-    return lambda slots: open_torch_slots(ref.path, slots, device, threads)
+    return lambda slots: open_torch_slots(ref.path, slots, device, threads, compile)
 
 
 def run_parallel_bench(
@@ -232,6 +233,9 @@ def run_parallel_bench(
                     f"--prompt-tokens + --gen-tokens ({prompt_tokens + gen_tokens}) exceed a slot's context "
                     f"({engine.context_length})"
                 )
+            wait_for_compile = getattr(engine, "wait_for_compile", None)  # the torch slots' compiled step
+            if wait_for_compile is not None:
+                result["compile"] = wait_for_compile()
             prompt = bench_prompt(engine, prompt_tokens)
             result.update(backend=engine.name + " slots", model=engine.model_name, context_length=engine.context_length)
             result.update(prompt_tokens=len(prompt), threads={"decode": engine.threads[0], "prompt": engine.threads[1]})
@@ -258,7 +262,8 @@ def format_parallel_bench(result: dict) -> str:
     lines = [
         f"{result['backend']} on {result['model']}: prompt {result['prompt_tokens']} tokens, generate "
         f"{result['gen_tokens']} per reply, N replies at once on N slots, median of {result['runs']} run(s), "
-        f"{threads['decode']} decode / {threads['prompt']} prompt threads",
+        f"{threads['decode']} decode / {threads['prompt']} prompt threads"
+        + (f", compile {result['compile']}" if "compile" in result else ""),
         f"  {'N':>3}  {'aggregate tok/s':>15}  {'per reply tok/s':>15}  {'first token median / max':>26}",
     ]
     for run in result["parallel"]:

@@ -177,6 +177,7 @@ def open_for_serving(args) -> OpenedModel:
         context=args.context,
         threads=(threads.decode, threads.batch),
         device=args.device,
+        compile=args.compile,
     )
     if on_slots is not None:
         return OpenedModel(*on_slots)
@@ -351,7 +352,9 @@ def command_bench(args) -> int:
 
         counts = parse_parallel_counts(args.parallel)
         threads = threads_from_args(args)
-        opener = slot_opener(args.model, args.backend, args.context, (threads.decode, threads.batch), args.device)
+        opener = slot_opener(
+            args.model, args.backend, args.context, (threads.decode, threads.batch), args.device, args.compile
+        )
         result = run_parallel_bench(opener, counts, args.prompt_tokens, args.gen_tokens, args.runs)
         print_json(result) if args.json else print(format_parallel_bench(result))
         return 0

@@ -65,6 +65,27 @@ class LlamaSlots:
 
         return bool(llama_cpp.llama_memory_seq_rm(self.memory, seq_id, start, -1))
 
+    def save(self, seq_id: int, length: int, max_bytes: int) -> tuple[bytes, int] | None:
+        """The sequence's KV state (all of its `length` positions) as llama.cpp writes it."""
+        import llama_cpp
+
+        size = llama_cpp.llama_state_seq_get_size(self.ctx, seq_id)
+        if not 0 < size <= max_bytes:
+            return None
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self.ctx, buffer, size, seq_id)
+        return (ctypes.string_at(buffer, written), written) if written else None
+
+    def restore(self, seq_id: int, saved: bytes) -> bool:
+        import llama_cpp
+
+        self.forget(seq_id, 0)
+        buffer = (ctypes.c_uint8 * len(saved)).from_buffer_copy(saved)
+        if llama_cpp.llama_state_seq_set_data(self.ctx, buffer, len(saved), seq_id) == 0:
+            self.forget(seq_id, 0)  # a state llama.cpp refuses: the sequence computes everything
+            return False
+        return True
+
     def close(self) -> None:
         import llama_cpp
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from model.inference.slots import (
     DEFAULT_PREFILL_CHUNK,
+    DEFAULT_SLOT_CACHE_MB,
     SlotMemoryError,
     SlotScheduler,
     SlotsMixin,
@@ -62,10 +63,12 @@ class SlotEngine(SlotsMixin, LlamaEngine):
         log_dir: str | Path | None = None,
         prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
         memory_available: int | None = None,
+        cache_mb: int = DEFAULT_SLOT_CACHE_MB,
     ) -> SlotEngine:
         """`slots` replies at once, each with a context of the file's own (at most max_context).
         A bad file raises GGUFFileError, slots whose KV cache would not fit in `memory_available`
-        (default: what the system has now) SlotMemoryError; each is one line."""
+        (default: what the system has now) SlotMemoryError; each is one line. `cache_mb`: the slots'
+        prompt cache (sequences saved for a later request that starts the same; 0: none)."""
         check_slot_count(slots)
         path = Path(path).expanduser()
         info = check_gguf(path, read_header(path))
@@ -76,13 +79,13 @@ class SlotEngine(SlotsMixin, LlamaEngine):
         )  # fmt: skip
         assert isinstance(engine, SlotEngine)
         try:
-            engine._start_slots(slots, prefill_chunk, memory_available)
+            engine._start_slots(slots, prefill_chunk, memory_available, cache_mb)
         except BaseException:
             engine.close()
             raise
         return engine
 
-    def _start_slots(self, slots: int, prefill_chunk: int, memory_available: int | None) -> None:
+    def _start_slots(self, slots: int, prefill_chunk: int, memory_available: int | None, cache_mb: int) -> None:
         needed = kv_cache_bytes(self.llm.model, slots * self.context_length)
         check_slot_memory(needed, slots, self.context_length, memory_available)
         self.format_lock = threading.RLock()  # the prompt format's template variables are set per reply
@@ -90,7 +93,7 @@ class SlotEngine(SlotsMixin, LlamaEngine):
         model = LlamaSlots(
             self.llm.model, self.llm.context_params, slots, self.context_length, prefill_chunk + slots, self.threads
         )
-        self.scheduler = SlotScheduler(model, slots, self.context_length, prefill_chunk, self.format_lock)
+        self.scheduler = SlotScheduler(model, slots, self.context_length, prefill_chunk, self.format_lock, cache_mb)
 
     def close(self) -> None:
         self.close_slots()

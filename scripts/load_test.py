@@ -187,7 +187,12 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--gguf", type=Path, default=GGUF, help="the file every started server serves")
-    parser.add_argument("--parallel", type=counts, default=[1], help="chatapp (and llama-server) slots, e.g. 1,4")
+    parser.add_argument(
+        "--parallel",
+        type=counts,
+        default=None,
+        help="chatapp (and llama-server) slots, e.g. 1,4 (default 1; none with --url)",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--threads-batch", type=int, default=None)
     parser.add_argument("--context", type=int, default=None, help="tokens per slot")
@@ -196,6 +201,8 @@ def main() -> None:
     parser.add_argument("--url", action="append", default=[], help="a running server's base URL (repeatable)")
     parser.add_argument("--chatapp-command", default=None, help="instead of `python -m chatapp serve`")
     args = parser.parse_args()
+    if args.parallel is None:
+        args.parallel = [] if args.url else [1]
     lines = [
         f"clients {','.join(map(str, args.clients))}, {args.requests_per_client} streaming requests per client "
         f"of up to {args.max_tokens} tokens, {args.gguf.name}; load average before: {load_average()}",

@@ -44,11 +44,23 @@ def open_slots(path, slots: int, context: int | None, threads: tuple[int | None,
     )
 
 
-def open_torch_slots(path, slots: int, device: str, threads: tuple[int | None, int | None]) -> Any:
-    """A TorchSlotEngine on the model folder at `path` (the torch engine: imported only here)."""
+def open_torch_slots(
+    path, slots: int, device: str, threads: tuple[int | None, int | None], compile: str = "off"
+) -> Any:
+    """A TorchSlotEngine on the model folder at `path` (the torch engine: imported only here); `compile`:
+    on, off or auto, the step of all the slots compiled in the background as --compile does for one reply."""
+    from chatapp.paths import compile_cache_dir
     from model.inference.torch_slots import TorchSlotEngine
 
-    return TorchSlotEngine.open(path, slots, device=device, threads=threads[0], threads_batch=threads[1])
+    return TorchSlotEngine.open(
+        path,
+        slots,
+        device=device,
+        threads=threads[0],
+        threads_batch=threads[1],
+        compile=compile,
+        compile_cache=compile_cache_dir(),
+    )
 
 
 def open_parallel(
@@ -60,12 +72,14 @@ def open_parallel(
     context: int | None = None,
     threads: tuple[int | None, int | None] = (None, None),
     device: str = "auto",
+    compile: str = "off",
 ) -> tuple[Any, str] | None:
     """(an engine on parallel slots, the model's name) for the model `spec` names; None where it is
     served one reply at a time (then open_model opens it as always): --parallel 1, a model on
     another server, a GGUF file asked to run on torch.
     `resolve`: spec -> ModelRef (chatapp.models.resolve.resolve_model, passed in: chatapp.models
-    imports this package). `threads`: (decode, prompt), None for automatic. `parallel` None picks
+    imports this package). `threads`: (decode, prompt), None for automatic; `compile`: the torch step's
+    --compile (on, off, auto). `parallel` None picks
     default_parallel, fewer where their KV cache would not fit the memory; a --parallel given that
     does not fit is refused (SlotMemoryError, one line)."""
     from chatapp.serving.endpoint import parse_endpoint_spec
@@ -91,7 +105,7 @@ def open_parallel(
     def opener(count: int) -> Any:
         if on_llama:
             return open_slots(ref.path, count, context, threads)
-        return open_torch_slots(ref.path, count, device, threads)
+        return open_torch_slots(ref.path, count, device, threads, compile)
 
     from model.inference.slots import SlotMemoryError
 

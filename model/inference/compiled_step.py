@@ -116,10 +116,13 @@ def compile_under_way() -> bool:
 class CompiledStep:
     """A decode step being compiled in the background; `ready` once it is usable or has failed."""
 
-    def __init__(self, model, device: str, warm_up_calls: int | None = None):
+    def __init__(self, model, device: str, warm_up_calls: int | None = None, slots: int | None = None):
+        """`slots`: compile GPT.decode_slots, every row of a cache of that many parallel slots
+        (model/inference/torch_slots.py), instead of the single reply's GPT.decode_step."""
         self.model = model
         self.device = device
-        self.cache = model.new_cache()  # the scratch cache it compiles on; the live one after adopt()
+        self.slots = slots
+        self.cache = model.new_cache(batch=slots or 1)  # the scratch cache it compiles on; the live one after adopt()
         self.step: Callable[..., Any] | None = None  # the compiled GPT.decode_step, once ready
         self.error: str | None = None
         self.seconds: float | None = None
@@ -183,12 +186,20 @@ class CompiledStep:
                 torch._dynamo.mark_static_address(tensor)
         model = half_weight_copy(self.model) if self.device == "cpu" else self.model
         model.eval()
-        step = torch.compile(model.decode_step, fullgraph=True, dynamic=False, mode=compile_mode(self.device))
-        ids = torch.zeros((1, 1), dtype=torch.long, device=self.cache.keys[0].device)
-        position = torch.zeros(1, dtype=torch.long, device=self.cache.keys[0].device)
+        device = self.cache.keys[0].device
+        ids = torch.zeros((self.slots or 1, 1), dtype=torch.long, device=device)
+        positions = torch.zeros(self.slots or 1, dtype=torch.long, device=device)
+        function: Callable[..., torch.Tensor]
+        example: tuple[torch.Tensor, ...]
+        if self.slots is None:
+            function, example = model.decode_step, (ids, positions)
+        else:
+            written = torch.ones(self.slots, dtype=torch.bool, device=device)
+            function, example = model.decode_slots, (ids, positions, written)
+        step = torch.compile(function, fullgraph=True, dynamic=False, mode=compile_mode(self.device))
         with torch.inference_mode():
             for _ in range(self.warm_up_calls):
-                step(ids, position, self.cache.keys, self.cache.values)
+                step(*example, self.cache.keys, self.cache.values)
         return step
 
     @staticmethod

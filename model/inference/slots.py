@@ -17,7 +17,12 @@ does the same work one token at a time: sample, stop token, push, budget or stop
 
 A free slot keeps what its last reply left in its sequence: a new request goes to the free slot
 whose cached tokens share the longest prefix with its prompt (a conversation's next turn finds its
-earlier turns computed), and the rest of that sequence is dropped.
+earlier turns computed), and the rest of that sequence is dropped. What would be dropped is first
+saved in the slots' prompt cache (model/inference/prompt_cache.py, bounded in bytes, as the single
+engine's): a request whose prompt shares more with a saved sequence than with its slot has that
+sequence's KV restored into its slot and computes only the rest, whichever slot it ran on before
+(llama-server's --cache-ram does the same). The server warms the model up with one step at start, so
+the first request is not the one that pays for llama.cpp's or torch's first-call setup.
 
 `SlotsMixin` is the engine's side, shared by both engines' slot engines: prompts are prepared one
 at a time (under a lock: the prompt format's template variables are set per reply) and each
@@ -38,11 +43,13 @@ import numpy as np
 
 from model.inference.backend import Event
 from model.inference.engine_core import REPETITION_WINDOW, repetition_history, reply_rng
+from model.inference.prompt_cache import PromptCache
 from model.inference.reply_stream import ReplyStream, common_prefix_length
 from model.inference.sampling import SamplingParams, sample_next
 from model.inference.threads import available_cores
 
 DEFAULT_PREFILL_CHUNK = 256  # prompt tokens one slot may add to a step
+DEFAULT_SLOT_CACHE_MB = 512  # saved sequences of the slots' prompt cache (the llama engine's default too)
 MAX_SLOTS = 64  # llama.cpp's LLAMA_MAX_SEQ (more would only queue in one batch on torch too)
 IDLE_POLL_S = 0.5  # how often an idle scheduler looks whether it is being closed
 _END = object()  # the last item of a request's queue
@@ -104,6 +111,16 @@ class SlotModel(Protocol):
 
     def forget(self, seq_id: int, start: int) -> bool:
         """Drop sequence `seq_id` from position `start` on; False when it cannot cut there."""
+        ...
+
+    def save(self, seq_id: int, length: int, max_bytes: int) -> tuple[Any, int] | None:
+        """(a copy of sequence `seq_id`'s first `length` positions, its size in bytes); None when it
+        would be larger than `max_bytes` or cannot be copied."""
+        ...
+
+    def restore(self, seq_id: int, saved: Any) -> bool:
+        """Sequence `seq_id` holds what `saved` (from save) held, and nothing else; False (the sequence
+        emptied) when the model refuses it."""
         ...
 
     def close(self) -> None: ...
@@ -183,8 +200,10 @@ class SlotScheduler:
         slot_context: int,
         prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
         format_lock: Any = None,
+        cache_mb: int = DEFAULT_SLOT_CACHE_MB,
     ):
         self.model = model
+        self.saved: PromptCache[tuple[tuple[int, ...], Any]] = PromptCache(cache_mb * 2**20)
         self.format_lock = format_lock if format_lock is not None else threading.Lock()
         self.slot_context, self.prefill_chunk = slot_context, prefill_chunk
         self.n_vocab = model.n_vocab
@@ -198,6 +217,7 @@ class SlotScheduler:
         self.waiting: queue.SimpleQueue = queue.SimpleQueue()
         self.closing = threading.Event()
         self.closed = False
+        self._warm_up()
         self.thread = threading.Thread(target=self._run, name="slots", daemon=True)
         self.thread.start()
 
@@ -255,13 +275,34 @@ class SlotScheduler:
                 continue
             self._place(request, max(free, key=lambda slot: common_prefix_length(slot.cached, request.prompt)))
 
+    def _warm_up(self) -> None:
+        """One step of one token, forgotten: the model's first-call setup is not a request's wait."""
+        self.model.decode([BatchEntry(0, 0, 0, True)])
+        self.model.forget(0, 0)
+
     def _place(self, request: SlotRequest, slot: Slot) -> None:
+        held = common_prefix_length(slot.cached, request.prompt)
+        if held < len(slot.cached):
+            self._save(slot)  # what the slot holds past the shared part is about to go
+        found = self.saved.best(request.prompt[:-1], better_than=held)  # one token must run to give logits
+        if found is not None:
+            ids, saved = found[1]
+            slot.cached = list(ids) if self.model.restore(slot.seq_id, saved) else []
         reuse = min(common_prefix_length(slot.cached, request.prompt), len(request.prompt) - 1)
         if not self.model.forget(slot.seq_id, reuse):
             self.model.forget(slot.seq_id, 0)  # a cache that cannot cut there: all of it
             reuse = 0
         slot.cached = slot.cached[:reuse]
         slot.request, slot.to_read, slot.prefilled = request, request.prompt[reuse:], len(request.prompt) - reuse
+
+    def _save(self, slot: Slot) -> None:
+        """Keep a copy of the slot's sequence in the prompt cache, when the cache has room for one."""
+        if self.saved.max_bytes <= 0 or not slot.cached:
+            return
+        copied = self.model.save(slot.seq_id, len(slot.cached), self.saved.max_bytes)
+        if copied is not None:
+            saved, size = copied
+            self.saved.put(slot.cached, (tuple(slot.cached), saved), size)
 
     def _step(self) -> None:
         for slot in self.slots:

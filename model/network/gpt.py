@@ -73,12 +73,13 @@ def fused_on_cpu(x: torch.Tensor) -> bool:
 
 
 def matvec(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """layer(x) in a decode step. Compiled on the CPU it is a product and a sum, which inductor
-    fuses into one pass over the weight in its stored dtype with float32 arithmetic: on float16
+    """layer(x) in a decode step. Compiled on the CPU, for one token, it is a product and a sum, which
+    inductor fuses into one pass over the weight in its stored dtype with float32 arithmetic: on float16
     weights (a model folder's, exactly) that reads half the bytes, and measured 3x faster than
-    the BLAS call. Eager, F.linear is the fast way."""
+    the BLAS call. For several tokens (parallel slots) that pass runs once per token: there, as eager,
+    F.linear is the fast way (8 slots: 800 -> 1,330 tokens/s)."""
     weight = layer.weight.to(x.dtype)
-    if fused_on_cpu(x):
+    if fused_on_cpu(x) and x.numel() == x.size(-1):
         y = (x.unsqueeze(-2) * weight).sum(-1)
         return y if layer.bias is None else y + layer.bias
     return F.linear(x, weight, layer.bias)
@@ -143,27 +144,48 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(batch, 1, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
         keys[:, :, position] = k  # index_put_: compiled, it writes in place (index_copy_ copied the whole cache)
         values[:, :, position] = v
-        if fused_on_cpu(x):
-            scores = (q * keys).sum(-1) / math.sqrt(q.size(-1))  # (batch, heads, positions)
-            weights = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
-            y = (weights.unsqueeze(-1) * values).sum(-2).unsqueeze(2)
-        else:
-            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible.view(1, 1, 1, -1))
+        y = attend(q, keys, values, visible.view(1, 1, 1, -1))
         return matvec(y.transpose(1, 2).reshape(batch, 1, width), self.proj)
 
     def decode_rows(
-        self, x: torch.Tensor, positions: torch.Tensor, rows: torch.Tensor, visible: torch.Tensor, keys, values
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        rows: torch.Tensor | None,
+        written: torch.Tensor | None,
+        visible: torch.Tensor,
+        keys,
+        values,
     ) -> torch.Tensor:
         """One token for each of n sequences (parallel slots): x (n, 1, width) at `positions` (n,), in
-        the cache rows `rows` (n,) of keys and values (slots, heads, context, head_dim); `visible`
-        (n, context) masks each row's positions past its own."""
+        the cache rows `rows` (n,) of keys and values (slots, heads, context, head_dim), None for every
+        row; `written` (n,) bool, if given: the rows whose keys and values are stored (the others are
+        computed and dropped); `visible` (n, context) masks each row's positions past its own."""
         n, _, width = x.shape
         q, k, v = matvec(x, self.qkv).split(width, dim=2)
         q, k, v = (t.view(n, 1, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
-        keys[rows, :, positions] = k[:, :, 0]
-        values[rows, :, positions] = v[:, :, 0]
-        y = F.scaled_dot_product_attention(q, keys[rows], values[rows], attn_mask=visible[:, None, None, :])
+        index = rows if rows is not None else torch.arange(n, device=x.device)
+        k, v = k[:, :, 0], v[:, :, 0]
+        if written is not None:
+            k = torch.where(written[:, None, None], k, keys[index, :, positions])
+            v = torch.where(written[:, None, None], v, values[index, :, positions])
+        keys[index, :, positions] = k
+        values[index, :, positions] = v
+        if rows is not None:
+            keys, values = keys[rows], values[rows]
+        y = attend(q, keys, values, visible[:, None, None, :])
         return matvec(y.transpose(1, 2).reshape(n, 1, width), self.proj)
+
+
+def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """One query per sequence, q (batch, heads, 1, head_dim), over the cache's keys and values (batch, heads,
+    positions, head_dim); `visible` (batch or 1, 1, 1, positions) masks the positions not yet written.
+    Compiled on the CPU, products and sums that inductor fuses."""
+    if fused_on_cpu(q):
+        scores = (q * keys).sum(-1) / math.sqrt(q.size(-1))  # (batch, heads, positions)
+        weights = torch.softmax(scores.masked_fill(~visible[:, :, 0], float("-inf")), dim=-1)
+        return (weights.unsqueeze(-1) * values).sum(-2).unsqueeze(2)
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
 
 
 class FeedForward(nn.Module):
@@ -198,8 +220,8 @@ class Block(nn.Module):
         x = x + self.attn.decode(self.ln_1(x), position, visible, keys, values)
         return x + self.mlp.decode(self.ln_2(x))
 
-    def decode_rows(self, x, positions, rows, visible, keys, values) -> torch.Tensor:
-        x = x + self.attn.decode_rows(self.ln_1(x), positions, rows, visible, keys, values)
+    def decode_rows(self, x, positions, rows, written, visible, keys, values) -> torch.Tensor:
+        x = x + self.attn.decode_rows(self.ln_1(x), positions, rows, written, visible, keys, values)
         return x + self.mlp.decode(self.ln_2(x))
 
 
@@ -299,11 +321,27 @@ class GPT(nn.Module):
         """Logits (n, vocab) for one token in each of n sequences of a cache made with batch = slots:
         ids (n, 1) at `positions` (n,), sequence i in cache row rows[i] (parallel slots,
         model/inference/torch_slots.py). Eager: the rows and their positions change at every step."""
-        visible = torch.arange(cache.keys[0].size(2), device=ids.device)[None, :] <= positions[:, None]
+        return self._decode_rows(ids, positions, rows, None, cache.keys, cache.values)
+
+    def decode_slots(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        written: torch.Tensor,
+        keys: list[torch.Tensor],
+        values: list[torch.Tensor],
+    ) -> torch.Tensor:
+        """decode_rows for every row of the cache (ids (slots, 1), positions (slots,)), storing the keys and
+        values of the rows whose `written` (slots,) is True only: the same shapes at every step, so a
+        compiled step of all the slots is compiled once (compiled_step.py)."""
+        return self._decode_rows(ids, positions, None, written, keys, values)
+
+    def _decode_rows(self, ids, positions, rows, written, keys, values) -> torch.Tensor:
+        visible = torch.arange(keys[0].size(2), device=ids.device)[None, :] <= positions[:, None]
         x = self.position_embedding(positions).unsqueeze(1)
         x = x + self.token_embedding(ids).to(x.dtype)
         for layer, block in enumerate(cast("list[Block]", self.blocks)):
-            x = block.decode_rows(x, positions, rows, visible, cache.keys[layer], cache.values[layer])
+            x = block.decode_rows(x, positions, rows, written, visible, keys[layer], values[layer])
         return matvec(self.ln_f(x[:, -1]), self.lm_head)
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:

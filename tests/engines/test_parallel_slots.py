@@ -196,6 +196,61 @@ def test_a_cancelled_reply_frees_its_slot_and_the_others_are_untouched(slots):
     assert slots.scheduler.busy_slots == 0
 
 
+@pytest.mark.parametrize("cache_mb", [64, 0])
+def test_a_prompt_seen_before_is_restored_from_the_slots_cache_whichever_slot_it_lands_on(kind, cache_mb):
+    engine = open_slots(kind, 2, cache_mb=cache_mb)
+    try:
+        greedy = SamplingParams(temperature=0, max_tokens=10)
+        first = collect_reply(engine.chat(ask(PROMPTS[0]), greedy))
+        assert first.finished.prefilled_tokens == first.finished.prompt_tokens
+        others = [engine.chat(ask(text), greedy) for text in PROMPTS[1:3]]
+        join_at(others[0], 1, others[1:])  # both slots taken: the first conversation's sequence is overwritten
+        for other in others:
+            collect_reply(other)
+        again = collect_reply(engine.chat(ask(PROMPTS[0]), greedy))
+        assert (again.text, again.token_ids) == (first.text, first.token_ids)
+        if cache_mb:
+            assert again.finished.prefilled_tokens == 1  # the one token that gives the logits
+            assert len(engine.scheduler.saved) >= 1
+        else:
+            assert again.finished.prefilled_tokens > 1 and len(engine.scheduler.saved) == 0
+    finally:
+        engine.close()
+
+
+@pytest.mark.slow
+def test_the_torch_slots_compiled_step_takes_over_mid_reply_and_the_replies_stay_the_same(tmp_path, monkeypatch):
+    from model.inference.torch_slots import TorchSlotEngine
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    greedy = SamplingParams(temperature=0, max_tokens=40)
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]  # no stop token: every reply runs its 40 tokens
+    eager = open_slots("torch", 4)
+    try:
+        expected = [collect_reply(eager.generate_ids(ids, greedy, stop_ids=set())).token_ids for ids in prompts]
+    finally:
+        eager.close()
+    compiled = TorchSlotEngine.open(FOLDER, 4, device="cpu", compile="on", compile_cache=tmp_path / "kernels")
+    try:
+        replies = [compiled.generate_ids(ids, greedy, stop_ids=set()) for ids in prompts]
+        join_at(replies[0], 1, replies[1:])
+        first = replies[0].request
+        drawn, original = [], first.next_token
+
+        def next_token(logits):
+            drawn.append(1)
+            if len(drawn) == 10:
+                assert compiled.wait_for_compile(600) == "on"  # from the next step on, the compiled one
+            return original(logits)
+
+        first.next_token = next_token
+        got = [collect_reply(reply).token_ids for reply in replies]
+        assert compiled.slots_model.compiled_step is not None
+        assert got == expected and all(len(ids) == 40 for ids in got)
+    finally:
+        compiled.close()
+
+
 def test_a_reply_cancelled_before_it_starts_never_runs(slots):
     reply = slots.chat(ask(PROMPTS[2]), SamplingParams(temperature=0))
     reply.cancel()

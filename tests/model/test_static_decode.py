@@ -201,3 +201,26 @@ def test_the_compile_pauses_while_the_engine_decodes_but_not_forever(monkeypatch
     step.decoding_until = time.monotonic() + 60  # the engine decodes on and on
     assert hook_seconds() >= 0.3  # paused...
     assert hook_seconds() < 0.1  # ...then runs for its window
+
+
+def test_the_step_of_every_slot_gives_the_decoding_rows_logits_and_stores_only_theirs(tiny_model):
+    """GPT.decode_slots (compiled for parallel slots) against GPT.decode_rows (eager, the decoding rows only)."""
+    rows, positions = torch.tensor([0, 2]), torch.tensor([3, 1])
+    ids = torch.tensor([[5], [9]])
+    by_rows = tiny_model.new_cache(batch=3)
+    for tensor in by_rows.keys + by_rows.values:
+        tensor.normal_(generator=torch.Generator().manual_seed(tensor.numel()))
+    every_slot = tiny_model.new_cache(batch=3)
+    every_slot.copy_from(by_rows)
+    with torch.inference_mode():
+        expected = tiny_model.decode_rows(ids, positions, rows, by_rows)
+        got = tiny_model.decode_slots(
+            torch.tensor([[5], [7], [9]]),
+            torch.tensor([3, 4, 1]),
+            torch.tensor([True, False, True]),
+            every_slot.keys,
+            every_slot.values,
+        )
+    assert torch.allclose(got[[0, 2]], expected, atol=1e-5)
+    for mine, theirs in zip(every_slot.keys + every_slot.values, by_rows.keys + by_rows.values, strict=True):
+        assert torch.equal(mine, theirs)  # row 1 (not written) kept what it held at position 4
