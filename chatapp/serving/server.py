@@ -402,24 +402,40 @@ async def finish_shielded(future: asyncio.Future[T]) -> T:
 
 
 class Generation:
-    """An engine's events, produced in a thread and read here asynchronously. A reply that can be
-    cancelled on its own (events with a cancel(): a slot of a parallel backend) is; else the backend is."""
+    """An engine's events, produced in a thread and read here asynchronously; a reply of parallel slots
+    (events with a stream_to()) hands them over from the scheduler's thread, with no thread of ours. A
+    reply that can be cancelled on its own (events with a cancel(): a slot) is; else the backend is."""
 
     def __init__(self, backend, events: Iterator[Event]):
         self.backend, self.events = backend, events
         self.complete = False  # every event was read: nothing left to cancel
         self.queue: asyncio.Queue = asyncio.Queue()
+        self.ended = asyncio.Event()  # the engine sent the last item (None)
         self.loop = asyncio.get_running_loop()
-        self.thread = threading.Thread(target=self._produce, daemon=True)
-        self.thread.start()
+        self.thread: threading.Thread | None = None
+        stream_to = getattr(events, "stream_to", None)
+        if stream_to is not None:
+            stream_to(self._push)
+        else:
+            self.thread = threading.Thread(target=self._produce, daemon=True)
+            self.thread.start()
+
+    def _push(self, item: Event | Exception | None) -> None:
+        """From the engine's thread: an event, an exception that ends the reply, or None at its end."""
+        self.loop.call_soon_threadsafe(self._arrived, item)
+
+    def _arrived(self, item: Event | Exception | None) -> None:
+        self.queue.put_nowait(item)
+        if item is None:
+            self.ended.set()
 
     def _produce(self) -> None:
         try:
             for event in self.events:
-                self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+                self._push(event)
         except Exception as error:  # noqa: BLE001 - sent on as the stream's end
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, error)
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, None)
+            self._push(error)
+        self._push(None)
 
     async def __aiter__(self):
         while True:
@@ -437,7 +453,8 @@ class Generation:
         land on whatever the engine runs next."""
         if not self.complete:
             getattr(self.events, "cancel", self.backend.cancel)()
-        await finish_shielded(asyncio.ensure_future(asyncio.to_thread(self.thread.join)))
+        ending = self.ended.wait() if self.thread is None else asyncio.to_thread(self.thread.join)
+        await finish_shielded(asyncio.ensure_future(ending))
 
 
 class Engine:

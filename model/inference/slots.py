@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -149,9 +149,20 @@ class SlotRequest:
         return sample_next(logits, self.params, repetition_history(self.prompt_tail, self.reply.generated), self.rng)
 
 
+class _Handed:
+    """A request's events handed to a callback as the scheduler makes them (SlotReply.stream_to)."""
+
+    def __init__(self, push: Callable[[Any], None]):
+        self.push = push
+
+    def put(self, item: Any) -> None:
+        self.push(None if item is _END else item)
+
+
 class SlotReply:
     """The events of one request, as an iterator (what Backend.chat returns), with its own cancel().
-    The request reaches the scheduler on the first next(), as the engine core starts a reply lazily."""
+    The request reaches the scheduler on the first next(), as the engine core starts a reply lazily;
+    or on stream_to(), which hands the events over instead."""
 
     def __init__(self, scheduler: SlotScheduler, request: SlotRequest):
         self.scheduler, self.request = scheduler, request
@@ -172,6 +183,15 @@ class SlotReply:
             self.request.events.put(_END)
             raise item
         return item
+
+    def stream_to(self, push: Callable[[Any], None]) -> None:
+        """Start the reply and call push(item) from the scheduler's thread for each of its events, an
+        exception if it fails, then None; instead of iterating (a server's event loop reads them with no
+        thread of its own in between)."""
+        assert not self.submitted, "a reply is either iterated or streamed"
+        self.submitted = True
+        self.request.events = _Handed(push)  # type: ignore[assignment]
+        self.scheduler.submit(self.request)
 
     def cancel(self) -> None:
         """Stop this reply: its slot is freed at the next step (at most one more token)."""
@@ -225,7 +245,7 @@ class SlotScheduler:
 
     def submit(self, request: SlotRequest) -> None:
         if self.closing.is_set():
-            request.events.put(RuntimeError("the engine is closed"))
+            self._end(request, RuntimeError("the engine is closed"))
             return
         self.waiting.put(request)
 

@@ -230,3 +230,16 @@ def test_top_k_and_top_p_draw_the_token_the_whole_vocabulary_would():
         seed = int(cases.integers(0, 2**32))
         drawn = sample_next(logits, params, previous, np.random.default_rng(seed))
         assert drawn == whole_vocabulary_draw(logits, params, previous, np.random.default_rng(seed).random())
+
+
+@pytest.mark.parametrize("size", [50, 1_000, 262_144, 262_144 + 77])
+@pytest.mark.parametrize("k", [1, 40, 300])
+def test_top_k_ids_are_every_logit_at_least_the_kth_largest_ties_included(size, k):
+    from model.inference.sampling import top_k_ids
+
+    rng = np.random.default_rng(size + k)
+    logits = np.round(rng.standard_normal(size), 1).astype(np.float32)  # rounded: many ties at the k-th
+    logits[-1] = logits.max() + 1  # the best one in the last, partial block
+    k = min(k, size - 1)
+    kth = np.sort(logits)[-k]
+    assert np.array_equal(top_k_ids(logits, k), np.flatnonzero(logits >= kth))
