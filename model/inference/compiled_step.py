@@ -108,6 +108,25 @@ def half_weight_copy(model: GPT) -> GPT:
     return twin
 
 
+def row_buckets(slots: int, device: str) -> list[int]:
+    """The row counts a step of `slots` parallel slots is compiled for: the step runs on the cache's
+    first rows, as many as the bucket that holds the highest decoding slot (a static step reads every
+    row's whole cache: one reply on 8 slots would pay for 8). Powers of two below `slots`, then
+    `slots`; on CUDA `slots` alone (its graphs are recorded per cache address)."""
+    if device == "cuda":
+        return [slots]
+    sizes, size = [], 1
+    while size < slots:
+        sizes.append(size)
+        size *= 2
+    return sizes + [slots]
+
+
+def first_rows(cache, rows: int) -> tuple[list, list]:
+    """(keys, values) of the cache's first `rows` rows: views, so that a step writes into the cache."""
+    return [t[:rows] for t in cache.keys], [t[:rows] for t in cache.values]
+
+
 def compile_under_way() -> bool:
     """Whether a decode step is still being compiled in this process."""
     return any(thread.name == COMPILE_THREAD and thread.is_alive() for thread in threading.enumerate())
@@ -117,11 +136,13 @@ class CompiledStep:
     """A decode step being compiled in the background; `ready` once it is usable or has failed."""
 
     def __init__(self, model, device: str, warm_up_calls: int | None = None, slots: int | None = None):
-        """`slots`: compile GPT.decode_slots, every row of a cache of that many parallel slots
-        (model/inference/torch_slots.py), instead of the single reply's GPT.decode_step."""
+        """`slots`: compile GPT.decode_slots on the first rows of a cache of that many parallel slots
+        (model/inference/torch_slots.py), for each count of `row_buckets`, instead of the single reply's
+        GPT.decode_step."""
         self.model = model
         self.device = device
         self.slots = slots
+        self.row_buckets = row_buckets(slots, device) if slots else []
         self.cache = model.new_cache(batch=slots or 1)  # the scratch cache it compiles on; the live one after adopt()
         self.step: Callable[..., Any] | None = None  # the compiled GPT.decode_step, once ready
         self.error: str | None = None
@@ -187,19 +208,23 @@ class CompiledStep:
         model = half_weight_copy(self.model) if self.device == "cpu" else self.model
         model.eval()
         device = self.cache.keys[0].device
-        ids = torch.zeros((self.slots or 1, 1), dtype=torch.long, device=device)
-        positions = torch.zeros(self.slots or 1, dtype=torch.long, device=device)
-        function: Callable[..., torch.Tensor]
-        example: tuple[torch.Tensor, ...]
+
+        def zeros(rows: int, dtype=torch.long) -> torch.Tensor:
+            return torch.zeros(rows, dtype=dtype, device=device)
+
         if self.slots is None:
-            function, example = model.decode_step, (ids, positions)
-        else:
-            written = torch.ones(self.slots, dtype=torch.bool, device=device)
-            function, example = model.decode_slots, (ids, positions, written)
-        step = torch.compile(function, fullgraph=True, dynamic=False, mode=compile_mode(self.device))
+            step = torch.compile(model.decode_step, fullgraph=True, dynamic=False, mode=compile_mode(self.device))
+            examples = [(zeros(1).view(1, 1), zeros(1), self.cache.keys, self.cache.values)]
+        else:  # a graph for each bucket (dynamic=False: one per shape), on the cache's first rows
+            step = torch.compile(model.decode_slots, fullgraph=True, dynamic=False, mode=compile_mode(self.device))
+            examples = [
+                (zeros(rows).view(rows, 1), zeros(rows), zeros(rows, torch.bool), *first_rows(self.cache, rows))
+                for rows in self.row_buckets
+            ]
         with torch.inference_mode():
-            for _ in range(self.warm_up_calls):
-                step(*example, self.cache.keys, self.cache.values)
+            for example in examples:
+                for _ in range(self.warm_up_calls):
+                    step(*example)
         return step
 
     @staticmethod

@@ -334,7 +334,8 @@ class SlotScheduler:
         logits = self.model.decode(self.entries)
         ready = [slot for slot in self.slots if slot.row >= 0]
         rows = [logits[slot.row] for slot in ready]
-        drawn = self.samplers.map(lambda slot, row: slot.request.next_token(row), ready, rows)
+        draw = self.samplers.map if len(ready) > 1 else map  # one draw: no hop to a sampler thread
+        drawn = draw(lambda slot, row: slot.request.next_token(row), ready, rows)
         for slot, token in zip(ready, list(drawn), strict=True):
             self._sampled(slot, token)
 

@@ -7,9 +7,11 @@ own position) run as one batched forward pass (`GPT.decode_rows`); a slot's prom
 the single engine's prefill on that slot's row of the cache. Nothing needs removing when a slot
 takes a new prompt: a row's positions past the ones written are masked and then overwritten.
 With compile, the decoding slots' step is compiled as the single engine's is (model/inference/
-compiled_step.py, in the background, eager until it is ready): `GPT.decode_slots` runs every row at
-once, each at its own position, storing the keys and values of the rows that decode only, so that
-its shapes never change; eager, only the decoding rows run (`GPT.decode_rows`).
+compiled_step.py, in the background, eager until it is ready): `GPT.decode_slots` runs the cache's
+first rows at once, each at its own position, storing the keys and values of the rows that decode
+only, so that its shapes never change; it is compiled for 1, 2, 4... rows up to N, and a step runs
+the fewest that hold its highest decoding slot (the scheduler fills the lowest free slot first: one
+reply on 8 slots runs one row). Eager, only the decoding rows run (`GPT.decode_rows`).
 
 `TorchSlotEngine` is a TorchEngine in everything but how a reply is computed (SlotsMixin hands
 each reply to the scheduler), as quant/slot_engine.py is for llama.cpp.
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.inference.compiled_step import CompiledStep, compile_by_default, use_compile_cache
+from model.inference.compiled_step import CompiledStep, compile_by_default, first_rows, use_compile_cache
 from model.inference.slots import (
     DEFAULT_PREFILL_CHUNK,
     DEFAULT_SLOT_CACHE_MB,
@@ -48,6 +50,7 @@ class TorchSlots:
         self.cache = model.new_cache(batch=slots)
         self.compiling = CompiledStep(model, device, slots=slots) if compile else None
         self.compiled_step = None  # once adopted: GPT.decode_slots compiled, on self.cache
+        self.row_buckets: list[int] = []  # the row counts it was compiled for
         self.compile_status = "compiling" if compile else "off"  # then "on" or "failed: ..."
 
     def decode(self, entries: list[BatchEntry]) -> dict[int, np.ndarray]:
@@ -78,8 +81,9 @@ class TorchSlots:
             positions = self._longs([entry.position for entry in entries])
             rows = self._longs([entry.seq_id for entry in entries])
             return self.model.decode_rows(ids, positions, rows, self.cache).float().cpu().numpy()
-        slots = self.cache.keys[0].size(0)
-        row_ids, row_positions, written = [[0] for _ in range(slots)], [0] * slots, [False] * slots
+        highest = max(entry.seq_id for entry in entries)
+        rows = next(count for count in self.row_buckets if count > highest)
+        row_ids, row_positions, written = [[0] for _ in range(rows)], [0] * rows, [False] * rows
         for entry in entries:
             row_ids[entry.seq_id], row_positions[entry.seq_id] = [entry.token], entry.position
             written[entry.seq_id] = True
@@ -87,8 +91,7 @@ class TorchSlots:
             self._longs(row_ids),
             self._longs(row_positions),
             torch.tensor(written, device=self.device),
-            self.cache.keys,
-            self.cache.values,
+            *first_rows(self.cache, rows),
         )
         return every_row.float().cpu().numpy()[[entry.seq_id for entry in entries]]
 
@@ -103,6 +106,7 @@ class TorchSlots:
                     self.compile_status = f"failed: {compiling.error}"
                 else:
                     self.compiled_step, self.cache = compiling.adopt(self.cache)
+                    self.row_buckets = compiling.row_buckets
                     self.compile_status = "on"
         return self.compiled_step
 

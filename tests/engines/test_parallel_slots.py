@@ -223,16 +223,23 @@ def test_the_torch_slots_compiled_step_takes_over_mid_reply_and_the_replies_stay
     from model.inference.torch_slots import TorchSlotEngine
 
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    greedy = SamplingParams(temperature=0, max_tokens=40)
-    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]  # no stop token: every reply runs its 40 tokens
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]  # no stop token: every reply runs its max_tokens
+    lengths = [40, 30, 20, 14]  # on slots 0-3: as they end, the step runs on 4 rows, then 2, then 1
+    greedy = [SamplingParams(temperature=0, max_tokens=length) for length in lengths]
     eager = open_slots("torch", 4)
     try:
-        expected = [collect_reply(eager.generate_ids(ids, greedy, stop_ids=set())).token_ids for ids in prompts]
+        expected = [
+            collect_reply(eager.generate_ids(ids, params, stop_ids=set())).token_ids
+            for ids, params in zip(prompts, greedy, strict=True)
+        ]
     finally:
         eager.close()
     compiled = TorchSlotEngine.open(FOLDER, 4, device="cpu", compile="on", compile_cache=tmp_path / "kernels")
     try:
-        replies = [compiled.generate_ids(ids, greedy, stop_ids=set()) for ids in prompts]
+        assert compiled.slots_model.compiling.row_buckets == [1, 2, 4]
+        replies = [
+            compiled.generate_ids(ids, params, stop_ids=set()) for ids, params in zip(prompts, greedy, strict=True)
+        ]
         join_at(replies[0], 1, replies[1:])
         first = replies[0].request
         drawn, original = [], first.next_token
@@ -246,7 +253,7 @@ def test_the_torch_slots_compiled_step_takes_over_mid_reply_and_the_replies_stay
         first.next_token = next_token
         got = [collect_reply(reply).token_ids for reply in replies]
         assert compiled.slots_model.compiled_step is not None
-        assert got == expected and all(len(ids) == 40 for ids in got)
+        assert got == expected and [len(ids) for ids in got] == lengths
     finally:
         compiled.close()
 
