@@ -212,15 +212,18 @@ class CompiledStep:
         def zeros(rows: int, dtype=torch.long) -> torch.Tensor:
             return torch.zeros(rows, dtype=dtype, device=device)
 
+        step: Callable[..., Any]
+        examples: list[tuple]
         if self.slots is None:
             step = torch.compile(model.decode_step, fullgraph=True, dynamic=False, mode=compile_mode(self.device))
             examples = [(zeros(1).view(1, 1), zeros(1), self.cache.keys, self.cache.values)]
         else:  # a graph for each bucket (dynamic=False: one per shape), on the cache's first rows
             step = torch.compile(model.decode_slots, fullgraph=True, dynamic=False, mode=compile_mode(self.device))
-            examples = [
-                (zeros(rows).view(rows, 1), zeros(rows), zeros(rows, torch.bool), *first_rows(self.cache, rows))
-                for rows in self.row_buckets
-            ]
+            with torch.inference_mode():  # where the slots make their inputs: other tensors would recompile
+                examples = [
+                    (zeros(rows).view(rows, 1), zeros(rows), zeros(rows, torch.bool), *first_rows(self.cache, rows))
+                    for rows in self.row_buckets
+                ]
         with torch.inference_mode():
             for example in examples:
                 for _ in range(self.warm_up_calls):

@@ -335,7 +335,8 @@ class SlotScheduler:
         ready = [slot for slot in self.slots if slot.row >= 0]
         rows = [logits[slot.row] for slot in ready]
         draw = self.samplers.map if len(ready) > 1 else map  # one draw: no hop to a sampler thread
-        drawn = draw(lambda slot, row: slot.request.next_token(row), ready, rows)
+        requests = [slot.request for slot in ready if slot.request is not None]  # a row is a running slot's
+        drawn = draw(lambda request, row: request.next_token(row), requests, rows)
         for slot, token in zip(ready, list(drawn), strict=True):
             self._sampled(slot, token)
 

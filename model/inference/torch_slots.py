@@ -82,8 +82,8 @@ class TorchSlots:
             rows = self._longs([entry.seq_id for entry in entries])
             return self.model.decode_rows(ids, positions, rows, self.cache).float().cpu().numpy()
         highest = max(entry.seq_id for entry in entries)
-        rows = next(count for count in self.row_buckets if count > highest)
-        row_ids, row_positions, written = [[0] for _ in range(rows)], [0] * rows, [False] * rows
+        bucket = next(count for count in self.row_buckets if count > highest)
+        row_ids, row_positions, written = [[0] for _ in range(bucket)], [0] * bucket, [False] * bucket
         for entry in entries:
             row_ids[entry.seq_id], row_positions[entry.seq_id] = [entry.token], entry.position
             written[entry.seq_id] = True
@@ -91,7 +91,7 @@ class TorchSlots:
             self._longs(row_ids),
             self._longs(row_positions),
             torch.tensor(written, device=self.device),
-            *first_rows(self.cache, rows),
+            *first_rows(self.cache, bucket),
         )
         return every_row.float().cpu().numpy()[[entry.seq_id for entry in entries]]
 

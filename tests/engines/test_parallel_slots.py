@@ -218,6 +218,12 @@ def test_a_prompt_seen_before_is_restored_from_the_slots_cache_whichever_slot_it
         engine.close()
 
 
+def compiled_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
 @pytest.mark.slow
 def test_the_torch_slots_compiled_step_takes_over_mid_reply_and_the_replies_stay_the_same(tmp_path, monkeypatch):
     from model.inference.torch_slots import TorchSlotEngine
@@ -244,15 +250,19 @@ def test_the_torch_slots_compiled_step_takes_over_mid_reply_and_the_replies_stay
         first = replies[0].request
         drawn, original = [], first.next_token
 
+        graphs = []
+
         def next_token(logits):
             drawn.append(1)
             if len(drawn) == 10:
                 assert compiled.wait_for_compile(600) == "on"  # from the next step on, the compiled one
+                graphs.append(compiled_graphs())
             return original(logits)
 
         first.next_token = next_token
         got = [collect_reply(reply).token_ids for reply in replies]
         assert compiled.slots_model.compiled_step is not None
+        assert compiled_graphs() == graphs[0]  # every bucket was compiled before: nothing recompiles in a step
         assert got == expected and [len(ids) for ids in got] == lengths
     finally:
         compiled.close()
