@@ -21,7 +21,7 @@ earlier turns computed), and the rest of that sequence is dropped. What would be
 saved in the slots' prompt cache (model/inference/prompt_cache.py, bounded in bytes, as the single
 engine's): a request whose prompt shares more with a saved sequence than with its slot has that
 sequence's KV restored into its slot and computes only the rest, whichever slot it ran on before
-(llama-server's --cache-ram does the same). The server warms the model up with one step at start, so
+(llama-server's --cache-ram does the same). The scheduler warms the model up with one step at start, so
 the first request is not the one that pays for llama.cpp's or torch's first-call setup.
 
 `SlotsMixin` is the engine's side, shared by both engines' slot engines: prompts are prepared one
