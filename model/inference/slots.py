@@ -296,8 +296,11 @@ class SlotScheduler:
             self._place(request, max(free, key=lambda slot: common_prefix_length(slot.cached, request.prompt)))
 
     def _warm_up(self) -> None:
-        """One step of one token, forgotten: the model's first-call setup is not a request's wait."""
-        self.model.decode([BatchEntry(0, 0, 0, True)])
+        """One step of one token and a draw, forgotten: the model's first-call setup (and numpy's random
+        module, loaded by the first draw) is not a request's wait."""
+        logits = self.model.decode([BatchEntry(0, 0, 0, True)])
+        params = SamplingParams(top_k=40, seed=0)
+        sample_next(logits[0], params, [], reply_rng(params))
         self.model.forget(0, 0)
 
     def _place(self, request: SlotRequest, slot: Slot) -> None:
