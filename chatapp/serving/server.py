@@ -410,15 +410,13 @@ class Generation:
         self.backend, self.events = backend, events
         self.complete = False  # every event was read: nothing left to cancel
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.ended = asyncio.Event()  # the engine sent the last item (None)
+        self.ended = asyncio.Event()  # the engine sent the last item (None): it is free of this reply
         self.loop = asyncio.get_running_loop()
-        self.thread: threading.Thread | None = None
         stream_to = getattr(events, "stream_to", None)
         if stream_to is not None:
             stream_to(self._push)
         else:
-            self.thread = threading.Thread(target=self._produce, daemon=True)
-            self.thread.start()
+            threading.Thread(target=self._produce, daemon=True).start()
 
     def _push(self, item: Event | Exception | None) -> None:
         """From the engine's thread: an event, an exception that ends the reply, or None at its end."""
@@ -435,7 +433,8 @@ class Generation:
                 self._push(event)
         except Exception as error:  # noqa: BLE001 - sent on as the stream's end
             self._push(error)
-        self._push(None)
+        finally:
+            self._push(None)
 
     async def __aiter__(self):
         while True:
@@ -453,8 +452,7 @@ class Generation:
         land on whatever the engine runs next."""
         if not self.complete:
             getattr(self.events, "cancel", self.backend.cancel)()
-        ending = self.ended.wait() if self.thread is None else asyncio.to_thread(self.thread.join)
-        await finish_shielded(asyncio.ensure_future(ending))
+        await finish_shielded(asyncio.ensure_future(self.ended.wait()))
 
 
 class Engine:

@@ -160,6 +160,13 @@ class CompiledStep:
     def wait(self, timeout: float | None = None) -> bool:
         return self.ready.wait(timeout)
 
+    @property
+    def state(self) -> str:
+        """ "compiling" until ready, then "on", or "failed: ..." (the engine stays eager)."""
+        if not self.ready.is_set():
+            return "compiling"
+        return "on" if self.step is not None else f"failed: {self.error}"
+
     def adopt(self, live_cache):
         """Switch over between two tokens: the scratch cache takes the live cache's contents
         and becomes the cache to decode on. Returns (step, cache)."""

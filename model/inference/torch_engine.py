@@ -100,10 +100,7 @@ class TorchEngine(EngineCore):
     def compile_state(self) -> str:
         """What the app shows: "compiling", "on" (also when the compiled step is ready and taken up at
         the next token), "off", or "failed: ..."; read from any thread."""
-        compiling = self.compiling
-        if compiling is not None and compiling.ready.is_set():
-            return "on" if compiling.step is not None else f"failed: {compiling.error}"
-        return self.compile_status
+        return self.compiling.state if self.compiling is not None else self.compile_status
 
     def wait_for_compile(self, timeout: float | None = None) -> str:
         """Block until a compile under way is done (for benchmarks); returns compile_status."""
@@ -116,13 +113,11 @@ class TorchEngine(EngineCore):
         compiling = self.compiling
         if compiling is None or not compiling.ready.is_set():
             return
-        self.compiling = None
+        self.compiling, self.compile_status = None, compiling.state
         if compiling.step is None:
-            self.compile_status = f"failed: {compiling.error}"
             self.pending_notices.append(f"torch.compile failed, decoding without it ({compiling.error})")
             return
         self.decode_step, self.cache = compiling.adopt(self.cache)
-        self.compile_status = "on"
         self.compile_seconds = compiling.seconds
 
     def take_pending_notices(self) -> list[str]:

@@ -101,13 +101,10 @@ class TorchSlots:
         if compiling is not None:
             compiling.decoding()  # the compile pauses while the slots decode
             if compiling.ready.is_set():
-                self.compiling = None
-                if compiling.step is None:
-                    self.compile_status = f"failed: {compiling.error}"
-                else:
+                self.compiling, self.compile_status = None, compiling.state
+                if compiling.step is not None:
                     self.compiled_step, self.cache = compiling.adopt(self.cache)
                     self.row_buckets = compiling.row_buckets
-                    self.compile_status = "on"
         return self.compiled_step
 
     def wait_for_compile(self, timeout: float | None = None) -> str:
@@ -118,10 +115,7 @@ class TorchSlots:
     @property
     def compile_state(self) -> str:
         """ "compiling", "on" (also when ready and taken up at the next step), "off" or "failed: ..."."""
-        compiling = self.compiling
-        if compiling is not None and compiling.ready.is_set():
-            return "on" if compiling.step is not None else f"failed: {compiling.error}"
-        return self.compile_status
+        return self.compiling.state if self.compiling is not None else self.compile_status
 
     def _longs(self, values: list) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long, device=self.device)
